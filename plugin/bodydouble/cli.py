@@ -1,0 +1,156 @@
+"""``bodydouble`` command line. Client commands need only the thin client; ``serve``, ``demo``
+(and later ``train``) need the server install (``pip install "bodydouble[server]"``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import errors
+from .client import DEFAULT_ADDRESS, Client
+from .jobspec import AdapterRef, FillRequest, sequence_frames
+
+
+def _progress_printer(stream=sys.stderr):
+    def show(p) -> None:
+        bar = "#" * int(p.fraction * 30)
+        stream.write(f"\r[{bar:<30}] {p.fraction * 100:5.1f}%  {p.message:<40}")
+        stream.flush()
+    return show
+
+
+def cmd_adapters(args) -> int:
+    with Client(args.server, timeout=args.timeout) as client:
+        adapters = client.list_adapters()
+        if args.json:
+            print(json.dumps([a.raw for a in adapters], indent=2))
+            return 0
+        model = (client.server_info or {}).get("model") or {}
+        print(f"server {args.server}: base model {model.get('name', '?')}")
+        if not adapters:
+            print("  no adapters (put adapter folders in the server's adapters folder, then `bodydouble rescan`)")
+        for a in adapters:
+            extra = f"  [{a.status}: {a.reason}]" if a.status != "ready" else ""
+            print(f"  {a.name:<24} {a.character:<24} trigger {a.trigger:<16}{extra}")
+    return 0
+
+
+def cmd_rescan(args) -> int:
+    with Client(args.server, timeout=args.timeout) as client:
+        for a in client.rescan():
+            print(f"  {a.name:<24} {a.status}")
+    return 0
+
+
+def parse_adapters(values: list[str] | None) -> list[AdapterRef]:
+    refs = []
+    for value in values or []:
+        name, _, weight = value.partition(":")
+        refs.append(AdapterRef(name=name, weight=float(weight) if weight else 1.0))
+    return refs
+
+
+def cmd_fill(args) -> int:
+    first, _, last = args.frames.partition("-")
+    request = FillRequest(
+        frames=sequence_frames(args.plate, int(first), int(last or first), args.mask),
+        adapters=parse_adapters(args.adapter), prompt=args.prompt, negative_prompt=args.negative, seed=args.seed,
+        steps=args.steps, strength=args.strength, guidance=args.guidance, colorspace=args.colorspace,
+        shot=args.shot, output_dir=args.output_dir,
+    )
+    with Client(args.server, timeout=args.timeout) as client:
+        job = client.submit(request)
+        try:
+            result = job.wait(on_progress=None if args.quiet else _progress_printer())
+        except KeyboardInterrupt:
+            job.cancel()
+            print("\ncancelled", file=sys.stderr)
+            return 130
+    if not args.quiet:
+        print(file=sys.stderr)
+    print(json.dumps({"take_dir": result.take_dir, "pattern": result.pattern, "first": result.first,
+                      "last": result.last}) if args.json else f"take {result.take}: {result.pattern} ({result.first}-{result.last})")
+    return 0
+
+
+def _server_command(name: str):
+    def run(args) -> int:
+        try:
+            from bodydouble_server import cli as server_cli
+        except ImportError as exc:
+            print(f"`bodydouble {name}` needs the server install: pip install \"bodydouble[server]\" ({exc})",
+                  file=sys.stderr)
+            return 2
+        return getattr(server_cli, f"cmd_{name}")(args)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bodydouble", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def client_parser(name: str, help: str):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--server", default=DEFAULT_ADDRESS, help=f"server address (default {DEFAULT_ADDRESS})")
+        p.add_argument("--timeout", type=float, default=10.0)
+        return p
+
+    p = client_parser("adapters", "list the server's character adapters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_adapters)
+    client_parser("rescan", "make the server rescan its adapters folder").set_defaults(func=cmd_rescan)
+
+    p = client_parser("fill", "inpaint an unseen angle over a plate sequence")
+    p.add_argument("--plate", required=True, help="plate file pattern, e.g. /shows/x/sh010/plate.####.exr")
+    p.add_argument("--mask", help="mask file pattern (default: the plate's alpha)")
+    p.add_argument("--frames", required=True, help="FIRST-LAST, e.g. 1001-1010")
+    p.add_argument("--adapter", action="append", help="adapter name[:weight]; repeat to blend")
+    p.add_argument("--prompt", default="")
+    p.add_argument("--negative", default="")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--colorspace", default="ACEScg")
+    p.add_argument("--shot")
+    p.add_argument("--output-dir")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_fill)
+
+    p = sub.add_parser("serve", help="run the inference server")
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--model", help="local diffusers folder or single-file checkpoint (default: embedded test model)")
+    p.add_argument("--family", help="model family for a single-file checkpoint (sd15, sdxl)")
+    p.add_argument("--model-config", help="diffusers config folder for a single-file checkpoint")
+    p.add_argument("--adapters", help="adapters folder")
+    p.add_argument("--root", action="append", dest="roots", help="folder the server may read/write; repeat")
+    p.add_argument("--output-root", help="where takes go when a request names no output folder")
+    p.add_argument("--device")
+    p.add_argument("--dtype")
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=_server_command("serve"))
+
+    p = sub.add_parser("demo", help="end-to-end demo on the embedded test model (no weights needed)")
+    p.add_argument("--out", default="bodydouble-demo", help="folder for the sample plate, adapter and takes")
+    p.add_argument("--frames", type=int, default=3)
+    p.add_argument("--size", default="256x144", help="plate WIDTHxHEIGHT")
+    p.add_argument("--steps", type=int, default=4)
+    p.set_defaults(func=_server_command("demo"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except errors.BodyDoubleError as exc:
+        print(f"bodydouble: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""The thin client hosts use: connect, hello, list adapters, submit, progress, cancel, result.
+
+Safe to use from a host's background thread while its UI thread cancels: every call goes
+through :class:`~bodydouble.connection.Connection`, which owns the socket on its own thread.
+
+    with Client("tcp://127.0.0.1:5555") as client:
+        job = client.submit(FillRequest(frames=sequence_frames("plate.####.exr", 1001, 1010), ...))
+        result = job.wait(on_progress=lambda p: print(p.fraction))
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import __version__, codec, errors, protocol
+
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
+
+
+@dataclass
+class Progress:
+    job: str
+    fraction: float
+    message: str = ""
+    frame: int | None = None
+    step: int | None = None
+    steps: int | None = None
+    raw: dict = field(default_factory=dict)
+
+
+@dataclass
+class JobResult:
+    job: str
+    operation: str
+    take_dir: str
+    take: int
+    pattern: str
+    first: int
+    last: int
+    frames: dict[int, str]
+    info: dict
+    pixels: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class AdapterInfo:
+    name: str
+    character: str
+    trigger: str
+    base_model: str
+    status: str                # "ready" | "incompatible" | "invalid"
+    reason: str = ""
+    family: str = ""
+    sha256: str = ""
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """What a host's adapter picker shows."""
+        return f"{self.character} ({self.name}) · {self.base_model}"
+
+
+class Job:
+    """A submitted job: iterate its progress, wait for its result, cancel it from any thread."""
+
+    def __init__(self, client: "Client", rid: str, inbox: queue.SimpleQueue, keepalive: list):
+        self._client = client
+        self.request_id = rid
+        self._inbox = inbox
+        self._keepalive = keepalive  # arrays sent zero-copy must outlive the send
+        self.job_id: str | None = None
+        self.queue_position: int | None = None
+        self.progress: Progress | None = None
+        self._final: protocol.Message | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def done(self) -> bool:
+        return self._final is not None
+
+    def events(self, timeout: float | None = None) -> Iterator[Progress]:
+        """Yield progress until the job ends (then :meth:`wait` returns or raises at once)."""
+        while self._final is None:
+            msg = self._next(timeout)
+            if msg.type == "progress":
+                yield self.progress  # type: ignore[misc]
+
+    def wait(self, timeout: float | None = None, on_progress: Callable[[Progress], None] | None = None) -> JobResult:
+        for progress in self.events(timeout):
+            if on_progress:
+                on_progress(progress)
+        return self._result()
+
+    def cancel(self) -> None:
+        """Ask the server to stop this job at the next step. ``wait`` then raises JobCancelled."""
+        if self._final is not None:
+            return
+        job_id = self.job_id or self.request_id
+        try:
+            self._client.request("cancel", {"job": job_id})
+        except errors.RequestError as exc:
+            if exc.code != errors.UNKNOWN_JOB:  # it finished meanwhile: nothing to cancel
+                raise
+
+    # -- internals -------------------------------------------------------------------------
+    def _next(self, timeout: float | None) -> protocol.Message:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = self._client.heartbeat_interval
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            try:
+                msg = self._inbox.get(timeout=wait)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise errors.RequestTimeout(f"job {self.job_id or self.request_id} still running after {timeout} s")
+                self._client.ensure_alive()
+                continue
+            self._apply(msg)
+            return msg
+
+    def _apply(self, msg: protocol.Message) -> None:
+        body = msg.body
+        if msg.type == "accepted":
+            self.job_id = body.get("job")
+            self.queue_position = body.get("queue_position")
+        elif msg.type == "progress":
+            self.progress = Progress(
+                job=body.get("job", ""), fraction=float(body.get("fraction", 0.0)), message=body.get("message", ""),
+                frame=body.get("frame"), step=body.get("step"), steps=body.get("steps"), raw=body,
+            )
+        elif msg.final:
+            self._final = msg
+            self._keepalive.clear()
+            self._client._conn.release(self.request_id)
+
+    def _result(self) -> JobResult:
+        msg = self._final
+        assert msg is not None
+        if msg.type == "error":
+            raise errors.error_from_reply(msg.body.get("code", "error"), msg.body.get("message", ""), msg.body.get("details"))
+        body = msg.body
+        pixels = {}
+        for entry in body.get("frames", []):
+            if "buffer" in entry:
+                pixels[entry["frame"]] = msg.buffers[entry["buffer"]]
+        return JobResult(
+            job=body["job"], operation=body["operation"], take_dir=body["take_dir"], take=body["take"],
+            pattern=body["pattern"], first=body["first"], last=body["last"],
+            frames={e["frame"]: e["path"] for e in body.get("frames", [])}, info=body, pixels=pixels,
+        )
+
+
+class Client:
+    def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 10.0, name: str = "bodydouble-python",
+                 heartbeat_interval: float = 5.0, curve: dict | None = None):
+        from .connection import Connection
+
+        self.address = address
+        self.timeout = timeout
+        self.name = name
+        self.heartbeat_interval = heartbeat_interval
+        self._conn = Connection(address, curve=curve)
+        self.server_info: dict | None = None
+
+    def __enter__(self) -> "Client":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- requests ------------------------------------------------------------------------
+    def connect(self) -> dict:
+        """Check the server is there and speaks our protocol; returns its capabilities."""
+        self._conn.probe()
+        try:
+            self.server_info = self.request("hello", {"client": self.name, "client_version": __version__})
+        except errors.RequestTimeout:
+            raise errors.ServerNotRunning(
+                f"Nothing at {self.address} answered a BodyDouble hello within {self.timeout} s. "
+                "Is `bodydouble serve` running there (and not another program on that port)?"
+            ) from None
+        except errors.RequestError as exc:
+            if exc.code in (errors.PROTOCOL_MISMATCH, errors.BAD_TAG):
+                raise errors.ProtocolMismatch(exc.message) from None
+            raise
+        return self.server_info
+
+    hello = connect
+
+    def wait_ready(self, timeout: float = 120.0) -> dict:
+        """Block until the server has loaded its model; returns the hello capabilities."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.connect()
+            if info["state"] == "ready":
+                return info
+            if info["state"] == "failed":
+                raise errors.RequestError(f"the server's model failed to load: {info.get('load_error')}",
+                                          code=errors.MODEL_UNAVAILABLE)
+            if time.monotonic() > deadline:
+                raise errors.RequestTimeout(f"server at {self.address} still loading its model after {timeout} s")
+            time.sleep(0.1)
+
+    def request(self, mtype: str, body: dict | None = None, buffers: list[np.ndarray] | None = None,
+                timeout: float | None = None) -> dict:
+        """Send one request and return the body of its final ``result`` (raise on ``error``)."""
+        rid, inbox = self._conn.open()
+        try:
+            self._conn.send(protocol.Message(type=mtype, id=rid, body=body or {}, buffers=buffers or []))
+            limit = self.timeout if timeout is None else timeout
+            deadline = time.monotonic() + limit
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    msg = inbox.get(timeout=max(0.0, remaining))
+                except queue.Empty:
+                    raise errors.RequestTimeout(f"server at {self.address} did not answer {mtype!r} within {limit} s") from None
+                if msg.final:
+                    break
+            if msg.type == "error":
+                raise errors.error_from_reply(msg.body.get("code", "error"), msg.body.get("message", ""), msg.body.get("details"))
+            return msg.body
+        finally:
+            self._conn.release(rid)
+
+    def ensure_alive(self) -> None:
+        """Heartbeat; raises ServerLost when the server stopped answering."""
+        try:
+            self.request("heartbeat", timeout=self.timeout)
+        except errors.RequestTimeout:
+            raise errors.ServerLost(f"the server at {self.address} stopped answering") from None
+
+    def heartbeat(self) -> dict:
+        return self.request("heartbeat")
+
+    def list_adapters(self) -> list[AdapterInfo]:
+        body = self.request("list_adapters")
+        return [
+            AdapterInfo(name=a["name"], character=a.get("character", a["name"]), trigger=a.get("trigger", ""),
+                        base_model=a.get("base_model", ""), status=a.get("status", ""), reason=a.get("reason", ""),
+                        family=a.get("family", ""), sha256=a.get("sha256", ""), raw=a)
+            for a in body["adapters"]
+        ]
+
+    def rescan(self) -> list[AdapterInfo]:
+        self.request("rescan", timeout=max(self.timeout, 120))
+        return self.list_adapters()
+
+    def status(self, job_id: str) -> dict:
+        return self.request("status", {"job": job_id})
+
+    def cancel(self, job_id: str) -> dict:
+        return self.request("cancel", {"job": job_id})
+
+    def submit(self, request) -> Job:
+        """Submit an operation request (e.g. ``FillRequest``); returns at once with a :class:`Job`."""
+        buffers: list[np.ndarray] = []
+        meanings: list[str] = []
+        body = codec.to_wire(request, buffers, meanings)
+        body["operation"] = request.operation
+        rid, inbox = self._conn.open()
+        job = Job(self, rid, inbox, keepalive=buffers)
+        self._conn.send(protocol.Message(type="submit", id=rid, body=body, buffers=buffers, meanings=meanings))
+        return job

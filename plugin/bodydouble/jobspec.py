@@ -1,0 +1,143 @@
+"""What one operation needs, as small typed dataclasses (the body of a ``submit`` message).
+
+Hosts build these; the server decodes them with :func:`bodydouble.codec.from_wire`, which
+calls each ``validate()``. Adding an operation = one request class + one ``OPERATIONS`` entry.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+# An image: a path the server can read (shared storage: the normal studio case) or pixels.
+# Pixels are (H, W, C) arrays, C in 1..4 (+ extra channels), float16/float32/uint8/uint16.
+
+
+@dataclass
+class ImageRef:
+    path: Optional[str] = None
+    pixels: Optional[np.ndarray] = None
+
+    def validate(self) -> None:
+        if (self.path is None) == (self.pixels is None):
+            raise ValueError("an image is either a 'path' or 'pixels', exactly one of them")
+        if self.path is not None and not self.path:
+            raise ValueError("'path' is empty")
+        if self.pixels is not None and self.pixels.ndim not in (2, 3):
+            raise ValueError(f"pixels must be (H, W) or (H, W, C), got shape {self.pixels.shape}")
+
+    @classmethod
+    def of(cls, value: "str | np.ndarray | ImageRef | None") -> "ImageRef | None":
+        if value is None or isinstance(value, ImageRef):
+            return value
+        if isinstance(value, np.ndarray):
+            return cls(pixels=value)
+        return cls(path=str(value))
+
+
+@dataclass
+class FrameInput:
+    frame: int
+    plate: ImageRef
+    # None: use the plate's alpha channel as the mask.
+    mask: Optional[ImageRef] = None
+
+
+@dataclass
+class AdapterRef:
+    name: str
+    weight: float = 1.0
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ValueError("adapter name is empty")
+        if not -4.0 <= self.weight <= 4.0:
+            raise ValueError(f"adapter weight {self.weight} is outside [-4, 4]")
+
+
+_SHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass
+class FillRequest:
+    """Inpaint what the plate never showed, inside the mask, in the character's likeness."""
+
+    frames: list[FrameInput]
+    adapters: list[AdapterRef] = field(default_factory=list)
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 20
+    strength: float = 1.0
+    guidance: float = 7.5
+    # Colour space of the plate pixels (an OCIO name); plates are scene-linear ACEScg by default.
+    colorspace: str = "ACEScg"
+    # Channel of the mask image to use; None: alpha if present, else the first channel.
+    mask_channel: Optional[str] = None
+    # Context around the mask's bounding box, as a fraction of its size, given to the model.
+    context: float = 0.5
+    # Soft edge inside the mask, in plate pixels. Outside the mask nothing changes.
+    feather: int = 4
+    # Takes go to <output_dir>/bodydouble/<adapter>/take_NNN/; output_dir defaults to <server output root>/<shot>.
+    shot: Optional[str] = None
+    output_dir: Optional[str] = None
+    return_pixels: bool = False
+
+    operation = "fill"
+
+    def validate(self) -> None:
+        if not self.frames:
+            raise ValueError("'frames' is empty: give at least one plate frame")
+        numbers = [f.frame for f in self.frames]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("frame numbers repeat")
+        if not 1 <= self.steps <= 500:
+            raise ValueError(f"steps must be in 1..500, got {self.steps}")
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if not 0.0 <= self.guidance <= 50.0:
+            raise ValueError(f"guidance must be in [0, 50], got {self.guidance}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")
+        if not 0.0 <= self.context <= 4.0:
+            raise ValueError(f"context must be in [0, 4], got {self.context}")
+        if not 0 <= self.feather <= 256:
+            raise ValueError(f"feather must be in 0..256 pixels, got {self.feather}")
+        if self.shot is not None and not _SHOT_NAME.match(self.shot):
+            raise ValueError(f"shot name {self.shot!r} may hold only letters, digits, '.', '_' and '-'")
+        if len({a.name for a in self.adapters}) != len(self.adapters):
+            raise ValueError("an adapter is named twice")
+
+
+# operation name -> request class; the server looks operations up here.
+OPERATIONS: dict[str, type] = {"fill": FillRequest}
+
+
+def expand_pattern(pattern: str, frame: int) -> str:
+    """``plate.####.exr`` / ``plate.%04d.exr`` / ``plate.$F4.exr`` -> the path of one frame."""
+    match = re.search(r"#+", pattern)
+    if match:
+        return pattern[: match.start()] + f"{frame:0{len(match.group())}d}" + pattern[match.end():]
+    match = re.search(r"%0?(\d*)d", pattern)
+    if match:
+        return pattern[: match.start()] + f"{frame:0{match.group(1) or 1}d}" + pattern[match.end():]
+    match = re.search(r"\$F(\d*)", pattern)
+    if match:
+        return pattern[: match.start()] + f"{frame:0{match.group(1) or 1}d}" + pattern[match.end():]
+    return pattern
+
+
+def sequence_frames(plate_pattern: str, first: int, last: int, mask_pattern: str | None = None) -> list[FrameInput]:
+    """Frame inputs for a file sequence on shared storage."""
+    if last < first:
+        raise ValueError(f"frame range {first}-{last} is empty")
+    return [
+        FrameInput(
+            frame=f,
+            plate=ImageRef(path=expand_pattern(plate_pattern, f)),
+            mask=ImageRef(path=expand_pattern(mask_pattern, f)) if mask_pattern else None,
+        )
+        for f in range(first, last + 1)
+    ]

@@ -1,0 +1,69 @@
+"""Writing adapter folders: diffusers-format LoRA weights + manifest, atomically.
+
+Used by training and by the demo's synthetic test adapter. The weights load with plain
+diffusers ``load_lora_weights`` as well as in the BodyDouble server.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bodydouble import __version__
+
+from .adapters import MANIFEST_FILE, WEIGHTS_FILE
+from .models.identity import ModelIdentity
+from .takes import write_json_atomic
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def write_adapter(folder: Path, pipeline_cls, unet_lora_state: dict, manifest: dict) -> Path:
+    """Stage into a hidden sibling, then rename: the server's rescan never sees half an adapter."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        pipeline_cls.save_lora_weights(str(staging), unet_lora_layers=unet_lora_state, weight_name=WEIGHTS_FILE,
+                                       safe_serialization=True)
+        write_json_atomic(staging / MANIFEST_FILE, {"tool_version": __version__, "created": time.time(), **manifest})
+        if folder.exists():
+            raise FileExistsError(f"adapter folder {folder} already exists; pick a new name or version")
+        os.rename(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def base_model_entry(identity: ModelIdentity) -> dict:
+    return {"name": identity.name, "sha256": identity.sha256, "family": identity.family,
+            "test_model": identity.test_model}
+
+
+def synthetic_adapter(pipe, identity: ModelIdentity, folder: Path, character: str, seed: int, rank: int = 4,
+                      scale: float = 0.5) -> Path:
+    """A random LoRA (NOT trained): lets the demo and tests show adapter switching on the test model."""
+    import torch
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    unet = pipe.unet
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS),
+                     adapter_name="synthetic")
+    try:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in unet.named_parameters():
+                if "lora_" in name and ".synthetic" in name:
+                    param.copy_(torch.randn(param.shape, generator=generator) * scale)
+        state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name="synthetic"))
+    finally:
+        unet.delete_adapters("synthetic")
+    return write_adapter(folder, type(pipe), state, {
+        "name": Path(folder).name, "character": character, "trigger": f"<{Path(folder).name}>",
+        "base_model": base_model_entry(identity), "model_kind": "image", "rank": rank,
+        "rights_holder": "BodyDouble test data", "licence": "synthetic random adapter for tests and demos; not trained",
+        "training": {"kind": "synthetic", "seed": seed}, "version": "1",
+    })

@@ -1,0 +1,82 @@
+"""Server settings: a TOML file, overridden by command-line flags.
+
+    # bodydouble-server.toml
+    port = 5555
+    host = "127.0.0.1"                 # loopback only unless you mean it
+    model = "/models/sd15-inpaint"     # diffusers folder or single-file checkpoint; unset = embedded test model
+    family = "sd15"                    # needed only for single-file checkpoints
+    model_config = "/models/sd15-inpaint-configs"  # diffusers config folder for single-file checkpoints
+    adapters = "/studio/bodydouble/adapters"
+    roots = ["/shows", "/scratch/bodydouble"]      # the only folders read from or written to
+    output_root = "/scratch/bodydouble"            # where takes go when a request names no output_dir
+    device = "auto"                    # auto | cpu | cuda | cuda:1
+    dtype = "auto"                     # auto | float32 | float16 | bfloat16
+    resolution = 512                   # generation long side; default: the model family's
+    [limits]
+    max_frame_pixels = 67108864
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from bodydouble import errors, protocol
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("BODYDOUBLE_HOME") or Path.home() / "bodydouble")
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 5555
+    model: str | None = None
+    family: str | None = None
+    model_config: str | None = None
+    adapters: str = ""
+    roots: list[str] = field(default_factory=list)
+    output_root: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+    resolution: int | None = None
+    limits: protocol.Limits = field(default_factory=protocol.Limits)
+
+    def __post_init__(self) -> None:
+        home = default_home()
+        self.adapters = self.adapters or str(home / "adapters")
+        self.output_root = self.output_root or (self.roots[0] if self.roots else str(home / "takes"))
+        if not self.roots:
+            self.roots = [self.output_root]
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range")
+
+    @property
+    def address(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides) -> "ServerConfig":
+        data: dict = {}
+        if path:
+            try:
+                data = tomllib.loads(Path(path).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise errors.BodyDoubleError(f"cannot read config {path}: {exc}") from None
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise errors.BodyDoubleError(f"config {path}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
+        limits = data.pop("limits", {})
+        try:
+            data["limits"] = replace(protocol.Limits(), **limits)
+        except TypeError as exc:
+            raise errors.BodyDoubleError(f"config {path}: bad [limits]: {exc}") from None
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)

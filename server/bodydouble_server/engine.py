@@ -1,0 +1,103 @@
+"""The resident model: base pipeline(s) on the device plus the character adapters loaded into them.
+
+Owned by the worker thread only (diffusers pipelines are not thread-safe).
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from bodydouble import errors
+
+from . import models
+from .adapters import AdapterLibrary
+from .config import ServerConfig
+from .models import embedded
+from .models.identity import ModelIdentity, model_sha256
+from .paths import AllowedRoots
+
+log = logging.getLogger("bodydouble.engine")
+
+
+def resolve_device(device: str, dtype: str):
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "float16" if device.startswith("cuda") else "float32"
+    if device == "cpu" and dtype != "float32":
+        log.warning("%s on CPU is slow or unsupported; using float32", dtype)
+        dtype = "float32"
+    return device, getattr(torch, dtype)
+
+
+class Engine:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.roots = AllowedRoots(config.roots)
+        self.pipelines: dict[str, object] = {}
+        self.identity: ModelIdentity | None = None
+        self.family = None
+        self.adapters: AdapterLibrary | None = None
+
+    def load(self) -> None:
+        import diffusers
+
+        diffusers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.disable_progress_bar()
+        # `torch_dtype` still works everywhere in our supported range; newer releases only nag.
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        cfg = self.config
+        test_model = cfg.model is None
+        path = embedded.embedded_model_path() if test_model else Path(cfg.model).expanduser()
+        if not path.exists():
+            raise errors.RequestError(f"base model {path} does not exist", code=errors.MODEL_UNAVAILABLE)
+        family = models.get_family(cfg.family) if cfg.family else models.detect_family(path)
+        self.device, self.dtype = resolve_device(cfg.device, cfg.dtype)
+        log.info("loading %s (%s) on %s/%s", path, family.title, self.device, self.dtype)
+        for operation in family.pipelines:
+            cls = family.pipeline_class(operation)
+            if path.is_file():
+                if not cfg.model_config:
+                    raise errors.RequestError(
+                        f"{path} is a single-file checkpoint: set model_config to a local diffusers config folder "
+                        "of its family (no model hub is consulted)", code=errors.MODEL_UNAVAILABLE)
+                pipe = cls.from_single_file(str(path), config=cfg.model_config, torch_dtype=self.dtype,
+                                            local_files_only=True)
+            else:
+                pipe = cls.from_pretrained(str(path), torch_dtype=self.dtype, local_files_only=True)
+            pipe.to(self.device)
+            pipe.set_progress_bar_config(disable=True)
+            self.pipelines[operation] = pipe
+        self.family = family
+        name = embedded.LABEL if test_model else path.name
+        self.identity = ModelIdentity(name=name, family=family.name, sha256=model_sha256(path), path=str(path),
+                                      test_model=test_model)
+        self.adapters = AdapterLibrary(Path(cfg.adapters), self.identity, family.kind)
+        self.rescan()
+
+    def rescan(self) -> None:
+        for pipe in self.pipelines.values():
+            self.adapters.sync(pipe)
+
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution or self.family.resolution
+
+    def pipeline(self, operation: str):
+        pipe = self.pipelines.get(operation)
+        if pipe is None:
+            self.family.pipeline_class(operation)  # raises the clear "cannot do" error
+        return pipe
+
+    def describe(self) -> dict:
+        return {
+            **self.identity.to_dict(),
+            "family_title": self.family.title,
+            "device": self.device,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "resolution": self.resolution,
+            "operations": sorted(self.pipelines),
+        }

@@ -1,0 +1,90 @@
+"""Where the model works: the mask's box plus context, at the model's size; and the way back."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import OpenImageIO as oiio
+
+from bodydouble import errors
+
+
+@dataclass(frozen=True)
+class Box:
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+
+def mask_box(mask: np.ndarray) -> Box:
+    ys = np.flatnonzero(mask.max(axis=1) > 0)
+    xs = np.flatnonzero(mask.max(axis=0) > 0)
+    if ys.size == 0:
+        raise errors.RequestError("the mask is empty: nothing to fill (check the mask channel and frame)",
+                                  code=errors.EMPTY_MASK)
+    return Box(int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1)
+
+
+def context_box(box: Box, height: int, width: int, context: float, minimum: int = 32) -> Box:
+    """Grow ``box`` by ``context`` x its size on each side (at least ``minimum`` px overall), clipped to the frame."""
+    pad_y = max(int(math.ceil(box.height * context)), (minimum - box.height + 1) // 2, 0)
+    pad_x = max(int(math.ceil(box.width * context)), (minimum - box.width + 1) // 2, 0)
+    return Box(max(0, box.y0 - pad_y), min(height, box.y1 + pad_y), max(0, box.x0 - pad_x), min(width, box.x1 + pad_x))
+
+
+def model_size(box: Box, pixel_aspect: float, resolution: int, multiple: int) -> tuple[int, int]:
+    """(height, width) to generate at: the long physical side at ``resolution``, both multiples of ``multiple``."""
+    phys_w, phys_h = box.width * pixel_aspect, box.height
+    scale = resolution / max(phys_w, phys_h)
+
+    def snap(v: float) -> int:
+        return max(multiple, int(round(v / multiple)) * multiple)
+
+    return snap(phys_h * scale), snap(phys_w * scale)
+
+
+def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    if pixels.shape[:2] == (height, width):
+        return pixels.astype(np.float32, copy=True)
+    buf = oiio.ImageBuf(np.ascontiguousarray(pixels, dtype=np.float32))
+    nch = pixels.shape[2] if pixels.ndim == 3 else 1
+    out = oiio.ImageBufAlgo.resize(buf, roi=oiio.ROI(0, width, 0, height, 0, 1, 0, nch))
+    if out.has_error:
+        raise errors.RequestError(f"resize failed: {out.geterror()}", code=errors.JOB_FAILED)
+    return np.asarray(out.get_pixels(oiio.FLOAT), dtype=np.float32).reshape(height, width, *pixels.shape[2:])
+
+
+def feathered(mask: np.ndarray, radius: int) -> np.ndarray:
+    """A soft weight that is exactly 0 wherever ``mask`` is 0: erode by r, then box-blur by r."""
+    weight = np.clip(mask.astype(np.float32), 0.0, 1.0)
+    if radius <= 0:
+        return weight
+    size = 2 * radius + 1
+    buf = oiio.ImageBuf(np.ascontiguousarray((weight > 0).astype(np.float32)[:, :, None]))
+    eroded = oiio.ImageBufAlgo.erode(buf, size, size)
+    kernel = oiio.ImageBufAlgo.make_kernel("box", size, size)
+    soft = oiio.ImageBufAlgo.convolve(eroded, kernel)
+    soft = np.asarray(soft.get_pixels(oiio.FLOAT), dtype=np.float32).reshape(weight.shape)
+    return weight * np.clip(soft, 0.0, 1.0)
+
+
+def composite(plate: np.ndarray, generated_rgb: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Generated RGB over the plate's RGB by ``weight``; other channels and every weight-0 pixel untouched."""
+    out = plate.copy()
+    w = weight[:, :, None]
+    mixed = plate[:, :, :3] * (1.0 - w) + generated_rgb * w
+    out[:, :, :3] = np.where(w > 0, mixed, plate[:, :, :3])
+    return out

@@ -1,0 +1,95 @@
+"""The built-in tiny test model: SD-inpaint-shaped, random weights, no download.
+
+It exists so the server, the demo and the tests run on any machine with nothing configured.
+It is a TEST MODEL: its pictures are noise-like. Everywhere it shows up it says so.
+Built from configs with a fixed seed and cached on disk (a few MB) so every start reuses it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+NAME = "bodydouble-embedded-tiny-sd-inpaint"
+LABEL = f"{NAME} (TEST MODEL: random weights, not for production)"
+# Bump when the architecture below changes, so stale caches are rebuilt.
+REVISION = "v1"
+
+
+def cache_root() -> Path:
+    base = os.environ.get("BODYDOUBLE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bodydouble"
+    )
+    return Path(base)
+
+
+def embedded_model_path() -> Path:
+    """Folder of the embedded model in diffusers layout, built on first use."""
+    target = cache_root() / f"{NAME}-{REVISION}"
+    if (target / "model_index.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{NAME}-", dir=target.parent))
+    try:
+        build_pipeline().save_pretrained(staging)
+        (staging / "BODYDOUBLE_TEST_MODEL.txt").write_text(LABEL + "\n")
+        try:
+            os.rename(staging, target)  # atomic: concurrent builders race harmlessly
+        except OSError:
+            if not (target / "model_index.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _tokenizer():
+    from transformers import CLIPTokenizer
+
+    # A byte-level-ish vocabulary over printable ASCII: enough to tokenize any prompt.
+    chars = [chr(c) for c in range(33, 127)]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
+    for ch in chars:
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    merges = [("t", "h"), ("th", "e</w>")]
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def build_pipeline():
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = _tokenizer()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(20261122)
+    try:
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=9, out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32, attention_head_dim=(2, 4), norm_num_groups=8,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(16, 32, 32, 32), in_channels=3, out_channels=3,
+            down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+            latent_channels=4, norm_num_groups=8, sample_size=128,
+        )
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+            layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer),
+            projection_dim=32,
+        ))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return StableDiffusionInpaintPipeline(
+        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )

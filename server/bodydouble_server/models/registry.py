@@ -1,0 +1,71 @@
+"""Pipelines looked up by model family and operation: a new family is one file that registers here."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bodydouble import errors
+
+
+@dataclass
+class Family:
+    name: str                       # "sd15", "sdxl", ...: recorded in adapter manifests
+    title: str
+    resolution: int                 # the long side the model was trained at
+    multiple: int                   # generated width/height must be multiples of this
+    # operation -> diffusers pipeline class name (resolved lazily so importing costs nothing)
+    pipelines: dict[str, str]
+    # Does a diffusers folder (its model_index.json) belong to this family?
+    detect: Callable[[dict, Path], bool]
+    kind: str = "image"             # "image" or "video": adapters record it; mismatches are refused
+
+    def pipeline_class(self, operation: str):
+        import diffusers
+
+        name = self.pipelines.get(operation)
+        if name is None:
+            raise errors.RequestError(
+                f"model family {self.title} cannot do '{operation}' (it can: {', '.join(sorted(self.pipelines))})",
+                code=errors.NOT_SUPPORTED,
+            )
+        return getattr(diffusers, name)
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise errors.RequestError(
+            f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}", code=errors.INVALID_REQUEST
+        ) from None
+
+
+def read_model_index(path: Path) -> dict:
+    index = path / "model_index.json"
+    if not index.is_file():
+        return {}
+    return json.loads(index.read_text())
+
+
+def detect_family(path: Path) -> Family:
+    """The family of a local diffusers folder, from its model_index.json and configs."""
+    index = read_model_index(path)
+    for family in FAMILIES.values():
+        if index and family.detect(index, path):
+            return family
+    raise errors.RequestError(
+        f"{path}: not a diffusers model folder of a known family ({', '.join(sorted(FAMILIES))}); "
+        "pass --family for a single-file checkpoint",
+        code=errors.MODEL_UNAVAILABLE,
+    )
+

@@ -1,0 +1,97 @@
+"""What every generating operation shares: inputs under the allowed roots, take folders, provenance."""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bodydouble import __version__, errors
+from bodydouble.jobspec import ImageRef
+
+from .. import takes
+from ..engine import Engine
+from ..imaging import frames as frame_io
+
+_FRAME_SUFFIX = re.compile(r"[._-]?(#+|%0?\d*d|\$F\d*|\d+)?$")
+
+
+def load_image(engine: Engine, ref: ImageRef, what: str) -> frame_io.Frame:
+    if ref.pixels is not None:
+        return frame_io.frame_from_buffer(ref.pixels, what)
+    path = engine.roots.readable_file(ref.path, what)
+    return frame_io.read_frame(path, engine.config.limits, what)
+
+
+def check_inputs(engine: Engine, refs: list[tuple[ImageRef, str]]) -> None:
+    """Refuse paths outside the roots or missing files before any take folder exists."""
+    for ref, what in refs:
+        if ref.path is not None:
+            engine.roots.readable_file(ref.path, what)
+
+
+def shot_name(explicit: str | None, first_plate: ImageRef) -> str:
+    if explicit:
+        return explicit
+    if first_plate.path:
+        stem = Path(first_plate.path).name.split(".")[0]
+        return takes.safe_label(_FRAME_SUFFIX.sub("", stem) or stem)
+    return "untitled"
+
+
+def open_take(engine: Engine, job, output_dir: str | None, shot: str, label: str, info: dict) -> takes.Take:
+    if output_dir:
+        shot_dir = engine.roots.check(output_dir, "output_dir")
+    else:
+        shot_dir = engine.roots.check(str(Path(engine.config.output_root) / shot), "output folder")
+    try:
+        return takes.allocate(shot_dir, shot, label, {"job": job.id, **info})
+    except OSError as exc:
+        raise errors.RequestError(f"cannot create a take under {shot_dir}: {exc}", code=errors.PATH_NOT_ALLOWED) from None
+
+
+def provenance(engine: Engine, operation: str, adapters, req, take: takes.Take, job) -> dict:
+    """The ``bodydouble:*`` attributes every generated EXR carries."""
+    identity = engine.identity
+    return {
+        "operation": operation,
+        "adapter": "+".join(a.name for a, _ in adapters) or "none",
+        "adapter_sha256": "+".join(a.sha256 for a, _ in adapters),
+        "adapter_weights": "+".join(f"{w:g}" for _, w in adapters),
+        "adapter_character": "+".join(a.manifest.get("character", "") for a, _ in adapters),
+        "base_model": identity.name,
+        "base_model_sha256": identity.sha256,
+        "base_model_family": identity.family,
+        "test_model": identity.test_model,
+        "prompt": req.prompt,
+        "negative_prompt": req.negative_prompt,
+        "seed": int(req.seed) if req.seed < 2**31 else str(req.seed),
+        "steps": int(req.steps),
+        "strength": float(req.strength),
+        "guidance": float(req.guidance),
+        "colorspace": req.colorspace,
+        "take": take.number,
+        "job": job.id,
+        "tool_version": __version__,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def adapter_label(adapters) -> str:
+    return takes.safe_label("+".join(a.name for a, _ in adapters) or "base")
+
+
+def result_body(job, operation: str, take: takes.Take, info: dict, pixels: dict[int, np.ndarray] | None,
+                buffers: list) -> dict:
+    frames = []
+    for frame, path in sorted(take.frames.items()):
+        entry = {"frame": frame, "path": path}
+        if pixels is not None:
+            buffers.append(pixels[frame])
+            entry["buffer"] = len(buffers) - 1
+        frames.append(entry)
+    return {
+        "job": job.id, "operation": operation, "take": take.number, "take_dir": str(take.dir),
+        "pattern": take.pattern, "first": min(take.frames), "last": max(take.frames), "frames": frames, **info,
+    }
