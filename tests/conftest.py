@@ -1,0 +1,54 @@
+import os
+from pathlib import Path
+
+import pytest
+
+# No model hub, ever: an accidental download fails at once instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory):
+    """One embedded-model cache for the whole run (built once, a few MB)."""
+    if "BODYDOUBLE_CACHE" not in os.environ:
+        os.environ["BODYDOUBLE_CACHE"] = str(tmp_path_factory.mktemp("bodydouble-cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def studio(tmp_path_factory):
+    """A studio-like tree: an allowed root with plates, an adapters folder with two adapters."""
+    from bodydouble_server import samples
+
+    from .support import make_adapters
+
+    root = tmp_path_factory.mktemp("studio")
+    adapters = root / "adapters"
+    make_adapters(adapters, {"hero": 7, "villain": 11})
+    plate, mask = samples.write_sequence(root / "shots" / "sh010" / "plates", 1001, 1003, 96, 64)
+    return {"root": root, "adapters": adapters, "plate": plate, "mask": mask}
+
+
+@pytest.fixture(scope="session")
+def server(studio):
+    """A real server on a background thread: real ROUTER socket on a free loopback port, real tiny pipeline."""
+    from bodydouble.client import Client
+    from bodydouble_server.cli import start_in_thread
+    from bodydouble_server.config import ServerConfig
+
+    config = ServerConfig(port=0, roots=[str(studio["root"])], adapters=str(studio["adapters"]),
+                          output_root=str(studio["root"] / "takes"), resolution=64)
+    srv, thread = start_in_thread(config)
+    with Client(srv.bound_address, timeout=60) as client:
+        client.wait_ready()
+    yield srv
+    srv.stop()
+    thread.join(10)
+
+
+@pytest.fixture
+def client(server):
+    from bodydouble.client import Client
+
+    with Client(server.bound_address, timeout=30) as c:
+        yield c

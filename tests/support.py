@@ -1,0 +1,70 @@
+"""Helpers for tests: a real server (thread or process) on the embedded model, adapters, plates."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_adapters(folder: Path, names_and_seeds: dict[str, int], identity=None, pipe=None) -> None:
+    """Synthetic LoRA adapters for the embedded model (random weights, labelled as such)."""
+    from bodydouble_server.adapter_files import synthetic_adapter
+    from bodydouble_server.config import ServerConfig
+    from bodydouble_server.engine import Engine
+
+    if pipe is None:
+        engine = Engine(ServerConfig(port=0, roots=[str(folder)], adapters=str(folder / "__none__")))
+        engine.load()
+        pipe, identity = engine.pipelines["fill"], engine.identity
+    for name, seed in names_and_seeds.items():
+        if not (folder / name).exists():
+            synthetic_adapter(pipe, identity, folder / name, character=name.replace("_", " ").title(), seed=seed)
+
+
+def start_server_process(root: Path, adapters: Path, port: int | None = None, extra: list[str] | None = None,
+                         timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """`bodydouble serve` in a subprocess; returns once it answers hello with state ready."""
+    from bodydouble.client import Client
+
+    port = port or free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bodydouble", "serve", "--port", str(port), "--root", str(root),
+         "--adapters", str(adapters), "--output-root", str(root / "takes"), *(extra or [])],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    address = f"tcp://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{proc.stdout.read()}")
+        try:
+            with Client(address, timeout=2) as client:
+                client.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+                return proc, address
+        except Exception:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.2)
+
+
+def stop_process(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
