@@ -111,8 +111,51 @@ class FillRequest:
             raise ValueError("an adapter is named twice")
 
 
+@dataclass
+class ExtendRequest:
+    """Generate ``count`` frames after the plate's last frame, continuing its numbering."""
+
+    frames: list[FrameInput]          # the plate's frames, in order; masks are ignored
+    count: int
+    adapters: list[AdapterRef] = field(default_factory=list)
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 20
+    guidance: float = 5.0
+    fps: float = 24.0
+    conditioning: int = 1             # K: how many of the last plate frames condition the model
+    colorspace: str = "ACEScg"
+    shot: Optional[str] = None
+    output_dir: Optional[str] = None
+    return_pixels: bool = False
+
+    operation = "extend"
+
+    def validate(self) -> None:
+        if not self.frames:
+            raise ValueError("'frames' is empty: give the plate frames to continue from")
+        numbers = [f.frame for f in self.frames]
+        if numbers != sorted(set(numbers)):
+            raise ValueError("plate frame numbers must increase without repeats")
+        if not 1 <= self.count <= 1000:
+            raise ValueError(f"count must be in 1..1000, got {self.count}")
+        if not 1 <= self.conditioning <= len(self.frames):
+            raise ValueError(f"conditioning must be in 1..{len(self.frames)} (the plate frames given), got {self.conditioning}")
+        if not 1 <= self.steps <= 500:
+            raise ValueError(f"steps must be in 1..500, got {self.steps}")
+        if not 0.0 <= self.guidance <= 50.0:
+            raise ValueError(f"guidance must be in [0, 50], got {self.guidance}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")
+        if not 0.0 < self.fps <= 240.0:
+            raise ValueError(f"fps must be in (0, 240], got {self.fps}")
+        if self.shot is not None and not _SHOT_NAME.match(self.shot):
+            raise ValueError(f"shot name {self.shot!r} may hold only letters, digits, '.', '_' and '-'")
+
+
 # operation name -> request class; the server looks operations up here.
-OPERATIONS: dict[str, type] = {"fill": FillRequest}
+OPERATIONS: dict[str, type] = {"fill": FillRequest, "extend": ExtendRequest}
 
 
 def expand_pattern(pattern: str, frame: int) -> str:

@@ -44,9 +44,11 @@ class Engine:
 
     def load(self) -> None:
         import diffusers
+        import transformers
 
-        diffusers.utils.logging.set_verbosity_error()
-        diffusers.utils.logging.disable_progress_bar()
+        for library in (diffusers, transformers):
+            library.utils.logging.set_verbosity_error()
+            library.utils.logging.disable_progress_bar()
         # `torch_dtype` still works everywhere in our supported range; newer releases only nag.
         warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
         cfg = self.config
