@@ -25,6 +25,16 @@ def studio(tmp_path_factory):
     root = tmp_path_factory.mktemp("studio")
     adapters = root / "adapters"
     make_adapters(adapters, {"hero": 7, "villain": 11})
+    # An adapter trained on some other base model: listed, never loaded, refused by name.
+    foreign = adapters / "foreign"
+    if not foreign.exists():
+        import json
+        import shutil
+
+        shutil.copytree(adapters / "hero", foreign)
+        manifest = json.loads((foreign / "manifest.json").read_text())
+        manifest["base_model"] = {"name": "some-other-sd15-inpaint", "sha256": "0" * 64, "family": "sd15"}
+        (foreign / "manifest.json").write_text(json.dumps(manifest))
     plate, mask = samples.write_sequence(root / "shots" / "sh010" / "plates", 1001, 1003, 96, 64)
     return {"root": root, "adapters": adapters, "plate": plate, "mask": mask}
 
