@@ -90,6 +90,12 @@ class Job:
             if msg.type == "progress":
                 yield self.progress  # type: ignore[misc]
 
+    def accepted(self, timeout: float | None = None) -> str:
+        """Block until the server has queued the job; returns its server-side id."""
+        while self.job_id is None and self._final is None:
+            self._next(timeout)
+        return self.job_id or self.request_id
+
     def wait(self, timeout: float | None = None, on_progress: Callable[[Progress], None] | None = None) -> JobResult:
         for progress in self.events(timeout):
             if on_progress:

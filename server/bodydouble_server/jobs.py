@@ -39,6 +39,7 @@ class Job:
     state: str = "queued"          # queued | running | complete | failed | cancelled
     progress: dict = field(default_factory=dict)
     result: dict = field(default_factory=dict)
+    take_dir: str | None = None
     created: float = field(default_factory=time.time)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     _final_sent: bool = False
@@ -66,7 +67,7 @@ class Job:
 
     def describe(self) -> dict:
         return {"job": self.id, "operation": self.operation, "state": self.state, "progress": self.progress,
-                "created": self.created, "take_dir": self.result.get("take_dir")}
+                "created": self.created, "take_dir": self.take_dir}
 
 
 class JobManager:

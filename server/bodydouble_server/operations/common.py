@@ -31,9 +31,12 @@ def check_inputs(engine: Engine, refs: list[tuple[ImageRef, str]]) -> None:
             engine.roots.readable_file(ref.path, what)
 
 
-def shot_name(explicit: str | None, first_plate: ImageRef) -> str:
+def shot_name(explicit: str | None, output_dir: str | None, first_plate: ImageRef) -> str:
+    """The request's shot, else the output folder's name (it *is* the shot folder), else the plate's stem."""
     if explicit:
         return explicit
+    if output_dir:
+        return takes.safe_label(Path(output_dir).name)
     if first_plate.path:
         stem = Path(first_plate.path).name.split(".")[0]
         return takes.safe_label(_FRAME_SUFFIX.sub("", stem) or stem)
@@ -46,9 +49,11 @@ def open_take(engine: Engine, job, output_dir: str | None, shot: str, label: str
     else:
         shot_dir = engine.roots.check(str(Path(engine.config.output_root) / shot), "output folder")
     try:
-        return takes.allocate(shot_dir, shot, label, {"job": job.id, **info})
+        take = takes.allocate(shot_dir, shot, label, {"job": job.id, **info})
     except OSError as exc:
         raise errors.RequestError(f"cannot create a take under {shot_dir}: {exc}", code=errors.PATH_NOT_ALLOWED) from None
+    job.take_dir = str(take.dir)
+    return take
 
 
 def provenance(engine: Engine, operation: str, adapters, req, take: takes.Take, job) -> dict:

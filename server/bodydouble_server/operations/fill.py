@@ -27,7 +27,7 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                         + [(f.mask, f"mask {f.frame}") for f in req.frames if f.mask is not None])
     pipe = engine.pipeline("fill")
     engine.adapters.activate(pipe, adapters)
-    shot = common.shot_name(req.shot, req.frames[0].plate)
+    shot = common.shot_name(req.shot, req.output_dir, req.frames[0].plate)
     take = common.open_take(engine, job, req.output_dir, shot, common.adapter_label(adapters), {
         "operation": "fill", "adapters": [a.describe() for a, _ in adapters], "base_model": engine.identity.to_dict(),
         "request": {k: getattr(req, k) for k in ("prompt", "negative_prompt", "seed", "steps", "strength", "guidance",
