@@ -37,7 +37,10 @@ class ColourTransform:
         return "raw (no colour management)" if self.raw else f"{self.colorspace} -> {self.display} / {self.view}"
 
     def _apply(self, rgb: np.ndarray, inverse: bool) -> np.ndarray:
-        buf = oiio.ImageBuf(np.ascontiguousarray(rgb, dtype=np.float32))
+        """Any (..., 3) array; pixels are independent, so a flat list of them works as well as an image."""
+        if rgb.size == 0:
+            return rgb.astype(np.float32)
+        buf = oiio.ImageBuf(np.ascontiguousarray(rgb, dtype=np.float32).reshape(1, -1, 3))
         out = oiio.ImageBufAlgo.ociodisplay(buf, self.display, self.view, fromspace=self.colorspace,
                                             unpremult=False, inverse=inverse)
         if out.has_error:

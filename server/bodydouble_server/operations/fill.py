@@ -108,8 +108,11 @@ def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, 
         height=gen_h, width=gen_w, num_inference_steps=req.steps, strength=req.strength,
         guidance_scale=req.guidance, generator=generator, output_type="np", callback_on_step_end=callback,
     ).images[0]
-    generated = colour.from_model(regions.resize(np.asarray(out, dtype=np.float32), box.height, box.width))
-    result = plate.pixels.copy()
     weight = regions.feathered(crop_mask, req.feather)
+    inside = weight > 0
+    # The inverse view transform is the costly part: run it only where the result is used.
+    generated = np.zeros_like(crop_rgb)
+    generated[inside] = colour.from_model(regions.resize(np.asarray(out, dtype=np.float32), box.height, box.width)[inside])
+    result = plate.pixels.copy()
     result[ys, xs] = regions.composite(plate.pixels[ys, xs], generated, weight)
     return result
