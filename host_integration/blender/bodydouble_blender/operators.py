@@ -1,0 +1,345 @@
+"""Operators (``bpy.ops.bodydouble.*``): fill, regenerate/new seed, extend, cancel, refresh, report."""
+from __future__ import annotations
+
+import os
+import random
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from bodydouble import errors
+from bodydouble.jobspec import AdapterRef, ExtendRequest, FillRequest, sequence_frames
+
+from . import adapters, compositor, jobs, messages, nodes, preferences, strips
+
+# Keys of a take node's parameters that describe the take, not the request.
+_TAKE_KEYS = ("take", "take_dir", "pattern", "take_first", "take_last", "job")
+
+
+def new_seed() -> int:
+    return random.SystemRandom().randrange(0, 2**31 - 1)
+
+
+def _load_adapters(op, context) -> bool:
+    prefs = preferences.get(context)
+    try:
+        found = adapters.fetch(prefs.server_address, prefs.connect_timeout)
+    except errors.BodyDoubleError as exc:
+        op.report({messages.describe(exc, prefs.server_address)[0]}, messages.describe(exc, prefs.server_address)[1])
+        return False
+    if not found:
+        op.report({"ERROR"}, "BodyDouble: the server has no adapters. Train or publish one into its adapters folder.")
+        return False
+    return True
+
+
+def _output_dir(prefs, plate_pattern: str) -> str | None:
+    root = prefs.output_root
+    if not root:
+        return None
+    shot = os.path.basename(plate_pattern).split(".")[0].rstrip("_#") or "untitled"
+    return os.path.join(os.path.abspath(bpy.path.abspath(root)), shot)
+
+
+def submit_fill(context, params: dict, tree_ref, source_name: str, wire: bool):
+    """Send a fill job built from ``params`` (what a take node stores); load the take when it ends."""
+    prefs = preferences.get(context)
+    request = FillRequest(
+        frames=sequence_frames(params["plate"], params["first"], params["last"], params.get("mask") or None),
+        adapters=[AdapterRef(params["adapter"])], prompt=params.get("prompt", ""),
+        negative_prompt=params.get("negative_prompt", ""), seed=int(params["seed"]), steps=int(params["steps"]),
+        strength=float(params["strength"]), output_dir=params.get("output_dir") or None,
+    )
+    request.validate()
+    title = f"Fill {params['adapter']} {params['first']}-{params['last']}"
+    return jobs.start(title, prefs.server_address, request, prefs.connect_timeout,
+                      lambda result: nodes.load_take(tree_ref, source_name, params, result, wire))
+
+
+class _GenerationProps:
+    adapter: EnumProperty(name="Adapter", items=adapters.enum_items,
+                          description="Character adapter (character · base model), as the server lists them")
+    prompt: StringProperty(name="Prompt", default="")
+    negative_prompt: StringProperty(name="Negative prompt", default="")
+    seed: IntProperty(name="Seed", default=0, min=0)
+    new_seed: BoolProperty(name="New seed", default=False, description="Pick a fresh random seed when it runs")
+    steps: IntProperty(name="Steps", default=20, min=1, max=500)
+
+
+class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
+    """Fill what the plate never showed, inside the mask, with a character adapter (runs in the background)"""
+
+    bl_idname = "bodydouble.fill"
+    bl_label = "Fill Unseen Angle…"
+    bl_options = {"REGISTER"}
+
+    plate_node: StringProperty(name="Plate node", description="Image node with the plate (default: the active one)")
+    mask_source: EnumProperty(name="Mask", items=[
+        ("ALPHA", "Plate alpha", "The plate image's alpha channel is the mask"),
+        ("NODE", "Second Image node", "Another selected Image node holds the mask"),
+    ], default="ALPHA")
+    mask_node: StringProperty(name="Mask node")
+    strength: FloatProperty(name="Strength", default=1.0, min=0.01, max=1.0)
+    use_node_range: BoolProperty(name="Node's frame range", default=True)
+    frame_start: IntProperty(name="First frame", default=1)
+    frame_end: IntProperty(name="Last frame", default=1)
+    wire: BoolProperty(name="Wire into comp", default=True,
+                       description="Move the plate node's outgoing links to the new take")
+
+    @classmethod
+    def poll(cls, context):
+        tree = compositor.tree_from_context(context)
+        if tree is None:
+            cls.poll_message_set("Only in the compositor")
+            return False
+        return True
+
+    def _nodes(self, context):
+        tree = compositor.tree_from_context(context)
+        chosen = compositor.selected_image_nodes(tree)
+        plate = tree.nodes.get(self.plate_node) if self.plate_node else (chosen[0] if chosen else None)
+        if not compositor.is_image_node(plate):
+            raise ValueError("select an Image node with the plate (an image or an image sequence)")
+        mask = None
+        if self.mask_source == "NODE":
+            if self.mask_node:
+                mask = tree.nodes.get(self.mask_node)
+            else:
+                mask = next((n for n in chosen if n != plate), None)
+            if not compositor.is_image_node(mask):
+                raise ValueError("mask source is 'Second Image node': select a second Image node with the mask")
+        return tree, plate, mask
+
+    def invoke(self, context, event):
+        prefs = preferences.get(context)
+        try:
+            tree, plate, mask = self._nodes(context)
+        except ValueError as exc:
+            self.report({"ERROR"}, f"BodyDouble: {exc}")
+            return {"CANCELLED"}
+        if not _load_adapters(self, context):
+            return {"CANCELLED"}
+        if self.adapter not in [a.name for a in adapters.cached()]:
+            self.adapter = adapters.first_ready() or adapters.cached()[0].name
+        self.plate_node = plate.name
+        others = [n for n in compositor.selected_image_nodes(tree) if n != plate]
+        if others and not self.mask_node:
+            self.mask_source, self.mask_node = "NODE", others[0].name
+        self.steps, self.strength = prefs.default_steps, prefs.default_strength
+        self.wire = prefs.wire_results
+        try:
+            foot = compositor.footage(plate, context.scene)
+            self.frame_start, self.frame_end = foot.first, foot.last
+        except ValueError:
+            pass
+        return context.window_manager.invoke_props_dialog(self, width=460)
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.prop(self, "adapter")
+        layout.prop(self, "prompt")
+        layout.prop(self, "negative_prompt")
+        row = layout.row(align=True)
+        row.prop(self, "seed")
+        row.prop(self, "new_seed", toggle=True)
+        layout.prop(self, "strength")
+        layout.prop(self, "steps")
+        layout.prop(self, "use_node_range")
+        col = layout.column(align=True)
+        col.enabled = not self.use_node_range
+        col.prop(self, "frame_start")
+        col.prop(self, "frame_end")
+        layout.prop(self, "mask_source")
+        if self.mask_source == "NODE":
+            layout.prop(self, "mask_node")
+        layout.prop(self, "wire")
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        try:
+            tree, plate, mask = self._nodes(context)
+            foot = compositor.footage(plate, context.scene)
+            mask_pattern = compositor.footage(mask, context.scene).pattern if mask is not None else ""
+        except ValueError as exc:
+            self.report({"ERROR"}, f"BodyDouble: {exc}")
+            return {"CANCELLED"}
+        first, last = (foot.first, foot.last) if self.use_node_range else (self.frame_start, self.frame_end)
+        if last < first:
+            self.report({"ERROR"}, f"BodyDouble: frame range {first}-{last} is empty")
+            return {"CANCELLED"}
+        props = self.properties
+        steps = self.steps if props.is_property_set("steps") else prefs.default_steps
+        strength = self.strength if props.is_property_set("strength") else prefs.default_strength
+        wire = self.wire if props.is_property_set("wire") else prefs.wire_results
+        if self.adapter == "NONE" or not self.adapter:
+            self.report({"ERROR"}, "BodyDouble: no adapter chosen (is the server running? refresh the list)")
+            return {"CANCELLED"}
+        seed = new_seed() if self.new_seed else self.seed
+        self.seed = seed
+        params = dict(
+            operation="fill", adapter=self.adapter, prompt=self.prompt, negative_prompt=self.negative_prompt,
+            seed=seed, steps=steps, strength=strength, plate=foot.pattern, mask=mask_pattern,
+            mask_source=self.mask_source, first=first, last=last, is_sequence=foot.is_sequence,
+            scene_start=foot.scene_start + (first - foot.first), colorspace=foot.colorspace,
+            source_node=plate.name, output_dir=_output_dir(prefs, foot.pattern) or "",
+        )
+        params["first"], params["scene_start"] = first, foot.scene_start + (first - foot.first)
+        try:
+            job = submit_fill(context, params, compositor.tree_ref(tree, context.scene), plate.name, wire)
+        except ValueError as exc:
+            self.report({"ERROR"}, f"BodyDouble: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"BodyDouble: {job.title} (seed {seed}) started; keep working, it loads when done")
+        return {"FINISHED"}
+
+
+class BODYDOUBLE_OT_regenerate(bpy.types.Operator):
+    """Run a take node's job again as a new take (same seed, or a new one); the old take stays"""
+
+    bl_idname = "bodydouble.regenerate"
+    bl_label = "Regenerate"
+    bl_options = {"REGISTER"}
+
+    node: StringProperty(name="Take node", description="A BodyDouble take node (default: the active node)")
+    new_seed: BoolProperty(name="New seed", default=False)
+
+    @classmethod
+    def poll(cls, context):
+        tree = compositor.tree_from_context(context)
+        return tree is not None and nodes.params_of(tree.nodes.active) is not None
+
+    def execute(self, context):
+        tree = compositor.tree_from_context(context)
+        node = tree.nodes.get(self.node) if self.node else tree.nodes.active
+        params = nodes.params_of(node)
+        if params is None:
+            self.report({"ERROR"}, "BodyDouble: the node is not a BodyDouble take")
+            return {"CANCELLED"}
+        for key in _TAKE_KEYS:
+            params.pop(key, None)
+        if self.new_seed:
+            params["seed"] = new_seed()
+        params["regenerated_from"] = node.name
+        wire = preferences.get(context).wire_results
+        job = submit_fill(context, params, compositor.tree_ref(tree, context.scene), node.name, wire)
+        self.report({"INFO"}, f"BodyDouble: {job.title} (seed {params['seed']}) started")
+        return {"FINISHED"}
+
+
+class BODYDOUBLE_OT_extend(_GenerationProps, bpy.types.Operator):
+    """Generate frames after an image strip, continuing its frame numbers (runs in the background)"""
+
+    bl_idname = "bodydouble.extend"
+    bl_label = "Extend Shot…"
+    bl_options = {"REGISTER"}
+
+    strip: StringProperty(name="Strip", description="Image strip to extend (default: the active strip)")
+    count: IntProperty(name="Frames", default=24, min=1, max=1000, description="How many new frames")
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and context.scene.sequence_editor is not None
+
+    def invoke(self, context, event):
+        if strips.image_strip(context.scene, self.strip) is None:
+            self.report({"ERROR"}, "BodyDouble: select an image strip to extend")
+            return {"CANCELLED"}
+        if not _load_adapters(self, context):
+            return {"CANCELLED"}
+        if self.adapter not in [a.name for a in adapters.cached()]:
+            self.adapter = adapters.first_ready() or adapters.cached()[0].name
+        self.steps = preferences.get(context).default_steps
+        return context.window_manager.invoke_props_dialog(self, width=420)
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        for name in ("count", "adapter", "prompt", "negative_prompt"):
+            layout.prop(self, name)
+        row = layout.row(align=True)
+        row.prop(self, "seed")
+        row.prop(self, "new_seed", toggle=True)
+        layout.prop(self, "steps")
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        scene = context.scene
+        strip = strips.image_strip(scene, self.strip)
+        if strip is None:
+            self.report({"ERROR"}, "BodyDouble: select an image strip to extend")
+            return {"CANCELLED"}
+        if self.adapter == "NONE" or not self.adapter:
+            self.report({"ERROR"}, "BodyDouble: no adapter chosen (is the server running? refresh the list)")
+            return {"CANCELLED"}
+        frames = strips.frame_inputs(strip)
+        seed = new_seed() if self.new_seed else self.seed
+        steps = self.steps if self.properties.is_property_set("steps") else prefs.default_steps
+        request = ExtendRequest(frames=frames, count=self.count, adapters=[AdapterRef(self.adapter)],
+                                prompt=self.prompt, negative_prompt=self.negative_prompt, seed=seed, steps=steps,
+                                fps=scene.render.fps / scene.render.fps_base)
+        try:
+            request.validate()
+        except ValueError as exc:
+            self.report({"ERROR"}, f"BodyDouble: {exc}")
+            return {"CANCELLED"}
+        params = dict(operation="extend", adapter=self.adapter, prompt=self.prompt, seed=seed, steps=steps,
+                      count=self.count, source_strip=strip.name)
+        title = f"Extend {strip.name} +{self.count}"
+        scene_name, strip_name = scene.name, strip.name
+        jobs.start(title, prefs.server_address, request, prefs.connect_timeout,
+                   lambda result: strips.load_extension(scene_name, strip_name, params, result))
+        self.report({"INFO"}, f"BodyDouble: {title} started")
+        return {"FINISHED"}
+
+
+class BODYDOUBLE_OT_cancel(bpy.types.Operator):
+    """Cancel running BodyDouble jobs (nothing of a cancelled job is loaded)"""
+
+    bl_idname = "bodydouble.cancel"
+    bl_label = "Cancel BodyDouble Job"
+
+    job: StringProperty(name="Job", description="Job key; empty: all")
+
+    @classmethod
+    def poll(cls, context):
+        return bool(jobs.running())
+
+    def execute(self, context):
+        count = jobs.cancel(self.job or None)
+        self.report({"INFO"}, f"BodyDouble: cancelling {count} job(s)")
+        return {"FINISHED"}
+
+
+class BODYDOUBLE_OT_refresh_adapters(bpy.types.Operator):
+    """Ask the server for its adapters again"""
+
+    bl_idname = "bodydouble.refresh_adapters"
+    bl_label = "Refresh Adapters"
+
+    def execute(self, context):
+        if not _load_adapters(self, context):
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"BodyDouble: {len(adapters.cached())} adapter(s): "
+                              + ", ".join(a.name for a in adapters.cached()))
+        return {"FINISHED"}
+
+
+class BODYDOUBLE_OT_report(bpy.types.Operator):
+    """Show a message from a background job in the report area"""
+
+    bl_idname = "bodydouble.report"
+    bl_label = "BodyDouble Report"
+    bl_options = {"INTERNAL"}
+
+    level: StringProperty(default="INFO")
+    message: StringProperty(default="")
+
+    def execute(self, context):
+        level = self.level if self.level in {"INFO", "WARNING", "ERROR"} else "INFO"
+        self.report({level}, self.message)
+        return {"FINISHED"}
+
+
+classes = (BODYDOUBLE_OT_fill, BODYDOUBLE_OT_regenerate, BODYDOUBLE_OT_extend, BODYDOUBLE_OT_cancel,
+           BODYDOUBLE_OT_refresh_adapters, BODYDOUBLE_OT_report)
