@@ -1,0 +1,195 @@
+"""The BodyDouble node: a Group with the job's knobs, wired plate (input 0) and mask (input 1),
+and inside it every take it ever made (a Read, and for fill a Keymix over the plate), picked
+with its 'take' knob. Everything lives in the .nk script; nothing is ever overwritten.
+
+Inside the group::
+
+    plate (Input 0) ─┬──────────────► takes (Switch, which = parent.take) ─► Output
+    mask  (Input 1)  │  take001 (Read) ─► take001_keymix (B=plate, A=Read, mask) ─┘
+"""
+from __future__ import annotations
+
+import json
+import random
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:  # typing.TypeGuard needs Python 3.10; Nuke 14 runs 3.9
+    from typing_extensions import TypeGuard
+
+from . import flow
+from . import nuke_api as api
+from .nuke_api import KnobSpec
+
+MARKER = "bodydouble_version"
+VERSION = "1"
+NO_ADAPTERS = "(no adapters: press Refresh)"
+PLATE_CHOICE = "plate (no take)"
+
+_CMD = "import bodydouble_nuke.commands as bd; bd.{}()"
+
+KNOBS = [
+    KnobSpec("bodydouble", "tab", "BodyDouble"),
+    KnobSpec(MARKER, "string", "version", default=VERSION, hidden=True),
+    KnobSpec("operation", "enum", "operation", values=flow.OPERATIONS,
+             tooltip="fill: paint what the plate never showed, inside the mask. extend: new frames after the plate."),
+    KnobSpec("adapter", "enum", "adapter", values=[NO_ADAPTERS],
+             tooltip="Character adapters on the server: character (adapter) · base model."),
+    KnobSpec("refresh", "button", "Refresh adapters", command=_CMD.format("refresh_button"), newline=False),
+    KnobSpec("prompt", "text", "prompt", default=""),
+    KnobSpec("negative", "text", "negative", default=""),
+    KnobSpec("seed", "int", "seed", default=0),
+    KnobSpec("new_seed", "button", "New seed", command=_CMD.format("new_seed_button"), newline=False),
+    KnobSpec("strength", "float", "strength", default=1.0, range=(0.01, 1.0)),
+    KnobSpec("steps", "int", "steps", default=20),
+    KnobSpec("first", "int", "frame range", tooltip="Defaults to the plate's range."),
+    KnobSpec("last", "int", "", newline=False),
+    KnobSpec("count", "int", "extend by", default=24, tooltip="extend: how many frames to add after the range."),
+    KnobSpec("shot", "string", "shot", tooltip="Takes go to <server output root>/<shot>/bodydouble/<adapter>/take_NNN."),
+    KnobSpec("render_dir", "string", "render folder",
+             tooltip="Where the plate and mask are rendered for the server (it must be able to read it). "
+                     "Empty: <server output root>/_nuke_renders/<shot>."),
+    KnobSpec("colorspace", "string", "colour space",
+             tooltip="OCIO name of the rendered plate's pixels. Empty: what the render's Write node used."),
+    KnobSpec("generate", "button", "Generate", command=_CMD.format("generate_button")),
+    KnobSpec("cancel", "button", "Cancel", command=_CMD.format("cancel_button"), newline=False),
+    KnobSpec("status", "label", "", default="idle"),
+    KnobSpec("take", "enum", "show take", values=[PLATE_CHOICE],
+             tooltip="Every take stays in the node; pick which one flows out."),
+    KnobSpec("history", "label", "takes", default="(none yet)"),
+    KnobSpec("bd_adapters", "string", "adapters", default="{}", hidden=True),
+    KnobSpec("bd_takes", "string", "takes", default="[]", hidden=True),
+]
+
+
+def is_bodydouble(node: api.Node) -> TypeGuard[api.Group]:
+    return api.is_group(node) and api.has_knob(node, MARKER)
+
+
+def create(plate: api.Node, mask: Optional[api.Node], operation: str, shot: str = "") -> api.Group:
+    """A BodyDouble node below ``plate``, wired, frame range from the plate."""
+    parent = api.parent_of(plate)
+    with api.inside(parent):
+        group = api.create_group("BodyDouble")
+    for spec in KNOBS:
+        api.add_knob(group, spec)
+    with api.inside(group):
+        plate_in = api.create("Input", name="plate")
+        mask_in = api.create("Input", name="mask")
+        switch = api.create("Switch", name="takes")
+        output = api.create("Output", name="Output1")
+        api.set_input(switch, 0, plate_in)
+        api.set_input(output, 0, switch)
+        api.set_expression(switch, "which", "parent.take")
+        api.place(plate_in, 0, 0)
+        api.place(mask_in, 200, 0)
+        api.place(switch, 0, 300)
+        api.place(output, 0, 400)
+    api.set_input(group, 0, plate)
+    if mask is not None:
+        api.set_input(group, 1, mask)
+    x, y = api.position(plate)
+    api.place(group, x, y + 120)
+    first, last = api.frame_range(plate)
+    api.set(group, "first", first)
+    api.set(group, "last", last)
+    api.set(group, "operation", operation)
+    api.set(group, "shot", shot)
+    return group
+
+
+# -- parameters ------------------------------------------------------------------------------
+def read_params(group: api.Node) -> flow.Params:
+    label = str(api.get(group, "adapter"))
+    return flow.Params(
+        operation=str(api.get(group, "operation")),
+        adapter=adapter_names(group).get(label, ""),
+        prompt=str(api.get(group, "prompt")), negative=str(api.get(group, "negative")),
+        seed=int(api.get(group, "seed")), strength=float(api.get(group, "strength")),
+        steps=int(api.get(group, "steps")), first=int(api.get(group, "first")), last=int(api.get(group, "last")),
+        count=int(api.get(group, "count")), shot=str(api.get(group, "shot")).strip(),
+        render_dir=str(api.get(group, "render_dir")).strip(), colorspace=str(api.get(group, "colorspace")).strip(),
+    )
+
+
+def adapter_names(group: api.Node) -> dict[str, str]:
+    try:
+        data = json.loads(str(api.get(group, "bd_adapters")) or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def set_adapters(group: api.Node, choices: dict[str, str]) -> None:
+    """Fill the adapter picker; keeps the current pick when the server still has it."""
+    current = adapter_names(group).get(str(api.get(group, "adapter")), "")
+    labels = list(choices) or [NO_ADAPTERS]
+    api.set_choices(group, "adapter", labels)
+    api.set(group, "bd_adapters", json.dumps(choices))
+    keep = next((label for label, name in choices.items() if name == current), labels[0])
+    api.set(group, "adapter", keep)
+
+
+def pick_adapter(group: api.Node, name: str) -> None:
+    for label, adapter in adapter_names(group).items():
+        if adapter == name:
+            api.set(group, "adapter", label)
+            return
+    raise KeyError(f"adapter {name!r} is not in the node's list; press Refresh adapters")
+
+
+def new_seed(group: api.Node) -> int:
+    seed = random.randrange(0, 2**31 - 1)
+    api.set(group, "seed", seed)
+    return seed
+
+
+def set_status(group: api.Node, text: str) -> None:
+    if api.is_attached(group):
+        api.set(group, "status", text)
+
+
+# -- takes -----------------------------------------------------------------------------------
+def takes(group: api.Node) -> list[flow.TakeRecord]:
+    try:
+        data: Any = json.loads(str(api.get(group, "bd_takes")) or "[]")
+    except ValueError:
+        return []
+    return [flow.TakeRecord.from_dict(d) for d in data if isinstance(d, dict)]
+
+
+def add_take(group: api.Group, record: flow.TakeRecord) -> api.Node:
+    """Wire a new take into the group and show it; earlier takes stay as they are."""
+    history = takes(group)
+    index = len(history) + 1                      # Switch input 0 is the plate
+    has_mask = api.input_of(group, 1) is not None
+    label = record.label
+    stem = f"{flow.safe_name(record.adapter)}_take{record.take:03d}"
+    with api.inside(group):
+        plate_in = api.child(group, "plate")
+        mask_in = api.child(group, "mask")
+        switch = api.child(group, "takes")
+        assert plate_in is not None and mask_in is not None and switch is not None, "BodyDouble group was edited"
+        read_knobs: dict[str, Any] = {"file": record.pattern, "first": record.first, "last": record.last,
+                                      "origfirst": record.first, "origlast": record.last, "on_error": "black"}
+        read = api.create("Read", name=stem, label=label, **read_knobs)
+        if record.colorspace and not record.colorspace.startswith("default"):
+            api.set(read, "colorspace", record.colorspace)
+        api.place(read, 200 + 150 * index, 100)
+        shown = read
+        if record.operation == "fill":
+            keymix = api.create("Keymix", name=f"{stem}_keymix", label=label)
+            api.set_input(keymix, 0, plate_in)                          # B: the plate
+            api.set_input(keymix, 1, read)                              # A: the take
+            api.set_input(keymix, 2, mask_in if has_mask else plate_in)  # mask: the mask input, else plate alpha
+            api.place(keymix, 200 + 150 * index, 200)
+            shown = keymix
+        api.set_input(switch, index, shown)
+    record.node = api.node_name(shown).split(".")[-1]
+    history.append(record)
+    api.set(group, "bd_takes", json.dumps([t.to_dict() for t in history]))
+    labels = [PLATE_CHOICE] + [t.label for t in history]
+    api.set_choices(group, "take", labels)
+    api.set(group, "take", label)
+    api.set(group, "history", "\n".join(
+        f"{t.label} · {t.operation} · {t.first}-{t.last} · {t.pattern}" for t in reversed(history)))
+    return read
