@@ -105,6 +105,7 @@ class AdapterLibrary:
         self.family_kind = family_kind
         self.adapters: dict[str, Adapter] = {}
         self._loaded: dict[str, str] = {}     # name -> sha256 resident in the pipeline
+        self._active: tuple | None = None     # what the pipeline runs now: skip redundant switches
 
     def listing(self) -> list[dict]:
         return [a.describe() for a in sorted(self.adapters.values(), key=lambda a: a.name)]
@@ -115,6 +116,7 @@ class AdapterLibrary:
         if self.folder.is_dir():
             for sub in sorted(p for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 found[sub.name] = inspect_adapter(sub, self.identity, self.family_kind)
+        self._active = None
         for name, sha in list(self._loaded.items()):
             current = found.get(name)
             if current is None or current.status != "ready" or current.sha256 != sha:
@@ -148,8 +150,13 @@ class AdapterLibrary:
         """Make exactly ``chosen`` active (with weights) on the resident pipeline; none = the base model."""
         if not self._loaded:
             return
+        wanted = tuple((a.key, w) for a, w in chosen)
+        if wanted == self._active:
+            return
         if not chosen:
             pipe.disable_lora()
-            return
-        pipe.enable_lora()
-        pipe.set_adapters([a.key for a, _ in chosen], adapter_weights=[w for _, w in chosen])
+        else:
+            if not self._active:  # LoRA layers were disabled (or never set): enable once, not per switch
+                pipe.enable_lora()
+            pipe.set_adapters([a.key for a, _ in chosen], adapter_weights=[w for _, w in chosen])
+        self._active = wanted
