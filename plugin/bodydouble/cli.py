@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--dtype")
     p.add_argument("--resolution", type=int)
+    p.add_argument("--curve-certificate", help="server secret certificate: encrypt connections (remote use)")
+    p.add_argument("--curve-clients", help="folder of client public certificates allowed to connect")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_server_command("serve"))
 

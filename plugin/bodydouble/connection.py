@@ -88,8 +88,11 @@ class Connection:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         if self._curve:
-            sock.curve_secretkey = self._curve["secret_key"]
-            sock.curve_publickey = self._curve["public_key"]
+            # A client without a certificate of its own gets a throwaway key pair: encrypted, not authorised.
+            public, secret = self._curve.get("public_key"), self._curve.get("secret_key")
+            if not secret:
+                public, secret = zmq.curve_keypair()
+            sock.curve_secretkey, sock.curve_publickey = secret, public
             sock.curve_serverkey = self._curve["server_key"]
         sock.connect(self.address)
         poller = zmq.Poller()

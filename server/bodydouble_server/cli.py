@@ -19,6 +19,7 @@ def cmd_serve(args) -> int:
         args.config, host=args.host, port=args.port, model=args.model, family=args.family,
         model_config=args.model_config, adapters=args.adapters, roots=args.roots, output_root=args.output_root,
         device=args.device, dtype=args.dtype, resolution=args.resolution,
+        curve_certificate=args.curve_certificate, curve_authorized_clients=args.curve_clients,
     )
     server = Server(config)
     address = server.bind()

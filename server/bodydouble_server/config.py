@@ -12,6 +12,10 @@
     device = "auto"                    # auto | cpu | cuda | cuda:1
     dtype = "auto"                     # auto | float32 | float16 | bfloat16
     resolution = 512                   # generation long side; default: the model family's
+    # Remote use (opt-in): CURVE encryption with this server certificate (zmq.auth.create_certificates), and
+    # optionally only the clients whose public certificates are in this folder.
+    curve_certificate = "/etc/bodydouble/server.key_secret"
+    curve_authorized_clients = "/etc/bodydouble/clients"
     [limits]
     max_frame_pixels = 67108864
 """
@@ -44,6 +48,8 @@ class ServerConfig:
     device: str = "auto"
     dtype: str = "auto"
     resolution: int | None = None
+    curve_certificate: str | None = None
+    curve_authorized_clients: str | None = None
     limits: protocol.Limits = field(default_factory=protocol.Limits)
 
     def __post_init__(self) -> None:

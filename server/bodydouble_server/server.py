@@ -24,7 +24,7 @@ log = logging.getLogger("bodydouble.server")
 
 
 class Server:
-    def __init__(self, config: ServerConfig, curve_secret_key: bytes | None = None, curve_public_key: bytes | None = None):
+    def __init__(self, config: ServerConfig):
         self.config = config
         self.limits = config.limits
         self.engine = Engine(config)
@@ -33,7 +33,7 @@ class Server:
         self._outbox_addr = f"inproc://bodydouble-outbox-{uuid.uuid4().hex}"
         self._local = threading.local()
         self._stop = threading.Event()
-        self._curve = (curve_secret_key, curve_public_key) if curve_secret_key else None
+        self._authenticator = None
         self.bound_address: str | None = None
         self.started = time.time()
         self._router: zmq.Socket | None = None
@@ -46,9 +46,8 @@ class Server:
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a vanished client raises instead of queueing forever
-        if self._curve:
-            router.curve_server = True
-            router.curve_secretkey, router.curve_publickey = self._curve
+        if self.config.curve_certificate:
+            self._enable_curve(router)
         port = self.config.port
         if port == 0:
             port = router.bind_to_random_port(f"tcp://{self.config.host}")
@@ -59,6 +58,21 @@ class Server:
         self._pull.bind(self._outbox_addr)
         self.bound_address = f"tcp://{self.config.host}:{port}"
         return self.bound_address
+
+    def _enable_curve(self, router: zmq.Socket) -> None:
+        """Encrypt (and, with an authorised-clients folder, authenticate) every connection."""
+        import zmq.auth
+        from zmq.auth.thread import ThreadAuthenticator
+
+        public, secret = zmq.auth.load_certificate(self.config.curve_certificate)
+        if secret is None:
+            raise errors.BodyDoubleError(f"{self.config.curve_certificate} holds no secret key")
+        self._authenticator = ThreadAuthenticator(self._ctx)
+        self._authenticator.start()
+        clients = self.config.curve_authorized_clients
+        self._authenticator.configure_curve(domain="*", location=clients if clients else zmq.auth.CURVE_ALLOW_ANY)
+        router.curve_server = True
+        router.curve_publickey, router.curve_secretkey = public, secret
 
     def serve_forever(self) -> None:
         if self._router is None:
@@ -82,6 +96,8 @@ class Server:
             with self._pushes_lock:
                 for sock in self._pushes:
                     sock.close(linger=0)
+            if self._authenticator is not None:
+                self._authenticator.stop()
             self._ctx.term()
 
     def stop(self) -> None:
