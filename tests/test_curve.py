@@ -13,8 +13,8 @@ def test_curve_encrypts_and_authorises(tmp_path):
     keys.mkdir()
     allowed.mkdir()
     _, server_secret = zmq.auth.create_certificates(keys, "server")
-    artist_public, artist_secret = zmq.auth.create_certificates(keys, "artist")
-    (allowed / "artist.key").write_bytes(artist_public.read_bytes())  # the server sees public halves only
+    _, artist_secret = zmq.auth.create_certificates(keys, "artist")
+    (allowed / "artist.key").write_bytes((keys / "artist.key").read_bytes())  # the server sees public halves only
     server_public, _ = zmq.auth.load_certificate(server_secret)
     pub, sec = zmq.auth.load_certificate(artist_secret)
 
