@@ -60,6 +60,20 @@ class AdapterRef:
 _SHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def _check_generation(req) -> None:
+    """The ranges every generating request shares (sampling, naming, adapters)."""
+    if not 1 <= req.steps <= 500:
+        raise ValueError(f"steps must be in 1..500, got {req.steps}")
+    if not 0.0 <= req.guidance <= 50.0:
+        raise ValueError(f"guidance must be in [0, 50], got {req.guidance}")
+    if not 0 <= req.seed < 2**63:
+        raise ValueError(f"seed must be in [0, 2^63), got {req.seed}")
+    if req.shot is not None and not _SHOT_NAME.match(req.shot):
+        raise ValueError(f"shot name {req.shot!r} may hold only letters, digits, '.', '_' and '-'")
+    if len({a.name for a in req.adapters}) != len(req.adapters):
+        raise ValueError("an adapter is named twice")
+
+
 @dataclass
 class FillRequest:
     """Inpaint what the plate never showed, inside the mask, in the character's likeness."""
@@ -93,22 +107,13 @@ class FillRequest:
         numbers = [f.frame for f in self.frames]
         if len(set(numbers)) != len(numbers):
             raise ValueError("frame numbers repeat")
-        if not 1 <= self.steps <= 500:
-            raise ValueError(f"steps must be in 1..500, got {self.steps}")
+        _check_generation(self)
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
-        if not 0.0 <= self.guidance <= 50.0:
-            raise ValueError(f"guidance must be in [0, 50], got {self.guidance}")
-        if not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")
         if not 0.0 <= self.context <= 4.0:
             raise ValueError(f"context must be in [0, 4], got {self.context}")
         if not 0 <= self.feather <= 256:
             raise ValueError(f"feather must be in 0..256 pixels, got {self.feather}")
-        if self.shot is not None and not _SHOT_NAME.match(self.shot):
-            raise ValueError(f"shot name {self.shot!r} may hold only letters, digits, '.', '_' and '-'")
-        if len({a.name for a in self.adapters}) != len(self.adapters):
-            raise ValueError("an adapter is named twice")
 
 
 @dataclass
@@ -142,16 +147,9 @@ class ExtendRequest:
             raise ValueError(f"count must be in 1..1000, got {self.count}")
         if not 1 <= self.conditioning <= len(self.frames):
             raise ValueError(f"conditioning must be in 1..{len(self.frames)} (the plate frames given), got {self.conditioning}")
-        if not 1 <= self.steps <= 500:
-            raise ValueError(f"steps must be in 1..500, got {self.steps}")
-        if not 0.0 <= self.guidance <= 50.0:
-            raise ValueError(f"guidance must be in [0, 50], got {self.guidance}")
-        if not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")
+        _check_generation(self)
         if not 0.0 < self.fps <= 240.0:
             raise ValueError(f"fps must be in (0, 240], got {self.fps}")
-        if self.shot is not None and not _SHOT_NAME.match(self.shot):
-            raise ValueError(f"shot name {self.shot!r} may hold only letters, digits, '.', '_' and '-'")
 
 
 # operation name -> request class; the server looks operations up here.
