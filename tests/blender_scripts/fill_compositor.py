@@ -52,7 +52,6 @@ def main(args):
         for name, func in (("NODE_MT_context_menu", menus.draw_node_context_menu),
                            ("SEQUENCER_MT_context_menu", menus.draw_sequencer_context_menu))
     }
-    out["fill_poll_without_compositor"] = None
 
     # The adapter picker is filled from the server (what invoke does when the dialog opens).
     out["refresh"] = harness.call(bpy.ops.bodydouble.refresh_adapters)
@@ -71,7 +70,7 @@ def main(args):
         out.setdefault("status_menu_while_running", scene_setup.draw_menu(menus.draw_status, comp_ctx))
         jobs.pump()
         time.sleep(0.02)
-    out["progress"] = progress
+    out["progress"] = progress[:1] + [b for a, b in zip(progress, progress[1:]) if b != a]
     out["status_seen"] = sorted(set(s for s in status if s))[:5]
     out["reports_fill"] = list(jobs.REPORTS)
     takes = take_nodes(tree)
@@ -84,6 +83,8 @@ def main(args):
 
     # Regenerate (same seed) and New seed from the take node's context menu: new takes, the old untouched.
     take1_name = takes[0].name
+    take1_files = sorted(os.path.join(r, f) for r, _, fs in os.walk(out["take1"]["props"]["take_dir"]) for f in fs)
+    out["take1_files_before"] = {p: [os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in take1_files}
     out["regenerate"] = harness.call(bpy.ops.bodydouble.regenerate, node=take1_name)
     harness.pump_until_idle()
     take2 = [n for n in take_nodes(tree) if n.name != take1_name]
@@ -93,6 +94,7 @@ def main(args):
     take3 = [n for n in take_nodes(tree) if n.name not in (take1_name, take2[0].name)]
     out["take3"] = node_info(take3[0], tree) if take3 else None
     out["take1_after"] = node_info(tree.nodes[take1_name], tree)
+    out["take1_files_after"] = {p: [os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in take1_files}
 
     # Mask from a second selected Image node.
     for node in tree.nodes:

@@ -1,0 +1,37 @@
+"""Sequencer: right-click an image strip -> BodyDouble -> Extend shot… (server answers not_supported today)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bd_harness as harness  # noqa: E402
+import scene_setup  # noqa: E402
+
+import bpy  # noqa: E402
+
+
+def main(args):
+    from bodydouble_blender import jobs, menus, strips
+
+    out = {}
+    scene = bpy.context.scene
+    sed = scene.sequence_editor_create()
+    folder, name = os.path.split(args["plate_first_file"])
+    strip = sed.strips.new_image(name="Plate", filepath=args["plate_first_file"], channel=2, frame_start=args["first"])
+    for frame in range(args["first"] + 1, args["last"] + 1):
+        strip.elements.append(name.replace(f"{args['first']}", f"{frame}"))
+    sed.active_strip = strip
+    ctx = scene_setup.sequencer_context(scene)
+    out["menu"] = scene_setup.draw_menu(menus.draw_sequencer_context_menu, ctx)
+    out["submenu"] = scene_setup.draw_menu(menus.SEQUENCER_MT_bodydouble.draw, ctx)
+    out["frame_inputs"] = [[f.frame, f.plate.path] for f in strips.frame_inputs(strip)]
+    harness.call(bpy.ops.bodydouble.refresh_adapters)
+    strips_before = sorted(s.name for s in sed.strips_all)
+    out["extend"] = harness.call(bpy.ops.bodydouble.extend, "EXEC_DEFAULT", adapter="hero", count=4, seed=5)
+    harness.pump_until_idle(60)
+    out["strips_added"] = sorted(set(s.name for s in sed.strips_all) - set(strips_before))
+    out["reports"] = list(jobs.REPORTS)
+    return out
+
+
+if __name__ == "__main__":
+    harness.run(main)
