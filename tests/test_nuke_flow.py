@@ -114,8 +114,11 @@ def test_right_click_fill_generate_brings_back_the_servers_take(nuke, studio):
     for frame in (1001, 1002, 1003):
         path = expand_pattern(read["file"].value(), frame)
         assert take["frames"][str(frame)] == path and Path(path).is_file()
-        spec = oiio.ImageInput.open(path).spec()
-        assert spec.getattribute("bodydouble/seed") in (7, "7") or "7" in str(spec.extra_attribs)
+        image = oiio.ImageInput.open(path)
+        spec = image.spec()
+        image.close()
+        assert spec.getattribute("bodydouble:seed") == 7 and spec.getattribute("bodydouble:adapter") == "hero"
+        assert spec.getattribute("bodydouble:take") == 1 and spec.getattribute("bodydouble:frame") == frame
     # what the server read: the plate and mask the temporary Write nodes rendered (and then deleted)
     assert not [n for n in nuke.allNodes() if n.Class() == "Write"]
     assert take["request"]["colorspace"] == "scene_linear"

@@ -162,6 +162,7 @@ class Knob:
         return value
 
     def setValue(self, val: Any, chan: int = -1) -> bool:
+        _require_main("knob.setValue")
         if self._node is not None:
             self._node._check()
         self._value = self._convert(val)
@@ -303,6 +304,7 @@ class Enumeration_Knob(Knob):
         self._index = self._values.index(current) if current in self._values else 0
 
     def setValue(self, val: Any, chan: int = -1) -> bool:
+        _require_main("knob.setValue")
         if self._node is not None:
             self._node._check()
         if isinstance(val, int) and not isinstance(val, bool):
@@ -315,7 +317,7 @@ class Enumeration_Knob(Knob):
             raise ValueError(f"{self._name}: {val!r} is not one of {self._values}")
         return True
 
-    def value(self, index: int = 0) -> Any:
+    def value(self) -> Any:
         return self._values[self._index] if self._values else ""
 
     def getValue(self, channel: int = 0) -> Any:
@@ -438,6 +440,7 @@ class Node:
         return self._knobs[name]
 
     def addKnob(self, knob: Knob) -> None:
+        _require_main("node.addKnob")
         self._check()
         if knob.name() in self._knobs:
             raise ValueError(f"knob {knob.name()} already exists")
@@ -456,6 +459,7 @@ class Node:
         return None if node is None or node._deleted else node
 
     def setInput(self, i: int, node: Optional["Node"]) -> bool:
+        _require_main("node.setInput")
         self._check()
         if i >= self.maxInputs():
             return False
@@ -622,7 +626,7 @@ def allNodes(filter: Optional[str] = None, group: Optional[Group] = None) -> lis
     return [n for n in nodes_ if filter is None or n._class == filter]
 
 
-def selectedNodes(filter: Optional[str] = None) -> list[Node]:
+def selectedNodes(filter: Optional[str] = None) -> list[Node]:  # noqa: A002 - Nuke's name
     found = [n for n in _current().nodes() if n._selected]
     # Nuke lists the last-selected node first
     found.sort(key=lambda n: -max((i for i, m in enumerate(_last_selected) if m is n), default=-1))

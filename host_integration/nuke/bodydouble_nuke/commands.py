@@ -198,13 +198,13 @@ def render_inputs(group: api.Group, params: flow.Params, caps: dict[str, Any]) -
     if plate is None:
         raise errors.BodyDoubleError("Connect a plate to the BodyDouble node's input 0.", code="no_plate")
     mask = api.input_of(group, 1) if params.operation == "fill" else None
-    folder = flow.render_folder(caps, params, api.node_name(group))
+    folder = flow.render_folder(caps, params, api.node_name(group)).replace("\\", "/")  # Nuke wants '/'
     os.makedirs(folder, exist_ok=True)
-    plate_pattern = os.path.join(folder, "plate.####.exr")
+    plate_pattern = f"{folder}/plate.####.exr"
     knob = api.render(plate, plate_pattern, params.first, params.last, "rgba")
     mask_pattern = None
     if mask is not None:
-        mask_pattern = os.path.join(folder, "mask.####.exr")
+        mask_pattern = f"{folder}/mask.####.exr"
         api.render(mask, mask_pattern, params.first, params.last, "alpha")
     return flow.Rendered(plate=plate_pattern, mask=mask_pattern, colorspace=flow.normalise_colorspace(knob),
                          colorspace_knob=knob)
