@@ -231,7 +231,16 @@ def test_errors_are_reported_and_blender_stays_usable(bpy_python, studio, addres
 
 
 def test_sequencer_extend_reports_not_supported(bpy_python, studio, address, tmp_path):
-    r = run_script(bpy_python, "sequencer_extend.py", script_args(studio, address, tmp_path))
+    import shutil
+
+    take = tmp_path / "take_001"
+    take.mkdir()
+    fake = {}
+    for i, frame in enumerate(range(LAST + 1, LAST + 4)):
+        fake[frame] = str(take / f"sh010_plate_hero_take001.{frame:04d}.exr")
+        shutil.copy(frame_file(studio["plate"], FIRST + i), fake[frame])
+    r = run_script(bpy_python, "sequencer_extend.py", script_args(
+        studio, address, tmp_path, fake_extension=fake, fake_pattern=str(take / "sh010_plate_hero_take001.####.exr")))
     assert r["menu"] == ["---", "menu:SEQUENCER_MT_bodydouble"]
     assert r["submenu"] == ["op:bodydouble.extend:Extend Shot…"]
     assert r["frame_inputs"] == [[f, frame_file(studio["plate"], f)] for f in range(FIRST, LAST + 1)]
@@ -239,3 +248,13 @@ def test_sequencer_extend_reports_not_supported(bpy_python, studio, address, tmp
     assert r["strips_added"] == []
     [(level, msg)] = [rep for rep in r["reports"] if rep[0] != "INFO"]
     assert level == "ERROR" and msg.startswith("Not supported by this BodyDouble server"), msg
+
+    # A finished extension (hand-made result until extend lands) becomes an image strip right after the
+    # source, same channel, frame numbers continuing.
+    [strip] = r["new_strip"]
+    src = r["source_strip"]
+    assert strip["type"] == "IMAGE" and strip["channel"] == src["channel"]
+    assert strip["frame_start"] == src["frame_end"] == FIRST + 3 and strip["frame_end"] == FIRST + 6
+    assert strip["files"] == [Path(fake[f]).name for f in sorted(fake)]
+    assert Path(strip["directory"]) == take
+    assert strip["props"]["take_first"] == LAST + 1 and strip["props"]["adapter"] == "hero"

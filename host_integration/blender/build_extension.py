@@ -135,27 +135,29 @@ def fetch_pyzmq(dest: Path, platforms: list[str], requirement: str = PYZMQ) -> l
         for tag in PLATFORMS[name]:
             cmd += ["--platform", tag]
         subprocess.run(cmd, check=True)
-        new = sorted(set(dest.glob("pyzmq-*.whl")) - before) or [p for p in dest.glob("pyzmq-*.whl")
-                                                                  if wheel_platform(p.name) == name]
+        new = [p for p in dest.glob("pyzmq-*.whl") if name in wheel_platforms(p.name)]
         if not new:
             raise SystemExit(f"pip found no pyzmq wheel for {name}")
-        got += new
+        got += [p for p in new if p not in got]
     return got
 
 
-def wheel_platform(filename: str) -> str | None:
-    """Blender's platform name for a wheel file (None: pure Python, any platform)."""
-    tag = filename[:-4].split("-")[-1]
-    if tag == "any":
-        return None
-    arch = "arm64" if ("arm64" in tag or "aarch64" in tag) else "x64"
-    if "linux" in tag:
-        return f"linux-{arch}"
-    if "macosx" in tag:
-        return "macos-arm64" if "arm64" in tag else ("macos-x64" if "x86_64" in tag or "intel" in tag else None)
-    if tag.startswith("win"):
-        return "windows-arm64" if "arm64" in tag else "windows-x64"
-    return None
+def wheel_platforms(filename: str) -> list[str]:
+    """Blender's platform names a wheel file serves ([]: pure Python, any platform)."""
+    found = []
+    for tag in filename[:-4].split("-")[-1].split("."):
+        if tag == "any":
+            continue
+        if "linux" in tag:
+            found.append("linux-arm64" if "aarch64" in tag else "linux-x64")
+        elif tag.startswith("macosx"):
+            if "universal2" in tag:
+                found += ["macos-arm64", "macos-x64"]
+            else:
+                found.append("macos-arm64" if "arm64" in tag else "macos-x64")
+        elif tag.startswith("win"):
+            found.append("windows-arm64" if "arm64" in tag else "windows-x64")
+    return sorted(set(found))
 
 
 # -- manifest and zip -------------------------------------------------------------------------------
@@ -184,7 +186,7 @@ def build(out: Path, wheel_files: list[Path]) -> Path:
         for wheel in wheel_files:
             shutil.copy2(wheel, stage / "wheels" / wheel.name)
             names.append(wheel.name)
-        platforms = sorted({p for p in (wheel_platform(n) for n in names) if p})
+        platforms = sorted({p for n in names for p in wheel_platforms(n)})
         manifest = write_manifest(PACKAGE / "blender_manifest.toml", stage / "blender_manifest.toml", names, platforms)
         out.mkdir(parents=True, exist_ok=True)
         suffix = f"-{platforms[0]}" if len(platforms) == 1 else ""

@@ -30,6 +30,21 @@ def main(args):
     harness.pump_until_idle(60)
     out["strips_added"] = sorted(set(s.name for s in sed.strips_all) - set(strips_before))
     out["reports"] = list(jobs.REPORTS)
+
+    # Until the server's extend lands: where a finished extension goes, from a hand-made result
+    # (the frames 1004.. are copies of the plate's files, written by the pytest side).
+    from bodydouble.client import JobResult
+
+    frames = {int(k): v for k, v in args["fake_extension"].items()}
+    fake = JobResult(job="job-x", operation="extend", take_dir=os.path.dirname(frames[min(frames)]), take=1,
+                     pattern=args["fake_pattern"], first=min(frames), last=max(frames), frames=frames, info={})
+    out["load_report"] = strips.load_extension(scene.name, strip.name, {"adapter": "hero", "seed": 5}, fake)
+    new = [s for s in sed.strips_all if s.name not in strips_before]
+    out["new_strip"] = [{"name": s.name, "type": s.type, "channel": s.channel, "frame_start": s.frame_final_start,
+                         "frame_end": s.frame_final_end, "directory": bpy.path.abspath(s.directory),
+                         "files": [e.filename for e in s.elements], "props": s["bodydouble"].to_dict()} for s in new]
+    out["source_strip"] = {"channel": strip.channel, "frame_start": strip.frame_final_start,
+                           "frame_end": strip.frame_final_end}
     return out
 
 

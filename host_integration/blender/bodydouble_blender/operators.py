@@ -25,7 +25,8 @@ def _load_adapters(op, context) -> bool:
     try:
         found = adapters.fetch(prefs.server_address, prefs.connect_timeout)
     except errors.BodyDoubleError as exc:
-        op.report({messages.describe(exc, prefs.server_address)[0]}, messages.describe(exc, prefs.server_address)[1])
+        level, message = messages.describe(exc, prefs.server_address)
+        op.report({level}, message)
         return False
     if not found:
         op.report({"ERROR"}, "BodyDouble: the server has no adapters. Train or publish one into its adapters folder.")
@@ -184,7 +185,6 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
             scene_start=foot.scene_start + (first - foot.first), colorspace=foot.colorspace,
             source_node=plate.name, output_dir=_output_dir(prefs, foot.pattern) or "",
         )
-        params["first"], params["scene_start"] = first, foot.scene_start + (first - foot.first)
         try:
             job = submit_fill(context, params, compositor.tree_ref(tree, context.scene), plate.name, wire)
         except ValueError as exc:
