@@ -1,5 +1,5 @@
 """``bodydouble`` command line. Client commands need only the thin client; ``serve``, ``demo``
-(and later ``train``) need the server install (``pip install "bodydouble[server]"``)."""
+and ``train`` need the server install (``pip install "bodydouble[server]"``)."""
 from __future__ import annotations
 
 import argparse
@@ -142,6 +142,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="256x144", help="plate WIDTHxHEIGHT")
     p.add_argument("--steps", type=int, default=4)
     p.set_defaults(func=_server_command("demo"))
+
+    p = sub.add_parser("train", help="data report and LoRA training of a character adapter (server install)")
+    p.add_argument("frames", nargs="+", help="folder(s) or files of reference frames (EXR, TIFF, PNG, JPEG, DPX)")
+    p.add_argument("--character", required=True)
+    p.add_argument("--name", help="adapter folder name (default: the character, slugged)")
+    p.add_argument("--trigger", help="trigger token (default: <name>)")
+    p.add_argument("--report-only", action="store_true", help="print the data report and stop (exit 3 if below thresholds)")
+    p.add_argument("--contact-sheet", help="with --report-only: write a PNG of the frames grouped by view")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", help="adapters folder to publish into (default: the server's)")
+    p.add_argument("--work-dir", help="checkpoints folder (default: OUT/.training/NAME); rerun to resume")
+    p.add_argument("--model", help="base model diffusers folder (default: embedded test model)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--colorspace", default="auto", help="frames' colour space (auto: float files ACEScg, others raw)")
+    p.add_argument("--resolution", type=int, default=512)
+    p.add_argument("--rank", type=int, default=4)
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--holdout-per-view", type=int, default=1)
+    p.add_argument("--preview-steps", type=int, default=20)
+    p.add_argument("--rights-holder")
+    p.add_argument("--licence", help="licence / consent note")
+    p.add_argument("--min-frames", type=int, default=8)
+    p.add_argument("--min-per-view", type=int, default=1)
+    p.add_argument("--require-view", action="append", help="a view the set must cover; repeat (default: all but top)")
+    p.add_argument("--force", action="store_true", help="train below the thresholds (never past unreadable files)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_server_command("train"))
     return parser
 
 

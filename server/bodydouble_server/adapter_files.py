@@ -20,14 +20,21 @@ from .takes import write_json_atomic
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
-def write_adapter(folder: Path, pipeline_cls, unet_lora_state: dict, manifest: dict) -> Path:
-    """Stage into a hidden sibling, then rename: the server's rescan never sees half an adapter."""
+def write_adapter(folder: Path, pipeline_cls, unet_lora_state: dict, manifest: dict,
+                  files: dict[str, Path] | None = None) -> Path:
+    """Stage into a hidden sibling, then rename: the server's rescan never sees half an adapter.
+
+    ``files`` maps names inside the adapter folder (e.g. ``previews/front.png``) to files to copy in.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         pipeline_cls.save_lora_weights(str(staging), unet_lora_layers=unet_lora_state, weight_name=WEIGHTS_FILE,
                                        safe_serialization=True)
+        for name, source in (files or {}).items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, staging / name)
         write_json_atomic(staging / MANIFEST_FILE, {"tool_version": __version__, "created": time.time(), **manifest})
         if folder.exists():
             raise FileExistsError(f"adapter folder {folder} already exists; pick a new name or version")

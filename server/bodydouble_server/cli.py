@@ -91,3 +91,53 @@ def cmd_demo(args) -> int:
         thread.join(10)
     print(f"done in {time.time() - t0:.1f} s. Open the EXRs in Nuke/Blender; headers carry bodydouble:* provenance.")
     return 0
+
+
+def cmd_train(args) -> int:
+    """``bodydouble train FRAMES --character NAME``: the data report, then (unless --report-only) LoRA training."""
+    import json
+
+    from .training import contact, run
+    from .training.report import Thresholds, summary_text, to_json
+    from .training.trainer import TrainingCancelled, TrainSettings
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = TrainSettings(
+        character=args.character, name=args.name or "", trigger=args.trigger or "", resolution=args.resolution,
+        rank=args.rank, steps=args.steps, learning_rate=args.learning_rate, batch=args.batch, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, holdout_per_view=args.holdout_per_view,
+        preview_steps=args.preview_steps, rights_holder=args.rights_holder or "", licence=args.licence or "")
+    defaults = Thresholds()
+    thresholds = Thresholds(min_frames=args.min_frames, min_per_view=args.min_per_view,
+                            required_views=tuple(args.require_view) if args.require_view else defaults.required_views)
+    if args.report_only:
+        data, report = run.data_report(args.frames, settings.resolution, thresholds, colourspace=args.colorspace)
+        if args.contact_sheet and data.frames:
+            contact.contact_sheet(data, Path(args.contact_sheet))
+        print(to_json(report) if args.json else summary_text(report))
+        return 0 if report["ok_to_train"] else 3
+    out = Path(args.out or ServerConfig().adapters)
+    config = ServerConfig(port=0, model=args.model, device=args.device, adapters=str(out / ".training" / "__none__"))
+    from .engine import Engine
+
+    engine = Engine(config)
+    engine.load()
+
+    def show(p: dict) -> None:
+        held = f"  held-out {p['heldout']:.4f}" if p.get("heldout") is not None else ""
+        sys.stderr.write(f"\rstep {p['step']}/{p['steps']}  loss {p['loss']:.4f}  {p['images_per_s']:.1f} img/s  "
+                         f"ETA {p['eta_s']:.0f} s{held}   ")
+        sys.stderr.flush()
+
+    try:
+        folder, report = run.train_adapter(
+            engine.pipelines["fill"], engine.identity, args.frames, settings, out, thresholds=thresholds, force=args.force,
+            work_dir=Path(args.work_dir) if args.work_dir else None, colourspace=args.colorspace, device=engine.device,
+            on_progress=None if args.quiet else show)
+    except TrainingCancelled as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(file=sys.stderr)
+    print(json.dumps({"adapter": str(folder)}) if args.json else f"adapter written: {folder}")
+    return 0

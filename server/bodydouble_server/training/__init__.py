@@ -1,0 +1,1 @@
+"""Training a character adapter: frames in (``dataset``), a data report (``report``), LoRA out (``trainer``)."""

@@ -1,0 +1,75 @@
+"""Training checkpoints: LoRA weights + optimizer state + step, one folder each, written atomically.
+
+The per-step randomness is derived from (seed, step) (see ``trainer.step_generator``), so the step
+number is the RNG state: a resumed run draws exactly what the uninterrupted run would have drawn.
+A checkpoint also records the run's fingerprint so a work folder is never resumed by another run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+LORA_FILE = "lora.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+STATE_FILE = "state.json"
+KEEP = 3
+
+
+@dataclass
+class Checkpoint:
+    folder: Path
+    step: int
+    state: dict
+
+
+def folder_for(work_dir: Path, step: int) -> Path:
+    return Path(work_dir) / "checkpoints" / f"step_{step:07d}"
+
+
+def save(work_dir: Path, step: int, lora_state: dict, optimizer_state: dict, state: dict) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    target = folder_for(work_dir, step)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in lora_state.items()}, str(staging / LORA_FILE))
+        torch.save(optimizer_state, staging / OPTIMIZER_FILE)
+        (staging / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(staging, target)   # a kill mid-write leaves only a hidden staging folder, never half a checkpoint
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for old in all_checkpoints(work_dir)[:-KEEP]:
+        shutil.rmtree(old.folder, ignore_errors=True)
+    return target
+
+
+def all_checkpoints(work_dir: Path) -> list[Checkpoint]:
+    found = []
+    for folder in sorted((Path(work_dir) / "checkpoints").glob("step_*")):
+        try:
+            state = json.loads((folder / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if (folder / LORA_FILE).is_file() and (folder / OPTIMIZER_FILE).is_file():
+            found.append(Checkpoint(folder, int(state["step"]), state))
+    return sorted(found, key=lambda c: c.step)
+
+
+def latest(work_dir: Path) -> Checkpoint | None:
+    found = all_checkpoints(work_dir)
+    return found[-1] if found else None
+
+
+def load(checkpoint: Checkpoint) -> tuple[dict, dict]:
+    import torch
+    from safetensors.torch import load_file
+
+    return load_file(str(checkpoint.folder / LORA_FILE)), torch.load(checkpoint.folder / OPTIMIZER_FILE, weights_only=True)

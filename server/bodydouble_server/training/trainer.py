@@ -1,0 +1,344 @@
+"""LoRA training of the base model's denoiser (UNet) on a character's reference frames.
+
+The objective is the one the base model was trained with: epsilon (or v) prediction on noised
+latents; for an inpainting UNet (9 input channels) the input is noisy latents + the inpaint mask
++ the masked image's latents, with the inpaint mask drawn per sample (the character's matte, a
+random box, or everything). With a matte, the loss counts only the character's pixels.
+
+Determinism: all randomness of step ``s`` comes from a generator seeded by (seed, s) on the CPU,
+so a run resumed from a checkpoint at step ``s`` continues exactly as the uninterrupted run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bodydouble import errors
+
+from .. import adapter_files
+from ..models.identity import ModelIdentity
+from . import checkpoints
+from .dataset import Dataset, TrainingFrame
+
+ADAPTER = "bd_train"   # not "training": peft adapter names become module attributes
+
+
+class TrainingCancelled(Exception):
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(f"training cancelled at step {step}; last checkpoint {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+@dataclass
+class TrainSettings:
+    character: str
+    name: str = ""                  # adapter folder name; default: the character, slugged
+    trigger: str = ""               # default: <name>
+    resolution: int = 512
+    rank: int = 4
+    steps: int = 500
+    learning_rate: float = 1e-4
+    batch: int = 1
+    seed: int = 0
+    checkpoint_every: int = 100
+    holdout_per_view: int = 1       # frames per view kept out of training to score checkpoints
+    preview_steps: int = 20
+    preview_count: int = 4          # held-out (else training) frames inpainted into previews/ at the end
+    mixed_precision: bool = True    # GPU only; CPU always trains in float32
+    gradient_checkpointing: bool = True   # GPU only
+    rights_holder: str = ""
+    licence: str = ""
+    version: str = "1"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or re.sub(r"[^0-9A-Za-z_-]+", "_", self.character.strip()).strip("_").lower()
+        self.trigger = self.trigger or f"<{self.name}>"
+        for key in ("rank", "steps", "batch", "checkpoint_every", "resolution"):
+            if getattr(self, key) < 1:
+                raise errors.RequestError(f"{key} must be at least 1", code=errors.INVALID_REQUEST)
+
+    def fingerprint_fields(self) -> dict:
+        # Steps and checkpoint cadence may change on resume (train longer); nothing else may.
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("steps", "checkpoint_every", "preview_steps", "preview_count")}
+
+
+def step_generator(seed: int, step: int):
+    import torch
+
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
+
+
+def split_holdout(frames: list[TrainingFrame], per_view: int) -> tuple[list[TrainingFrame], list[TrainingFrame]]:
+    """Hold out the last ``per_view`` frames of each view that keeps at least one frame to train on."""
+    train, held = [], []
+    by_view: dict[str, list[TrainingFrame]] = {}
+    for f in frames:
+        by_view.setdefault(f.view, []).append(f)
+    for group in by_view.values():
+        cut = len(group) - per_view if len(group) > per_view else len(group)
+        train += group[:cut]
+        held += group[cut:]
+    order = {id(f): i for i, f in enumerate(frames)}
+    return sorted(train, key=lambda f: order[id(f)]), sorted(held, key=lambda f: order[id(f)])
+
+
+class _Tensors:
+    """Per-frame tensors computed once: pixels, matte, text embedding, latent distribution."""
+
+    def __init__(self, frames: list[TrainingFrame], settings: TrainSettings, pipe, device, dtype):
+        import torch
+
+        self.pixels = torch.stack([torch.from_numpy(f.rgb).permute(2, 0, 1) * 2 - 1 for f in frames]).to(device, dtype)
+        self.mattes = torch.stack([torch.from_numpy(f.mask if f.mask is not None else np.ones(f.rgb.shape[:2], np.float32))
+                                   for f in frames])[:, None].to(device, dtype)
+        self.has_matte = [f.mask is not None for f in frames]
+        prompts = [f.caption if settings.trigger in f.caption else
+                   " ".join(p for p in (settings.trigger, f.view.replace("-", " "), f.caption) if p) for f in frames]
+        tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            self.text = pipe.text_encoder(tok.input_ids.to(device))[0].to(dtype)
+            dist = pipe.vae.encode(self.pixels).latent_dist
+        self.mean, self.std = dist.mean, dist.std
+        self.prompts = prompts
+
+
+class Trainer:
+    def __init__(self, pipe, identity: ModelIdentity, dataset: Dataset, settings: TrainSettings, work_dir: Path,
+                 device: str = "cpu"):
+        import torch
+        from diffusers import DDPMScheduler, UNet2DConditionModel
+        from peft import LoraConfig
+
+        self.pipe, self.identity, self.settings = pipe, identity, settings
+        self.work_dir = Path(work_dir)
+        self.device = torch.device(device)
+        gpu = self.device.type == "cuda"
+        self.weight_dtype = pipe.unet.dtype if gpu else torch.float32
+        self.autocast = gpu and settings.mixed_precision and self.weight_dtype != torch.float32
+        self.train_frames, self.heldout = split_holdout(dataset.frames, settings.holdout_per_view)
+        if not self.train_frames:
+            raise errors.RequestError("no frames left to train on", code=errors.INVALID_REQUEST)
+        if not Path(identity.path).is_dir():
+            raise errors.RequestError("training needs the base model as a diffusers folder", code=errors.MODEL_UNAVAILABLE)
+        # A fresh UNet: the server's resident one carries the character adapters it serves.
+        self.unet = UNet2DConditionModel.from_pretrained(identity.path, subfolder="unet", torch_dtype=self.weight_dtype,
+                                                         local_files_only=True).to(self.device)
+        self.unet.requires_grad_(False)
+        with torch.random.fork_rng(devices=[]):   # the initial LoRA weights come from the global RNG: pin them
+            torch.manual_seed(settings.seed)
+            self.unet.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.rank, init_lora_weights="gaussian",
+                                             target_modules=adapter_files.LORA_TARGETS), adapter_name=ADAPTER)
+        self.params = [p for p in self.unet.parameters() if p.requires_grad]
+        for p in self.params:
+            p.data = p.data.float()   # trainable weights in float32 even when the base is half
+        if gpu and settings.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.inpaint = self.unet.config.in_channels == 9
+        self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.scaling = pipe.vae.config.scaling_factor
+        self.data = _Tensors(self.train_frames, settings, pipe, self.device, self.weight_dtype)
+        self.held = _Tensors(self.heldout, settings, pipe, self.device, self.weight_dtype) if self.heldout else None
+        self.optimizer = torch.optim.AdamW(self.params, lr=settings.learning_rate)
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast and self.weight_dtype == torch.float16 else None
+        self.fingerprint = hashlib.sha256(json.dumps({
+            "settings": settings.fingerprint_fields(), "base": identity.sha256,
+            "frames": [f.sha256 for f in dataset.frames]}, sort_keys=True).encode()).hexdigest()
+        self.step = 0
+        self.metrics: list[dict] = []
+
+    # -- the objective --------------------------------------------------------------------------------
+    def _unet_input(self, tensors: _Tensors, index, latents, inpaint_mask):
+        """Noisy latents, plus (inpainting UNet) the mask and the masked image's latents, as SD-inpaint does."""
+        import torch
+        import torch.nn.functional as F
+
+        if not self.inpaint:
+            return latents
+        masked = tensors.pixels[index] * (inpaint_mask < 0.5)
+        with torch.no_grad():
+            masked_latents = self.pipe.vae.encode(masked).latent_dist.mode() * self.scaling
+        small = F.interpolate(inpaint_mask, size=latents.shape[-2:])
+        return torch.cat([latents, small.to(latents.dtype), masked_latents.to(latents.dtype)], dim=1)
+
+    def _inpaint_masks(self, tensors: _Tensors, index, generator):
+        """Per sample: the character's matte (when there is one), a random box, or the whole frame."""
+        import torch
+
+        n, _, h, w = tensors.pixels[index].shape
+        masks = torch.zeros(n, 1, h, w)
+        choices = torch.randint(0, 3, (n,), generator=generator)
+        boxes = torch.rand(n, 4, generator=generator)
+        for i, frame in enumerate(index.tolist()):
+            kind = int(choices[i])
+            if kind == 0 and tensors.has_matte[frame]:
+                masks[i] = (tensors.mattes[frame].cpu() > 0.5).float()
+            elif kind == 2:
+                masks[i] = 1.0
+            else:
+                y0, x0 = int(boxes[i, 0] * h * 0.5), int(boxes[i, 1] * w * 0.5)
+                y1, x1 = y0 + max(8, int(boxes[i, 2] * h * 0.5)), x0 + max(8, int(boxes[i, 3] * w * 0.5))
+                masks[i, :, y0:y1, x0:x1] = 1.0
+        return masks.to(self.device, tensors.pixels.dtype)
+
+    def _loss(self, tensors: _Tensors, index, generator, timesteps=None):
+        import torch
+        import torch.nn.functional as F
+
+        n = len(index)
+        latents = (tensors.mean[index] + tensors.std[index] * torch.randn(
+            tensors.mean[index].shape, generator=generator).to(self.device, tensors.mean.dtype)) * self.scaling
+        noise = torch.randn(latents.shape, generator=generator).to(self.device, latents.dtype)
+        if timesteps is None:
+            timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (n,), generator=generator)
+        timesteps = timesteps.to(self.device).long()
+        inpaint_mask = self._inpaint_masks(tensors, index, generator)
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        model_input = self._unet_input(tensors, index, noisy, inpaint_mask)
+        with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.autocast):
+            pred = self.unet(model_input, timesteps, tensors.text[index]).sample
+        target = noise if self.scheduler.config.prediction_type == "epsilon" else \
+            self.scheduler.get_velocity(latents, noise, timesteps)
+        weight = F.interpolate(tensors.mattes[index], size=latents.shape[-2:], mode="area").float()
+        error = (pred.float() - target.float()) ** 2 * weight
+        return error.sum() / (weight.sum() * latents.shape[1]).clamp_min(1e-6)
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def resume(self) -> int:
+        """Continue from the latest checkpoint in the work folder, if it belongs to this run."""
+        from peft import set_peft_model_state_dict
+
+        found = checkpoints.latest(self.work_dir)
+        if found is None:
+            return 0
+        if found.state.get("fingerprint") != self.fingerprint:
+            raise errors.RequestError(
+                f"{self.work_dir} holds checkpoints of a different training run (other frames, base model or "
+                "settings); use another work folder", code=errors.INVALID_REQUEST)
+        lora, optimizer = checkpoints.load(found)
+        set_peft_model_state_dict(self.unet, {k: v.to(self.device) for k, v in lora.items()}, adapter_name=ADAPTER)
+        self.optimizer.load_state_dict(optimizer)
+        self.step, self.metrics = found.step, list(found.state.get("metrics", []))
+        return self.step
+
+    def save_checkpoint(self, loss: float | None) -> Path:
+        from peft import get_peft_model_state_dict
+
+        metric = {"step": self.step, "loss": loss, "heldout": self.heldout_score(), "time": time.time()}
+        self.metrics = [m for m in self.metrics if m["step"] != self.step] + [metric]
+        return checkpoints.save(self.work_dir, self.step, get_peft_model_state_dict(self.unet, adapter_name=ADAPTER),
+                                self.optimizer.state_dict(), {"fingerprint": self.fingerprint, "metrics": self.metrics})
+
+    def heldout_score(self) -> float | None:
+        """Masked denoising error on the held-out frames at fixed timesteps and noise: lower is better."""
+        import torch
+
+        if self.held is None:
+            return None
+        total = self.scheduler.config.num_train_timesteps
+        scores = []
+        with torch.no_grad():
+            for k, t in enumerate((total // 4, total // 2, 3 * total // 4)):
+                index = torch.arange(len(self.heldout))
+                scores.append(float(self._loss(self.held, index, step_generator(self.settings.seed + 7919, k),
+                                               timesteps=torch.full((len(index),), t))))
+        return float(np.mean(scores))
+
+    def run(self, on_progress: Callable[[dict], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> None:
+        import torch
+
+        s = self.settings
+        started, start_step, loss_value = time.monotonic(), self.step, None
+        last_saved = self.step
+        while self.step < s.steps:
+            if should_stop is not None and should_stop():
+                path = self.save_checkpoint(loss_value) if self.step != last_saved or not checkpoints.latest(self.work_dir) \
+                    else checkpoints.latest(self.work_dir).folder
+                raise TrainingCancelled(self.step, path)
+            generator = step_generator(s.seed, self.step + 1)
+            index = torch.randint(0, len(self.train_frames), (s.batch,), generator=generator)
+            self.unet.train()
+            loss = self._loss(self.data, index, generator)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            self.step += 1
+            loss_value = loss.item()
+            elapsed = time.monotonic() - started
+            rate = (self.step - start_step) * s.batch / max(elapsed, 1e-9)
+            if self.step % s.checkpoint_every == 0 or self.step == s.steps:
+                self.save_checkpoint(loss_value)
+                last_saved = self.step
+            if on_progress is not None:
+                on_progress({"step": self.step, "steps": s.steps, "loss": loss_value, "images_per_s": rate,
+                             "eta_s": (s.steps - self.step) * s.batch / max(rate, 1e-9),
+                             "heldout": self.metrics[-1]["heldout"] if last_saved == self.step else None})
+
+    # -- output ----------------------------------------------------------------------------------------
+    def previews(self, folder: Path) -> dict[str, Path]:
+        """Inpaint a few held-out (else training) frames with the trained adapter: PNGs for a TD to look at."""
+        import torch
+
+        from .contact import write_png
+
+        frames = (self.heldout or self.train_frames)[:self.settings.preview_count]
+        pipe = type(self.pipe)(**{**self.pipe.components, "unet": self.unet})
+        pipe.set_progress_bar_config(disable=True)
+        files = {}
+        folder.mkdir(parents=True, exist_ok=True)
+        self.unet.eval()
+        for i, frame in enumerate(frames):
+            size = self.settings.resolution
+            mask = frame.mask if frame.mask is not None else np.ones((size, size), np.float32)
+            prompt = " ".join(p for p in (self.settings.trigger, frame.view.replace("-", " "), frame.caption) if p)
+            image = pipe(prompt=prompt, image=frame.rgb[None], mask_image=mask[None, :, :, None], height=size, width=size,
+                         num_inference_steps=self.settings.preview_steps, output_type="np",
+                         generator=torch.Generator().manual_seed(self.settings.seed)).images[0]
+            name = f"previews/{i:02d}_{frame.view or 'untagged'}_{frame.path.stem}.png"
+            write_png(folder / Path(name).name, np.concatenate([frame.rgb, image], axis=1))
+            files[name] = folder / Path(name).name
+        return files
+
+    def lora_state(self) -> dict:
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft import get_peft_model_state_dict
+
+        return convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet, adapter_name=ADAPTER))
+
+    def write(self, adapters_dir: Path, dataset: Dataset, report: dict, forced: bool) -> Path:
+        s = self.settings
+        held = {id(f) for f in self.heldout}
+        manifest = {
+            "name": s.name, "character": s.character, "trigger": s.trigger,
+            "base_model": adapter_files.base_model_entry(self.identity), "model_kind": "image", "rank": s.rank,
+            "rights_holder": s.rights_holder, "licence": s.licence, "version": s.version,
+            "training": {
+                "kind": "lora", "settings": asdict(s), "steps_done": self.step, "objective":
+                    "inpaint (noisy latents + mask + masked-image latents)" if self.inpaint else "denoise",
+                "frames": [{"path": str(f.path), "sha256": f.sha256, "view": f.view, "caption": f.caption,
+                            "mask": f.mask is not None, "heldout": id(f) in held} for f in dataset.frames],
+                "report": {k: report[k] for k in ("frame_count", "distinct_frames", "resolutions", "colourspaces",
+                                                   "masks_present", "captions_present", "refusals")}
+                | {"views": report["views"]["counts"], "gaps": [g["message"] for g in report["views"]["gaps"]],
+                   "forced": forced},
+                "metrics": self.metrics,
+            },
+        }
+        files = self.previews(self.work_dir / "previews")
+        return adapter_files.write_adapter(Path(adapters_dir) / s.name, type(self.pipe), self.lora_state(), manifest,
+                                           files=files)
