@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from bodydouble import codec, errors
-from bodydouble.jobspec import AdapterRef, ExtendRequest, FillRequest, FrameInput, ImageRef, expand_pattern, sequence_frames
+from bodydouble.jobspec import AdapterRef, ExtendRequest, FillRequest, FrameInput, ImageRef, expand_pattern, sequence_frames, split_frame
 
 
 def wire(request):
@@ -59,3 +59,8 @@ def test_patterns():
     assert expand_pattern("/s/p.$F3.exr", 7) == "/s/p.007.exr"
     frames = sequence_frames("/s/p.####.exr", 1, 3, "/s/m.####.exr")
     assert [f.frame for f in frames] == [1, 2, 3] and frames[2].mask.path == "/s/m.0003.exr"
+    # The last digits of the file name are the frame, never the folder's or the version's.
+    assert split_frame("/show/v002/sh010_plate_v3.1001.exr") == ("/show/v002/sh010_plate_v3.####.exr", 1001)
+    assert split_frame("/show/sh010/plate.exr") == ("/show/sh010/plate.exr", None)
+    pattern, number = split_frame("/s/p.0042.exr")
+    assert expand_pattern(pattern, number) == "/s/p.0042.exr"

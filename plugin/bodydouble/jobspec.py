@@ -5,6 +5,7 @@ calls each ``validate()``. Adding an operation = one request class + one ``OPERA
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Optional
@@ -168,6 +169,20 @@ def expand_pattern(pattern: str, frame: int) -> str:
     if match:
         return pattern[: match.start()] + f"{frame:0{match.group(1) or 1}d}" + pattern[match.end():]
     return pattern
+
+
+# The last run of digits in the file name (not the folder): how Nuke, Hiero and Blender read sequences.
+_FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def split_frame(path: str) -> tuple[str, Optional[int]]:
+    """``/a/plate.1001.exr`` -> (``/a/plate.####.exr``, 1001); a name without digits -> (path, None)."""
+    folder, name = os.path.split(path)
+    match = _FRAME_NUMBER.search(name)
+    if not match:
+        return path, None
+    pattern = name[: match.start()] + "#" * len(match.group(1)) + name[match.end():]
+    return os.path.join(folder, pattern), int(match.group(1))
 
 
 def sequence_frames(plate_pattern: str, first: int, last: int, mask_pattern: str | None = None) -> list[FrameInput]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import bpy
 
-from . import sequences
+from bodydouble.jobspec import split_frame
 
 IMAGE_NODE = "CompositorNodeImage"
 
@@ -67,7 +67,7 @@ def footage(node, scene=None) -> Footage:
         raise ValueError(f"image node '{node.name}' shows '{image.name}', which is not a file on disk; "
                          "save it as an EXR first")
     path = os.path.abspath(bpy.path.abspath(image.filepath, library=image.library))
-    pattern, number = sequences.split_frame(path)
+    pattern, number = split_frame(path)
     if image.source == "SEQUENCE":
         if number is None:
             raise ValueError(f"image sequence '{image.name}' has no frame number in its file name")

@@ -6,9 +6,7 @@ import os
 import bpy
 
 from bodydouble.client import JobResult
-from bodydouble.jobspec import FrameInput, ImageRef
-
-from . import sequences
+from bodydouble.jobspec import FrameInput, ImageRef, split_frame
 
 PROP = "bodydouble"
 
@@ -36,7 +34,7 @@ def visible_files(strip) -> list[str]:
 
 def frame_inputs(strip) -> list[FrameInput]:
     files = visible_files(strip)
-    numbers = [sequences.split_frame(p)[1] for p in files]
+    numbers = [split_frame(p)[1] for p in files]
     if None in numbers or numbers != sorted(set(numbers)):
         numbers = [int(strip.frame_final_start) + i for i in range(len(files))]
     return [FrameInput(frame=n, plate=ImageRef(path=p)) for n, p in zip(numbers, files)]
