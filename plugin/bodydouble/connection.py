@@ -6,6 +6,7 @@ messages and wake it through a pipe; replies are routed by request id to per-req
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
@@ -96,11 +97,15 @@ class Connection:
             sock.curve_serverkey = self._curve["server_key"]
         sock.connect(self.address)
         poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        # Never block in send: a DEALER with no peer yet (server starting, CURVE handshake refused) would
+        # hold this thread, so nothing could be received and close() could not stop it. Unsent messages
+        # wait here until the socket can take them; the caller's own timeout says what went wrong.
+        pending: collections.deque = collections.deque()
         self._ready.set()
         try:
             while not self._closed.is_set():
+                poller.register(sock, zmq.POLLIN | (zmq.POLLOUT if pending else 0))
                 for item, _ in poller.poll():
                     if item is sock:
                         self._receive(sock)
@@ -108,10 +113,15 @@ class Connection:
                         os.read(self._wake_r, 4096)
                         while True:
                             try:
-                                frames = self._outgoing.get_nowait()
+                                pending.append(self._outgoing.get_nowait())
                             except queue.Empty:
                                 break
-                            sock.send_multipart(frames, copy=False)
+                while pending:
+                    try:
+                        sock.send_multipart(pending[0], flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    pending.popleft()
         finally:
             sock.close(linger=0)
 
