@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import errors
 from .client import DEFAULT_ADDRESS, Client
-from .jobspec import AdapterRef, FillRequest, sequence_frames
+from .jobspec import AdapterRef, FillRequest, TrainRequest, sequence_frames
 
 
 def _progress_printer(stream=sys.stderr):
@@ -50,6 +51,21 @@ def parse_adapters(values: list[str] | None) -> list[AdapterRef]:
     return refs
 
 
+def _submit_and_wait(args, request, cancelled: str = "cancelled"):
+    """Submit, show progress, cancel on Ctrl-C (then None); the job's result otherwise."""
+    with Client(args.server, timeout=args.timeout) as client:
+        job = client.submit(request)
+        try:
+            result = job.wait(on_progress=None if args.quiet else _progress_printer())
+        except KeyboardInterrupt:
+            job.cancel()
+            print(f"\n{cancelled}", file=sys.stderr)
+            return None
+    if not args.quiet:
+        print(file=sys.stderr)
+    return result
+
+
 def cmd_fill(args) -> int:
     first, _, last = args.frames.partition("-")
     request = FillRequest(
@@ -58,16 +74,9 @@ def cmd_fill(args) -> int:
         steps=args.steps, strength=args.strength, guidance=args.guidance, colorspace=args.colorspace,
         shot=args.shot, output_dir=args.output_dir,
     )
-    with Client(args.server, timeout=args.timeout) as client:
-        job = client.submit(request)
-        try:
-            result = job.wait(on_progress=None if args.quiet else _progress_printer())
-        except KeyboardInterrupt:
-            job.cancel()
-            print("\ncancelled", file=sys.stderr)
-            return 130
-    if not args.quiet:
-        print(file=sys.stderr)
+    result = _submit_and_wait(args, request)
+    if result is None:
+        return 130
     print(json.dumps({"take_dir": result.take_dir, "pattern": result.pattern, "first": result.first,
                       "last": result.last}) if args.json else f"take {result.take}: {result.pattern} ({result.first}-{result.last})")
     return 0
@@ -83,6 +92,39 @@ def _server_command(name: str):
             return 2
         return getattr(server_cli, f"cmd_{name}")(args)
     return run
+
+
+def train_request(args) -> TrainRequest:
+    """The train flags as a request: the same fields whether training runs in this process or on a server."""
+    return TrainRequest(
+        frames=[os.path.abspath(f) for f in args.frames], character=args.character, name=args.name or "",
+        trigger=args.trigger or "", rights_holder=args.rights_holder or "", licence=args.licence or "",
+        colorspace=args.colorspace, resolution=args.resolution, rank=args.rank, steps=args.steps,
+        learning_rate=args.learning_rate, batch=args.batch, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        holdout_per_view=args.holdout_per_view, preview_steps=args.preview_steps, preview_count=args.preview_count,
+        mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
+        min_frames=args.min_frames, min_per_view=args.min_per_view, required_views=args.require_view,
+        force=args.force, report_only=args.report_only,
+        contact_sheet=os.path.abspath(args.contact_sheet) if args.contact_sheet else None)
+
+
+def cmd_train(args) -> int:
+    """Without --server: train in this process (server install). With it: a train job on that server."""
+    if not args.server:
+        return _server_command("train")(args)
+    local = [flag for flag, value in (("--out", args.out), ("--work-dir", args.work_dir), ("--model", args.model)) if value]
+    if local:
+        print(f"bodydouble train --server: {', '.join(local)} are the server's own settings", file=sys.stderr)
+        return 2
+    request = train_request(args)
+    result = _submit_and_wait(args, request, "cancelled: the last checkpoint is kept; run the same command again to resume")
+    if result is None:
+        return 130
+    if request.report_only:
+        print(json.dumps(result.report, indent=2) if args.json else result.summary)
+        return 0 if result.ok_to_train else 3
+    print(json.dumps({"adapter": result.adapter_dir}) if args.json else f"adapter written: {result.adapter_dir}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--holdout-per-view", type=int, default=1)
     p.add_argument("--preview-steps", type=int, default=20)
+    p.add_argument("--preview-count", type=int, default=4)
+    p.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false", help="GPU: train in float32")
+    p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
+                   help="GPU: faster steps, more memory")
     p.add_argument("--rights-holder")
     p.add_argument("--licence", help="licence / consent note")
     p.add_argument("--min-frames", type=int, default=8)
@@ -172,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-view", action="append", help="a view the set must cover; repeat (default: all but top)")
     p.add_argument("--force", action="store_true", help="train below the thresholds (never past unreadable files)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_server_command("train"))
+    p.add_argument("--server", help="run as a train job on this server (frames and --contact-sheet under its roots)")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -48,6 +48,26 @@ class JobResult:
 
 
 @dataclass
+class TrainResult:
+    """The final reply of a train job: the published adapter, or (``report_only``) the data report alone."""
+
+    job: str
+    adapter: str | None            # None for report_only
+    adapter_dir: str | None
+    ok_to_train: bool
+    report: dict                   # report_only: the full report; else the summary kept in the manifest
+    summary: str                   # the report as lines a person reads
+    metrics: list[dict]            # per checkpoint: step, loss, held-out score
+    info: dict
+
+    @classmethod
+    def from_body(cls, body: dict) -> "TrainResult":
+        return cls(job=body["job"], adapter=body.get("adapter"), adapter_dir=body.get("adapter_dir"),
+                   ok_to_train=bool(body.get("ok_to_train")), report=body.get("report") or {},
+                   summary=body.get("summary", ""), metrics=body.get("metrics") or [], info=body)
+
+
+@dataclass
 class AdapterInfo:
     name: str
     character: str
@@ -96,7 +116,8 @@ class Job:
             self._next(timeout)
         return self.job_id or self.request_id
 
-    def wait(self, timeout: float | None = None, on_progress: Callable[[Progress], None] | None = None) -> JobResult:
+    def wait(self, timeout: float | None = None,
+             on_progress: Callable[[Progress], None] | None = None) -> "JobResult | TrainResult":
         for progress in self.events(timeout):
             if on_progress:
                 on_progress(progress)
@@ -145,12 +166,14 @@ class Job:
             self._keepalive.clear()
             self._client._conn.release(self.request_id)
 
-    def _result(self) -> JobResult:
+    def _result(self) -> "JobResult | TrainResult":
         msg = self._final
         assert msg is not None
         if msg.type == "error":
             raise errors.error_from_reply(msg.body.get("code", "error"), msg.body.get("message", ""), msg.body.get("details"))
         body = msg.body
+        if body.get("operation") == "train":
+            return TrainResult.from_body(body)
         pixels = {}
         for entry in body.get("frames", []):
             if "buffer" in entry:

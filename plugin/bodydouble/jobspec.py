@@ -61,6 +61,12 @@ class AdapterRef:
 _SHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def check_safe_name(value: str, what: str) -> None:
+    """Names that become folder names (shots, adapters): no separators, no leading dot, no '..'."""
+    if not _SHOT_NAME.match(value):
+        raise ValueError(f"{what} {value!r} may hold only letters, digits, '.', '_' and '-' (not first)")
+
+
 def _check_generation(req) -> None:
     """The ranges every generating request shares (sampling, naming, adapters)."""
     if not 1 <= req.steps <= 500:
@@ -69,8 +75,8 @@ def _check_generation(req) -> None:
         raise ValueError(f"guidance must be in [0, 50], got {req.guidance}")
     if not 0 <= req.seed < 2**63:
         raise ValueError(f"seed must be in [0, 2^63), got {req.seed}")
-    if req.shot is not None and not _SHOT_NAME.match(req.shot):
-        raise ValueError(f"shot name {req.shot!r} may hold only letters, digits, '.', '_' and '-'")
+    if req.shot is not None:
+        check_safe_name(req.shot, "shot name")
     if len({a.name for a in req.adapters}) != len(req.adapters):
         raise ValueError("an adapter is named twice")
 
@@ -153,8 +159,80 @@ class ExtendRequest:
             raise ValueError(f"fps must be in (0, 240], got {self.fps}")
 
 
+@dataclass
+class TrainOptions:
+    """How a character adapter is trained: the fields the train request and the server's trainer share."""
+
+    character: str = ""
+    name: str = ""                    # adapter folder name; default: the character, slugged
+    trigger: str = ""                 # default: <name>
+    resolution: int = 512
+    rank: int = 4
+    steps: int = 500
+    learning_rate: float = 1e-4
+    batch: int = 1
+    seed: int = 0
+    checkpoint_every: int = 100
+    holdout_per_view: int = 1         # frames per view kept out of training to score checkpoints
+    preview_steps: int = 20
+    preview_count: int = 4            # held-out (else training) frames inpainted into previews/ at the end
+    mixed_precision: bool = True      # GPU only; CPU always trains in float32
+    gradient_checkpointing: bool = True   # GPU only
+    rights_holder: str = ""           # required to train (not for a report)
+    licence: str = ""                 # licence / consent note; required to train
+
+    def validate(self) -> None:
+        if not self.character.strip():
+            raise ValueError("'character' is empty")
+        if self.name:
+            check_safe_name(self.name, "adapter name")   # it becomes a folder inside the adapters folder
+        if not 64 <= self.resolution <= 2048 or self.resolution % 8:
+            raise ValueError(f"resolution must be a multiple of 8 in 64..2048, got {self.resolution}")
+        for key, low, high in (("rank", 1, 256), ("steps", 1, 100_000), ("batch", 1, 64),
+                               ("checkpoint_every", 1, 100_000), ("holdout_per_view", 0, 100),
+                               ("preview_steps", 1, 500), ("preview_count", 0, 64)):
+            if not low <= getattr(self, key) <= high:
+                raise ValueError(f"{key} must be in {low}..{high}, got {getattr(self, key)}")
+        if not 0.0 < self.learning_rate <= 1.0:
+            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")
+
+
+@dataclass
+class TrainRequest(TrainOptions):
+    """Train a character adapter (LoRA) on reference frames the server can read, or only report on them.
+
+    ``frames``: absolute folders or files under the server's allowed roots. Masks, captions and
+    view tags come from the layout beside the frames (``masks/``, ``*.txt``, ``frames.json``, view
+    folders: see docs/training.md). The adapter is published into the server's adapters folder;
+    rerunning the same request after a cancel or crash resumes from the last checkpoint.
+    """
+
+    frames: list[str] = field(default_factory=list)
+    colorspace: str = "auto"          # auto: float files ACEScg, integer files display-referred
+    # Thresholds of the data report; below them training refuses unless ``force``.
+    min_frames: int = 8
+    min_per_view: int = 1
+    required_views: Optional[list[str]] = None    # None: every standard view but top
+    force: bool = False
+    report_only: bool = False
+    contact_sheet: Optional[str] = None           # report_only: PNG path (under the roots) for the contact sheet
+
+    operation = "train"
+
+    def validate(self) -> None:
+        if not self.frames or not all(self.frames):
+            raise ValueError("'frames' is empty: give folders or files of reference frames")
+        super().validate()
+        if self.min_frames < 0 or self.min_per_view < 0:
+            raise ValueError("min_frames and min_per_view must not be negative")
+        if self.contact_sheet is not None and not self.report_only:
+            raise ValueError("'contact_sheet' goes with report_only")
+
+
 # operation name -> request class; the server looks operations up here.
-OPERATIONS: dict[str, type] = {"fill": FillRequest, "extend": ExtendRequest}
+OPERATIONS: dict[str, type] = {"fill": FillRequest, "extend": ExtendRequest, "train": TrainRequest}
 
 
 def expand_pattern(pattern: str, frame: int) -> str:

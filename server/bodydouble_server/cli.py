@@ -97,19 +97,14 @@ def cmd_train(args) -> int:
     """``bodydouble train FRAMES --character NAME``: the data report, then (unless --report-only) LoRA training."""
     import json
 
+    from bodydouble.cli import train_request
+
     from .training import contact, run
-    from .training.report import Thresholds, summary_text, to_json
-    from .training.trainer import TrainingCancelled, TrainSettings
+    from .training.report import summary_text, to_json
+    from .training.trainer import TrainingCancelled
 
     logging.basicConfig(level=logging.WARNING)
-    settings = TrainSettings(
-        character=args.character, name=args.name or "", trigger=args.trigger or "", resolution=args.resolution,
-        rank=args.rank, steps=args.steps, learning_rate=args.learning_rate, batch=args.batch, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, holdout_per_view=args.holdout_per_view,
-        preview_steps=args.preview_steps, rights_holder=args.rights_holder or "", licence=args.licence or "")
-    defaults = Thresholds()
-    thresholds = Thresholds(min_frames=args.min_frames, min_per_view=args.min_per_view,
-                            required_views=tuple(args.require_view) if args.require_view else defaults.required_views)
+    settings, thresholds = run.from_request(train_request(args))
     if args.report_only:
         data, report = run.data_report(args.frames, settings.resolution, thresholds, colourspace=args.colorspace)
         if args.contact_sheet and data.frames:
@@ -124,9 +119,7 @@ def cmd_train(args) -> int:
     engine.load()
 
     def show(p: dict) -> None:
-        held = f"  held-out {p['heldout']:.4f}" if p.get("heldout") is not None else ""
-        sys.stderr.write(f"\rstep {p['step']}/{p['steps']}  loss {p['loss']:.4f}  {p['images_per_s']:.1f} img/s  "
-                         f"ETA {p['eta_s']:.0f} s{held}   ")
+        sys.stderr.write(f"\r{run.progress_line(p)}   ")
         sys.stderr.flush()
 
     try:

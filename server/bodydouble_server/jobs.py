@@ -185,6 +185,8 @@ class JobManager:
             job.finish(job.run(job), "complete")
         except Cancelled:
             job.finish(protocol.error_message(rid, errors.JobCancelled(f"job {job.id} cancelled")), "cancelled")
+        except errors.JobCancelled as exc:   # a job that says what it kept (training: the last checkpoint)
+            job.finish(protocol.error_message(rid, exc), "cancelled")
         except errors.BodyDoubleError as exc:
             job.finish(protocol.error_message(rid, exc), "failed")
         except Exception as exc:  # the server survives any job

@@ -124,18 +124,21 @@ def load(inputs: list[str | Path], resolution: int, roots: AllowedRoots | None =
     """Read every frame (under ``roots`` when given: a server job) at ``resolution`` x ``resolution``."""
     limits = limits or protocol.Limits()
     dataset = Dataset(sources=[str(i) for i in inputs])
+    if roots is not None:   # refused outright, not reported: a folder outside the roots is never even listed
+        inputs = [roots.check(item, f"frames[{i}]") for i, item in enumerate(inputs)]
     paths = discover(inputs)
     if not paths:
         dataset.problems.append(f"no frames found in {', '.join(map(str, inputs)) or '(nothing given)'}")
         return dataset
-    transforms: dict[str, ColourTransform] = {}
+    # A named colour space is checked once, up front: an unknown name is one clear error, not one per frame.
+    transforms = {} if colourspace == "auto" else {colourspace: ColourTransform(colourspace)}
     for path in paths:
         try:
             if roots is not None:
                 path = roots.readable_file(path, "training frame")
             frame = frame_io.read_frame(path, limits, what="training frame")
             space = colourspace if colourspace != "auto" else default_colourspace(frame.spec, path)
-            transform = transforms.setdefault(space, ColourTransform(space))
+            transform = transforms.get(space) or transforms.setdefault(space, ColourTransform(space))
             side = _sidecar(path)
             mask = None
             mask_path = _find_mask(path)

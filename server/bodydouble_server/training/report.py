@@ -70,10 +70,10 @@ def build_report(dataset: Dataset, thresholds: Thresholds | None = None) -> dict
     thresholds = thresholds or Thresholds()
     frames = dataset.frames
     exact, near = _duplicates(frames, thresholds.near_duplicate_bits)
-    views = {v: sum(f.view == v for f in frames) for v in STANDARD_VIEWS}
+    views = {v: sum(f.view == v for f in frames) for v in (*STANDARD_VIEWS, *thresholds.required_views)}
     other_views = sorted({f.view for f in frames if f.view and f.view not in STANDARD_VIEWS})
     untagged = sum(not f.view for f in frames)
-    gaps = [{"view": v, "frames": views[v], "message": f"no `{v}` frames: {VIEW_CONSEQUENCES[v]}" if not views[v]
+    gaps = [{"view": v, "frames": views[v], "message": f"no `{v}` frames: {_consequence(v)}" if not views[v]
              else f"only {views[v]} `{v}` frame(s) (want {thresholds.min_per_view})"}
             for v in thresholds.required_views if views.get(v, 0) < thresholds.min_per_view]
     exposures = [_exposure(f) for f in frames]
@@ -108,6 +108,10 @@ def build_report(dataset: Dataset, thresholds: Thresholds | None = None) -> dict
     }
 
 
+def _consequence(view: str) -> str:
+    return VIEW_CONSEQUENCES.get(view, f"the `{view}` view cannot be learned from this set")
+
+
 def _histogram(values) -> dict:
     counts: dict[str, int] = {}
     for v in values:
@@ -119,12 +123,14 @@ def check_trainable(report: dict, force: bool = False) -> None:
     """Raise with every reason when training must not start. Problems (bad files) are never forceable."""
     from bodydouble import errors
 
+    details = {"problems": report["problems"], "refusals": report["refusals"]}
     if report["problems"]:
         raise errors.RequestError("the training set has problems:\n  " + "\n  ".join(report["problems"]),
-                                  code=errors.INVALID_REQUEST)
+                                  code=errors.INVALID_REQUEST, details=details)
     if report["refusals"] and not force:
-        raise errors.RequestError("training refused (use --force to train anyway):\n  " + "\n  ".join(report["refusals"]),
-                                  code=errors.INVALID_REQUEST)
+        raise errors.RequestError("training refused (use --force, or force: true in a train request, to train "
+                                  "anyway):\n  " + "\n  ".join(report["refusals"]), code=errors.INVALID_REQUEST,
+                                  details=details)
 
 
 def summary_text(report: dict) -> str:

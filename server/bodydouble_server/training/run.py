@@ -2,10 +2,12 @@
 load frames -> data report -> refuse or train (resuming from the work folder) -> adapter folder."""
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
 from bodydouble import errors
+from bodydouble.jobspec import TrainOptions, TrainRequest
 
 from ..paths import AllowedRoots
 from . import dataset as dataset_mod
@@ -17,6 +19,20 @@ WORK_FOLDER = ".training"   # hidden inside the adapters folder: the server's re
 
 def work_dir_for(adapters_dir: Path, name: str) -> Path:
     return Path(adapters_dir) / WORK_FOLDER / name
+
+
+def from_request(req: TrainRequest) -> tuple[TrainSettings, Thresholds]:
+    """The trainer's settings and the report's thresholds of a request: the CLI and the train job alike."""
+    settings = TrainSettings(**{f.name: getattr(req, f.name) for f in fields(TrainOptions)})
+    views = Thresholds().required_views if req.required_views is None else tuple(req.required_views)
+    return settings, Thresholds(min_frames=req.min_frames, min_per_view=req.min_per_view, required_views=views)
+
+
+def progress_line(p: dict) -> str:
+    """One line a person reads: step, loss, speed, ETA and, at checkpoints, the held-out score."""
+    held = f"  held-out {p['heldout']:.4f}" if p.get("heldout") is not None else ""
+    return (f"step {p['step']}/{p['steps']}  loss {p['loss']:.4f}  {p['images_per_s']:.1f} img/s  "
+            f"ETA {p['eta_s']:.0f} s{held}")
 
 
 def data_report(inputs: list, resolution: int, thresholds: Thresholds | None = None, roots: AllowedRoots | None = None,

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from bodydouble import errors
+from bodydouble.jobspec import TrainOptions
 
 from .. import adapter_files
 from ..models.identity import ModelIdentity
@@ -37,33 +38,19 @@ class TrainingCancelled(Exception):
 
 
 @dataclass
-class TrainSettings:
-    character: str
-    name: str = ""                  # adapter folder name; default: the character, slugged
-    trigger: str = ""               # default: <name>
-    resolution: int = 512
-    rank: int = 4
-    steps: int = 500
-    learning_rate: float = 1e-4
-    batch: int = 1
-    seed: int = 0
-    checkpoint_every: int = 100
-    holdout_per_view: int = 1       # frames per view kept out of training to score checkpoints
-    preview_steps: int = 20
-    preview_count: int = 4          # held-out (else training) frames inpainted into previews/ at the end
-    mixed_precision: bool = True    # GPU only; CPU always trains in float32
-    gradient_checkpointing: bool = True   # GPU only
-    rights_holder: str = ""
-    licence: str = ""
+class TrainSettings(TrainOptions):
     version: str = "1"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.name = self.name or re.sub(r"[^0-9A-Za-z_-]+", "_", self.character.strip()).strip("_").lower()
         self.trigger = self.trigger or f"<{self.name}>"
-        for key in ("rank", "steps", "batch", "checkpoint_every", "resolution"):
-            if getattr(self, key) < 1:
-                raise errors.RequestError(f"{key} must be at least 1", code=errors.INVALID_REQUEST)
+        try:
+            if not self.name and self.character.strip():
+                raise ValueError(f"character {self.character!r} gives no folder name: set an adapter name")
+            self.validate()
+        except ValueError as exc:
+            raise errors.RequestError(str(exc), code=errors.INVALID_REQUEST) from None
 
     def fingerprint_fields(self) -> dict:
         # Steps and checkpoint cadence may change on resume (train longer); nothing else may.

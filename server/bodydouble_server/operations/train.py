@@ -1,0 +1,68 @@
+"""Train: a character adapter trained by the server's worker and published into its adapters folder.
+
+The server has one worker (one GPU, one model), so fill jobs queued behind a training wait until it
+ends; progress streams every step and cancel stops it between steps, keeping a checkpoint that the
+same request resumes from. Training builds its own UNet: the resident pipeline's adapters are not
+touched, only its VAE and text encoder are borrowed, with the served adapters switched off.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bodydouble import errors, protocol
+from bodydouble.jobspec import TrainRequest
+
+from ..adapters import MANIFEST_FILE
+from ..engine import Engine
+from ..training import contact, run
+from ..training.report import summary_text
+from ..training.trainer import TrainingCancelled
+
+
+def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
+    settings, thresholds = run.from_request(req)
+    job.report(0.0, "reading frames for the data report", phase="report")
+    if req.report_only:
+        return _report_only(engine, job, req, settings.resolution, thresholds)
+    pipe = engine.pipeline("fill")
+    engine.adapters.activate(pipe, [])   # the text encoder lent to training must be the plain base model's
+
+    def on_progress(p: dict) -> None:
+        job.report(p["step"] / p["steps"], run.progress_line(p), phase="train", **p)
+
+    try:
+        folder, report = run.train_adapter(
+            pipe, engine.identity, req.frames, settings, Path(engine.config.adapters), thresholds=thresholds,
+            force=req.force, roots=engine.roots, colourspace=req.colorspace, device=engine.device,
+            on_progress=on_progress, should_stop=job.cancel_event.is_set)
+    except TrainingCancelled as exc:
+        raise errors.JobCancelled(
+            f"training of {settings.name} cancelled at step {exc.step}; checkpoint kept in {exc.checkpoint}. "
+            "Submit the same request again to resume.",
+            details={"step": exc.step, "checkpoint": str(exc.checkpoint) if exc.checkpoint else None}) from None
+    job.report(1.0, f"publishing {folder.name}", phase="publish")
+    engine.rescan()   # listed (and resident) at once, like any adapter dropped into the folder
+    adapter = engine.adapters.adapters.get(folder.name)
+    training = json.loads((folder / MANIFEST_FILE).read_text())["training"]
+    return _result(job, {
+        "adapter": folder.name, "adapter_dir": str(folder),
+        "adapter_status": adapter.status if adapter else "missing", "adapter_reason": adapter.reason if adapter else "",
+        "steps_done": training["steps_done"], "metrics": training["metrics"], "report": training["report"],
+        "summary": summary_text(report), "ok_to_train": True,
+        "previews": sorted(str(p.relative_to(folder)) for p in (folder / "previews").glob("*.png")),
+        "test_model": engine.identity.test_model,
+    })
+
+
+def _report_only(engine: Engine, job, req: TrainRequest, resolution: int, thresholds) -> protocol.Message:
+    sheet = engine.roots.check(req.contact_sheet, "contact_sheet") if req.contact_sheet else None
+    data, report = run.data_report(req.frames, resolution, thresholds, engine.roots, req.colorspace)
+    if sheet is not None and data.frames:
+        contact.contact_sheet(data, sheet)
+    return _result(job, {"report_only": True, "report": report, "summary": summary_text(report),
+                         "ok_to_train": report["ok_to_train"], "contact_sheet": str(sheet) if sheet else None})
+
+
+def _result(job, body: dict) -> protocol.Message:
+    return protocol.Message(type="result", id=job.request_id, body={"job": job.id, "operation": "train", **body})
