@@ -247,6 +247,7 @@ class Trainer:
         s = self.settings
         started, start_step, loss_value = time.monotonic(), self.step, None
         last_saved = self.step
+        self.unet.train()   # once, not per step: it walks every module (~12 ms a step on the tiny model)
         while self.step < s.steps:
             if should_stop is not None and should_stop():
                 path = self.save_checkpoint(loss_value) if self.step != last_saved or not checkpoints.latest(self.work_dir) \
@@ -254,7 +255,6 @@ class Trainer:
                 raise TrainingCancelled(self.step, path)
             generator = step_generator(s.seed, self.step + 1)
             index = torch.randint(0, len(self.train_frames), (s.batch,), generator=generator)
-            self.unet.train()
             loss = self._loss(self.data, index, generator)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
