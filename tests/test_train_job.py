@@ -1,5 +1,6 @@
 """The train job over real ZeroMQ against a real server: progress, publish + fill, cancel + resume, report, bad input."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,7 @@ def test_train_job_streams_progress_publishes_a_listed_adapter_that_fills(client
     assert Path(result.adapter_dir) == studio["adapters"] / "hero"
     assert [m["step"] for m in result.metrics] == [2, 4] and result.report["frame_count"] == 12
     assert result.info["previews"] and "ready to train" in result.summary
+    assert (Path(result.adapter_dir) / "contact_sheet.png").is_file()
     manifest = json.loads((Path(result.adapter_dir) / "manifest.json").read_text())
     assert manifest["rights_holder"] == "Studio test data" and len(manifest["training"]["frames"]) == 12
 
@@ -102,6 +104,14 @@ def test_cancel_keeps_a_checkpoint_and_the_same_request_resumes(client, studio):
     assert trained[0] == stopped + 1 and trained[-1] == 12
     assert result.adapter == "hero_cancel" and result.info["steps_done"] == 12
     assert "hero_cancel" in {a.name for a in client.list_adapters() if a.status == "ready"}
+
+    # Picking an earlier checkpoint: set the adapter aside, ask for its step; nothing is trained again.
+    shutil.move(result.adapter_dir, studio["root"] / "hero_cancel_step12")
+    steps.clear()
+    earlier = client.submit(train_request(studio, name="hero_cancel", steps=8, checkpoint_every=4, preview_count=0)) \
+        .wait(timeout=300, on_progress=lambda p: steps.append(p.step))
+    assert earlier.info["steps_done"] == 8 and [m["step"] for m in earlier.metrics][-1] == 8
+    assert not [s for s in steps if s is not None]
 
 
 def test_report_only_answers_with_the_report_and_writes_the_contact_sheet(client, studio):

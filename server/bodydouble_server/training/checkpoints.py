@@ -63,8 +63,9 @@ def all_checkpoints(work_dir: Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: c.step)
 
 
-def latest(work_dir: Path) -> Checkpoint | None:
-    found = all_checkpoints(work_dir)
+def latest(work_dir: Path, at_most: int | None = None) -> Checkpoint | None:
+    """The newest checkpoint, or the newest at or before step ``at_most`` (publishing an earlier checkpoint)."""
+    found = [c for c in all_checkpoints(work_dir) if at_most is None or c.step <= at_most]
     return found[-1] if found else None
 
 

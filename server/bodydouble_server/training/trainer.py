@@ -26,6 +26,7 @@ from bodydouble.jobspec import TrainOptions
 from .. import adapter_files
 from ..models.identity import ModelIdentity
 from . import checkpoints
+from .contact import contact_sheet, write_png
 from .dataset import Dataset, TrainingFrame
 
 ADAPTER = "bd_train"   # not "training": peft adapter names become module attributes
@@ -120,6 +121,10 @@ class Trainer:
         # A fresh UNet: the server's resident one carries the character adapters it serves.
         self.unet = UNet2DConditionModel.from_pretrained(identity.path, subfolder="unet", torch_dtype=self.weight_dtype,
                                                          local_files_only=True).to(self.device)
+        if self.unet.config.addition_embed_type is not None:
+            raise errors.RequestError(
+                f"training supports SD 1.5-style UNets for now; {identity.family} needs added conditioning "
+                "(SDXL: pooled text + size ids)", code=errors.NOT_SUPPORTED)
         self.unet.requires_grad_(False)
         with torch.random.fork_rng(devices=[]):   # the initial LoRA weights come from the global RNG: pin them
             torch.manual_seed(settings.seed)
@@ -201,10 +206,10 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------------
     def resume(self) -> int:
-        """Continue from the latest checkpoint in the work folder, if it belongs to this run."""
+        """Continue from the latest checkpoint in the work folder (at most ``steps``), if it belongs to this run."""
         from peft import set_peft_model_state_dict
 
-        found = checkpoints.latest(self.work_dir)
+        found = checkpoints.latest(self.work_dir, at_most=self.settings.steps)
         if found is None:
             return 0
         if found.state.get("fingerprint") != self.fingerprint:
@@ -281,8 +286,6 @@ class Trainer:
         """Inpaint a few held-out (else training) frames with the trained adapter: PNGs for a TD to look at."""
         import torch
 
-        from .contact import write_png
-
         frames = (self.heldout or self.train_frames)[:self.settings.preview_count]
         pipe = type(self.pipe)(**{**self.pipe.components, "unet": self.unet})
         pipe.set_progress_bar_config(disable=True)
@@ -327,5 +330,6 @@ class Trainer:
             },
         }
         files = self.previews(self.work_dir / "previews")
+        files["contact_sheet.png"] = contact_sheet(dataset, self.work_dir / "contact_sheet.png")
         return adapter_files.write_adapter(Path(adapters_dir) / s.name, type(self.pipe), self.lora_state(), manifest,
                                            files=files)
