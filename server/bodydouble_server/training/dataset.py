@@ -74,14 +74,23 @@ def discover(inputs: list[str | Path]) -> list[Path]:
     return found
 
 
-def _sidecar(path: Path) -> dict:
+def _inside(path: Path, roots: AllowedRoots | None) -> bool:
+    try:
+        return roots is None or bool(roots.check(path))
+    except errors.RequestError:
+        return False
+
+
+def _sidecar(path: Path, roots: AllowedRoots | None = None) -> dict:
     for folder in (path.parent, path.parent.parent):
         sidecar = folder / SIDECAR
-        if sidecar.is_file():
+        if sidecar.is_file() and _inside(sidecar, roots):   # a frame at a root's top never reads above the root
             try:
                 entries = json.loads(sidecar.read_text())
+                if not isinstance(entries, dict):
+                    raise ValueError("expected an object of file name -> {view, caption}")
             except ValueError as exc:
-                raise errors.RequestError(f"{sidecar} is not valid JSON: {exc}", code=errors.INVALID_REQUEST) from None
+                raise errors.RequestError(f"{sidecar} is not a valid sidecar: {exc}", code=errors.INVALID_REQUEST) from None
             entry = entries.get(path.name) or entries.get(str(path.relative_to(folder))) or {}
             return entry if isinstance(entry, dict) else {}
     return {}
@@ -139,7 +148,7 @@ def load(inputs: list[str | Path], resolution: int, roots: AllowedRoots | None =
             frame = frame_io.read_frame(path, limits, what="training frame")
             space = colourspace if colourspace != "auto" else default_colourspace(frame.spec, path)
             transform = transforms.get(space) or transforms.setdefault(space, ColourTransform(space))
-            side = _sidecar(path)
+            side = _sidecar(path, roots)
             mask = None
             mask_path = _find_mask(path)
             if mask_path is not None:
