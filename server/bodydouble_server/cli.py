@@ -122,14 +122,24 @@ def cmd_train(args) -> int:
         sys.stderr.write(f"\r{run.progress_line(p)}   ")
         sys.stderr.flush()
 
+    stop = threading.Event()
+
+    def interrupt(*_) -> None:   # first Ctrl-C: checkpoint this step and stop; a second one: stop now
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
     try:
         folder, report = run.train_adapter(
             engine.pipelines["fill"], engine.identity, args.frames, settings, out, thresholds=thresholds, force=args.force,
             work_dir=Path(args.work_dir) if args.work_dir else None, colourspace=args.colorspace, device=engine.device,
-            on_progress=None if args.quiet else show)
+            on_progress=None if args.quiet else show, should_stop=stop.is_set)
     except TrainingCancelled as exc:
-        print(f"\n{exc}", file=sys.stderr)
+        print(f"\n{exc}; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if not args.quiet:
         print(file=sys.stderr)
     print(json.dumps({"adapter": str(folder)}) if args.json else f"adapter written: {folder}")
