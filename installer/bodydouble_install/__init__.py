@@ -1,0 +1,1 @@
+"""BodyDouble installer (run it as ``python3 installer/install.py``)."""
