@@ -127,6 +127,12 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _doctor(args) -> int:
+    from .doctor import cmd_doctor   # only when asked: the checks need nothing the other commands load
+
+    return cmd_doctor(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bodydouble", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_adapters)
     client_parser("rescan", "make the server rescan its adapters folder").set_defaults(func=cmd_rescan)
+    p = sub.add_parser("doctor", help="check this set-up (versions, GPU, model, adapters, server, folders, host "
+                       "plugins): one line per check with its fix; exit 1 on any FAIL")
+    p.add_argument("--config", help="server config (default: the one the installer writes)")
+    p.add_argument("--server", help=f"server address (default: from the config, else {DEFAULT_ADDRESS})")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_doctor)
 
     p = client_parser("fill", "inpaint an unseen angle over a plate sequence")
     p.add_argument("--plate", required=True, help="plate file pattern, e.g. /shows/x/sh010/plate.####.exr")
