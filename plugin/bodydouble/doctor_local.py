@@ -152,12 +152,14 @@ def check_nuke() -> Check:
         return Check("WARN", "nuke plugin", f"not on Nuke's plugin path (no BodyDouble block in {nuke_home() / 'init.py'}"
                      ", nor in $NUKE_PATH)", f"run {INSTALLER}, or add host_integration/nuke to NUKE_PATH")
     plugin = dirs[0]
-    ready = [n for n, py in NUKE_PYTHONS.items() if (plugin.parent / f"site-{py}" / "zmq" / "__init__.py").is_file()]
-    missing = [n for n in NUKE_PYTHONS if n not in ready]
+    # Only the Nuke Pythons the installer set up a folder for (site-X.Y next to the plugin) are expected.
+    sites = {n: plugin.parent / f"site-{py}" for n, py in NUKE_PYTHONS.items() if (plugin.parent / f"site-{py}").is_dir()}
+    ready = [n for n, site in sites.items() if (site / "zmq" / "__init__.py").is_file()]
+    missing = [n for n in sites if n not in ready]
     detail = f"{plugin}; pyzmq for Nuke {', '.join(ready) or 'none'}"
-    if missing and not os.environ.get("BODYDOUBLE_PYTHONPATH"):
-        site = plugin.parent / f"site-{NUKE_PYTHONS[missing[0]]}"
-        return Check("WARN", "nuke plugin", f"{detail}, not for Nuke {', '.join(missing)}",
-                     f"with that Nuke's Python: python -m pip install --no-deps --target {site} pyzmq "
+    if missing or (not sites and not os.environ.get("BODYDOUBLE_PYTHONPATH")):
+        where = f"--target {sites[missing[0]]} " if missing else ""
+        return Check("WARN", "nuke plugin", detail + (f", not for Nuke {', '.join(missing)}" if missing else ""),
+                     f"with that Nuke's own Python: python -m pip install --no-deps {where}pyzmq "
                      f"(or re-run {INSTALLER} where the package index is reachable)")
     return Check("OK", "nuke plugin", detail)

@@ -1,4 +1,5 @@
-"""Install the built extension zip into Blender (a throwaway user folder) the way an artist would, enable it.
+"""Install the built extension zip into Blender (a throwaway user folder) the way an artist would, enable it;
+without a zip, load the user preferences of an earlier install and report what is registered.
 
 Runs with BLENDER_USER_RESOURCES set to a temporary folder by the pytest side.
 """
@@ -13,8 +14,11 @@ import addon_utils
 
 def main(args):
     out = {"repos": {r.module: r.directory for r in bpy.context.preferences.extensions.repos}}
-    out["install"] = sorted(bpy.ops.extensions.package_install_files(
-        filepath=args["zip"], repo="user_default", enable_on_install=True))
+    if args.get("zip"):
+        out["install"] = sorted(bpy.ops.extensions.package_install_files(
+            filepath=args["zip"], repo="user_default", enable_on_install=True))
+    else:   # installed before (`blender --command extension install-file`): start as Blender does, from the prefs
+        out["install"] = sorted(bpy.ops.wm.read_userpref())
     out["addons"] = [a.module for a in bpy.context.preferences.addons if "bodydouble" in a.module]
     out["operators"] = sorted(name for name in dir(bpy.ops.bodydouble) if not name.startswith("_"))
     prefs = bpy.context.preferences.addons["bl_ext.user_default.bodydouble"].preferences
