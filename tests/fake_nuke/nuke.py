@@ -38,6 +38,8 @@ _main_thread: threading.Thread = threading.main_thread()
 _main_queue: "queue.SimpleQueue[tuple[Callable[..., Any], tuple, dict, Optional[list]]]" = queue.SimpleQueue()
 _messages: list[str] = []
 _answers: list[Optional[str]] = []
+_form_answers: list[Optional[dict[str, str]]] = []
+_forms: list["Panel"] = []
 _progress_tasks: list["ProgressTask"] = []
 _executed: list[tuple[str, int, int]] = []
 _panels: list[str] = []
@@ -56,7 +58,7 @@ def _reset(gui: bool = True, script: str = "") -> None:
     env["gui"] = gui
     _main_thread = threading.current_thread()
     _main_queue = queue.SimpleQueue()
-    for store in (_messages, _answers, _progress_tasks, _executed, _panels, _context, _this_node, _last_selected):
+    for store in (_messages, _answers, _form_answers, _forms, _progress_tasks, _executed, _panels, _context, _this_node, _last_selected):
         store.clear()
     _menus.clear()
     _script_name = script
@@ -111,6 +113,11 @@ def _select(*nodes: "Node") -> None:
 def _answer(value: Optional[str]) -> None:
     """The next ``getInput`` dialog's answer (None: the user pressed Cancel)."""
     _answers.append(value)
+
+
+def _answer_form(values: Optional[dict[str, str]]) -> None:
+    """The next ``Panel.show()``: press OK after typing ``values`` (label -> text), or Cancel (None)."""
+    _form_answers.append(values)
 
 
 # -- knobs -----------------------------------------------------------------------------------
@@ -666,6 +673,44 @@ def getInput(prompt: str, default: str = "") -> Optional[str]:
     if not _answers:
         raise AssertionError(f"test gave no answer for the dialog {prompt!r}")
     return _answers.pop(0)
+
+
+class Panel:
+    """``nuke.Panel``: a modal form. Pulldown items are one space-separated string, as in Nuke."""
+
+    def __init__(self, title: str = "", width: int = 0) -> None:
+        self.title = title
+        self.fields: dict[str, tuple[str, str, list[str]]] = {}   # label -> (kind, value, items)
+
+    def addSingleLineInput(self, name: str, value: str = "") -> bool:
+        self.fields[name] = ("text", str(value), [])
+        return True
+
+    def addEnumerationPulldown(self, name: str, value: str) -> bool:
+        items = value.split()
+        self.fields[name] = ("enum", items[0] if items else "", items)
+        return True
+
+    def show(self) -> int:
+        _require_main("nuke.Panel.show")
+        _forms.append(self)
+        if not _form_answers:
+            raise AssertionError(f"test gave no answer for the form {self.title!r}")
+        answer = _form_answers.pop(0)
+        if answer is None:
+            return 0
+        for name, text in answer.items():
+            if name not in self.fields:
+                raise AssertionError(f"the form {self.title!r} has no field {name!r}: {list(self.fields)}")
+            kind, _, items = self.fields[name]
+            if kind == "enum" and text not in items:
+                raise AssertionError(f"{text!r} is not an item of {name!r}: {items}")
+            self.fields[name] = (kind, text, items)
+        return 1
+
+    def value(self, name: str) -> Optional[str]:
+        field = self.fields.get(name)
+        return None if field is None else field[1]
 
 
 # -- menus -----------------------------------------------------------------------------------

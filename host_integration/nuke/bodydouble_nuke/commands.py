@@ -221,14 +221,8 @@ def cancel(group: api.Node) -> bool:
 
 def _wait(running: Running, title: str) -> None:
     """Worker thread: follow the job under a ProgressTask, then hand over to the main thread."""
-    progress = api.Progress(title)
-    try:
-        outcome = flow.follow(running.job, progress)
-    except Exception as exc:  # never leave the node 'running' forever
-        outcome = flow.Outcome(error=errors.BodyDoubleError(f"{type(exc).__name__}: {exc}"))
-    finally:
-        progress.close()
-    api.run_in_main_thread(_finish_in_main_thread, running, outcome)
+    flow.watch(running.job, api.Progress(title),
+               lambda outcome: api.run_in_main_thread(_finish_in_main_thread, running, outcome))
 
 
 def _finish_in_main_thread(running: Running, outcome: flow.Outcome) -> None:

@@ -9,7 +9,7 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Protocol, Union
+from typing import Any, Callable, Optional, Protocol, Union
 
 from bodydouble import errors
 from bodydouble.background import BackgroundJob, Event
@@ -39,6 +39,7 @@ class Params:
     shot: str = ""
     render_dir: str = ""      # '' = <server output_root>/_nuke_renders/...
     colorspace: str = ""      # '' = the colour space the temporary Write node wrote
+    fps: float = 24.0         # extend: the plate's frame rate (a timeline knows it; the node graph assumes 24)
 
 
 @dataclass
@@ -169,7 +170,7 @@ def build_request(params: Params, rendered: Rendered) -> Request:
         return ExtendRequest(
             frames=sequence_frames(rendered.plate, params.first, params.last), count=params.count,
             adapters=adapters, prompt=params.prompt, negative_prompt=params.negative, seed=params.seed,
-            steps=params.steps, colorspace=colorspace, shot=shot,
+            steps=params.steps, fps=params.fps, colorspace=colorspace, shot=shot,
         )
     raise errors.BodyDoubleError(f"unknown operation {params.operation!r}; expected one of {OPERATIONS}")
 
@@ -179,6 +180,8 @@ class ProgressSink(Protocol):
     def update(self, percent: int, text: str) -> None: ...
 
     def cancelled(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -209,6 +212,18 @@ def follow(job: BackgroundJob, sink: ProgressSink, interval: float = 0.05) -> Ou
             if event.final:
                 return _finish(outcome, event)
         time.sleep(interval)
+
+
+def watch(job: BackgroundJob, sink: ProgressSink, deliver: Callable[[Outcome], None]) -> None:
+    """A worker thread's whole life: follow ``job`` under ``sink``, close it, hand the outcome to
+    ``deliver`` (which queues the host's main-thread finish). Never dies without delivering."""
+    try:
+        outcome = follow(job, sink)
+    except Exception as exc:  # never leave the host waiting on a job forever
+        outcome = Outcome(error=errors.BodyDoubleError(f"{type(exc).__name__}: {exc}"))
+    finally:
+        sink.close()
+    deliver(outcome)
 
 
 def _finish(outcome: Outcome, event: Event) -> Outcome:

@@ -1,6 +1,7 @@
 """Menu entries: the Nuke menu bar and the Node Graph's right-click menu (GUI only)."""
 from __future__ import annotations
 
+import importlib.util
 from typing import Callable
 
 from . import commands
@@ -27,3 +28,7 @@ def install() -> None:
     for menu_name in MENUS:
         for path, command, tooltip in ENTRIES:
             api.add_command(menu_name, path, _entry(command), tooltip)
+    if importlib.util.find_spec("hiero") is not None:   # Nuke Studio / Hiero: the timeline too
+        from . import timeline
+
+        timeline.install()

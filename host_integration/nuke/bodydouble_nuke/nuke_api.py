@@ -40,6 +40,21 @@ def ask_string(prompt: str, default: str) -> Optional[str]:
     return answer
 
 
+def ask_form(title: str, fields: Sequence[tuple[str, str, Sequence[str]]]) -> Optional[dict[str, str]]:
+    """A modal form (``nuke.Panel``): ``(label, default, choices)`` per row, a pulldown when
+    ``choices`` is given (items must not contain spaces: Nuke splits them on spaces), a one-line
+    text field otherwise. Returns label -> text, or None when the user cancels."""
+    panel = nuke.Panel(title)
+    for label, default, options in fields:
+        if options:
+            panel.addEnumerationPulldown(label, " ".join(options))
+        else:
+            panel.addSingleLineInput(label, default)
+    if not panel.show():
+        return None
+    return {label: str(panel.value(label)) for label, _, _ in fields}
+
+
 def add_command(menu_name: str, path: str, command: Callable[[], None], tooltip: str = "") -> None:
     """``menu_name``: 'Nuke' (menu bar), 'Node Graph' (right-click), 'Nodes' (toolbar)."""
     nuke.menu(menu_name).addCommand(path, command, tooltip=tooltip)

@@ -1,0 +1,216 @@
+"""Nuke Studio / Hiero timeline: right-click a shot ▸ BodyDouble ▸ Extend shot…
+
+    main thread:   read the track item's media -> hello + adapters -> form -> submit
+    worker thread: Nuke's progress bar <- progress events; its Cancel -> server-side cancel
+    main thread:   (hiero.core.executeInMainThread) clip in the 'BodyDouble' bin, new track
+                   right after the shot, tagged adapter · seed · take; or a message
+
+The job logic is :mod:`flow`'s, shared with the Node Graph; every ``hiero`` call is in
+:mod:`hiero_api`. The plate is the shot's own media, sent by path: nothing is rendered.
+*Fill unseen angle…* opens the Node Graph flow on a Read of the shot's source.
+"""
+from __future__ import annotations
+
+import random
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from bodydouble import errors
+from bodydouble.background import BackgroundJob
+from bodydouble.jobspec import split_frame
+
+from . import commands, flow, settings
+from . import hiero_api as hapi
+from . import nuke_api as api
+
+BIN = "BodyDouble"
+EXTEND = "Extend shot…"
+FILL = "Fill unseen angle…"
+FORM_FRAMES, FORM_ADAPTER, FORM_PROMPT, FORM_SEED, FORM_STEPS = "new frames", "adapter", "prompt", "seed", "steps"
+
+
+@dataclass
+class Shot:
+    """A track item's source, in file frames."""
+
+    name: str
+    pattern: str              # '####' pattern of the media
+    source_in: int            # file frame at the item's source in
+    source_out: int           # file frame at the item's source out: the plate's last frame
+    timeline_out: int
+    handle_in: int
+    handle_out: int
+    fps: float
+    colour_transform: str     # Hiero's name for the media's colour space
+    track: str
+
+
+@dataclass
+class Running:
+    item: hapi.TrackItem
+    shot: Shot
+    params: flow.Params
+    job: BackgroundJob
+    thread: Optional[threading.Thread] = None
+
+
+_running: dict[str, Running] = {}      # shot key -> job in flight (main thread only)
+_handler: list[Any] = []               # the registered context-menu handler (install once)
+
+
+def install() -> None:
+    """Register for the timeline's right-click menu (once per session)."""
+    if not _handler:
+        _handler.append(hapi.on_timeline_menu(build_menu))
+
+
+def uninstall() -> None:
+    while _handler:
+        hapi.forget_timeline_menu(_handler.pop())
+
+
+def build_menu(menu: hapi.Menu, items: list[hapi.TrackItem]) -> None:
+    one = items[0] if len(items) == 1 else None
+    sub = hapi.add_submenu(menu, "BodyDouble")
+    hapi.add_action(sub, EXTEND, lambda: one is not None and extend_command(one), enabled=one is not None)
+    hapi.add_action(sub, FILL, lambda: one is not None and fill_command(one), enabled=one is not None)
+
+
+# -- reading the shot ------------------------------------------------------------------------
+_RANGE_SUFFIX = re.compile(r"\s+\(-?\d+-\d+\)$")
+
+
+def media_pattern(filename: str) -> str:
+    """Hiero's media file name -> a '####' pattern: drops the ' (1001-1048)' range Hiero appends
+    and turns '%04d' or a plain frame number into hashes."""
+    path = _RANGE_SUFFIX.sub("", filename.strip())
+    path = re.sub(r"%0?(\d*)d", lambda m: "#" * int(m.group(1) or 1), path)
+    if "#" in path:
+        return path
+    pattern, frame = split_frame(path)
+    return pattern if frame is not None else path
+
+
+def shot_of(media: hapi.ItemMedia) -> Shot:
+    return Shot(
+        name=flow.safe_name(media.name), pattern=media_pattern(media.filename),
+        source_in=media.media_first + int(round(media.source_in)),
+        source_out=media.media_first + int(round(media.source_out)),
+        timeline_out=media.timeline_out, handle_in=media.handle_in, handle_out=media.handle_out,
+        fps=media.fps, colour_transform=media.colour_transform, track=media.track,
+    )
+
+
+# -- Extend shot… ----------------------------------------------------------------------------
+def extend_command(item: hapi.TrackItem) -> Optional[Running]:
+    """Ask for the take's settings and start it; the take lands on the timeline later."""
+    address = settings.address()
+    shot = shot_of(hapi.read_item(item))
+    if shot.name in _running:
+        api.message(f"BodyDouble: {shot.name} is already being extended; cancel it from its progress bar first.")
+        return None
+    probe = flow.Params(operation="extend", adapter="-")     # check_ready wants an adapter; the form picks it
+    try:
+        flow.check_ready(flow.hello(address), probe)
+        adapters = sorted(set(flow.list_adapters(address).values()))
+    except errors.BodyDoubleError as exc:
+        report(exc, address, probe)
+        return None
+    if not adapters:
+        api.message(f"BodyDouble: the server at {address} has no adapter ready for its model.")
+        return None
+    params = ask_params(shot, adapters)
+    if params is None:
+        return None
+    try:
+        request = flow.build_request(params, flow.Rendered(
+            plate=shot.pattern, mask=None, colorspace=flow.normalise_colorspace(shot.colour_transform),
+            colorspace_knob=shot.colour_transform))
+    except (errors.BodyDoubleError, ValueError) as exc:
+        report(errors.BodyDoubleError(str(exc), code="bad_request"), address, params)
+        return None
+    job = BackgroundJob(address, request, client_name="bodydouble-hiero").start()
+    running = _running[shot.name] = Running(item, shot, params, job)
+    title = f"BodyDouble Extend shot · {shot.name} · {params.adapter}"
+    running.thread = threading.Thread(
+        target=flow.watch, name="bodydouble-hiero-wait",
+        args=(job, api.Progress(title), lambda outcome: hapi.run_in_main_thread(_finish, running, outcome)),
+        daemon=True)
+    running.thread.start()
+    return running
+
+
+def ask_params(shot: Shot, adapters: list[str]) -> Optional[flow.Params]:
+    handles = f", {shot.handle_out} frame(s) of handle after the cut" if shot.handle_out else ""
+    title = (f"BodyDouble: extend {shot.name} after frame {shot.source_out} "
+             f"(source {shot.source_in}-{shot.source_out}{handles})")
+    while True:
+        answer = api.ask_form(title, [
+            (FORM_FRAMES, "24", ()), (FORM_ADAPTER, adapters[0], adapters), (FORM_PROMPT, "", ()),
+            (FORM_SEED, str(random.randrange(0, 2**31 - 1)), ()), (FORM_STEPS, "20", ())])
+        if answer is None:
+            return None
+        try:
+            count, seed, steps = (int(answer[k].strip()) for k in (FORM_FRAMES, FORM_SEED, FORM_STEPS))
+        except ValueError:
+            api.message("BodyDouble: new frames, seed and steps are whole numbers.")
+            continue
+        return flow.Params(
+            operation="extend", adapter=answer[FORM_ADAPTER], prompt=answer[FORM_PROMPT], seed=seed, steps=steps,
+            first=shot.source_in, last=shot.source_out, count=count, shot=shot.name, fps=shot.fps,
+            colorspace=flow.normalise_colorspace(shot.colour_transform))
+
+
+def cancel(shot_name: str) -> bool:
+    running = _running.get(shot_name)
+    if running is None:
+        return False
+    running.job.cancel()
+    return True
+
+
+def _finish(running: Running, outcome: flow.Outcome) -> None:
+    """Main thread: the take goes onto the timeline, or the user hears why not."""
+    _running.pop(running.shot.name, None)
+    address = running.job.address
+    if outcome.error is not None or outcome.result is None:
+        report(outcome.error or errors.BodyDoubleError("the job ended without a result"), address, running.params)
+        return
+    record = flow.record_from_result(outcome.result, running.params, running.shot.colour_transform)
+    hapi.place_after(running.item, placement(running.shot, record))
+
+
+def placement(shot: Shot, record: flow.TakeRecord) -> hapi.Placement:
+    name = f"{shot.name}_{flow.safe_name(record.adapter)}_take{record.take:03d}"
+    return hapi.Placement(
+        pattern=record.pattern, first=record.first, last=record.last, name=name,
+        track=f"BodyDouble {record.adapter} take {record.take:03d}", bin=BIN, tag=record.label,
+        note=f"{record.label}\n{record.prompt}\n{record.pattern}", colour_transform=shot.colour_transform,
+        metadata={"adapter": record.adapter, "seed": str(record.seed), "take": str(record.take),
+                  "operation": record.operation, "pattern": record.pattern, "first": str(record.first),
+                  "last": str(record.last), "job": record.job, "prompt": record.prompt,
+                  "source": f"{shot.pattern} {shot.source_in}-{shot.source_out}"},
+    )
+
+
+def report(exc: BaseException, address: str, params: Optional[flow.Params] = None) -> None:
+    """The Node Graph's messages; the one about paths names the shot's media instead of a render folder."""
+    if isinstance(exc, errors.RequestError) and exc.code == errors.PATH_NOT_ALLOWED:
+        api.message(f"BodyDouble: the server may not read this shot's media or write its take.\n\n{exc}\n\n"
+                    "The media must be under one of the server's allowed roots (bodydouble serve --root).")
+        return
+    commands.report(exc, address, params)
+
+
+# -- Fill unseen angle… ----------------------------------------------------------------------
+def fill_command(item: hapi.TrackItem) -> Optional[api.Group]:
+    """The Node Graph flow on the shot's source: a Read of its media, then BodyDouble on it."""
+    shot = shot_of(hapi.read_item(item))
+    read = api.create("Read", name=re.sub(r"\W", "_", f"shot_{shot.name}_source"), file=shot.pattern, first=shot.source_in,
+                      last=shot.source_out, origfirst=shot.source_in, origlast=shot.source_out)
+    if shot.colour_transform and not shot.colour_transform.startswith("default"):
+        api.set(read, "colorspace", shot.colour_transform)
+    api.select_only(read)
+    return commands.fill_command()
