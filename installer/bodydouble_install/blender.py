@@ -23,6 +23,10 @@ def build_zip(rec: Record, prefix: Path, python: Path, offline: bool, platforms:
     out = rec.own_tree(prefix / "blender")
     cmd = [str(python), str(BUILD), "--out", str(out)]
     if offline:
+        version = run([str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).stdout.strip()
+        if version != "3.11":   # a repacked pyzmq only loads in the Python it was built for: Blender 4.2-4.5's
+            raise SystemExit(f"--offline repacks {python}'s pyzmq, which is for Python {version}; Blender needs "
+                             "3.11. Drop --offline (pyzmq is then fetched for Blender) or pass --no-blender")
         cmd.append("--from-installed")
     else:
         cmd += ["--cache", str(out / "wheels")] + [a for p in platforms for a in ("--platform", p)]
