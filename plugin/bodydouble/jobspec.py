@@ -137,6 +137,11 @@ class ExtendRequest:
     guidance: float = 5.0
     fps: float = 24.0
     conditioning: int = 1             # K: how many of the last plate frames condition the model
+    # Long extensions run in chunks of the model's frame window; each chunk regenerates the previous one's
+    # last ``overlap`` frames and cross-fades them, hiding the seam between chunks.
+    overlap: int = 2
+    # Match the generated frames' per-channel mean/spread to the last plate frame (measured at the seam).
+    colour_match: bool = True
     colorspace: str = "ACEScg"
     shot: Optional[str] = None
     output_dir: Optional[str] = None
@@ -157,6 +162,8 @@ class ExtendRequest:
         _check_generation(self)
         if not 0.0 < self.fps <= 240.0:
             raise ValueError(f"fps must be in (0, 240], got {self.fps}")
+        if not 0 <= self.overlap <= 64:
+            raise ValueError(f"overlap must be in 0..64 frames, got {self.overlap}")
 
 
 @dataclass

@@ -21,17 +21,18 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 def write_adapter(folder: Path, pipeline_cls, unet_lora_state: dict, manifest: dict,
-                  files: dict[str, Path] | None = None) -> Path:
+                  files: dict[str, Path] | None = None, component: str = "unet") -> Path:
     """Stage into a hidden sibling, then rename: the server's rescan never sees half an adapter.
 
     ``files`` maps names inside the adapter folder (e.g. ``previews/front.png``) to files to copy in.
+    ``component``: the denoiser the LoRA belongs to, ``unet`` or (video and DiT models) ``transformer``.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        pipeline_cls.save_lora_weights(str(staging), unet_lora_layers=unet_lora_state, weight_name=WEIGHTS_FILE,
-                                       safe_serialization=True)
+        pipeline_cls.save_lora_weights(str(staging), **{f"{component}_lora_layers": unet_lora_state},
+                                       weight_name=WEIGHTS_FILE, safe_serialization=True)
         for name, source in (files or {}).items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, staging / name)
@@ -51,26 +52,34 @@ def base_model_entry(identity: ModelIdentity) -> dict:
 
 def synthetic_adapter(pipe, identity: ModelIdentity, folder: Path, character: str, seed: int, rank: int = 4,
                       scale: float = 0.5) -> Path:
-    """A random LoRA (NOT trained): lets the demo and tests show adapter switching on the test model."""
+    """A random LoRA (NOT trained): lets the demo and tests show adapter switching on the test models.
+
+    On an image pipeline it goes on the UNet; on a video pipeline (no UNet) on the transformer, and its
+    manifest says ``model_kind: video`` so image servers refuse it (and the other way round).
+    """
     import torch
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
 
-    unet = pipe.unet
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS),
-                     adapter_name="synthetic")
+    component = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+    denoiser = getattr(pipe, component)
+    denoiser.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                    target_modules=LORA_TARGETS), adapter_name="synthetic")
     try:
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            for name, param in unet.named_parameters():
+            for name, param in denoiser.named_parameters():
                 if "lora_" in name and ".synthetic" in name:
                     param.copy_(torch.randn(param.shape, generator=generator) * scale)
-        state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name="synthetic"))
+        state = get_peft_model_state_dict(denoiser, adapter_name="synthetic")
+        if component == "unet":   # UNets keep diffusers' classic key names; DiT LoRAs stay in peft's
+            state = convert_state_dict_to_diffusers(state)
     finally:
-        unet.delete_adapters("synthetic")
+        denoiser.delete_adapters("synthetic")
     return write_adapter(folder, type(pipe), state, {
         "name": Path(folder).name, "character": character, "trigger": f"<{Path(folder).name}>",
-        "base_model": base_model_entry(identity), "model_kind": "image", "rank": rank,
-        "rights_holder": "BodyDouble test data", "licence": "synthetic random adapter for tests and demos; not trained",
+        "base_model": base_model_entry(identity), "model_kind": "image" if component == "unet" else "video",
+        "rank": rank, "rights_holder": "BodyDouble test data",
+        "licence": "synthetic random adapter for tests and demos; not trained",
         "training": {"kind": "synthetic", "seed": seed}, "version": "1",
-    })
+    }, component=component)

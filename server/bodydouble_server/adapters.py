@@ -53,6 +53,7 @@ class Adapter:
             "trigger": self.manifest.get("trigger", ""),
             "base_model": base.get("name", "") if isinstance(base, dict) else str(base),
             "family": base.get("family", "") if isinstance(base, dict) else "",
+            "model_kind": self.manifest.get("model_kind", "image"),
             "rights_holder": self.manifest.get("rights_holder", ""),
             "licence": self.manifest.get("licence", ""),
             "version": self.manifest.get("version", ""),
@@ -86,7 +87,10 @@ def inspect_adapter(folder: Path, identity: ModelIdentity, family_kind: str = "i
     kind = adapter.manifest.get("model_kind", "image")
     if kind != family_kind:
         adapter.status = "incompatible"
-        adapter.reason = f"trained for a {kind} model; this server's base model is a {family_kind} model"
+        trained = base.get("family") or base.get("name") or "?"
+        use = "extend (shot extension)" if family_kind == "video" else "fill"
+        adapter.reason = (f"trained for a {kind} model ({trained}), but {use} runs on this server's {family_kind} "
+                          f"model {identity.name} ({identity.family}); use an adapter trained for that model")
     elif base["sha256"] != identity.sha256:
         adapter.status = "incompatible"
         adapter.reason = (
@@ -111,7 +115,7 @@ class AdapterLibrary:
         return [a.describe() for a in sorted(self.adapters.values(), key=lambda a: a.name)]
 
     def sync(self, pipe) -> None:
-        """Rescan the folder; load new or changed adapters, unload removed ones."""
+        """Rescan the folder; load new or changed adapters, unload removed ones (``pipe`` None: inspect only)."""
         found: dict[str, Adapter] = {}
         if self.folder.is_dir():
             for sub in sorted(p for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -123,7 +127,7 @@ class AdapterLibrary:
                 pipe.delete_adapters(Adapter(name=name, folder=self.folder / name).key)
                 del self._loaded[name]
         for name, adapter in found.items():
-            if adapter.status == "ready" and name not in self._loaded:
+            if adapter.status == "ready" and name not in self._loaded and pipe is not None:
                 try:
                     pipe.load_lora_weights(str(adapter.folder), weight_name=WEIGHTS_FILE, adapter_name=adapter.key)
                     self._loaded[name] = adapter.sha256

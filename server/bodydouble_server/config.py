@@ -6,6 +6,9 @@
     model = "/models/sd15-inpaint"     # diffusers folder or single-file checkpoint; unset = embedded test model
     family = "sd15"                    # needed only for single-file checkpoints
     model_config = "/models/sd15-inpaint-configs"  # diffusers config folder for single-file checkpoints
+    video_model = "/models/wan2.1-vace-14b"        # extend's video model (diffusers folder); unset = embedded test
+    video_resolution = 832             # extend's generation long side; default: the video family's
+    video_window = 81                  # frames per video pipeline call (conditioning included); lower = less memory
     adapters = "/studio/bodydouble/adapters"
     roots = ["/shows", "/scratch/bodydouble"]      # the only folders read from or written to
     output_root = "/scratch/bodydouble"            # where takes go when a request names no output_dir
@@ -48,6 +51,9 @@ class ServerConfig:
     device: str = "auto"
     dtype: str = "auto"
     resolution: int | None = None
+    video_model: str | None = None
+    video_resolution: int | None = None
+    video_window: int | None = None
     curve_certificate: str | None = None
     curve_authorized_clients: str | None = None
     limits: protocol.Limits = field(default_factory=protocol.Limits)

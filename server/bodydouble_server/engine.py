@@ -41,6 +41,8 @@ class Engine:
         self.identity: ModelIdentity | None = None
         self.family = None
         self.adapters: AdapterLibrary | None = None
+        self.video = None             # VideoModel for extend (None: not configured or failed; see video_error)
+        self.video_error: tuple[str, str] | None = None     # (error code, message)
 
     def load(self) -> None:
         import diffusers
@@ -56,7 +58,7 @@ class Engine:
         path = embedded.embedded_model_path() if test_model else Path(cfg.model).expanduser()
         if not path.exists():
             raise errors.RequestError(f"base model {path} does not exist", code=errors.MODEL_UNAVAILABLE)
-        family = models.get_family(cfg.family) if cfg.family else models.detect_family(path)
+        family = models.get_family(cfg.family) if cfg.family else models.detect_family(path, kind="image")
         self.device, self.dtype = resolve_device(cfg.device, cfg.dtype)
         log.info("loading %s (%s) on %s/%s", path, family.title, self.device, self.dtype)
         for operation in family.pipelines:
@@ -79,10 +81,46 @@ class Engine:
                                       test_model=test_model)
         self.adapters = AdapterLibrary(Path(cfg.adapters), self.identity, family.kind)
         self.rescan()
+        self._configure_video()
+
+    def _configure_video(self) -> None:
+        """Extend's video model; a broken one costs extend only, never fill."""
+        from .video import DISABLED, VideoModel
+
+        if (self.config.video_model or "").lower() == DISABLED:
+            self.video_error = (errors.NOT_SUPPORTED, "this server has no video model (video_model = none): "
+                                                      "extend is not available")
+            return
+        try:
+            self.video = VideoModel(self.config, self.device, self.dtype)
+        except Exception as exc:
+            log.exception("video model unavailable")
+            self.video_error = (errors.MODEL_UNAVAILABLE, f"the server's video model is unavailable: {exc}")
+
+    def video_model(self):
+        if self.video is None:
+            code, message = self.video_error or (errors.NOT_SUPPORTED, "no video model")
+            raise errors.RequestError(message, code=code)
+        return self.video
 
     def rescan(self) -> None:
         for pipe in self.pipelines.values():
             self.adapters.sync(pipe)
+        if self.video is not None:
+            self.video.rescan()
+
+    def adapter_listing(self) -> list[dict]:
+        """Each adapter folder once: as the model of its kind sees it (video adapters by the video model)."""
+        entries = {a["name"]: a for a in self.adapters.listing()} if self.adapters else {}
+        if self.video is not None:
+            for entry in self.video.adapters.listing():
+                if entry["model_kind"] == "video" or entry["name"] not in entries:
+                    entries[entry["name"]] = entry
+        return [entries[name] for name in sorted(entries)]
+
+    @property
+    def operations(self) -> list[str]:
+        return sorted({*self.pipelines, *(["extend"] if self.video is not None else [])})
 
     @property
     def resolution(self) -> int:
@@ -101,5 +139,6 @@ class Engine:
             "device": self.device,
             "dtype": str(self.dtype).removeprefix("torch."),
             "resolution": self.resolution,
-            "operations": sorted(self.pipelines),
+            "operations": self.operations,
+            "video_model": self.video.describe() if self.video is not None else None,
         }

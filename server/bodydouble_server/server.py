@@ -173,7 +173,7 @@ class Server:
             "server": "bodydouble", "version": __version__, "protocol": protocol.VERSION,
             "state": self.jobs.state, "load_error": self.jobs.load_error,
             "model": engine.describe() if ready else None,
-            "operations": sorted(engine.pipelines) if ready else [],
+            "operations": engine.operations if ready else [],
             "known_operations": sorted(OPERATIONS),
             "limits": self.limits.to_dict(),
             "output_root": self.config.output_root,
@@ -186,14 +186,15 @@ class Server:
                                 **self.jobs.counts()})
 
     def _on_list_adapters(self, peer: bytes, msg: protocol.Message) -> None:
-        library = self.engine.adapters
-        self._reply(peer, msg, {"adapters": library.listing() if library else [], "state": self.jobs.state,
-                                "base_model": self.engine.identity.to_dict() if self.engine.identity else None})
+        engine = self.engine
+        self._reply(peer, msg, {"adapters": engine.adapter_listing(), "state": self.jobs.state,
+                                "base_model": engine.identity.to_dict() if engine.identity else None,
+                                "video_model": engine.video.identity.to_dict() if engine.video else None})
 
     def _on_rescan(self, peer: bytes, msg: protocol.Message) -> None:
         def run(job: Job) -> protocol.Message:
             self.engine.rescan()
-            return protocol.Message(type="result", id=job.request_id, body={"adapters": self.engine.adapters.listing()})
+            return protocol.Message(type="result", id=job.request_id, body={"adapters": self.engine.adapter_listing()})
 
         self.jobs.submit(peer, msg.id, "rescan", None, run, self.send)
 

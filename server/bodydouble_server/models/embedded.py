@@ -26,14 +26,19 @@ def cache_root() -> Path:
 
 def embedded_model_path() -> Path:
     """Folder of the embedded model in diffusers layout, built on first use."""
-    target = cache_root() / f"{NAME}-{REVISION}"
+    return cached_build(NAME, REVISION, LABEL, build_pipeline)
+
+
+def cached_build(name: str, revision: str, label: str, build) -> Path:
+    """``build()``'s pipeline saved once under the cache (diffusers layout) and reused by every start."""
+    target = cache_root() / f"{name}-{revision}"
     if (target / "model_index.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{NAME}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        build_pipeline().save_pretrained(staging)
-        (staging / "BODYDOUBLE_TEST_MODEL.txt").write_text(LABEL + "\n")
+        build().save_pretrained(staging)
+        (staging / "BODYDOUBLE_TEST_MODEL.txt").write_text(label + "\n")
         try:
             os.rename(staging, target)  # atomic: concurrent builders race harmlessly
         except OSError:

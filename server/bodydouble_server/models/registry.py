@@ -20,6 +20,12 @@ class Family:
     # Does a diffusers folder (its model_index.json) belong to this family?
     detect: Callable[[dict, Path], bool]
     kind: str = "image"             # "image" or "video": adapters record it; mismatches are refused
+    # Video families only: the most frames one pipeline call makes (conditioning included), the rule its
+    # frame count follows (temporal_multiple * k + 1: the VAE's temporal compression), and the call itself:
+    # extend(pipe, context, count, **settings) -> (count, H, W, 3) display-referred frames in [0, 1].
+    window: int = 0
+    temporal_multiple: int = 1
+    extend: Callable | None = None
 
     def pipeline_class(self, operation: str):
         import diffusers
@@ -31,6 +37,14 @@ class Family:
                 code=errors.NOT_SUPPORTED,
             )
         return getattr(diffusers, name)
+
+
+def step_callback(on_step, steps: int):
+    """diffusers' ``callback_on_step_end`` -> ``on_step(step, steps)``; a cancel raises from inside it."""
+    def callback(pipeline, step, timestep, kwargs):
+        on_step(step + 1, getattr(pipeline, "num_timesteps", None) or steps)
+        return kwargs
+    return callback
 
 
 FAMILIES: dict[str, Family] = {}
@@ -57,14 +71,16 @@ def read_model_index(path: Path) -> dict:
     return json.loads(index.read_text())
 
 
-def detect_family(path: Path) -> Family:
-    """The family of a local diffusers folder, from its model_index.json and configs."""
+def detect_family(path: Path, kind: str | None = None) -> Family:
+    """The family of a local diffusers folder, from its model_index.json and configs (of ``kind`` if given)."""
     index = read_model_index(path)
-    for family in FAMILIES.values():
+    candidates = [f for f in FAMILIES.values() if kind is None or f.kind == kind]
+    for family in candidates:
         if index and family.detect(index, path):
             return family
     raise errors.RequestError(
-        f"{path}: not a diffusers model folder of a known family ({', '.join(sorted(FAMILIES))}); "
+        f"{path}: not a diffusers {kind or 'model'} folder of a known family "
+        f"({', '.join(sorted(f.name for f in candidates))}); "
         "pass --family for a single-file checkpoint",
         code=errors.MODEL_UNAVAILABLE,
     )

@@ -1,18 +1,20 @@
 """What every generating operation shares: inputs under the allowed roots, take folders, provenance."""
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bodydouble import __version__, errors
+from bodydouble import __version__, errors, protocol
 from bodydouble.jobspec import ImageRef
 
 from .. import takes
 from ..engine import Engine
 from ..imaging import frames as frame_io
+from ..jobs import Cancelled
 
 _FRAME_SUFFIX = re.compile(r"[._-]?(#+|%0?\d*d|\$F\d*|\d+)?$")
 
@@ -56,9 +58,9 @@ def open_take(engine: Engine, job, output_dir: str | None, shot: str, label: str
     return take
 
 
-def provenance(engine: Engine, operation: str, adapters, req, take: takes.Take, job) -> dict:
-    """The ``bodydouble:*`` attributes every generated EXR carries."""
-    identity = engine.identity
+def provenance(engine: Engine, operation: str, adapters, req, take: takes.Take, job, identity=None) -> dict:
+    """The ``bodydouble:*`` attributes every generated EXR carries (``identity``: the model that made it)."""
+    identity = identity or engine.identity
     return {
         "operation": operation,
         "adapter": "+".join(a.name for a, _ in adapters) or "none",
@@ -73,7 +75,7 @@ def provenance(engine: Engine, operation: str, adapters, req, take: takes.Take, 
         "negative_prompt": req.negative_prompt,
         "seed": int(req.seed) if req.seed < 2**31 else str(req.seed),
         "steps": int(req.steps),
-        "strength": float(req.strength),
+        "strength": float(getattr(req, "strength", 1.0)),
         "guidance": float(req.guidance),
         "colorspace": req.colorspace,
         "take": take.number,
@@ -100,3 +102,27 @@ def result_body(job, operation: str, take: takes.Take, info: dict, pixels: dict[
         "job": job.id, "operation": operation, "take": take.number, "take_dir": str(take.dir),
         "pattern": take.pattern, "first": min(take.frames), "last": max(take.frames), "frames": frames, **info,
     }
+
+
+@contextlib.contextmanager
+def completing(take: takes.Take):
+    """Marks the take complete when the block ends, else cancelled or failed (and re-raises): never half-complete."""
+    try:
+        yield take
+    except BaseException as exc:
+        take.finish("cancelled" if isinstance(exc, Cancelled) else "failed", error=str(exc) or type(exc).__name__)
+        raise
+    take.finish("complete")
+
+
+def wire_pixels(plate: frame_io.Frame, pixels: np.ndarray) -> np.ndarray:
+    """A frame as it goes back to the client: float16 for half plates, float32 otherwise."""
+    return pixels.astype(np.float16 if plate.pixel_type == "half" else np.float32)
+
+
+def result_message(job, operation: str, take: takes.Take, info: dict,
+                   pixels: dict[int, np.ndarray] | None) -> protocol.Message:
+    buffers: list[np.ndarray] = []
+    body = result_body(job, operation, take, info, pixels, buffers)
+    return protocol.Message(type="result", id=job.request_id, body=body, buffers=buffers,
+                            meanings=[f"frame {f}" for f in sorted(pixels or {})])

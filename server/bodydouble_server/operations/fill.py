@@ -13,10 +13,10 @@ from bodydouble import errors, protocol
 from bodydouble.jobspec import FillRequest
 
 from ..engine import Engine
-from ..jobs import Cancelled
 from ..imaging import frames as frame_io
 from ..imaging import regions
 from ..imaging.colour import ColourTransform
+from ..models.registry import step_callback
 from . import common
 
 
@@ -36,7 +36,7 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
     attributes = common.provenance(engine, "fill", adapters, req, take, job)
     returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
     total = len(req.frames)
-    try:
+    with common.completing(take):
         for index, item in enumerate(req.frames):
             job.check_cancelled()
             plate = common.load_image(engine, item.plate, f"plate {item.frame}")
@@ -58,16 +58,9 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
             })
             take.add(item.frame, path)
             if returned is not None:
-                returned[item.frame] = pixels.astype(np.float16 if plate.pixel_type == "half" else np.float32)
-    except BaseException as exc:
-        take.finish("cancelled" if isinstance(exc, Cancelled) else "failed", error=str(exc) or type(exc).__name__)
-        raise
-    take.finish("complete")
-    buffers: list[np.ndarray] = []
-    body = common.result_body(job, "fill", take, {"adapter": attributes["adapter"], "seed": req.seed,
-                                                  "test_model": engine.identity.test_model}, returned, buffers)
-    return protocol.Message(type="result", id=job.request_id, body=body, buffers=buffers,
-                            meanings=[f"frame {f}" for f in sorted(returned or {})])
+                returned[item.frame] = common.wire_pixels(plate, pixels)
+    return common.result_message(job, "fill", take, {"adapter": attributes["adapter"], "seed": req.seed,
+                                                     "test_model": engine.identity.test_model}, returned)
 
 
 def _mask_for(engine: Engine, item, plate: frame_io.Frame, channel: str | None) -> np.ndarray:
@@ -97,16 +90,13 @@ def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, 
     model_rgb = regions.resize(colour.to_model(crop_rgb), gen_h, gen_w)
     model_mask = (regions.resize(crop_mask[:, :, None], gen_h, gen_w)[:, :, 0] > 0.01).astype(np.float32)
 
-    def callback(pipeline, step, timestep, kwargs):
-        on_step(step + 1, getattr(pipeline, "num_timesteps", None) or req.steps)
-        return kwargs
-
     generator = torch.Generator(device="cpu").manual_seed(req.seed)
     out = pipe(
         prompt=req.prompt, negative_prompt=req.negative_prompt or None,
         image=model_rgb[None], mask_image=model_mask[None, :, :, None],
         height=gen_h, width=gen_w, num_inference_steps=req.steps, strength=req.strength,
-        guidance_scale=req.guidance, generator=generator, output_type="np", callback_on_step_end=callback,
+        guidance_scale=req.guidance, generator=generator, output_type="np",
+        callback_on_step_end=step_callback(on_step, req.steps),
     ).images[0]
     weight = regions.feathered(crop_mask, req.feather)
     inside = weight > 0

@@ -1,0 +1,43 @@
+"""Wan 2.1 / 2.2 VACE: the video family extend runs on by default (and the embedded test video model's).
+
+Why VACE: it conditions on any set of frames through a per-frame mask (known frames 0, frames to make 1),
+so the last K plate frames condition the shot whatever K is, and its pipeline takes LoRA adapters on the
+transformer (``WanLoraLoaderMixin``). Wan's VAE compresses time by 4: a call makes 4k+1 frames.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import Family, register, step_callback
+
+
+def extend(pipe, context: np.ndarray, count: int, *, height: int, width: int, prompt: str, negative_prompt: str,
+           steps: int, guidance: float, fps: float, generator, on_step) -> np.ndarray:
+    """``context``: (K, H, W, 3) known frames in [0, 1]; returns the ``count`` frames after them."""
+    known = len(context)
+    total = known + count
+    # Frames to make are mid-grey in the control video (0 after VACE's [-1, 1] scaling) and 1 in the mask.
+    video = np.full((total, height, width, 3), 0.5, np.float32)
+    video[:known] = context
+    mask = np.ones((total, height, width, 1), np.float32)
+    mask[:known] = 0.0
+    frames = pipe(
+        video=video[None], mask=mask[None], prompt=prompt, negative_prompt=negative_prompt or None,
+        height=height, width=width, num_frames=total, num_inference_steps=steps, guidance_scale=guidance,
+        generator=generator, output_type="np", callback_on_step_end=step_callback(on_step, steps),
+    ).frames[0]
+    return np.asarray(frames[known:], dtype=np.float32)
+
+
+WAN_VACE = register(Family(
+    name="wan-vace",
+    title="Wan VACE (video)",
+    resolution=832,
+    multiple=16,                    # VAE /8 x transformer patch 2
+    pipelines={"extend": "WanVACEPipeline"},
+    detect=lambda index, path: index.get("_class_name") == "WanVACEPipeline",
+    kind="video",
+    window=81,                      # Wan 2.1's 5 s at 16 fps
+    temporal_multiple=4,
+    extend=extend,
+))
