@@ -9,7 +9,7 @@ import sys
 
 from . import errors
 from .client import DEFAULT_ADDRESS, Client
-from .jobspec import AdapterRef, FillRequest, TrainRequest, sequence_frames
+from .jobspec import AdapterRef, ExtendRequest, FillRequest, TrainRequest, sequence_frames
 
 
 def _progress_printer(stream=sys.stderr):
@@ -79,6 +79,29 @@ def cmd_fill(args) -> int:
         return 130
     print(json.dumps({"take_dir": result.take_dir, "pattern": result.pattern, "first": result.first,
                       "last": result.last}) if args.json else f"take {result.take}: {result.pattern} ({result.first}-{result.last})")
+    return 0
+
+
+def cmd_extend(args) -> int:
+    first, _, last = args.frames.partition("-")
+    request = ExtendRequest(
+        frames=sequence_frames(args.plate, int(first), int(last or first)), count=args.count,
+        conditioning=args.conditioning, overlap=args.overlap, colour_match=args.colour_match,
+        adapters=parse_adapters(args.adapter), prompt=args.prompt, negative_prompt=args.negative, seed=args.seed,
+        steps=args.steps, guidance=args.guidance, fps=args.fps, colorspace=args.colorspace,
+        shot=args.shot, output_dir=args.output_dir,
+    )
+    result = _submit_and_wait(args, request)
+    if result is None:
+        return 130
+    seam = result.info.get("seam", {})
+    if args.json:
+        print(json.dumps({"take_dir": result.take_dir, "pattern": result.pattern, "first": result.first,
+                          "last": result.last, "seam": seam}))
+    else:
+        print(f"take {result.take}: {result.pattern} ({result.first}-{result.last})")
+        print(f"seam (display-referred, R G B): mean diff {seam['before']['mean_diff']} -> "
+              f"{seam['after']['mean_diff']} after colour match")
     return 0
 
 
@@ -173,6 +196,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fill)
 
+    p = client_parser("extend", "generate frames after a plate's last frame (shot extension)")
+    p.add_argument("--plate", required=True, help="plate file pattern, e.g. /shows/x/sh010/plate.####.exr")
+    p.add_argument("--frames", required=True, help="the plate's FIRST-LAST; the take starts at LAST+1")
+    p.add_argument("--count", type=int, required=True, help="how many new frames")
+    p.add_argument("--conditioning", type=int, default=1, help="K: the last K plate frames condition the model")
+    p.add_argument("--overlap", type=int, default=2, help="frames blended between chunks of a long extension")
+    p.add_argument("--no-colour-match", dest="colour_match", action="store_false",
+                   help="keep the generated colours as they come (the seam is still measured)")
+    p.add_argument("--adapter", action="append", help="video adapter name[:weight]; repeat to blend")
+    p.add_argument("--prompt", default="")
+    p.add_argument("--negative", default="")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--fps", type=float, default=24.0)
+    p.add_argument("--colorspace", default="ACEScg")
+    p.add_argument("--shot")
+    p.add_argument("--output-dir")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_extend)
+
     p = sub.add_parser("serve", help="run the inference server")
     p.add_argument("--config", help="TOML settings file")
     p.add_argument("--host")
@@ -186,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--dtype")
     p.add_argument("--resolution", type=int)
+    p.add_argument("--video-model", help="extend's video model: a local diffusers folder (Wan VACE, LTX-Video), "
+                   "'none' for no extend (default: embedded test video model)")
+    p.add_argument("--video-resolution", type=int, help="extend's generation long side (default: the family's)")
+    p.add_argument("--video-window", type=int, help="frames per video pipeline call (lower: less GPU memory)")
     p.add_argument("--curve-certificate", help="server secret certificate: encrypt connections (remote use)")
     p.add_argument("--curve-clients", help="folder of client public certificates allowed to connect")
     p.add_argument("--log-level", default="INFO")

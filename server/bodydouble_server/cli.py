@@ -18,7 +18,8 @@ def cmd_serve(args) -> int:
     config = ServerConfig.load(
         args.config, host=args.host, port=args.port, model=args.model, family=args.family,
         model_config=args.model_config, adapters=args.adapters, roots=args.roots, output_root=args.output_root,
-        device=args.device, dtype=args.dtype, resolution=args.resolution,
+        device=args.device, dtype=args.dtype, resolution=args.resolution, video_model=args.video_model,
+        video_resolution=args.video_resolution, video_window=args.video_window,
         curve_certificate=args.curve_certificate, curve_authorized_clients=args.curve_clients,
     )
     server = Server(config)

@@ -14,6 +14,7 @@ from bodydouble.jobspec import ImageRef
 from .. import takes
 from ..engine import Engine
 from ..imaging import frames as frame_io
+from ..imaging import regions
 from ..jobs import Cancelled
 
 _FRAME_SUFFIX = re.compile(r"[._-]?(#+|%0?\d*d|\$F\d*|\d+)?$")
@@ -24,6 +25,15 @@ def load_image(engine: Engine, ref: ImageRef, what: str) -> frame_io.Frame:
         return frame_io.frame_from_buffer(ref.pixels, what)
     path = engine.roots.readable_file(ref.path, what)
     return frame_io.read_frame(path, engine.config.limits, what)
+
+
+def model_input(colour, rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scene-linear RGB -> the model's display-referred [0, 1] pixels at its size.
+
+    Clipped after resizing too: the resize filter rings past 0 and 1 at hard edges, and diffusers' image
+    processors skip their [0, 1] -> [-1, 1] scaling for any input that dips below 0.
+    """
+    return np.clip(regions.resize(colour.to_model(rgb), height, width), 0.0, 1.0)
 
 
 def check_inputs(engine: Engine, refs: list[tuple[ImageRef, str]]) -> None:

@@ -42,7 +42,7 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     height, width = last.shape
     gen_h, gen_w = regions.model_size(regions.Box(0, height, 0, width), last.pixel_aspect, video.resolution,
                                       video.family.multiple)
-    context = np.stack([regions.resize(colour.to_model(p.pixels[:, :, :3]), gen_h, gen_w) for p in plates])
+    context = np.stack([common.model_input(colour, p.pixels[:, :, :3], gen_h, gen_w) for p in plates])
 
     pipe = video.pipeline()
     video.adapters.activate(pipe, adapters)

@@ -87,7 +87,7 @@ def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, 
     ys, xs = box.slices()
     crop_rgb = plate.pixels[ys, xs, :3]
     crop_mask = mask[ys, xs]
-    model_rgb = regions.resize(colour.to_model(crop_rgb), gen_h, gen_w)
+    model_rgb = common.model_input(colour, crop_rgb, gen_h, gen_w)
     model_mask = (regions.resize(crop_mask[:, :, None], gen_h, gen_w)[:, :, 0] > 0.01).astype(np.float32)
 
     generator = torch.Generator(device="cpu").manual_seed(req.seed)
