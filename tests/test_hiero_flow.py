@@ -81,27 +81,58 @@ def _extend_form(nuke, frames="3", adapter="hero", prompt="she keeps walking", s
     nuke._answer_form({"new frames": frames, "adapter": adapter, "prompt": prompt, "seed": seed, "steps": steps})
 
 
+def _spy_main_thread(hiero, monkeypatch) -> list:
+    """(thread name, function) of every hand-over to the main thread from now on."""
+    calls = []
+    original = hiero.core.executeInMainThread
+
+    def spy(call, *args, **kwargs):
+        calls.append((threading.current_thread().name, call.__name__))
+        return original(call, *args, **kwargs)
+
+    monkeypatch.setattr(hiero.core, "executeInMainThread", spy)
+    return calls
+
+
 def _wait_idle(nuke, timeout=240):
     from bodydouble_nuke import timeline
 
     nuke._process_events(until=lambda: not timeline._running, timeout=timeout)
 
 
-def _server_extends(address) -> bool:
+@pytest.fixture(scope="module")
+def video_server(studio, tmp_path_factory):
+    """A real server on the embedded test models whose adapters are trained for its video model
+    (synthetic, random): extend runs on the video model and refuses image adapters."""
     from bodydouble.client import Client
+    from bodydouble_server.adapter_files import synthetic_adapter
+    from bodydouble_server.cli import start_in_thread
+    from bodydouble_server.config import ServerConfig
+    from bodydouble_server.models import embedded_video
 
-    with Client(address, timeout=30) as client:
-        return "extend" in client.connect().get("operations", [])
-
-
-needs_extend = pytest.mark.usefixtures("_extend_available")
+    adapters = tmp_path_factory.mktemp("video_adapters")
+    config = ServerConfig(port=0, roots=[str(studio["root"])], adapters=str(adapters),
+                          output_root=str(studio["root"] / "takes"), resolution=64)
+    srv, thread = start_in_thread(config)
+    with Client(srv.bound_address, timeout=60) as client:
+        client.wait_ready()
+        if srv.engine.video is None:
+            srv.stop()
+            pytest.skip(f"this server has no video model, so no extend: {srv.engine.video_error}")
+        pipe = embedded_video.build_pipeline()
+        for name, seed in (("hero", 5), ("villain", 9)):
+            synthetic_adapter(pipe, srv.engine.video.identity, adapters / name, character=name.title(), seed=seed)
+        client.rescan()
+    yield srv
+    srv.stop()
+    thread.join(10)
 
 
 @pytest.fixture
-def _extend_available(server):
-    if not _server_extends(server.bound_address):
-        pytest.skip("this checkout's server has no 'extend' operation yet: it answers not_supported "
-                    "(the embedded video model is a separate piece of work); the test runs once it does")
+def on_video_server(studio_app, video_server, monkeypatch):
+    """The session of ``studio_app``, pointed at the video server (after studio_app set its address)."""
+    monkeypatch.setenv("BODYDOUBLE_ADDRESS", video_server.bound_address)
+    return studio_app
 
 
 # -- the menu --------------------------------------------------------------------------------
@@ -151,22 +182,14 @@ def test_the_shot_is_read_in_file_frames(studio_app, plate):
 
 
 # -- extend ----------------------------------------------------------------------------------
-@needs_extend
-def test_right_click_extend_puts_the_take_on_a_new_track_after_the_shot(studio_app, plate, studio, monkeypatch):
+def test_right_click_extend_puts_the_take_on_a_new_track_after_the_shot(on_video_server, studio_app, plate, studio, monkeypatch):
     import OpenImageIO as oiio
 
     nuke, hiero = studio_app
     project, sequence, track, item = _edit(hiero, plate)
     shot = item.name()
     before = [(i.name(), i.timelineIn(), i.timelineOut(), i.sourceIn(), i.sourceOut()) for i in track.items()]
-    main_calls = []
-    original = hiero.core.executeInMainThread
-
-    def spy(call, *args, **kwargs):
-        main_calls.append((threading.current_thread().name, call.__name__))
-        return original(call, *args, **kwargs)
-
-    monkeypatch.setattr(hiero.core, "executeInMainThread", spy)
+    main_calls = _spy_main_thread(hiero, monkeypatch)
     _extend_form(nuke)
     hiero._right_click(sequence, item)._find(EXTEND).trigger()
     form = nuke._forms[-1]
@@ -219,8 +242,7 @@ def test_right_click_extend_puts_the_take_on_a_new_track_after_the_shot(studio_a
     assert shot in task.title and task.progress
 
 
-@needs_extend
-def test_a_second_take_keeps_the_first_in_the_bin_and_on_its_track(studio_app, plate):
+def test_a_second_take_keeps_the_first_in_the_bin_and_on_its_track(on_video_server, studio_app, plate):
     nuke, hiero = studio_app
     project, sequence, _, item = _edit(hiero, plate)
     for seed in ("1", "2"):
@@ -236,8 +258,7 @@ def test_a_second_take_keeps_the_first_in_the_bin_and_on_its_track(studio_app, p
                                                                   "villain · seed 2 · take 002"]
 
 
-@needs_extend
-def test_cancel_from_the_progress_bar_places_nothing(studio_app, plate):
+def test_cancel_from_the_progress_bar_places_nothing(on_video_server, studio_app, plate):
     nuke, hiero = studio_app
     _, sequence, _, item = _edit(hiero, plate)
     _extend_form(nuke, frames="8", steps="400")
@@ -272,12 +293,11 @@ def test_server_not_running_is_a_clear_message(studio_app, plate, monkeypatch):
     assert nuke._forms == []
 
 
-def test_cancelling_the_form_submits_nothing_and_bad_numbers_ask_again(studio_app, plate, monkeypatch):
-    from bodydouble_nuke import flow, timeline
+def test_cancelling_the_form_submits_nothing_and_bad_numbers_ask_again(on_video_server, studio_app, plate):
+    from bodydouble_nuke import timeline
 
     nuke, hiero = studio_app
     _, sequence, _, item = _edit(hiero, plate)
-    monkeypatch.setattr(flow, "check_ready", lambda caps, params: None)   # whatever the server offers
     nuke._answer_form(None)
     hiero._right_click(sequence, item)._find(EXTEND).trigger()
     assert timeline._running == {} and nuke._messages == []
@@ -298,8 +318,7 @@ def test_media_outside_the_allowed_roots_is_named_as_such(studio_app):
     assert "render folder" not in nuke._messages[-1]
 
 
-@needs_extend
-def test_a_shot_outside_the_allowed_roots_is_refused_by_the_server(studio_app, tmp_path):
+def test_a_shot_outside_the_allowed_roots_is_refused_by_the_server(on_video_server, studio_app, tmp_path):
     from bodydouble_server import samples
 
     nuke, hiero = studio_app
@@ -310,6 +329,86 @@ def test_a_shot_outside_the_allowed_roots_is_refused_by_the_server(studio_app, t
     _wait_idle(nuke)
     assert "may not read this shot's media" in nuke._messages[-1]
     assert len(sequence.videoTracks()) == 1
+
+
+@pytest.fixture
+def stand_in_extend(tmp_path, monkeypatch):
+    """A stand-in BodyDouble server that offers extend, so the whole GUI path (form, worker thread,
+    progress bar, main-thread finish, placement) runs today. It speaks the real protocol; its
+    "model" copies the plate's last frame into a take folder laid out like the server's."""
+    import zmq
+
+    from bodydouble import protocol
+    from bodydouble_server import samples
+
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    stop, submits = threading.Event(), []
+
+    def answer(peer, rid, mtype, body):
+        router.send_multipart([peer, *protocol.encode(protocol.Message(type=mtype, id=rid, body=body))])
+
+    def extend(body):
+        shot, count = body["shot"], body["count"]
+        last = body["frames"][-1]["frame"]
+        folder = tmp_path / "takes" / shot / "bodydouble" / "hero" / "take_001"
+        pattern, _ = samples.write_sequence(folder, last + 1, last + count, 32, 32, name=f"{shot}_hero_take001")
+        return {"job": "job-1", "operation": "extend", "take": 1, "take_dir": str(folder), "pattern": pattern,
+                "first": last + 1, "last": last + count, "frames": [], "adapter": "hero", "seed": body["seed"]}
+
+    def serve():
+        while not stop.is_set():
+            if not router.poll(20):
+                continue
+            peer, *frames = router.recv_multipart()
+            msg = protocol.decode(frames)
+            if msg.type == "hello":
+                answer(peer, msg.id, "result", {"server": "bodydouble", "protocol": 1, "state": "ready",
+                                                "operations": ["extend"], "output_root": str(tmp_path / "takes")})
+            elif msg.type == "list_adapters":
+                answer(peer, msg.id, "result", {"adapters": [
+                    {"name": "hero", "status": "ready", "model_kind": "video"},
+                    {"name": "stills", "status": "ready", "model_kind": "image"}]})
+            elif msg.type == "submit":
+                submits.append(msg.body)
+                answer(peer, msg.id, "accepted", {"job": "job-1", "queue_position": 0, "state": "queued"})
+                answer(peer, msg.id, "progress", {"job": "job-1", "fraction": 0.5, "message": "step 1/2"})
+                answer(peer, msg.id, "result", extend(msg.body))
+            else:
+                answer(peer, msg.id, "result", {})
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    monkeypatch.setenv("BODYDOUBLE_ADDRESS", f"tcp://127.0.0.1:{port}")
+    yield submits
+    stop.set()
+    thread.join(5)
+    router.close(linger=0)
+
+
+def test_extend_through_a_stand_in_server_lands_after_the_shot(studio_app, plate, stand_in_extend, monkeypatch):
+    nuke, hiero = studio_app
+    project, sequence, track, item = _edit(hiero, plate, shot="sh020")
+    before = [(i.timelineIn(), i.timelineOut(), i.sourceIn(), i.sourceOut()) for i in track.items()]
+    calls = _spy_main_thread(hiero, monkeypatch)
+    _extend_form(nuke, frames="5")
+    hiero._right_click(sequence, item)._find(EXTEND).trigger()
+    _wait_idle(nuke, timeout=60)
+    assert nuke._messages == [] and calls == [("bodydouble-hiero-wait", "_finish")]
+    (sent,) = stand_in_extend
+    assert [f["frame"] for f in sent["frames"]] == list(range(CUT[0], CUT[1] + 1))
+    assert sent["frames"][-1]["plate"]["path"] == expand_pattern(plate, CUT[1])
+    assert (sent["count"], sent["seed"], sent["steps"], sent["fps"]) == (5, 7, 2, 24.0)
+    assert (sent["shot"], sent["colorspace"], sent["adapters"]) == ("sh020", "ACEScg", [{"name": "hero", "weight": 1.0}])
+    assert [(i.timelineIn(), i.timelineOut(), i.sourceIn(), i.sourceOut()) for i in track.items()] == before
+    (placed,) = sequence.videoTracks()[1].items()
+    assert (placed.timelineIn(), placed.timelineOut()) == (1005, 1009)
+    info = placed.source().mediaSource().fileinfos()[0]
+    assert (info.startFrame(), info.endFrame()) == (CUT[1] + 1, CUT[1] + 5)
+    assert info.filename().endswith("takes/sh020/bodydouble/hero/take_001/sh020_hero_take001.####.exr (1007-1011)")
+    assert placed.tags()[0].name() == "hero · seed 7 · take 001"
+    assert "hero" in nuke._progress_tasks[-1].title and nuke._progress_tasks[-1].progress == [0, 50]
+    assert nuke._forms[-1].fields["adapter"][2] == ["hero"], "image adapters are for Fill, not offered for extend"
 
 
 # -- placing a take (no server needed) -------------------------------------------------------

@@ -252,9 +252,16 @@ def test_unknown_adapter_is_reported(nuke, studio):
     assert "no adapter 'ghost'" in nuke._messages[-1] and "Refresh adapters" in nuke._messages[-1]
 
 
-def test_extend_says_plainly_that_the_server_cannot_yet(nuke, studio):
+def test_extend_says_plainly_when_the_server_cannot(nuke, studio, monkeypatch):
+    """A server without a video model (video_model = none) does not offer extend."""
+    from bodydouble_nuke import flow
     from bodydouble_nuke import node as bd_node
 
+    real_hello = flow.hello
+    monkeypatch.setattr(flow, "hello", lambda address, timeout=10.0: {
+        **real_hello(address, timeout), "operations": ["fill", "train"]})
+    monkeypatch.setattr(flow, "list_adapters", lambda address, timeout=10.0, operation="fill": {
+        "Hero (hero) · x": "hero"})
     plate, _ = _plates(nuke, studio, mask=False)
     _right_click(nuke, EXTEND, plate)
     group = nuke.selectedNode()

@@ -27,7 +27,7 @@ def create_node(plate: "Node", mask: "Optional[Node]" = None, operation: str = "
     from . import commands, flow, node, settings
 
     group = node.create(plate, mask, operation, shot=commands._shot_for(plate))
-    node.set_adapters(group, flow.list_adapters(settings.address()))
+    node.set_adapters(group, flow.list_adapters(settings.address(), operation=operation))
     return group
 
 

@@ -105,7 +105,7 @@ def create_from_selection(operation: str) -> Optional[api.Group]:
     group = bd_node.create(plate, mask, operation, shot=_shot_for(plate))
     api.select_only(group)
     try:
-        bd_node.set_adapters(group, flow.list_adapters(address))
+        bd_node.set_adapters(group, flow.list_adapters(address, operation=operation))
     except errors.BodyDoubleError as exc:
         bd_node.set_status(group, "server not reachable: press Refresh adapters once it runs")
         report(exc, address)
@@ -152,7 +152,7 @@ def refresh_button() -> None:
     group = api.this_node()
     address = settings.address()
     try:
-        bd_node.set_adapters(group, flow.list_adapters(address))
+        bd_node.set_adapters(group, flow.list_adapters(address, operation=str(api.get(group, "operation"))))
         bd_node.set_status(group, f"adapters from {address}")
     except errors.BodyDoubleError as exc:
         report(exc, address)

@@ -114,12 +114,13 @@ def extend_command(item: hapi.TrackItem) -> Optional[Running]:
     probe = flow.Params(operation="extend", adapter="-")     # check_ready wants an adapter; the form picks it
     try:
         flow.check_ready(flow.hello(address), probe)
-        adapters = sorted(set(flow.list_adapters(address).values()))
+        adapters = sorted(set(flow.list_adapters(address, operation="extend").values()))
     except errors.BodyDoubleError as exc:
         report(exc, address, probe)
         return None
     if not adapters:
-        api.message(f"BodyDouble: the server at {address} has no adapter ready for its model.")
+        api.message(f"BodyDouble: the server at {address} has no adapter trained for its video model "
+                    "(extend runs on the video model; image adapters are for Fill).")
         return None
     params = ask_params(shot, adapters)
     if params is None:
