@@ -74,3 +74,10 @@ def test_demo_runs_end_to_end_on_a_fresh_cache(tmp_path):
     assert "100.0%" in run.stdout and "take 1:" in run.stdout
     takes = list((tmp_path / "demo" / "takes" / "sh010" / "bodydouble" / "hero_demo").glob("take_001/*.exr"))
     assert len(takes) == 3
+    extended = sorted((tmp_path / "demo" / "takes" / "sh010" / "bodydouble" / "hero_demo_video").glob("take_001/*.exr"))
+    assert [p.name.split(".")[-2] for p in extended] == [str(f) for f in range(1004, 1012)]
+    import OpenImageIO as oiio
+
+    image = oiio.ImageInput.open(str(extended[0]))
+    assert image.spec().getattribute("bodydouble:operation") == "extend"
+    image.close()

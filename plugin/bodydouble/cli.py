@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=3)
     p.add_argument("--size", default="256x144", help="plate WIDTHxHEIGHT")
     p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--extend", type=int, default=8, help="frames the demo's extend take adds after the plate")
     p.set_defaults(func=_server_command("demo"))
 
     p = sub.add_parser("train", help="data report and LoRA training of a character adapter (server install)")

@@ -44,7 +44,7 @@ def start_in_thread(config: ServerConfig) -> tuple[Server, threading.Thread]:
 
 def cmd_demo(args) -> int:
     from bodydouble.client import Client
-    from bodydouble.jobspec import AdapterRef, FillRequest, sequence_frames
+    from bodydouble.jobspec import AdapterRef, ExtendRequest, FillRequest, sequence_frames
 
     from . import samples
     from .adapter_files import synthetic_adapter
@@ -65,7 +65,10 @@ def cmd_demo(args) -> int:
     adapter = out / "adapters" / "hero_demo"
     if not adapter.exists():
         synthetic_adapter(engine.pipelines["fill"], engine.identity, adapter, character="Hero (demo)", seed=7)
-    print(f"  adapter {adapter} (synthetic test adapter on the embedded TEST model)")
+    video_adapter = out / "adapters" / "hero_demo_video"
+    if not video_adapter.exists():
+        synthetic_adapter(engine.video.pipeline(), engine.video.identity, video_adapter, character="Hero (demo)", seed=8)
+    print(f"  adapters {adapter.name} (image), {video_adapter.name} (video): synthetic, on the embedded TEST models")
     del engine
 
     server, thread = start_in_thread(config)
@@ -80,13 +83,26 @@ def cmd_demo(args) -> int:
                 prompt="<hero_demo> back of the head, three-quarter view", seed=1234, steps=args.steps, shot="sh010",
             ))
 
-            def show(p) -> None:
-                sys.stdout.write(f"\r  fill  [{'#' * int(p.fraction * 30):<30}] {p.fraction * 100:5.1f}%  {p.message:<28}")
-                sys.stdout.flush()
+            def show(label):
+                def progress(p) -> None:
+                    sys.stdout.write(f"\r  {label:<6} [{'#' * int(p.fraction * 30):<30}] {p.fraction * 100:5.1f}%  "
+                                     f"{p.message:<28}")
+                    sys.stdout.flush()
+                return progress
 
-            result = job.wait(timeout=300, on_progress=show)
+            result = job.wait(timeout=300, on_progress=show("fill"))
             print(f"\n  take {result.take}: {result.pattern}  frames {result.first}-{result.last}")
             print(f"  take folder: {result.take_dir}")
+            job = client.submit(ExtendRequest(
+                frames=sequence_frames(plate, first, last), count=args.extend, conditioning=min(2, args.frames),
+                adapters=[AdapterRef("hero_demo_video")], prompt="<hero_demo_video> keeps walking", seed=1234,
+                steps=args.steps, shot="sh010",
+            ))
+            result = job.wait(timeout=300, on_progress=show("extend"))
+            seam = result.info["seam"]
+            print(f"\n  extend take {result.take}: {result.pattern}  frames {result.first}-{result.last}")
+            print(f"  seam mean diff (display-referred RGB) {seam['before']['mean_diff']} -> "
+                  f"{seam['after']['mean_diff']} after colour match")
     finally:
         server.stop()
         thread.join(10)
