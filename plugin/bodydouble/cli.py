@@ -66,43 +66,47 @@ def _submit_and_wait(args, request, cancelled: str = "cancelled"):
     return result
 
 
-def cmd_fill(args) -> int:
+def _plate_frames(args, mask: str | None = None):
     first, _, last = args.frames.partition("-")
-    request = FillRequest(
-        frames=sequence_frames(args.plate, int(first), int(last or first), args.mask),
-        adapters=parse_adapters(args.adapter), prompt=args.prompt, negative_prompt=args.negative, seed=args.seed,
-        steps=args.steps, strength=args.strength, guidance=args.guidance, colorspace=args.colorspace,
-        shot=args.shot, output_dir=args.output_dir,
-    )
+    return sequence_frames(args.plate, int(first), int(last or first), mask)
+
+
+def _generation(args) -> dict:
+    """Request fields from the flags every generating command shares."""
+    return dict(adapters=parse_adapters(args.adapter), prompt=args.prompt, negative_prompt=args.negative,
+                seed=args.seed, steps=args.steps, guidance=args.guidance, colorspace=args.colorspace, shot=args.shot,
+                output_dir=args.output_dir)
+
+
+def _run_generation(args, request, **extra) -> int:
+    """Submit, then print where the take is (JSON with ``extra`` for scripts): the exit status."""
     result = _submit_and_wait(args, request)
     if result is None:
         return 130
-    print(json.dumps({"take_dir": result.take_dir, "pattern": result.pattern, "first": result.first,
-                      "last": result.last}) if args.json else f"take {result.take}: {result.pattern} ({result.first}-{result.last})")
+    if args.json:
+        print(json.dumps({"take_dir": result.take_dir, "pattern": result.pattern, "first": result.first,
+                          "last": result.last, **{k: result.info.get(k) for k in extra}}))
+    else:
+        print(f"take {result.take}: {result.pattern} ({result.first}-{result.last})")
+        for describe in extra.values():
+            print(describe(result.info))
     return 0
+
+
+def cmd_fill(args) -> int:
+    return _run_generation(args, FillRequest(frames=_plate_frames(args, args.mask), strength=args.strength,
+                                             **_generation(args)))
 
 
 def cmd_extend(args) -> int:
-    first, _, last = args.frames.partition("-")
-    request = ExtendRequest(
-        frames=sequence_frames(args.plate, int(first), int(last or first)), count=args.count,
-        conditioning=args.conditioning, overlap=args.overlap, colour_match=args.colour_match,
-        adapters=parse_adapters(args.adapter), prompt=args.prompt, negative_prompt=args.negative, seed=args.seed,
-        steps=args.steps, guidance=args.guidance, fps=args.fps, colorspace=args.colorspace,
-        shot=args.shot, output_dir=args.output_dir,
-    )
-    result = _submit_and_wait(args, request)
-    if result is None:
-        return 130
-    seam = result.info.get("seam", {})
-    if args.json:
-        print(json.dumps({"take_dir": result.take_dir, "pattern": result.pattern, "first": result.first,
-                          "last": result.last, "seam": seam}))
-    else:
-        print(f"take {result.take}: {result.pattern} ({result.first}-{result.last})")
-        print(f"seam (display-referred, R G B): mean diff {seam['before']['mean_diff']} -> "
-              f"{seam['after']['mean_diff']} after colour match")
-    return 0
+    request = ExtendRequest(frames=_plate_frames(args), count=args.count, conditioning=args.conditioning,
+                            overlap=args.overlap, colour_match=args.colour_match, fps=args.fps, **_generation(args))
+
+    def seam(info: dict) -> str:
+        return (f"seam (display-referred R, G, B): mean diff {info['seam']['before']['mean_diff']} -> "
+                f"{info['seam']['after']['mean_diff']} after colour match")
+
+    return _run_generation(args, request, seam=seam)
 
 
 def _server_command(name: str):
@@ -178,44 +182,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_doctor)
 
-    p = client_parser("fill", "inpaint an unseen angle over a plate sequence")
-    p.add_argument("--plate", required=True, help="plate file pattern, e.g. /shows/x/sh010/plate.####.exr")
+    def generating_parser(name: str, help: str, frames_help: str, guidance: float):
+        """The flags every generating operation shares: plate, frames, adapters, sampling, output."""
+        p = client_parser(name, help)
+        p.add_argument("--plate", required=True, help="plate file pattern, e.g. /shows/x/sh010/plate.####.exr")
+        p.add_argument("--frames", required=True, help=frames_help)
+        p.add_argument("--adapter", action="append", help="adapter name[:weight]; repeat to blend")
+        p.add_argument("--prompt", default="")
+        p.add_argument("--negative", default="")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--steps", type=int, default=20)
+        p.add_argument("--guidance", type=float, default=guidance)
+        p.add_argument("--colorspace", default="ACEScg")
+        p.add_argument("--shot")
+        p.add_argument("--output-dir")
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--quiet", action="store_true")
+        return p
+
+    p = generating_parser("fill", "inpaint an unseen angle over a plate sequence", "FIRST-LAST, e.g. 1001-1010", 7.5)
     p.add_argument("--mask", help="mask file pattern (default: the plate's alpha)")
-    p.add_argument("--frames", required=True, help="FIRST-LAST, e.g. 1001-1010")
-    p.add_argument("--adapter", action="append", help="adapter name[:weight]; repeat to blend")
-    p.add_argument("--prompt", default="")
-    p.add_argument("--negative", default="")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=20)
     p.add_argument("--strength", type=float, default=1.0)
-    p.add_argument("--guidance", type=float, default=7.5)
-    p.add_argument("--colorspace", default="ACEScg")
-    p.add_argument("--shot")
-    p.add_argument("--output-dir")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fill)
 
-    p = client_parser("extend", "generate frames after a plate's last frame (shot extension)")
-    p.add_argument("--plate", required=True, help="plate file pattern, e.g. /shows/x/sh010/plate.####.exr")
-    p.add_argument("--frames", required=True, help="the plate's FIRST-LAST; the take starts at LAST+1")
+    p = generating_parser("extend", "generate frames after a plate's last frame (shot extension)",
+                          "the plate's FIRST-LAST; the take starts at LAST+1", 5.0)
     p.add_argument("--count", type=int, required=True, help="how many new frames")
     p.add_argument("--conditioning", type=int, default=1, help="K: the last K plate frames condition the model")
     p.add_argument("--overlap", type=int, default=2, help="frames blended between chunks of a long extension")
     p.add_argument("--no-colour-match", dest="colour_match", action="store_false",
                    help="keep the generated colours as they come (the seam is still measured)")
-    p.add_argument("--adapter", action="append", help="video adapter name[:weight]; repeat to blend")
-    p.add_argument("--prompt", default="")
-    p.add_argument("--negative", default="")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--fps", type=float, default=24.0)
-    p.add_argument("--colorspace", default="ACEScg")
-    p.add_argument("--shot")
-    p.add_argument("--output-dir")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_extend)
 
     p = sub.add_parser("serve", help="run the inference server")

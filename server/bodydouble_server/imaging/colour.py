@@ -7,23 +7,34 @@ plates that are already display-referred.
 """
 from __future__ import annotations
 
+import functools
+import os
+
 import numpy as np
 import OpenImageIO as oiio
 
 from bodydouble import errors
 
 RAW_NAMES = {"raw", "data", "none"}
+# OIIO spreads an image operation over scanlines: a long single row would run on one core.
+_ROW = 1024
+
+
+@functools.lru_cache(maxsize=8)
+def _config(ocio: str | None) -> tuple:
+    """The OCIO config and its colour spaces: parsing it costs ~25 ms a request, and it changes only with $OCIO."""
+    config = oiio.ColorConfig()
+    return config, frozenset(config.getColorSpaceNames())
 
 
 class ColourTransform:
     def __init__(self, colorspace: str, display: str | None = None, view: str | None = None):
-        config = oiio.ColorConfig()
+        config, known = _config(os.environ.get("OCIO"))
         self.colorspace = colorspace
         self.raw = colorspace.lower() in RAW_NAMES
         self.display = display or config.getDefaultDisplayName()
         self.view = view or config.getDefaultViewName(self.display)
         if not self.raw:
-            known = set(config.getColorSpaceNames())
             resolved = config.resolve(colorspace) if hasattr(config, "resolve") else colorspace
             if colorspace not in known and resolved not in known:
                 names = ", ".join(sorted(known)[:12])
@@ -40,12 +51,18 @@ class ColourTransform:
         """Any (..., 3) array; pixels are independent, so a flat list of them works as well as an image."""
         if rgb.size == 0:
             return rgb.astype(np.float32)
-        buf = oiio.ImageBuf(np.ascontiguousarray(rgb, dtype=np.float32).reshape(1, -1, 3))
+        flat = rgb.reshape(-1, 3)
+        count = len(flat)
+        width = min(count, _ROW)
+        rows = -(-count // width)
+        padded = np.zeros((rows * width, 3), np.float32)
+        padded[:count] = flat
+        buf = oiio.ImageBuf(padded.reshape(rows, width, 3))
         out = oiio.ImageBufAlgo.ociodisplay(buf, self.display, self.view, fromspace=self.colorspace,
                                             unpremult=False, inverse=inverse)
         if out.has_error:
             raise errors.RequestError(f"colour conversion failed: {out.geterror()}", code=errors.UNKNOWN_COLORSPACE)
-        return np.asarray(out.get_pixels(oiio.FLOAT), dtype=np.float32).reshape(rgb.shape)
+        return np.asarray(out.get_pixels(oiio.FLOAT), dtype=np.float32).reshape(-1, 3)[:count].reshape(rgb.shape)
 
     def to_model(self, rgb: np.ndarray) -> np.ndarray:
         out = rgb if self.raw else self._apply(rgb, inverse=False)

@@ -2,7 +2,7 @@
 
 ``LTXConditionPipeline`` conditions on a frame sequence placed at frame 0 and takes LoRA adapters
 (``LTXVideoLoraLoaderMixin``). Its VAE compresses time by 8 and it trims a conditioning sequence to
-8k+1 frames, so only the last 8k+1 of the K frames given condition the call.
+8k+1 frames, so only the last 8k+1 of the K frames given condition the call (K=1, 9, 17, ... use them all).
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def extend(pipe, context: np.ndarray, count: int, *, height: int, width: int, pr
     import torch
     from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
-    used = (len(context) - 1) // 8 * 8 + 1
+    ratio = pipe.vae_temporal_compression_ratio     # 8 for LTX-Video's VAE
+    used = (len(context) - 1) // ratio * ratio + 1
     # (F, C, H, W) in [0, 1]: the pipeline's video processor scales it to [-1, 1] itself.
     clip = torch.from_numpy(np.ascontiguousarray(context[-used:].transpose(0, 3, 1, 2)))
     total = used + count

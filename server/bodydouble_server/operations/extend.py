@@ -65,6 +65,7 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     qc: dict = {}
     with common.completing(take):
         for chunk in plan:
+            job.check_cancelled()
             known = np.concatenate([context, generated[:chunk.start]])[-chunk.cond:]
             made = video.family.extend(
                 pipe, known, chunk.outputs + chunk.pad, height=gen_h, width=gen_w, prompt=req.prompt,
@@ -81,8 +82,8 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
                 made[:chunk.overlap] = (1.0 - w) * previous + w * made[:chunk.overlap]
             generated[chunk.start:chunk.start + chunk.outputs] = made
             # Overlap frames are written again, blended: a take is only read once it says complete.
-            for index in range(chunk.start, chunk.start + chunk.outputs):
-                pixels = _to_plate(colour, last, generated[index])
+            outputs = _to_plate(colour, last, generated[chunk.start:chunk.start + chunk.outputs])
+            for index, pixels in enumerate(outputs, start=chunk.start):
                 path = take.frame_path(first + index)
                 frame_io.write_exr_atomic(path, last, pixels, {**attributes, "frame": first + index,
                                                                "chunk": chunk.index + 1})
@@ -139,10 +140,12 @@ def _seam_attributes(qc: dict) -> dict:
 
 
 def _to_plate(colour: ColourTransform, plate: frame_io.Frame, model_rgb: np.ndarray) -> np.ndarray:
-    """A generated frame in the plate's layout: scene-linear RGB, opaque alpha, other channels zero."""
+    """Generated frames in the plate's layout: scene-linear RGB, opaque alpha, other channels zero.
+
+    One colour conversion for the whole batch: OCIO's per-call set-up then costs once per chunk."""
     height, width = plate.shape
-    pixels = np.zeros((height, width, plate.pixels.shape[2]), np.float32)
-    pixels[:, :, :3] = colour.from_model(regions.resize(model_rgb, height, width))
+    pixels = np.zeros((len(model_rgb), height, width, plate.pixels.shape[2]), np.float32)
+    pixels[..., :3] = colour.from_model(np.stack([regions.resize(f, height, width) for f in model_rgb]))
     if plate.alpha_index is not None:
-        pixels[:, :, plate.alpha_index] = 1.0
+        pixels[..., plate.alpha_index] = 1.0
     return pixels
