@@ -79,7 +79,7 @@ def detect_family(path: Path, kind: str | None = None) -> Family:
         if index and family.detect(index, path):
             return family
     raise errors.RequestError(
-        f"{path}: not a diffusers {kind or 'model'} folder of a known family "
+        f"{path}: not a diffusers model folder of a known {kind + ' ' if kind else ''}family "
         f"({', '.join(sorted(f.name for f in candidates))}); "
         "pass --family for a single-file checkpoint",
         code=errors.MODEL_UNAVAILABLE,
