@@ -230,7 +230,7 @@ def test_errors_are_reported_and_blender_stays_usable(bpy_python, studio, addres
     assert r["nodes_added_after_ok"] == 1
 
 
-def test_sequencer_extend_reports_not_supported(bpy_python, studio, address, tmp_path):
+def test_sequencer_extend_reports_server_errors(bpy_python, studio, address, tmp_path):
     import shutil
 
     take = tmp_path / "take_001"
@@ -247,9 +247,11 @@ def test_sequencer_extend_reports_not_supported(bpy_python, studio, address, tmp
     assert r["extend"]["result"] == ["FINISHED"]
     assert r["strips_added"] == []
     [(level, msg)] = [rep for rep in r["reports"] if rep[0] != "INFO"]
-    assert level == "ERROR" and msg.startswith("Not supported by this BodyDouble server"), msg
+    # The session server's adapters are image adapters: its video model refuses them for extend, by name.
+    assert level == "ERROR" and msg.startswith("Adapter cannot be used with this server's model"), msg
+    assert "'hero'" in msg and "video model" in msg
 
-    # A finished extension (hand-made result until extend lands) becomes an image strip right after the
+    # A finished extension (a hand-made result) becomes an image strip right after the
     # source, same channel, frame numbers continuing.
     [strip] = r["new_strip"]
     src = r["source_strip"]

@@ -1,4 +1,4 @@
-"""Sequencer: right-click an image strip -> BodyDouble -> Extend shot… (server answers not_supported today)."""
+"""Sequencer: right-click an image strip -> BodyDouble -> Extend shot… (with an image adapter: refused by the video model)."""
 import os
 import sys
 
@@ -31,7 +31,7 @@ def main(args):
     out["strips_added"] = sorted(set(s.name for s in sed.strips_all) - set(strips_before))
     out["reports"] = list(jobs.REPORTS)
 
-    # Until the server's extend lands: where a finished extension goes, from a hand-made result
+    # Where a finished extension goes, from a hand-made result
     # (the frames 1004.. are copies of the plate's files, written by the pytest side).
     from bodydouble.client import JobResult
 
