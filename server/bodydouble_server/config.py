@@ -6,7 +6,8 @@
     model = "/models/sd15-inpaint"     # diffusers folder or single-file checkpoint; unset = embedded test model
     family = "sd15"                    # needed only for single-file checkpoints
     model_config = "/models/sd15-inpaint-configs"  # diffusers config folder for single-file checkpoints
-    video_model = "/models/wan2.1-vace-14b"        # extend's video model (diffusers folder); unset = embedded test
+    video_model = "/models/wan2.1-vace-14b"        # extend's video model (diffusers folder, loaded on the first
+                                                   # extend); unset = embedded test video model; "none" = no extend
     video_resolution = 832             # extend's generation long side; default: the video family's
     video_window = 81                  # frames per video pipeline call (conditioning included); lower = less memory
     adapters = "/studio/bodydouble/adapters"

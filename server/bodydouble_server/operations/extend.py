@@ -32,7 +32,7 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     import torch
 
     video = engine.video_model()
-    adapters = video.adapters.resolve(req.adapters)
+    video.adapters.resolve(req.adapters)      # refuse unknown and image adapters before loading anything
     colour = ColourTransform(req.colorspace)
     plan = chunking.plan(req.count, req.conditioning, req.overlap, video.window, video.family.temporal_multiple)
     common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames])
@@ -45,6 +45,7 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     context = np.stack([common.model_input(colour, p.pixels[:, :, :3], gen_h, gen_w) for p in plates])
 
     pipe = video.pipeline()
+    adapters = video.adapters.resolve(req.adapters)     # again: the first load may have found broken weights
     video.adapters.activate(pipe, adapters)
     shot = common.shot_name(req.shot, req.output_dir, req.frames[0].plate)
     take = common.open_take(engine, job, req.output_dir, shot, common.adapter_label(adapters), {
