@@ -42,18 +42,14 @@ def studio(tmp_path_factory):
 @pytest.fixture(scope="session")
 def server(studio):
     """A real server on a background thread: real ROUTER socket on a free loopback port, real tiny pipeline."""
-    from bodydouble.client import Client
-    from bodydouble_server.cli import start_in_thread
     from bodydouble_server.config import ServerConfig
+
+    from .support import server_thread
 
     config = ServerConfig(port=0, roots=[str(studio["root"])], adapters=str(studio["adapters"]),
                           output_root=str(studio["root"] / "takes"), resolution=64)
-    srv, thread = start_in_thread(config)
-    with Client(srv.bound_address, timeout=60) as client:
-        client.wait_ready()
-    yield srv
-    srv.stop()
-    thread.join(10)
+    with server_thread(config) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Helpers for tests: a real server (thread or process) on the embedded model, adapters, plates."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -30,6 +31,22 @@ def make_adapters(folder: Path, names_and_seeds: dict[str, int], identity=None, 
     for name, seed in names_and_seeds.items():
         if not (folder / name).exists():
             synthetic_adapter(pipe, identity, folder / name, character=name.replace("_", " ").title(), seed=seed)
+
+
+@contextlib.contextmanager
+def server_thread(config):
+    """A real server on a background thread (real ROUTER socket, real models), ready when it is yielded."""
+    from bodydouble.client import Client
+    from bodydouble_server.cli import start_in_thread
+
+    srv, thread = start_in_thread(config)
+    try:
+        with Client(srv.bound_address, timeout=60) as client:
+            client.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+        thread.join(10)
 
 
 def start_server_process(root: Path, adapters: Path, port: int | None = None, extra: list[str] | None = None,

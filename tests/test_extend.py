@@ -20,7 +20,7 @@ from bodydouble_server import samples
 from bodydouble_server.operations import chunks
 from bodydouble_server.imaging import seam
 
-from .support import make_adapters
+from .support import make_adapters, server_thread
 
 WINDOW = 13
 W, H = 96, 40          # 96 x 40 pixels at pixel aspect 2 look 192 x 40 wide
@@ -46,7 +46,6 @@ def video_studio(tmp_path_factory):
     import torch
 
     from bodydouble_server.adapter_files import synthetic_adapter
-    from bodydouble_server.cli import start_in_thread
     from bodydouble_server.config import ServerConfig
     from bodydouble_server.video import VideoModel
 
@@ -59,12 +58,8 @@ def video_studio(tmp_path_factory):
     for name, seed in (("hero_video", 3), ("rival_video", 5)):
         synthetic_adapter(video.pipeline(), video.identity, adapters / name, character=name.title(), seed=seed)
     plate = write_plate(root / "sh040" / "plates", 1046, 1048)
-    server, thread = start_in_thread(config)
-    with Client(server.bound_address, timeout=60) as client:
-        client.wait_ready()
-    yield {"root": root, "plate": plate, "address": server.bound_address, "server": server}
-    server.stop()
-    thread.join(10)
+    with server_thread(config) as server:
+        yield {"root": root, "plate": plate, "address": server.bound_address, "server": server}
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import pytest
 from bodydouble.client import Client
 from bodydouble.jobspec import AdapterRef, ExtendRequest, FrameInput, ImageRef
 
+from .support import server_thread
+
 
 def tiny_ltx(folder):
     import torch
@@ -45,7 +47,6 @@ def ltx_server(tmp_path_factory):
     import torch
 
     from bodydouble_server.adapter_files import synthetic_adapter
-    from bodydouble_server.cli import start_in_thread
     from bodydouble_server.config import ServerConfig
     from bodydouble_server.video import VideoModel
 
@@ -55,12 +56,8 @@ def ltx_server(tmp_path_factory):
                           resolution=64, video_model=str(model), video_resolution=32, video_window=17)
     video = VideoModel(config, "cpu", torch.float32)
     synthetic_adapter(video.pipeline(), video.identity, root / "adapters" / "hero_ltx", character="Hero", seed=2)
-    server, thread = start_in_thread(config)
-    with Client(server.bound_address, timeout=60) as client:
-        client.wait_ready()
-    yield server
-    server.stop()
-    thread.join(10)
+    with server_thread(config) as server:
+        yield server
 
 
 def test_a_tiny_ltx_video_folder_is_detected_and_extends_over_zeromq(ltx_server):
