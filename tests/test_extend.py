@@ -173,7 +173,7 @@ def test_three_chunk_extension_blends_its_overlaps(vclient, video_studio):
 
 def test_same_seed_reproduces_from_buffers_without_colour_match(vclient, video_studio):
     plate = [samples.plate_pixels(W, H, f).astype(np.float16) for f in (1, 2)]
-    frames = [FrameInput(frame=1, plate=ImageRef(pixels=plate[0])), FrameInput(frame=2, plate=ImageRef(pixels=plate[1]))]
+    frames = [FrameInput(frame=f, plate=ImageRef(pixels=pixels)) for f, pixels in zip((1, 2), plate)]
     request = ExtendRequest(frames=frames, count=2, conditioning=2, adapters=[AdapterRef("rival_video")], seed=9,
                             steps=2, colour_match=False, shot="sh041", return_pixels=True)
     a = vclient.submit(request).wait(timeout=120)
@@ -207,7 +207,8 @@ def test_an_image_adapter_is_refused_on_the_video_model(vclient, video_studio):
     with pytest.raises(errors.AdapterIncompatible) as caught:
         extend(vclient, video_studio, adapters=[AdapterRef("hero")])
     message = str(caught.value)
-    assert "'hero'" in message and "image model" in message and "video model" in message and "wan-vace" in message
+    assert "'hero'" in message and "trained for an image model (sd15)" in message
+    assert "video model" in message and "wan-vace" in message
     with pytest.raises(errors.AdapterIncompatible, match="video model"):   # and the other way round, for fill
         from bodydouble.jobspec import FillRequest
 

@@ -89,8 +89,10 @@ def inspect_adapter(folder: Path, identity: ModelIdentity, family_kind: str = "i
         adapter.status = "incompatible"
         trained = base.get("family") or base.get("name") or "?"
         use = "extend (shot extension)" if family_kind == "video" else "fill"
-        adapter.reason = (f"trained for a {kind} model ({trained}), but {use} runs on this server's {family_kind} "
-                          f"model {identity.name} ({identity.family}); use an adapter trained for that model")
+        article = "an" if str(kind)[:1] in "aeiou" else "a"
+        adapter.reason = (f"trained for {article} {kind} model ({trained}), but {use} runs on this server's "
+                          f"{family_kind} model {identity.name} ({identity.family}); "
+                          "use an adapter trained for that model")
     elif base["sha256"] != identity.sha256:
         adapter.status = "incompatible"
         adapter.reason = (

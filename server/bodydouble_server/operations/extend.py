@@ -110,7 +110,8 @@ def _conditioning_plates(engine: Engine, items) -> list[frame_io.Frame]:
         if plate.shape != last.shape:
             raise errors.RequestError(
                 f"plate {item.frame} is {plate.shape[1]}x{plate.shape[0]} but plate {items[-1].frame} is "
-                f"{last.shape[1]}x{last.shape[0]}: conditioning frames must share one size", code=errors.INVALID_REQUEST)
+                f"{last.shape[1]}x{last.shape[0]}: conditioning frames must share one size",
+                code=errors.INVALID_REQUEST)
     return plates
 
 
