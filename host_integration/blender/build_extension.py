@@ -48,8 +48,9 @@ PLATFORMS = {
 }
 DEFAULT_PLATFORMS = ["linux-x64", "macos-arm64", "macos-x64", "windows-x64"]
 PYZMQ = "pyzmq>=26,<28"
-# The command line (`bodydouble serve|fill ...`) has no use inside Blender, and `serve` reaches for the server.
-CLI_ONLY = {"cli.py", "__main__.py"}
+# The command line (`bodydouble serve|fill|doctor ...`) has no use inside Blender, and `serve` and `doctor`
+# reach for the server package when it is installed beside them.
+CLI_ONLY = {"cli.py", "__main__.py", "doctor.py", "doctor_local.py"}
 
 
 # -- wheels -----------------------------------------------------------------------------------------
