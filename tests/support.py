@@ -33,6 +33,21 @@ def make_adapters(folder: Path, names_and_seeds: dict[str, int], identity=None, 
             synthetic_adapter(pipe, identity, folder / name, character=name.replace("_", " ").title(), seed=seed)
 
 
+def make_video_adapters(folder: Path, names_and_seeds: dict[str, int], config=None) -> None:
+    """Synthetic LoRA adapters for a server's video model (the embedded test one unless ``config`` names one)."""
+    import torch
+
+    from bodydouble_server.adapter_files import synthetic_adapter
+    from bodydouble_server.config import ServerConfig
+    from bodydouble_server.video import VideoModel
+
+    video = VideoModel(config or ServerConfig(port=0, adapters=str(folder / "__none__")), "cpu", torch.float32)
+    for name, seed in names_and_seeds.items():
+        if not (folder / name).exists():
+            synthetic_adapter(video.pipeline(), video.identity, folder / name,
+                              character=name.replace("_", " ").title(), seed=seed)
+
+
 @contextlib.contextmanager
 def server_thread(config):
     """A real server on a background thread (real ROUTER socket, real models), ready when it is yielded."""

@@ -20,7 +20,7 @@ from bodydouble_server import samples
 from bodydouble_server.operations import chunks
 from bodydouble_server.imaging import seam
 
-from .support import make_adapters, server_thread
+from .support import make_adapters, make_video_adapters, server_thread
 
 WINDOW = 13
 W, H = 96, 40          # 96 x 40 pixels at pixel aspect 2 look 192 x 40 wide
@@ -43,20 +43,14 @@ def write_plate(folder: Path, first: int, last: int) -> str:
 @pytest.fixture(scope="module")
 def video_studio(tmp_path_factory):
     """A server with a 13-frame video window; image adapter 'hero', video adapters 'hero_video' and 'rival_video'."""
-    import torch
-
-    from bodydouble_server.adapter_files import synthetic_adapter
     from bodydouble_server.config import ServerConfig
-    from bodydouble_server.video import VideoModel
 
     root = tmp_path_factory.mktemp("extend")
     adapters = root / "adapters"
     make_adapters(adapters, {"hero": 7})
     config = ServerConfig(port=0, roots=[str(root)], adapters=str(adapters), output_root=str(root / "takes"),
                           resolution=64, video_resolution=64, video_window=WINDOW)
-    video = VideoModel(config, "cpu", torch.float32)
-    for name, seed in (("hero_video", 3), ("rival_video", 5)):
-        synthetic_adapter(video.pipeline(), video.identity, adapters / name, character=name.title(), seed=seed)
+    make_video_adapters(adapters, {"hero_video": 3, "rival_video": 5}, config)
     plate = write_plate(root / "sh040" / "plates", 1046, 1048)
     with server_thread(config) as server:
         yield {"root": root, "plate": plate, "address": server.bound_address, "server": server}

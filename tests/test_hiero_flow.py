@@ -15,7 +15,7 @@ import pytest
 from bodydouble import errors
 from bodydouble.jobspec import expand_pattern
 
-from .support import REPO, free_port
+from .support import REPO, free_port, make_video_adapters, server_thread
 
 NUKE_DIR = REPO / "host_integration" / "nuke"
 FAKE_DIR = REPO / "tests" / "fake_nuke"
@@ -104,28 +104,14 @@ def _wait_idle(nuke, timeout=240):
 def video_server(studio, tmp_path_factory):
     """A real server on the embedded test models whose adapters are trained for its video model
     (synthetic, random): extend runs on the video model and refuses image adapters."""
-    from bodydouble.client import Client
-    from bodydouble_server.adapter_files import synthetic_adapter
-    from bodydouble_server.cli import start_in_thread
     from bodydouble_server.config import ServerConfig
-    from bodydouble_server.models import embedded_video
 
     adapters = tmp_path_factory.mktemp("video_adapters")
+    make_video_adapters(adapters, {"hero": 5, "villain": 9})
     config = ServerConfig(port=0, roots=[str(studio["root"])], adapters=str(adapters),
                           output_root=str(studio["root"] / "takes"), resolution=64)
-    srv, thread = start_in_thread(config)
-    with Client(srv.bound_address, timeout=60) as client:
-        client.wait_ready()
-        if srv.engine.video is None:
-            srv.stop()
-            pytest.skip(f"this server has no video model, so no extend: {srv.engine.video_error}")
-        pipe = embedded_video.build_pipeline()
-        for name, seed in (("hero", 5), ("villain", 9)):
-            synthetic_adapter(pipe, srv.engine.video.identity, adapters / name, character=name.title(), seed=seed)
-        client.rescan()
-    yield srv
-    srv.stop()
-    thread.join(10)
+    with server_thread(config) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -67,6 +67,9 @@ class TrainResult:
                    summary=body.get("summary", ""), metrics=body.get("metrics") or [], info=body)
 
 
+MODEL_KINDS = {"fill": "image", "extend": "video"}     # which of the server's models runs each operation
+
+
 @dataclass
 class AdapterInfo:
     name: str
@@ -83,6 +86,15 @@ class AdapterInfo:
     def label(self) -> str:
         """What a host's adapter picker shows."""
         return f"{self.character} ({self.name}) · {self.base_model}"
+
+    @property
+    def model_kind(self) -> str:
+        """``image`` (the server's fill model) or ``video`` (its extend model)."""
+        return self.raw.get("model_kind", "image")
+
+    def serves(self, operation: str) -> bool:
+        """Trained for the model that runs ``operation`` (fill: image, extend: video), whatever its status."""
+        return self.model_kind == MODEL_KINDS.get(operation, "image")
 
 
 class Job:

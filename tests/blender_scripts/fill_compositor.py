@@ -55,7 +55,7 @@ def main(args):
 
     # The adapter picker is filled from the server (what invoke does when the dialog opens).
     out["refresh"] = harness.call(bpy.ops.bodydouble.refresh_adapters)
-    out["adapter_items"] = [list(i[:2]) for i in bd.adapters.enum_items()]
+    out["adapter_items"] = [list(i[:2]) for i in bd.adapters.fill_items()]
 
     # Fill from the selected plate node (EXEC: the dialog's OK).
     out["fill"] = harness.call(bpy.ops.bodydouble.fill, "EXEC_DEFAULT", adapter="hero", prompt="a face, side view",

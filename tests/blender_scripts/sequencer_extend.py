@@ -1,4 +1,4 @@
-"""Sequencer: right-click an image strip -> BodyDouble -> Extend shot… (with an image adapter: refused by the video model)."""
+"""Sequencer: right-click an image strip -> BodyDouble -> Extend shot…, a real extend on the server's video model."""
 import os
 import sys
 
@@ -10,7 +10,7 @@ import bpy  # noqa: E402
 
 
 def main(args):
-    from bodydouble_blender import jobs, menus, strips
+    from bodydouble_blender import adapters, jobs, menus, strips
 
     out = {}
     scene = bpy.context.scene
@@ -25,20 +25,21 @@ def main(args):
     out["submenu"] = scene_setup.draw_menu(menus.SEQUENCER_MT_bodydouble.draw, ctx)
     out["frame_inputs"] = [[f.frame, f.plate.path] for f in strips.frame_inputs(strip)]
     harness.call(bpy.ops.bodydouble.refresh_adapters)
+    # Each dialog's picker offers only the adapters trained for the model that runs its operation.
+    out["extend_items"] = [i[0] for i in adapters.extend_items()]
+    out["fill_items"] = [i[0] for i in adapters.fill_items()]
+    try:
+        bpy.ops.bodydouble.extend("EXEC_DEFAULT", adapter="hero", count=4)
+        out["image_adapter_for_extend"] = "accepted"
+    except TypeError as exc:
+        out["image_adapter_for_extend"] = str(exc)
+
     strips_before = sorted(s.name for s in sed.strips_all)
-    out["extend"] = harness.call(bpy.ops.bodydouble.extend, "EXEC_DEFAULT", adapter="hero", count=4, seed=5)
-    harness.pump_until_idle(60)
-    out["strips_added"] = sorted(set(s.name for s in sed.strips_all) - set(strips_before))
+    out["extend"] = harness.call(bpy.ops.bodydouble.extend, "EXEC_DEFAULT", adapter="hero_video", count=4, seed=5,
+                                 prompt="<hero_video> turns away")
+    out["running"] = len(jobs.running())
+    out["seconds"] = harness.pump_until_idle(180)
     out["reports"] = list(jobs.REPORTS)
-
-    # Where a finished extension goes, from a hand-made result
-    # (the frames 1004.. are copies of the plate's files, written by the pytest side).
-    from bodydouble.client import JobResult
-
-    frames = {int(k): v for k, v in args["fake_extension"].items()}
-    fake = JobResult(job="job-x", operation="extend", take_dir=os.path.dirname(frames[min(frames)]), take=1,
-                     pattern=args["fake_pattern"], first=min(frames), last=max(frames), frames=frames, info={})
-    out["load_report"] = strips.load_extension(scene.name, strip.name, {"adapter": "hero", "seed": 5}, fake)
     new = [s for s in sed.strips_all if s.name not in strips_before]
     out["new_strip"] = [{"name": s.name, "type": s.type, "channel": s.channel, "frame_start": s.frame_final_start,
                          "frame_end": s.frame_final_end, "directory": bpy.path.abspath(s.directory),

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from bodydouble.client import AdapterInfo, Client
 
-_items: list[tuple[str, str, str]] = []
 _adapters: list[AdapterInfo] = []
+# Per operation: extend runs on the server's video model, fill on its image model, each with its own adapters.
+_items: dict[str, list[tuple[str, str, str]]] = {"fill": [], "extend": []}
 _NONE = [("NONE", "(no adapters: refresh)", "Open the dialog again once the server is running")]
 
 
@@ -25,25 +26,34 @@ def fetch(address: str, timeout: float) -> list[AdapterInfo]:
 def set_cache(adapters: list[AdapterInfo]) -> None:
     global _adapters
     _adapters = list(adapters)
-    ready = sorted((a for a in adapters if a.status == "ready"), key=lambda a: a.character.lower())
-    other = sorted((a for a in adapters if a.status != "ready"), key=lambda a: a.character.lower())
-    _items.clear()
-    for a in ready:
-        _items.append((a.name, f"{a.character} · {a.base_model}", f"{a.label}  trigger: {a.trigger}"))
-    for a in other:
-        _items.append((a.name, f"{a.character} · {a.base_model} ({a.status})", a.reason or a.status))
+    for operation, items in _items.items():
+        items.clear()
+        for a in sorted(usable(operation), key=lambda a: (a.status != "ready", a.character.lower())):
+            if a.status == "ready":
+                items.append((a.name, f"{a.character} · {a.base_model}", f"{a.label}  trigger: {a.trigger}"))
+            else:
+                items.append((a.name, f"{a.character} · {a.base_model} ({a.status})", a.reason or a.status))
 
 
 def cached() -> list[AdapterInfo]:
     return list(_adapters)
 
 
-def enum_items(_self=None, _context=None):
-    return _items if _items else _NONE
+def usable(operation: str) -> list[AdapterInfo]:
+    """The cached adapters trained for the model that runs ``operation`` (ready or not)."""
+    return [a for a in _adapters if a.serves(operation)]
 
 
-def first_ready() -> str | None:
-    for a in _adapters:
+def fill_items(_self=None, _context=None):
+    return _items["fill"] or _NONE
+
+
+def extend_items(_self=None, _context=None):
+    return _items["extend"] or _NONE
+
+
+def first_ready(operation: str) -> str | None:
+    for a in usable(operation):
         if a.status == "ready":
             return a.name
     return None

@@ -8,6 +8,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from bodydouble import errors
+from bodydouble.client import MODEL_KINDS
 from bodydouble.jobspec import AdapterRef, ExtendRequest, FillRequest, sequence_frames
 
 from . import adapters, compositor, jobs, messages, nodes, preferences, strips
@@ -20,7 +21,8 @@ def new_seed() -> int:
     return random.SystemRandom().randrange(0, 2**31 - 1)
 
 
-def _load_adapters(op, context) -> bool:
+def _load_adapters(op, context, operation: str | None = None) -> bool:
+    """Fetch the server's adapters; for a dialog (``operation``), also pick one that serves the operation."""
     prefs = preferences.get(context)
     try:
         found = adapters.fetch(prefs.server_address, prefs.connect_timeout)
@@ -31,6 +33,16 @@ def _load_adapters(op, context) -> bool:
     if not found:
         op.report({"ERROR"}, "BodyDouble: the server has no adapters. Train or publish one into its adapters folder.")
         return False
+    if operation is None:
+        return True
+    usable = adapters.usable(operation)
+    if not usable:
+        kind = MODEL_KINDS[operation]
+        op.report({"ERROR"}, f"BodyDouble: none of the server's {len(found)} adapter(s) is trained for its {kind} "
+                             f"model, which runs {operation}. Train or publish a {kind} character adapter.")
+        return False
+    if op.adapter not in [a.name for a in usable]:
+        op.adapter = adapters.first_ready(operation) or usable[0].name
     return True
 
 
@@ -58,7 +70,7 @@ def submit_fill(context, params: dict, tree_ref, source_name: str, wire: bool):
 
 
 class _GenerationProps:
-    adapter: EnumProperty(name="Adapter", items=adapters.enum_items,
+    adapter: EnumProperty(name="Adapter", items=adapters.fill_items,
                           description="Character adapter (character · base model), as the server lists them")
     prompt: StringProperty(name="Prompt", default="")
     negative_prompt: StringProperty(name="Negative prompt", default="")
@@ -118,10 +130,8 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
         except ValueError as exc:
             self.report({"ERROR"}, f"BodyDouble: {exc}")
             return {"CANCELLED"}
-        if not _load_adapters(self, context):
+        if not _load_adapters(self, context, "fill"):
             return {"CANCELLED"}
-        if self.adapter not in [a.name for a in adapters.cached()]:
-            self.adapter = adapters.first_ready() or adapters.cached()[0].name
         self.plate_node = plate.name
         others = [n for n in compositor.selected_image_nodes(tree) if n != plate]
         if others and not self.mask_node:
@@ -234,6 +244,9 @@ class BODYDOUBLE_OT_extend(_GenerationProps, bpy.types.Operator):
     bl_label = "Extend Shot…"
     bl_options = {"REGISTER"}
 
+    adapter: EnumProperty(name="Adapter", items=adapters.extend_items,
+                          description="Video character adapter (character · base model): extend runs on the "
+                                      "server's video model")
     strip: StringProperty(name="Strip", description="Image strip to extend (default: the active strip)")
     count: IntProperty(name="Frames", default=24, min=1, max=1000, description="How many new frames")
 
@@ -245,10 +258,8 @@ class BODYDOUBLE_OT_extend(_GenerationProps, bpy.types.Operator):
         if strips.image_strip(context.scene, self.strip) is None:
             self.report({"ERROR"}, "BodyDouble: select an image strip to extend")
             return {"CANCELLED"}
-        if not _load_adapters(self, context):
+        if not _load_adapters(self, context, "extend"):
             return {"CANCELLED"}
-        if self.adapter not in [a.name for a in adapters.cached()]:
-            self.adapter = adapters.first_ready() or adapters.cached()[0].name
         self.steps = preferences.get(context).default_steps
         return context.window_manager.invoke_props_dialog(self, width=420)
 

@@ -88,17 +88,12 @@ def take_label(adapter: str, seed: int, take: int) -> str:
 
 
 # -- adapters ----------------------------------------------------------------------------------
-MODEL_KINDS = {"fill": "image", "extend": "video"}     # which of the server's models runs the operation
-
-
 def adapter_choices(adapters: list[AdapterInfo], operation: str = "fill") -> dict[str, str]:
     """Picker label -> adapter name, for the adapters this server can use now for ``operation``
     (extend runs on the server's video model: only adapters trained for it).
 
     '/' would make a submenu in a Nuke enumeration, so it is shown as '∕'."""
-    kind = MODEL_KINDS.get(operation, "image")
-    return {a.label.replace("/", "\u2215"): a.name for a in adapters
-            if a.status == "ready" and a.raw.get("model_kind", "image") == kind}
+    return {a.label.replace("/", "\u2215"): a.name for a in adapters if a.status == "ready" and a.serves(operation)}
 
 
 def list_adapters(address: str, timeout: float = 10.0, operation: str = "fill") -> dict[str, str]:
