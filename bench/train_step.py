@@ -123,7 +123,7 @@ def main() -> None:
     from bodydouble_server.config import ServerConfig
     from bodydouble_server.engine import Engine
     from bodydouble_server.training import dataset
-    from bodydouble_server.training.trainer import Trainer, TrainSettings
+    from bodydouble_server.training.trainer import ImageTrainer, TrainSettings
 
     root = Path(tempfile.mkdtemp(prefix="bd-bench-train-"))
     engine = Engine(ServerConfig(port=0, model=args.model, device="cpu", adapters=str(root / "adapters")))
@@ -132,7 +132,7 @@ def main() -> None:
     data = dataset.load([write_frames(root / "frames", args.resolution, per_view=2)], args.resolution)
     settings = TrainSettings(character="Bench", resolution=args.resolution, rank=args.rank, batch=args.batch,
                              checkpoint_every=100_000, holdout_per_view=1, rights_holder="bench", licence="bench")
-    ours = Trainer(pipe, engine.identity, data, settings, root / "work", device=engine.device)
+    ours = ImageTrainer(pipe, engine.identity, data, settings, root / "work", device=engine.device)
     ours.settings.steps = 0   # each block below trains `block` more steps
     reference = Reference(pipe, engine.identity.path, ours.train_frames, args.batch, args.rank, settings.learning_rate,
                           settings.seed)

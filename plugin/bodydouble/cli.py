@@ -130,6 +130,7 @@ def train_request(args) -> TrainRequest:
         learning_rate=args.learning_rate, batch=args.batch, seed=args.seed, checkpoint_every=args.checkpoint_every,
         holdout_per_view=args.holdout_per_view, preview_steps=args.preview_steps, preview_count=args.preview_count,
         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
+        model_kind=args.model_kind, train_text_encoder=args.train_text_encoder,
         min_frames=args.min_frames, min_per_view=args.min_per_view, required_views=args.require_view,
         force=args.force, report_only=args.report_only,
         contact_sheet=os.path.abspath(args.contact_sheet) if args.contact_sheet else None)
@@ -256,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="adapters folder to publish into (default: the server's)")
     p.add_argument("--work-dir", help="checkpoints folder (default: OUT/.training/NAME); rerun to resume")
     p.add_argument("--model", help="base model diffusers folder (default: embedded test model)")
+    p.add_argument("--model-kind", choices=["image", "video"], default="image",
+                   help="train for the server's image model (fill) or its video model (extend)")
     p.add_argument("--device", default="auto")
     p.add_argument("--colorspace", default="auto", help="frames' colour space (auto: float files ACEScg, others raw)")
     p.add_argument("--resolution", type=int, default=512)
@@ -268,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout-per-view", type=int, default=1)
     p.add_argument("--preview-steps", type=int, default=20)
     p.add_argument("--preview-count", type=int, default=4)
+    p.add_argument("--train-text-encoder", action="store_true",
+                   help="also train a LoRA on the text encoder(s): binds the trigger token harder, needs more memory")
     p.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false", help="GPU: train in float32")
     p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
                    help="GPU: faster steps, more memory")

@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import __version__, codec, errors, protocol
+from .jobspec import MODEL_KINDS
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 
@@ -65,9 +66,6 @@ class TrainResult:
         return cls(job=body["job"], adapter=body.get("adapter"), adapter_dir=body.get("adapter_dir"),
                    ok_to_train=bool(body.get("ok_to_train")), report=body.get("report") or {},
                    summary=body.get("summary", ""), metrics=body.get("metrics") or [], info=body)
-
-
-MODEL_KINDS = {"fill": "image", "extend": "video"}     # which of the server's models runs each operation
 
 
 @dataclass

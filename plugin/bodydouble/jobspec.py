@@ -12,6 +12,8 @@ from typing import Optional
 
 import numpy as np
 
+MODEL_KINDS = {"fill": "image", "extend": "video"}     # which of the server's models runs each operation
+
 # An image: a path the server can read (shared storage: the normal studio case) or pixels.
 # Pixels are (H, W, C) arrays, C in 1..4 (+ extra channels), float16/float32/uint8/uint16.
 
@@ -171,6 +173,7 @@ class TrainOptions:
     """How a character adapter is trained: the fields the train request and the server's trainer share."""
 
     character: str = ""
+    model_kind: str = "image"         # which server model the adapter is for: image (fill) or video (extend)
     name: str = ""                    # adapter folder name; default: the character, slugged
     trigger: str = ""                 # default: <name>
     resolution: int = 512
@@ -185,12 +188,16 @@ class TrainOptions:
     preview_count: int = 4            # held-out (else training) frames inpainted into previews/ at the end
     mixed_precision: bool = True      # GPU only; CPU always trains in float32
     gradient_checkpointing: bool = True   # GPU only
+    train_text_encoder: bool = False  # also a LoRA on the text encoder(s): stronger trigger binding, more memory
     rights_holder: str = ""           # required to train (not for a report)
     licence: str = ""                 # licence / consent note; required to train
 
     def validate(self) -> None:
         if not self.character.strip():
             raise ValueError("'character' is empty")
+        if self.model_kind not in MODEL_KINDS.values():
+            raise ValueError("model_kind must be 'image' or 'video' (the server's fill or extend model), "
+                             f"got {self.model_kind!r}")
         if self.name:
             check_safe_name(self.name, "adapter name")   # it becomes a folder inside the adapters folder
         if not 64 <= self.resolution <= 2048 or self.resolution % 8:

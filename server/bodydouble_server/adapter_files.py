@@ -20,18 +20,27 @@ from .takes import write_json_atomic
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
-def write_adapter(folder: Path, pipeline_cls, unet_lora_state: dict, manifest: dict,
-                  files: dict[str, Path] | None = None, component: str = "unet") -> Path:
+def export_lora(component: str, peft_state: dict) -> dict:
+    """A component's peft LoRA state as its weights file keeps it: UNets and text encoders in diffusers'
+    classic key names (what ``load_lora_weights`` converts back), DiT transformers in peft's."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    return peft_state if component == "transformer" else convert_state_dict_to_diffusers(peft_state)
+
+
+def write_adapter(folder: Path, pipeline_cls, lora_layers: dict[str, dict], manifest: dict,
+                  files: dict[str, Path] | None = None) -> Path:
     """Stage into a hidden sibling, then rename: the server's rescan never sees half an adapter.
 
-    ``files`` maps names inside the adapter folder (e.g. ``previews/front.png``) to files to copy in.
-    ``component``: the denoiser the LoRA belongs to, ``unet`` or (video and DiT models) ``transformer``.
+    ``lora_layers``: per pipeline component (``unet``, ``transformer``, ``text_encoder``...) its LoRA state
+    (see ``export_lora``). ``files`` maps names inside the adapter folder (e.g. ``previews/front.png``) to
+    files to copy in.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        pipeline_cls.save_lora_weights(str(staging), **{f"{component}_lora_layers": unet_lora_state},
+        pipeline_cls.save_lora_weights(str(staging), **{f"{c}_lora_layers": state for c, state in lora_layers.items()},
                                        weight_name=WEIGHTS_FILE, safe_serialization=True)
         for name, source in (files or {}).items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +67,6 @@ def synthetic_adapter(pipe, identity: ModelIdentity, folder: Path, character: st
     manifest says ``model_kind: video`` so image servers refuse it (and the other way round).
     """
     import torch
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
 
     component = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
@@ -71,15 +79,13 @@ def synthetic_adapter(pipe, identity: ModelIdentity, folder: Path, character: st
             for name, param in denoiser.named_parameters():
                 if "lora_" in name and ".synthetic" in name:
                     param.copy_(torch.randn(param.shape, generator=generator) * scale)
-        state = get_peft_model_state_dict(denoiser, adapter_name="synthetic")
-        if component == "unet":   # UNets keep diffusers' classic key names; DiT LoRAs stay in peft's
-            state = convert_state_dict_to_diffusers(state)
+        state = export_lora(component, get_peft_model_state_dict(denoiser, adapter_name="synthetic"))
     finally:
         denoiser.delete_adapters("synthetic")
-    return write_adapter(folder, type(pipe), state, {
+    return write_adapter(folder, type(pipe), {component: state}, {
         "name": Path(folder).name, "character": character, "trigger": f"<{Path(folder).name}>",
         "base_model": base_model_entry(identity), "model_kind": "image" if component == "unet" else "video",
         "rank": rank, "rights_holder": "BodyDouble test data",
         "licence": "synthetic random adapter for tests and demos; not trained",
         "training": {"kind": "synthetic", "seed": seed}, "version": "1",
-    }, component=component)
+    })

@@ -8,8 +8,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from bodydouble import errors
-from bodydouble.client import MODEL_KINDS
-from bodydouble.jobspec import AdapterRef, ExtendRequest, FillRequest, sequence_frames
+from bodydouble.jobspec import MODEL_KINDS, AdapterRef, ExtendRequest, FillRequest, sequence_frames
 
 from . import adapters, compositor, jobs, messages, nodes, preferences, strips
 

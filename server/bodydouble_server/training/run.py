@@ -12,7 +12,7 @@ from bodydouble.jobspec import TrainOptions, TrainRequest
 from ..paths import AllowedRoots
 from . import dataset as dataset_mod
 from .report import Thresholds, build_report, check_trainable
-from .trainer import Trainer, TrainSettings
+from .trainer import ImageTrainer, TrainSettings
 
 WORK_FOLDER = ".training"   # hidden inside the adapters folder: the server's rescan skips dot-folders
 
@@ -58,7 +58,7 @@ def train_adapter(pipe, identity, inputs: list, settings: TrainSettings, adapter
                                   code=errors.INVALID_REQUEST)
     data, report = data_report(inputs, settings.resolution, thresholds, roots, colourspace)
     check_trainable(report, force)
-    trainer = Trainer(pipe, identity, data, settings, work_dir or work_dir_for(adapters_dir, settings.name), device)
+    trainer = ImageTrainer(pipe, identity, data, settings, work_dir or work_dir_for(adapters_dir, settings.name), device)
     trainer.resume()
     trainer.run(on_progress, should_stop)
     return trainer.write(adapters_dir, data, report, forced=force and bool(report["refusals"])), report

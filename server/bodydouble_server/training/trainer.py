@@ -1,6 +1,10 @@
-"""LoRA training of the base model's denoiser (UNet) on a character's reference frames.
+"""LoRA training of a base model's denoiser on a character's reference frames.
 
-The objective is the one the base model was trained with: epsilon (or v) prediction on noised
+``Trainer`` is the loop every model shares (deterministic steps, checkpoints, resume, held-out
+score, publishing); a subclass is one model kind's objective: ``ImageTrainer`` here (the UNet of
+the server's fill model), the video model's in ``video_trainer``.
+
+The image objective is the one the base model was trained with: epsilon (or v) prediction on noised
 latents; for an inpainting UNet (9 input channels) the input is noisy latents + the inpaint mask
 + the masked image's latents, with the inpaint mask drawn per sample (the character's matte, a
 random box, or everything). With a matte, the loss counts only the character's pixels.
@@ -101,45 +105,43 @@ class _Tensors:
 
 
 class Trainer:
+    """The shared loop. A subclass sets ``component``/``model_kind`` and implements ``load_denoiser``,
+    ``prepare`` (scheduler and per-frame tensors: ``self.data``, ``self.held``), ``_loss``, ``previews``
+    and ``objective``."""
+
+    component = "unet"      # the pipeline component the LoRA trains (how the weights file names it)
+    model_kind = "image"    # manifest ``model_kind``: the server model the adapter is for
+
     def __init__(self, pipe, identity: ModelIdentity, dataset: Dataset, settings: TrainSettings, work_dir: Path,
                  device: str = "cpu"):
         import torch
-        from diffusers import DDPMScheduler, UNet2DConditionModel
         from peft import LoraConfig
 
         self.pipe, self.identity, self.settings = pipe, identity, settings
         self.work_dir = Path(work_dir)
         self.device = torch.device(device)
         gpu = self.device.type == "cuda"
-        self.weight_dtype = pipe.unet.dtype if gpu else torch.float32
+        self.weight_dtype = getattr(pipe, self.component).dtype if gpu else torch.float32
         self.autocast = gpu and settings.mixed_precision and self.weight_dtype != torch.float32
         self.train_frames, self.heldout = split_holdout(dataset.frames, settings.holdout_per_view)
         if not self.train_frames:
             raise errors.RequestError("no frames left to train on", code=errors.INVALID_REQUEST)
         if not Path(identity.path).is_dir():
             raise errors.RequestError("training needs the base model as a diffusers folder", code=errors.MODEL_UNAVAILABLE)
-        # A fresh UNet: the server's resident one carries the character adapters it serves.
-        self.unet = UNet2DConditionModel.from_pretrained(identity.path, subfolder="unet", torch_dtype=self.weight_dtype,
-                                                         local_files_only=True).to(self.device)
-        if self.unet.config.addition_embed_type is not None:
-            raise errors.RequestError(
-                f"training supports SD 1.5-style UNets for now; {identity.family} needs added conditioning "
-                "(SDXL: pooled text + size ids)", code=errors.NOT_SUPPORTED)
-        self.unet.requires_grad_(False)
+        # A fresh denoiser: the server's resident one carries the character adapters it serves.
+        self.denoiser = self.load_denoiser().to(self.device)
+        self.denoiser.requires_grad_(False)
         with torch.random.fork_rng(devices=[]):   # the initial LoRA weights come from the global RNG: pin them
             torch.manual_seed(settings.seed)
-            self.unet.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.rank, init_lora_weights="gaussian",
-                                             target_modules=adapter_files.LORA_TARGETS), adapter_name=ADAPTER)
-        self.params = [p for p in self.unet.parameters() if p.requires_grad]
+            self.denoiser.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.rank,
+                                                 init_lora_weights="gaussian",
+                                                 target_modules=adapter_files.LORA_TARGETS), adapter_name=ADAPTER)
+        if gpu and settings.gradient_checkpointing:
+            self.denoiser.enable_gradient_checkpointing()
+        self.prepare()
+        self.params = [p for m in self.lora_modules().values() for p in m.parameters() if p.requires_grad]
         for p in self.params:
             p.data = p.data.float()   # trainable weights in float32 even when the base is half
-        if gpu and settings.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-        self.inpaint = self.unet.config.in_channels == 9
-        self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        self.scaling = pipe.vae.config.scaling_factor
-        self.data = _Tensors(self.train_frames, settings, pipe, self.device, self.weight_dtype)
-        self.held = _Tensors(self.heldout, settings, pipe, self.device, self.weight_dtype) if self.heldout else None
         self.optimizer = torch.optim.AdamW(self.params, lr=settings.learning_rate)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast and self.weight_dtype == torch.float16 else None
         self.fingerprint = hashlib.sha256(json.dumps({
@@ -148,7 +150,168 @@ class Trainer:
         self.step = 0
         self.metrics: list[dict] = []
 
-    # -- the objective --------------------------------------------------------------------------------
+    # -- what a model kind provides -------------------------------------------------------------------
+    def load_denoiser(self):
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        raise NotImplementedError
+
+    def _loss(self, tensors, index, generator, timesteps=None):
+        raise NotImplementedError
+
+    def previews(self, folder: Path) -> dict[str, Path]:
+        raise NotImplementedError
+
+    def objective(self) -> str:
+        raise NotImplementedError
+
+    def lora_modules(self) -> dict:
+        """The modules carrying the LoRA being trained, by pipeline component (``prepare`` may add some)."""
+        return {self.component: self.denoiser}
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def resume(self) -> int:
+        """Continue from the latest checkpoint in the work folder (at most ``steps``), if it belongs to this run."""
+        from peft import set_peft_model_state_dict
+
+        found = checkpoints.latest(self.work_dir, at_most=self.settings.steps)
+        if found is None:
+            return 0
+        if found.state.get("fingerprint") != self.fingerprint:
+            raise errors.RequestError(
+                f"{self.work_dir} holds checkpoints of a different training run (other frames, base model or "
+                "settings); use another work folder", code=errors.INVALID_REQUEST)
+        lora, optimizer = checkpoints.load(found)
+        for component, module in self.lora_modules().items():
+            prefix = f"{component}."
+            set_peft_model_state_dict(module, {k[len(prefix):]: v.to(self.device) for k, v in lora.items()
+                                               if k.startswith(prefix)}, adapter_name=ADAPTER)
+        self.optimizer.load_state_dict(optimizer)
+        self.step, self.metrics = found.step, list(found.state.get("metrics", []))
+        return self.step
+
+    def save_checkpoint(self, loss: float | None) -> Path:
+        from peft import get_peft_model_state_dict
+
+        metric = {"step": self.step, "loss": loss, "heldout": self.heldout_score(), "time": time.time()}
+        self.metrics = [m for m in self.metrics if m["step"] != self.step] + [metric]
+        lora = {f"{component}.{k}": v for component, module in self.lora_modules().items()
+                for k, v in get_peft_model_state_dict(module, adapter_name=ADAPTER).items()}
+        return checkpoints.save(self.work_dir, self.step, lora, self.optimizer.state_dict(),
+                                {"fingerprint": self.fingerprint, "metrics": self.metrics})
+
+    def heldout_score(self) -> float | None:
+        """Masked denoising error on the held-out frames at fixed timesteps and noise: lower is better."""
+        import torch
+
+        if self.held is None:
+            return None
+        total = self.scheduler.config.num_train_timesteps
+        scores = []
+        with torch.no_grad():
+            for k, t in enumerate((total // 4, total // 2, 3 * total // 4)):
+                index = torch.arange(len(self.heldout))
+                scores.append(float(self._loss(self.held, index, step_generator(self.settings.seed + 7919, k),
+                                               timesteps=torch.full((len(index),), t))))
+        return float(np.mean(scores))
+
+    def run(self, on_progress: Callable[[dict], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> None:
+        import torch
+
+        s = self.settings
+        started, start_step, loss_value = time.monotonic(), self.step, None
+        last_saved = self.step
+        for module in self.lora_modules().values():
+            module.train()   # once, not per step: it walks every module (~12 ms a step on the tiny model)
+        while self.step < s.steps:
+            if should_stop is not None and should_stop():
+                path = self.save_checkpoint(loss_value) if self.step != last_saved or not checkpoints.latest(self.work_dir) \
+                    else checkpoints.latest(self.work_dir).folder
+                raise TrainingCancelled(self.step, path)
+            generator = step_generator(s.seed, self.step + 1)
+            index = torch.randint(0, len(self.train_frames), (s.batch,), generator=generator)
+            loss = self._loss(self.data, index, generator)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            self.step += 1
+            loss_value = loss.item()
+            elapsed = time.monotonic() - started
+            rate = (self.step - start_step) * s.batch / max(elapsed, 1e-9)
+            if self.step % s.checkpoint_every == 0 or self.step == s.steps:
+                self.save_checkpoint(loss_value)
+                last_saved = self.step
+            if on_progress is not None:
+                on_progress({"step": self.step, "steps": s.steps, "loss": loss_value, "images_per_s": rate,
+                             "eta_s": (s.steps - self.step) * s.batch / max(rate, 1e-9),
+                             "heldout": self.metrics[-1]["heldout"] if last_saved == self.step else None})
+
+    # -- output ----------------------------------------------------------------------------------------
+    def lora_layers(self) -> dict[str, dict]:
+        """The trained LoRA per pipeline component, keyed as diffusers' ``load_lora_weights`` reads them."""
+        from peft import get_peft_model_state_dict
+
+        return {component: adapter_files.export_lora(component, get_peft_model_state_dict(module, adapter_name=ADAPTER))
+                for component, module in self.lora_modules().items()}
+
+    def write(self, adapters_dir: Path, dataset: Dataset, report: dict, forced: bool) -> Path:
+        s = self.settings
+        held = {id(f) for f in self.heldout}
+        manifest = {
+            "name": s.name, "character": s.character, "trigger": s.trigger,
+            "base_model": adapter_files.base_model_entry(self.identity), "model_kind": self.model_kind, "rank": s.rank,
+            "rights_holder": s.rights_holder, "licence": s.licence, "version": s.version,
+            "training": {
+                "kind": "lora", "settings": asdict(s), "steps_done": self.step, "objective": self.objective(),
+                "frames": [{"path": str(f.path), "sha256": f.sha256, "view": f.view, "caption": f.caption,
+                            "mask": f.mask is not None, "heldout": id(f) in held} for f in dataset.frames],
+                "report": {k: report[k] for k in ("frame_count", "distinct_frames", "resolutions", "colourspaces",
+                                                   "masks_present", "captions_present", "refusals")}
+                | {"views": report["views"]["counts"], "gaps": [g["message"] for g in report["views"]["gaps"]],
+                   "forced": forced},
+                "metrics": self.metrics,
+            },
+        }
+        files = self.previews(self.work_dir / "previews")
+        files["contact_sheet.png"] = contact_sheet(dataset, self.work_dir / "contact_sheet.png")
+        return adapter_files.write_adapter(Path(adapters_dir) / s.name, type(self.pipe), self.lora_layers(), manifest,
+                                           files=files)
+
+
+class ImageTrainer(Trainer):
+    """The server's image (fill) model: its UNet, SD 1.5-style (SDXL's added conditioning: not yet)."""
+
+    def load_denoiser(self):
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(self.identity.path, subfolder="unet", torch_dtype=self.weight_dtype,
+                                                    local_files_only=True)
+        if unet.config.addition_embed_type is not None:
+            raise errors.RequestError(
+                f"training supports SD 1.5-style UNets for now; {self.identity.family} needs added conditioning "
+                "(SDXL: pooled text + size ids)", code=errors.NOT_SUPPORTED)
+        return unet
+
+    def prepare(self) -> None:
+        from diffusers import DDPMScheduler
+
+        self.inpaint = self.denoiser.config.in_channels == 9
+        self.scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
+        self.scaling = self.pipe.vae.config.scaling_factor
+        self.data = _Tensors(self.train_frames, self.settings, self.pipe, self.device, self.weight_dtype)
+        self.held = _Tensors(self.heldout, self.settings, self.pipe, self.device, self.weight_dtype) \
+            if self.heldout else None
+
+    def objective(self) -> str:
+        return "inpaint (noisy latents + mask + masked-image latents)" if self.inpaint else "denoise"
+
     def _unet_input(self, tensors: _Tensors, index, latents, inpaint_mask):
         """Noisy latents, plus (inpainting UNet) the mask and the masked image's latents, as SD-inpaint does."""
         import torch
@@ -197,101 +360,23 @@ class Trainer:
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         model_input = self._unet_input(tensors, index, noisy, inpaint_mask)
         with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.autocast):
-            pred = self.unet(model_input, timesteps, tensors.text[index]).sample
+            pred = self.denoiser(model_input, timesteps, tensors.text[index]).sample
         target = noise if self.scheduler.config.prediction_type == "epsilon" else \
             self.scheduler.get_velocity(latents, noise, timesteps)
         weight = F.interpolate(tensors.mattes[index], size=latents.shape[-2:], mode="area").float()
         error = (pred.float() - target.float()) ** 2 * weight
         return error.sum() / (weight.sum() * latents.shape[1]).clamp_min(1e-6)
 
-    # -- the loop --------------------------------------------------------------------------------------
-    def resume(self) -> int:
-        """Continue from the latest checkpoint in the work folder (at most ``steps``), if it belongs to this run."""
-        from peft import set_peft_model_state_dict
-
-        found = checkpoints.latest(self.work_dir, at_most=self.settings.steps)
-        if found is None:
-            return 0
-        if found.state.get("fingerprint") != self.fingerprint:
-            raise errors.RequestError(
-                f"{self.work_dir} holds checkpoints of a different training run (other frames, base model or "
-                "settings); use another work folder", code=errors.INVALID_REQUEST)
-        lora, optimizer = checkpoints.load(found)
-        set_peft_model_state_dict(self.unet, {k: v.to(self.device) for k, v in lora.items()}, adapter_name=ADAPTER)
-        self.optimizer.load_state_dict(optimizer)
-        self.step, self.metrics = found.step, list(found.state.get("metrics", []))
-        return self.step
-
-    def save_checkpoint(self, loss: float | None) -> Path:
-        from peft import get_peft_model_state_dict
-
-        metric = {"step": self.step, "loss": loss, "heldout": self.heldout_score(), "time": time.time()}
-        self.metrics = [m for m in self.metrics if m["step"] != self.step] + [metric]
-        return checkpoints.save(self.work_dir, self.step, get_peft_model_state_dict(self.unet, adapter_name=ADAPTER),
-                                self.optimizer.state_dict(), {"fingerprint": self.fingerprint, "metrics": self.metrics})
-
-    def heldout_score(self) -> float | None:
-        """Masked denoising error on the held-out frames at fixed timesteps and noise: lower is better."""
-        import torch
-
-        if self.held is None:
-            return None
-        total = self.scheduler.config.num_train_timesteps
-        scores = []
-        with torch.no_grad():
-            for k, t in enumerate((total // 4, total // 2, 3 * total // 4)):
-                index = torch.arange(len(self.heldout))
-                scores.append(float(self._loss(self.held, index, step_generator(self.settings.seed + 7919, k),
-                                               timesteps=torch.full((len(index),), t))))
-        return float(np.mean(scores))
-
-    def run(self, on_progress: Callable[[dict], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> None:
-        import torch
-
-        s = self.settings
-        started, start_step, loss_value = time.monotonic(), self.step, None
-        last_saved = self.step
-        self.unet.train()   # once, not per step: it walks every module (~12 ms a step on the tiny model)
-        while self.step < s.steps:
-            if should_stop is not None and should_stop():
-                path = self.save_checkpoint(loss_value) if self.step != last_saved or not checkpoints.latest(self.work_dir) \
-                    else checkpoints.latest(self.work_dir).folder
-                raise TrainingCancelled(self.step, path)
-            generator = step_generator(s.seed, self.step + 1)
-            index = torch.randint(0, len(self.train_frames), (s.batch,), generator=generator)
-            loss = self._loss(self.data, index, generator)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
-            self.step += 1
-            loss_value = loss.item()
-            elapsed = time.monotonic() - started
-            rate = (self.step - start_step) * s.batch / max(elapsed, 1e-9)
-            if self.step % s.checkpoint_every == 0 or self.step == s.steps:
-                self.save_checkpoint(loss_value)
-                last_saved = self.step
-            if on_progress is not None:
-                on_progress({"step": self.step, "steps": s.steps, "loss": loss_value, "images_per_s": rate,
-                             "eta_s": (s.steps - self.step) * s.batch / max(rate, 1e-9),
-                             "heldout": self.metrics[-1]["heldout"] if last_saved == self.step else None})
-
-    # -- output ----------------------------------------------------------------------------------------
     def previews(self, folder: Path) -> dict[str, Path]:
         """Inpaint a few held-out (else training) frames with the trained adapter: PNGs for a TD to look at."""
         import torch
 
         frames = (self.heldout or self.train_frames)[:self.settings.preview_count]
-        pipe = type(self.pipe)(**{**self.pipe.components, "unet": self.unet})
+        pipe = type(self.pipe)(**{**self.pipe.components, "unet": self.denoiser})
         pipe.set_progress_bar_config(disable=True)
         files = {}
         folder.mkdir(parents=True, exist_ok=True)
-        self.unet.eval()
+        self.denoiser.eval()
         for i, frame in enumerate(frames):
             size = self.settings.resolution
             mask = frame.mask if frame.mask is not None else np.ones((size, size), np.float32)
@@ -304,32 +389,3 @@ class Trainer:
             files[name] = folder / Path(name).name
         return files
 
-    def lora_state(self) -> dict:
-        from diffusers.utils import convert_state_dict_to_diffusers
-        from peft import get_peft_model_state_dict
-
-        return convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet, adapter_name=ADAPTER))
-
-    def write(self, adapters_dir: Path, dataset: Dataset, report: dict, forced: bool) -> Path:
-        s = self.settings
-        held = {id(f) for f in self.heldout}
-        manifest = {
-            "name": s.name, "character": s.character, "trigger": s.trigger,
-            "base_model": adapter_files.base_model_entry(self.identity), "model_kind": "image", "rank": s.rank,
-            "rights_holder": s.rights_holder, "licence": s.licence, "version": s.version,
-            "training": {
-                "kind": "lora", "settings": asdict(s), "steps_done": self.step, "objective":
-                    "inpaint (noisy latents + mask + masked-image latents)" if self.inpaint else "denoise",
-                "frames": [{"path": str(f.path), "sha256": f.sha256, "view": f.view, "caption": f.caption,
-                            "mask": f.mask is not None, "heldout": id(f) in held} for f in dataset.frames],
-                "report": {k: report[k] for k in ("frame_count", "distinct_frames", "resolutions", "colourspaces",
-                                                   "masks_present", "captions_present", "refusals")}
-                | {"views": report["views"]["counts"], "gaps": [g["message"] for g in report["views"]["gaps"]],
-                   "forced": forced},
-                "metrics": self.metrics,
-            },
-        }
-        files = self.previews(self.work_dir / "previews")
-        files["contact_sheet.png"] = contact_sheet(dataset, self.work_dir / "contact_sheet.png")
-        return adapter_files.write_adapter(Path(adapters_dir) / s.name, type(self.pipe), self.lora_state(), manifest,
-                                           files=files)
