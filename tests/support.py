@@ -100,3 +100,35 @@ def stop_process(proc: subprocess.Popen) -> str:
         proc.kill()
         out, _ = proc.communicate()
     return out or ""
+
+
+def tiny_sdxl_inpaint():
+    """A random-weight SDXL inpaint pipeline shaped like the real one (added text/time conditioning, two encoders)."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=9, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80, cross_attention_dim=64, norm_num_groups=8,
+    )
+    vae = AutoencoderKL(block_out_channels=(16, 32, 32, 32), in_channels=3, out_channels=3,
+                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                        latent_channels=4, norm_num_groups=8, sample_size=128)
+    from bodydouble_server.models import embedded
+
+    tokenizer = embedded._tokenizer()
+    config = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+                            layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=2,
+                            vocab_size=len(tokenizer), projection_dim=32)
+    return StableDiffusionXLInpaintPipeline(
+        vae=vae, text_encoder=CLIPTextModel(config), text_encoder_2=CLIPTextModelWithProjection(config),
+        tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet,
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                         beta_schedule="scaled_linear", timestep_spacing="leading"),
+        requires_aesthetics_score=False,
+    )

@@ -17,7 +17,8 @@ from .adapters import MANIFEST_FILE, WEIGHTS_FILE
 from .models.identity import ModelIdentity
 from .takes import write_json_atomic
 
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]             # the denoiser's attention
+TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]   # a CLIP text encoder's attention
 
 
 def export_lora(component: str, peft_state: dict) -> dict:

@@ -83,25 +83,24 @@ def split_holdout(frames: list[TrainingFrame], per_view: int) -> tuple[list[Trai
     return sorted(train, key=lambda f: order[id(f)]), sorted(held, key=lambda f: order[id(f)])
 
 
-class _Tensors:
-    """Per-frame tensors computed once: pixels, matte, text embedding, latent distribution."""
+def frame_prompt(frame: TrainingFrame, trigger: str) -> str:
+    """What a frame trains with: its caption when that names the trigger, else trigger + view + caption."""
+    if trigger and trigger in frame.caption:
+        return frame.caption
+    return " ".join(p for p in (trigger, frame.view.replace("-", " "), frame.caption) if p)
 
-    def __init__(self, frames: list[TrainingFrame], settings: TrainSettings, pipe, device, dtype):
+
+class _Tensors:
+    """Per-frame tensors computed once: pixels in [-1, 1], mattes, prompts (a trainer adds its own)."""
+
+    def __init__(self, frames: list[TrainingFrame], trigger: str, device, dtype):
         import torch
 
         self.pixels = torch.stack([torch.from_numpy(f.rgb).permute(2, 0, 1) * 2 - 1 for f in frames]).to(device, dtype)
         self.mattes = torch.stack([torch.from_numpy(f.mask if f.mask is not None else np.ones(f.rgb.shape[:2], np.float32))
                                    for f in frames])[:, None].to(device, dtype)
         self.has_matte = [f.mask is not None for f in frames]
-        prompts = [f.caption if settings.trigger in f.caption else
-                   " ".join(p for p in (settings.trigger, f.view.replace("-", " "), f.caption) if p) for f in frames]
-        tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt")
-        with torch.no_grad():
-            self.text = pipe.text_encoder(tok.input_ids.to(device))[0].to(dtype)
-            dist = pipe.vae.encode(self.pixels).latent_dist
-        self.mean, self.std = dist.mean, dist.std
-        self.prompts = prompts
+        self.prompts = [frame_prompt(f, trigger) for f in frames]
 
 
 class Trainer:
@@ -286,31 +285,106 @@ class Trainer:
 
 
 class ImageTrainer(Trainer):
-    """The server's image (fill) model: its UNet, SD 1.5-style (SDXL's added conditioning: not yet)."""
+    """The server's image (fill) model: its UNet (SD 1.5 or SDXL) and, optionally, its text encoder(s)."""
 
     def load_denoiser(self):
         from diffusers import UNet2DConditionModel
 
         unet = UNet2DConditionModel.from_pretrained(self.identity.path, subfolder="unet", torch_dtype=self.weight_dtype,
                                                     local_files_only=True)
-        if unet.config.addition_embed_type is not None:
-            raise errors.RequestError(
-                f"training supports SD 1.5-style UNets for now; {self.identity.family} needs added conditioning "
-                "(SDXL: pooled text + size ids)", code=errors.NOT_SUPPORTED)
+        if unet.config.addition_embed_type not in (None, "text_time"):
+            raise errors.RequestError(f"training does not know {self.identity.family}'s UNet conditioning "
+                                      f"({unet.config.addition_embed_type})", code=errors.NOT_SUPPORTED)
         return unet
 
     def prepare(self) -> None:
         from diffusers import DDPMScheduler
 
         self.inpaint = self.denoiser.config.in_channels == 9
+        self.sdxl = self.denoiser.config.addition_embed_type == "text_time"   # pooled text + size ids
         self.scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
         self.scaling = self.pipe.vae.config.scaling_factor
-        self.data = _Tensors(self.train_frames, self.settings, self.pipe, self.device, self.weight_dtype)
-        self.held = _Tensors(self.heldout, self.settings, self.pipe, self.device, self.weight_dtype) \
-            if self.heldout else None
+        self.tokenizers = [t for t in (self.pipe.tokenizer, getattr(self.pipe, "tokenizer_2", None)) if t is not None]
+        self.text_encoders = self._text_encoders()
+        self.data = self._frame_tensors(self.train_frames)
+        self.held = self._frame_tensors(self.heldout) if self.heldout else None
 
     def objective(self) -> str:
-        return "inpaint (noisy latents + mask + masked-image latents)" if self.inpaint else "denoise"
+        what = "inpaint (noisy latents + mask + masked-image latents)" if self.inpaint else "denoise"
+        return what + (" + text encoder LoRA" if self.settings.train_text_encoder else "")
+
+    def lora_modules(self) -> dict:
+        trained = self.text_encoders if self.settings.train_text_encoder else {}
+        return {self.component: self.denoiser, **trained}
+
+    # -- text conditioning -----------------------------------------------------------------------------
+    def _text_encoders(self) -> dict:
+        """The pipeline's text encoders by component name: borrowed frozen, or fresh copies with a LoRA to train
+        (the resident ones may carry served adapters' LoRA layers)."""
+        import torch
+        from peft import LoraConfig
+
+        names = [n for n in ("text_encoder", "text_encoder_2") if getattr(self.pipe, n, None) is not None]
+        if not self.settings.train_text_encoder:
+            return {n: getattr(self.pipe, n) for n in names}
+        encoders = {}
+        for i, name in enumerate(names):
+            encoder = type(getattr(self.pipe, name)).from_pretrained(
+                self.identity.path, subfolder=name, torch_dtype=self.weight_dtype, local_files_only=True).to(self.device)
+            encoder.requires_grad_(False)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.settings.seed + 1 + i)
+                encoder.add_adapter(LoraConfig(r=self.settings.rank, lora_alpha=self.settings.rank,
+                                               init_lora_weights="gaussian",
+                                               target_modules=adapter_files.TEXT_LORA_TARGETS), adapter_name=ADAPTER)
+            if self.device.type == "cuda" and self.settings.gradient_checkpointing:
+                encoder.gradient_checkpointing_enable()
+            encoders[name] = encoder
+        return encoders
+
+    def _encode_text(self, tokens: list):
+        """(token embeddings, pooled embedding or None), as the pipeline's ``encode_prompt`` makes them:
+        SD 1.5 the last hidden state; SDXL both encoders' penultimate states and the second one's projection."""
+        import torch
+
+        hidden, pooled = [], None
+        for encoder, ids in zip(self.text_encoders.values(), tokens):
+            out = encoder(ids, output_hidden_states=self.sdxl)
+            if self.sdxl:
+                hidden.append(out.hidden_states[-2])
+                pooled = out[0]
+            else:
+                hidden.append(out[0])
+        return torch.cat(hidden, dim=-1).to(self.weight_dtype), pooled
+
+    def _frame_tensors(self, frames: list[TrainingFrame]) -> _Tensors:
+        import torch
+
+        t = _Tensors(frames, self.settings.trigger, self.device, self.weight_dtype)
+        t.tokens = [tok(t.prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids.to(self.device) for tok in self.tokenizers]
+        with torch.no_grad():
+            # Frozen encoders: encode once. Trained ones encode per step, with gradients.
+            t.text = None if self.settings.train_text_encoder else self._encode_text(t.tokens)
+            dist = self.pipe.vae.encode(t.pixels).latent_dist
+        t.mean, t.std = dist.mean, dist.std
+        return t
+
+    def _conditioning(self, tensors: _Tensors, index, height: int, width: int):
+        """Text embeddings for the batch and, for SDXL, the added conditioning (pooled text, size/crop ids)."""
+        import torch
+
+        if tensors.text is not None:
+            embeds, pooled = tensors.text[0][index], (tensors.text[1][index] if self.sdxl else None)
+        else:
+            embeds, pooled = self._encode_text([ids[index] for ids in tensors.tokens])
+        if not self.sdxl:
+            return embeds, None
+        # Frames are trained uncropped at their training size: original = target size, crop (0, 0).
+        ids = [height, width, 0, 0, 6.0] if getattr(self.pipe.config, "requires_aesthetics_score", False) \
+            else [height, width, 0, 0, height, width]
+        time_ids = torch.tensor([ids] * len(index), device=self.device, dtype=self.weight_dtype)
+        return embeds, {"text_embeds": pooled.to(self.weight_dtype), "time_ids": time_ids}
 
     def _unet_input(self, tensors: _Tensors, index, latents, inpaint_mask):
         """Noisy latents, plus (inpainting UNet) the mask and the masked image's latents, as SD-inpaint does."""
@@ -360,7 +434,8 @@ class ImageTrainer(Trainer):
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         model_input = self._unet_input(tensors, index, noisy, inpaint_mask)
         with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.autocast):
-            pred = self.denoiser(model_input, timesteps, tensors.text[index]).sample
+            embeds, added = self._conditioning(tensors, index, *tensors.pixels.shape[-2:])
+            pred = self.denoiser(model_input, timesteps, embeds, added_cond_kwargs=added).sample
         target = noise if self.scheduler.config.prediction_type == "epsilon" else \
             self.scheduler.get_velocity(latents, noise, timesteps)
         weight = F.interpolate(tensors.mattes[index], size=latents.shape[-2:], mode="area").float()
@@ -372,16 +447,16 @@ class ImageTrainer(Trainer):
         import torch
 
         frames = (self.heldout or self.train_frames)[:self.settings.preview_count]
-        pipe = type(self.pipe)(**{**self.pipe.components, "unet": self.denoiser})
+        pipe = type(self.pipe)(**{**self.pipe.components, **self.lora_modules()})
         pipe.set_progress_bar_config(disable=True)
         files = {}
         folder.mkdir(parents=True, exist_ok=True)
-        self.denoiser.eval()
+        for module in self.lora_modules().values():
+            module.eval()
         for i, frame in enumerate(frames):
             size = self.settings.resolution
             mask = frame.mask if frame.mask is not None else np.ones((size, size), np.float32)
-            prompt = " ".join(p for p in (self.settings.trigger, frame.view.replace("-", " "), frame.caption) if p)
-            image = pipe(prompt=prompt, image=frame.rgb[None], mask_image=mask[None, :, :, None], height=size, width=size,
+            image = pipe(prompt=frame_prompt(frame, self.settings.trigger), image=frame.rgb[None], mask_image=mask[None, :, :, None], height=size, width=size,
                          num_inference_steps=self.settings.preview_steps, output_type="np",
                          generator=torch.Generator().manual_seed(self.settings.seed)).images[0]
             name = f"previews/{i:02d}_{frame.view or 'untagged'}_{frame.path.stem}.png"
