@@ -13,7 +13,7 @@ import pytest
 
 from bodydouble.doctor import diagnose
 
-from .support import REPO, free_port, make_adapters
+from .support import REPO, free_port, make_adapters, make_video_adapters
 
 INSTALL = REPO / "installer" / "install.py"
 
@@ -33,6 +33,7 @@ def setup(tmp_path_factory):
     home.mkdir()
     adapters, takes = root / "studio" / "adapters", root / "studio" / "takes"
     make_adapters(adapters, {"hero": 7})
+    make_video_adapters(adapters, {"hero_video": 3})
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "BLENDER", "NUKE_PATH"))}
     env.update(HOME=str(home), BLENDER_USER_RESOURCES=str(home / "blender-user"))
@@ -78,6 +79,8 @@ def test_healthy(workstation):
     assert checks["nuke plugin"].status == "OK" and "pyzmq for Nuke 16" in checks["nuke plugin"].detail
     # Honest warnings on this machine: the embedded test model, no GPU. Each with a fix.
     assert checks["base model"].status == "WARN" and "model =" in checks["base model"].fix
+    assert checks["video model"].status == "WARN" and "TEST video model" in checks["video model"].detail
+    assert "video_model =" in checks["video model"].fix
     assert checks["gpu"].status == "WARN" and checks["gpu"].fix
 
 
@@ -102,8 +105,28 @@ def test_server_down(workstation):
     assert server.status == "FAIL" and "no BodyDouble server answers" in server.detail
     assert f"bodydouble serve --config {workstation['config']}" in server.fix
     # Model and adapters are still judged, here, with the server's own code.
-    assert checks["adapter hero"].status == "OK"
+    assert checks["adapter hero"].status == "OK" and checks["adapter hero_video"].status == "OK"
     assert checks["base model"].status == "WARN" and "TEST model" in checks["base model"].detail
+    assert checks["video model"].status == "WARN" and "TEST video model" in checks["video model"].detail
+
+
+@pytest.mark.parametrize("setting", ["missing", "not_video", "none"])
+def test_video_model_setting(workstation, tmp_path, setting):
+    """Judged locally (server down): a missing folder and an image model are FAILs with the fix; none is fine."""
+    from bodydouble_server.models import embedded
+
+    value = {"missing": str(tmp_path / "no-such-wan"), "not_video": str(embedded.embedded_model_path()),
+             "none": "none"}[setting]
+    config = tmp_path / "server.toml"
+    config.write_text(workstation["config"].read_text() + f"video_model = {json.dumps(value)}\n")
+    checks = by_what(diagnose(config, f"tcp://127.0.0.1:{free_port()}", 2))
+    video = checks["video model"]
+    if setting == "none":
+        assert video.status == "OK" and "no extend" in video.detail
+        return
+    assert video.status == "FAIL" and "video_model =" in video.fix
+    assert ("not a readable diffusers folder" if setting == "missing" else "known video family") in video.detail
+    assert checks["adapter hero"].status == "OK"     # the image side is judged as before
 
 
 def test_systemd_unit_changes_the_start_hint(workstation):

@@ -18,7 +18,7 @@ import pytest
 from .blender_scripts.launcher import REPO, SCRIPTS, blender_python, run_script
 
 sys.path.insert(0, str(REPO / "installer"))
-from bodydouble_install import torch_build  # noqa: E402
+from bodydouble_install import server_env, torch_build  # noqa: E402
 from bodydouble_install.record import Record  # noqa: E402
 
 from bodydouble.gpus import parse_nvidia_smi  # noqa: E402
@@ -182,6 +182,19 @@ def test_block_in_a_new_file_and_an_edited_config(tmp_path):
     kept = Record.load(rec.path).uninstall(say=lambda _: None)
     assert not init.exists() and not init.parent.exists()
     assert kept == [str(config), str(config.parent)] and config.read_text() == "port = 2\n"
+
+
+@pytest.mark.parametrize("video_model", ["/models/wan2.1-vace-1.3b", "none", None])
+def test_config_names_the_video_model_the_server_reads(tmp_path, video_model):
+    from bodydouble_server.config import ServerConfig
+
+    path = tmp_path / "server.toml"
+    path.write_text(server_env.config_text("/models/sd15", tmp_path / "adapters", [tmp_path], tmp_path / "takes", 5555,
+                                           video_model=video_model))
+    cfg = ServerConfig.load(path)
+    assert cfg.model == "/models/sd15" and cfg.video_model == video_model
+    if video_model is None:   # the embedded test video model, with the key shown commented for the TD
+        assert '# video_model = "' in path.read_text() and '"none": no extend' in path.read_text()
 
 
 NVIDIA_SMI_HEADER = "| NVIDIA-SMI 570.86.15   Driver Version: 570.86.15   CUDA Version: {cuda}     |\n"

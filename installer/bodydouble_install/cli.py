@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--editable", action="store_true", help="install the server editable from this checkout")
     g.add_argument("--torch-index-url", help="pip index for PyTorch (default: chosen from the GPU and driver)")
     g.add_argument("--model", help="base model: a local diffusers folder (default: the embedded TEST model)")
+    g.add_argument("--video-model", help="extend's video model: a Wan VACE or LTX-Video diffusers folder, or 'none' "
+                                         "(default: the embedded TEST video model)")
     g.add_argument("--adapters", type=Path, help=f"adapters folder (default {HOME_DEFAULT / 'adapters'})")
     g.add_argument("--output-root", type=Path, help=f"where takes go (default {HOME_DEFAULT / 'takes'})")
     g.add_argument("--root", type=Path, action="append", dest="roots",
@@ -78,7 +80,7 @@ def config_part(rec: Record, args, python: Path) -> Path:
     for folder in (adapters, output_root):
         rec.mkdir(folder)
     path = server_config_path()
-    text = server_env.config_text(args.model, adapters, roots, output_root, args.port)
+    text = server_env.config_text(args.model, adapters, roots, output_root, args.port, video_model=args.video_model)
     server_env.write_config(rec, path, text, args.force_config)
     server_env.validate_config(python, path)
     return path

@@ -49,7 +49,7 @@ def _toml(value) -> str:
 
 
 def config_text(model: str | None, adapters: Path, roots: list[Path], output_root: Path, port: int,
-                host: str = "127.0.0.1") -> str:
+                host: str = "127.0.0.1", video_model: str | None = None) -> str:
     lines = [
         "# BodyDouble server settings, written by installer/install.py (all keys: server/bodydouble_server/config.py).",
         "# `bodydouble serve --config <this file>` reads it; `bodydouble doctor` checks it.",
@@ -57,6 +57,10 @@ def config_text(model: str | None, adapters: Path, roots: list[Path], output_roo
         f"port = {port}",
         f"model = {_toml(model)}" if model else
         '# model = "/models/sd15-inpaint"   # a local diffusers folder; unset: the embedded TEST model (random weights)',
+        f"video_model = {_toml(video_model)}     # extend's video model" if video_model else
+        '# video_model = "/models/wan2.1-vace-1.3b"   # extend: Wan VACE / LTX-Video folder; unset: embedded TEST '
+        'video model; "none": no extend',
+
         f"adapters = {_toml(str(adapters))}",
         f"roots = {_toml([str(r) for r in roots])}     # the only folders the server reads plates from and writes to",
         f"output_root = {_toml(str(output_root))}     # where takes go when a request names no folder",

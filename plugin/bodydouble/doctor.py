@@ -26,7 +26,8 @@ def read_config(path: Path) -> tuple[Check, dict]:
             from bodydouble_server.config import ServerConfig
 
             cfg = ServerConfig.load(None if missing else path)   # missing: the defaults the server would use
-            data = {k: getattr(cfg, k) for k in ("host", "port", "model", "family", "adapters", "roots", "output_root")}
+            data = {k: getattr(cfg, k) for k in ("host", "port", "model", "family", "video_model", "adapters", "roots",
+                                                 "output_root")}
         else:
             import tomllib
 
@@ -82,6 +83,47 @@ def check_model_served(model: dict, configured: str | None) -> Check:
     return Check("OK", "base model", detail)
 
 
+VIDEO_FIX = ('set video_model = "/path/to/wan-vace-or-ltx-folder" in the server config (or "none" for no extend), '
+             "then restart the server")
+
+
+def check_video_served(model: dict, configured: str | None) -> Check:
+    """Extend's video model as the running server has it."""
+    video = model.get("video_model")
+    if video is None:
+        if (configured or "").lower() == "none":
+            return Check("OK", "video model", "none configured: this server does no extend")
+        return Check("FAIL", "video model", model.get("video_error") or "not loaded: extend is unavailable", VIDEO_FIX)
+    if video.get("test_model"):
+        return Check("WARN", "video model", "the embedded TEST video model (random weights): extended frames are noise",
+                     VIDEO_FIX)
+    return Check("OK", "video model", f"{video.get('name')} ({video.get('family_title', video.get('family'))})")
+
+
+def local_video_model(data: dict):
+    """(check, identity, family) for the configured video model, judged with the server's code."""
+    path = data.get("video_model")
+    if (path or "").lower() == "none":
+        return Check("OK", "video model", "none configured: this server does no extend"), None, None
+    from bodydouble_server.models import detect_family, embedded, embedded_video
+
+    model = Path(path).expanduser() if path else \
+        embedded.cache_root() / f"{embedded_video.NAME}-{embedded_video.REVISION}"   # never built here
+    if not path and not model.is_dir():
+        return Check("WARN", "video model", "none set: the embedded TEST video model (built at the server's first "
+                     "start)", VIDEO_FIX), None, None
+    if not model.is_dir() or not os.access(model / "model_index.json", os.R_OK):
+        return Check("FAIL", "video model", f"{model} is not a readable diffusers folder", VIDEO_FIX), None, None
+    try:
+        family = detect_family(model, kind="video")
+    except errors.BodyDoubleError as exc:
+        return Check("FAIL", "video model", str(exc), VIDEO_FIX), None, None
+    if not path:
+        check = Check("WARN", "video model", "none set: the embedded TEST video model (random weights)", VIDEO_FIX)
+        return check, _identity(embedded_video.LABEL, model, family, True), family
+    return Check("OK", "video model", f"{model} ({family.title})"), _identity(model.name, model, family, False), family
+
+
 def local_model(data: dict):
     """(check, identity, family) for the configured model, judged here with the server's own code."""
     path = data.get("model")
@@ -132,12 +174,19 @@ def adapter_checks(listing: list[dict], folder: str) -> list[Check]:
     return checks
 
 
-def local_adapters(folder: str, identity, family) -> list[dict]:
+def local_adapters(folder: str, identity, family, video_identity=None) -> list[dict]:
+    """Each adapter as the server would judge it: by its video model when the manifest says ``model_kind: video``."""
     from bodydouble_server.adapters import inspect_adapter
 
     root = Path(folder)
     subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
-    return [inspect_adapter(sub, identity, family.kind if family else "image").describe() for sub in subs]
+    listing = []
+    for sub in subs:
+        entry = inspect_adapter(sub, identity, family.kind if family else "image").describe()
+        if video_identity is not None and entry.get("model_kind") == "video":
+            entry = inspect_adapter(sub, video_identity, "video").describe()
+        listing.append(entry)
+    return listing
 
 
 def diagnose(config_path: Path, address: str | None, timeout: float) -> list[Check]:
@@ -151,12 +200,15 @@ def diagnose(config_path: Path, address: str | None, timeout: float) -> list[Che
     adapters_dir = data.get("adapters") or (info or {}).get("adapters_dir") or "?"
     if info and info.get("model"):
         checks.append(check_model_served(info["model"], data.get("model")))
+        checks.append(check_video_served(info["model"], data.get("video_model")))
         checks += adapter_checks([a.raw for a in listing or []], (info or {}).get("adapters_dir", adapters_dir))
     elif server_installed() and data:
         model_check, identity, family = local_model(data)
-        checks.append(model_check)
+        video_check, video_identity, _ = local_video_model(data)
+        checks += [model_check, video_check]
         if identity is not None:
-            checks += adapter_checks(local_adapters(adapters_dir, identity, family), adapters_dir)
+            checks += adapter_checks(local_adapters(adapters_dir, identity, family, video_identity),
+                                     adapters_dir)
         else:
             checks.append(Check("WARN", "adapters", "not checked (no usable base model to check them against)",
                                 "fix the base model first"))

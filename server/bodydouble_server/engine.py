@@ -141,4 +141,5 @@ class Engine:
             "resolution": self.resolution,
             "operations": self.operations,
             "video_model": self.video.describe() if self.video is not None else None,
+            "video_error": self.video_error[1] if self.video_error else None,
         }
