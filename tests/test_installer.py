@@ -127,6 +127,39 @@ def test_nuke_plugin_and_init_block(installed):
     assert address == "tcp://127.0.0.1:5599"
 
 
+HIERO_START = """
+import glob, json, os, runpy, sys
+sys.path.insert(0, sys.argv[2])             # the fake hiero / nuke modules
+import hiero
+runpy.run_path(sys.argv[1])                 # what Hiero does with ~/.nuke/Python/Startup/*.py ...
+scripts = []
+for path in hiero.core.pluginPath():        # ... then with each added plug-in path's Python/Startup
+    for script in sorted(glob.glob(os.path.join(path, "Python", "Startup", "*.py"))):
+        runpy.run_path(script)
+        scripts.append(script)
+import bodydouble_nuke
+from bodydouble_nuke import timeline
+print(json.dumps({"paths": hiero.core.pluginPath(), "scripts": scripts, "menus": len(timeline._handler),
+                  "glue": bodydouble_nuke.__file__, "pythonpath": os.environ["BODYDOUBLE_PYTHONPATH"],
+                  "address": os.environ["BODYDOUBLE_ADDRESS"]}))
+"""
+
+
+def test_hiero_startup_file_loads_the_timeline_menu(installed):
+    home = installed["home"]
+    plugin = home / ".local" / "share" / "bodydouble" / "nuke" / "plugin"
+    startup = home / ".nuke" / "Python" / "Startup" / "bodydouble.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BODYDOUBLE_")}
+    out = subprocess.run([sys.executable, "-c", HIERO_START, str(startup), str(REPO / "tests" / "fake_nuke")],
+                         capture_output=True, text=True, timeout=60, env=env, cwd=home)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["paths"] == [str(plugin)] and r["menus"] == 1
+    assert r["scripts"] == [str(plugin / "Python" / "Startup" / "bodydouble_timeline.py")]
+    assert r["glue"].startswith(str(plugin))
+    assert r["pythonpath"] == str(plugin.parent / "site-3.11") and r["address"] == "tcp://127.0.0.1:5599"
+
+
 def test_extension_installed_with_blenders_command_registers_in_bpy(installed, monkeypatch):
     home = installed["home"]
     assert "installed the extension into Blender 4.5" in installed["first"].stdout

@@ -1,5 +1,5 @@
 """The Nuke plugin: a copy of host_integration/nuke, the thin client and pyzmq for each Nuke's Python ABI next to
-it, and a fenced block in ~/.nuke/init.py (or the NUKE_PATH line to set instead)."""
+it, a fenced block in ~/.nuke/init.py and a Hiero start-up file (or the NUKE_PATH / HIERO_PLUGIN_PATH lines)."""
 from __future__ import annotations
 
 import platform
@@ -41,7 +41,14 @@ def copy_plugin(base: Path, address: str) -> Path:
     plugin = base / "plugin"
     shutil.rmtree(plugin, ignore_errors=True)
     shutil.copytree(SOURCE, plugin, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "mypy.ini"))
-    header = [
+    init = plugin / "init.py"
+    init.write_text("\n".join(_client_env(base, address)) + "\n" + init.read_text())
+    return plugin
+
+
+def _client_env(base: Path, address: str) -> list[str]:
+    """Python lines pointing the plugin at this install's client for the running Python, and at the server."""
+    return [
         "# Added by BodyDouble's installer: the thin client and pyzmq built for this Nuke's Python (14: 3.9,",
         "# 15: 3.10, 16: 3.11) and the server address. Either may be overridden in the environment.",
         "import os as _bd_os, sys as _bd_sys",
@@ -49,11 +56,17 @@ def copy_plugin(base: Path, address: str) -> Path:
         "'site-%d.%d' % _bd_sys.version_info[:2]))",
         f"_bd_os.environ.setdefault('BODYDOUBLE_ADDRESS', {address!r})",
         "del _bd_os, _bd_sys",
-        "",
     ]
-    init = plugin / "init.py"
-    init.write_text("\n".join(header) + init.read_text())
-    return plugin
+
+
+def add_hiero_startup(rec: Record, base: Path, plugin: Path, address: str) -> Path:
+    """``~/.nuke/Python/Startup/bodydouble.py``: Hiero and Nuke Studio scan that folder at start (Nuke's
+    init.py is not run by Hiero); it points them at the plugin, whose Python/Startup adds the timeline menu."""
+    lines = ["# Hiero / Nuke Studio: BodyDouble's timeline menu (right-click a shot > BodyDouble).",
+             *_client_env(base, address),
+             "import hiero.core",
+             f"hiero.core.addPluginPath({str(plugin)!r})   # Hiero then runs its Python/Startup scripts", ""]
+    return rec.write(nuke_home() / "Python" / "Startup" / "bodydouble.py", "\n".join(lines))
 
 
 def install_client(site: Path, python_version: str, server_python: Path, offline: bool,
@@ -113,6 +126,8 @@ def install(rec: Record, prefix: Path, server_python: Path, offline: bool, pytho
     say(f"Nuke plugin in {plugin}; client for {nukes or 'no Nuke yet'}")
     if edit_init:
         say(f"added BodyDouble to {add_to_init(rec, plugin)} (Nuke: right-click > BodyDouble)")
+        say(f"added {add_hiero_startup(rec, base, plugin, address)} (Hiero / Nuke Studio timeline)")
     else:
         todo.append(f"export NUKE_PATH={shlex.quote(str(plugin))}${{NUKE_PATH:+:$NUKE_PATH}}")
+        todo.append(f"export HIERO_PLUGIN_PATH={shlex.quote(str(plugin))}${{HIERO_PLUGIN_PATH:+:$HIERO_PLUGIN_PATH}}")
     return todo

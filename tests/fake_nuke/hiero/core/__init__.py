@@ -393,5 +393,19 @@ class Sequence(_Named, _Tagged):
         return track
 
 
+_plugin_paths: list[str] = []
+
+
+def addPluginPath(path: str) -> None:
+    """Hiero scans ``path``/Python/Startup (and StartupUI) after the standard plug-in paths."""
+    if path not in _plugin_paths:
+        _plugin_paths.append(path)
+
+
+def pluginPath() -> list[str]:
+    return list(_plugin_paths)
+
+
 def _reset() -> None:
+    _plugin_paths.clear()
     events._reset()
