@@ -9,6 +9,7 @@ import sys
 
 from . import errors
 from .client import DEFAULT_ADDRESS, Client
+from .curve import CLIENT_CERT_ENV, SERVER_CERT_ENV, keys_from_files
 from .jobspec import AdapterRef, ExtendRequest, FillRequest, TrainRequest, sequence_frames
 
 
@@ -20,8 +21,17 @@ def _progress_printer(stream=sys.stderr):
     return show
 
 
+def _client(args) -> Client:
+    """A client for ``--server``, with CURVE keys from the flags (else from the environment)."""
+    if args.curve_client_cert and not args.curve_server_cert:
+        raise errors.BodyDoubleError("--curve-client-cert needs --curve-server-cert (the server's public certificate)",
+                                     code="client_config")
+    keys = keys_from_files(args.curve_server_cert, args.curve_client_cert) if args.curve_server_cert else None
+    return Client(args.server, timeout=args.timeout, curve=keys)
+
+
 def cmd_adapters(args) -> int:
-    with Client(args.server, timeout=args.timeout) as client:
+    with _client(args) as client:
         adapters = client.list_adapters()
         if args.json:
             print(json.dumps([a.raw for a in adapters], indent=2))
@@ -37,7 +47,7 @@ def cmd_adapters(args) -> int:
 
 
 def cmd_rescan(args) -> int:
-    with Client(args.server, timeout=args.timeout) as client:
+    with _client(args) as client:
         for a in client.rescan():
             print(f"  {a.name:<24} {a.status}")
     return 0
@@ -53,7 +63,7 @@ def parse_adapters(values: list[str] | None) -> list[AdapterRef]:
 
 def _submit_and_wait(args, request, cancelled: str = "cancelled"):
     """Submit, show progress, cancel on Ctrl-C (then None); the job's result otherwise."""
-    with Client(args.server, timeout=args.timeout) as client:
+    with _client(args) as client:
         job = client.submit(request)
         try:
             result = job.wait(on_progress=None if args.quiet else _progress_printer())
@@ -165,10 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bodydouble", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def curve_flags(p) -> None:
+        p.add_argument("--curve-server-cert", help=f"the server's public CURVE certificate: encrypt (remote server; "
+                       f"default ${SERVER_CERT_ENV})")
+        p.add_argument("--curve-client-cert", help=f"your secret CURVE certificate, for a server that admits listed "
+                       f"clients only (default ${CLIENT_CERT_ENV})")
+
     def client_parser(name: str, help: str):
         p = sub.add_parser(name, help=help)
         p.add_argument("--server", default=DEFAULT_ADDRESS, help=f"server address (default {DEFAULT_ADDRESS})")
         p.add_argument("--timeout", type=float, default=10.0)
+        curve_flags(p)
         return p
 
     p = client_parser("adapters", "list the server's character adapters")
@@ -285,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--server", help="run as a train job on this server (frames and --contact-sheet under its roots)")
     p.add_argument("--timeout", type=float, default=10.0)
+    curve_flags(p)
     p.set_defaults(func=cmd_train)
     return parser
 

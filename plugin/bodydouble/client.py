@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import __version__, codec, errors, protocol
+from .curve import keys_from_env
 from .jobspec import MODEL_KINDS
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
@@ -204,7 +205,8 @@ class Client:
         self.timeout = timeout
         self.name = name
         self.heartbeat_interval = heartbeat_interval
-        self._conn = Connection(address, curve=curve)
+        # curve None: the certificates the environment names (see curve.py), else plain TCP.
+        self._conn = Connection(address, curve=curve if curve is not None else keys_from_env())
         self.server_info: dict | None = None
 
     def __enter__(self) -> "Client":
