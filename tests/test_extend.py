@@ -246,7 +246,7 @@ def test_a_server_without_a_video_model_says_extend_is_not_supported(tmp_path):
 
     engine = Engine(ServerConfig(port=0, roots=[str(tmp_path)], adapters=str(tmp_path / "a"), video_model="none"))
     engine.load()
-    assert engine.operations == ["fill"]
+    assert engine.operations == ["fill", "train"]
     with pytest.raises(errors.RequestError, match="no video model") as caught:
         engine.video_model()
     assert caught.value.code == errors.NOT_SUPPORTED

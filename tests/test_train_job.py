@@ -61,6 +61,7 @@ def fill(client, studio, adapters):
 
 
 def test_train_job_streams_progress_publishes_a_listed_adapter_that_fills(client, studio):
+    assert "train" in client.connect()["operations"]     # hello says this server can train
     villain_before = fill(client, studio, [AdapterRef("villain")])
     progress = []
     result = client.submit(train_request(studio)).wait(timeout=300, on_progress=progress.append)

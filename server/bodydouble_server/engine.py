@@ -120,7 +120,10 @@ class Engine:
 
     @property
     def operations(self) -> list[str]:
-        return sorted({*self.pipelines, *(["extend"] if self.video is not None else [])})
+        # Training reads the base model's components from its diffusers folder (not a single-file checkpoint).
+        trainable = self.identity is not None and Path(self.identity.path).is_dir()
+        return sorted({*self.pipelines, *(["extend"] if self.video is not None else []),
+                       *(["train"] if trainable else [])})
 
     @property
     def resolution(self) -> int:
