@@ -129,11 +129,8 @@ def cmd_train(args) -> int:
         print(to_json(report) if args.json else summary_text(report))
         return 0 if report["ok_to_train"] else 3
     out = Path(args.out or ServerConfig().adapters)
-    config = ServerConfig(port=0, model=args.model, device=args.device, adapters=str(out / ".training" / "__none__"))
-    from .engine import Engine
-
-    engine = Engine(config)
-    engine.load()
+    pipe, identity, device = _training_model(settings.model_kind, args.model, args.device,
+                                             str(out / ".training" / "__none__"))
 
     def show(p: dict) -> None:
         sys.stderr.write(f"\r{run.progress_line(p)}   ")
@@ -149,8 +146,8 @@ def cmd_train(args) -> int:
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
         folder, report = run.train_adapter(
-            engine.pipelines["fill"], engine.identity, args.frames, settings, out, thresholds=thresholds, force=args.force,
-            work_dir=Path(args.work_dir) if args.work_dir else None, colourspace=args.colorspace, device=engine.device,
+            pipe, identity, args.frames, settings, out, thresholds=thresholds, force=args.force,
+            work_dir=Path(args.work_dir) if args.work_dir else None, colourspace=args.colorspace, device=device,
             on_progress=None if args.quiet else show, should_stop=stop.is_set)
     except TrainingCancelled as exc:
         print(f"\n{exc}; run the same command again to resume", file=sys.stderr)
@@ -161,3 +158,26 @@ def cmd_train(args) -> int:
         print(file=sys.stderr)
     print(json.dumps({"adapter": str(folder)}) if args.json else f"adapter written: {folder}")
     return 0
+
+
+def _training_model(model_kind: str, model: str | None, device: str, adapters: str):
+    """(pipeline, identity, device) to train on: the image model (``--model``, default the embedded test
+    model) or, for ``--model-kind video``, the video model (``--model`` names its folder; default the
+    embedded test video model). ``adapters``: an empty folder, so no served adapter is loaded."""
+    from .engine import Engine, resolve_device
+
+    if model_kind != "video":
+        engine = Engine(ServerConfig(port=0, model=model, device=device, adapters=adapters))
+        engine.load()
+        return engine.pipelines["fill"], engine.identity, engine.device
+    import diffusers
+    import transformers
+
+    from .video import VideoModel
+
+    for library in (diffusers, transformers):
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+    device, dtype = resolve_device(device, "auto")
+    video = VideoModel(ServerConfig(port=0, video_model=model, device=device, adapters=adapters), device, dtype)
+    return video.pipeline(), video.identity, device

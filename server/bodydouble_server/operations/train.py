@@ -2,8 +2,9 @@
 
 The server has one worker (one GPU, one model), so fill jobs queued behind a training wait until it
 ends; progress streams every step and cancel stops it between steps, keeping a checkpoint that the
-same request resumes from. Training builds its own UNet: the resident pipeline's adapters are not
-touched, only its VAE and text encoder are borrowed, with the served adapters switched off.
+same request resumes from. Training builds its own denoiser (the image model's UNet, or the video
+model's transformer for ``model_kind: video``): the resident pipeline's adapters are not touched, only
+its VAE and text encoder are borrowed, with the served adapters switched off.
 """
 from __future__ import annotations
 
@@ -25,15 +26,19 @@ def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
     job.report(0.0, "reading frames for the data report", phase="report")
     if req.report_only:
         return _report_only(engine, job, req, settings.resolution, thresholds)
-    pipe = engine.pipeline("fill")
-    engine.adapters.activate(pipe, [])   # the text encoder lent to training must be the plain base model's
+    if settings.model_kind == "video":
+        video = engine.video_model()     # not_supported / model_unavailable when the server has none
+        pipe, identity, library = video.pipeline(), video.identity, video.adapters
+    else:
+        pipe, identity, library = engine.pipeline("fill"), engine.identity, engine.adapters
+    library.activate(pipe, [])   # the text encoder lent to training must be the plain base model's
 
     def on_progress(p: dict) -> None:
         job.report(p["step"] / p["steps"], run.progress_line(p), phase="train", **p)
 
     try:
         folder, report = run.train_adapter(
-            pipe, engine.identity, req.frames, settings, Path(engine.config.adapters), thresholds=thresholds,
+            pipe, identity, req.frames, settings, Path(engine.config.adapters), thresholds=thresholds,
             force=req.force, roots=engine.roots, colourspace=req.colorspace, device=engine.device,
             on_progress=on_progress, should_stop=job.cancel_event.is_set)
     except TrainingCancelled as exc:
@@ -43,7 +48,7 @@ def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
             details={"step": exc.step, "checkpoint": str(exc.checkpoint) if exc.checkpoint else None}) from None
     job.report(1.0, f"publishing {folder.name}", phase="publish")
     engine.rescan()   # listed (and resident) at once, like any adapter dropped into the folder
-    adapter = engine.adapters.adapters.get(folder.name)
+    adapter = library.adapters.get(folder.name)
     training = json.loads((folder / MANIFEST_FILE).read_text())["training"]
     return _result(job, {
         "adapter": folder.name, "adapter_dir": str(folder),
@@ -51,7 +56,7 @@ def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
         "steps_done": training["steps_done"], "metrics": training["metrics"], "report": training["report"],
         "summary": summary_text(report), "ok_to_train": True,
         "previews": sorted(str(p.relative_to(folder)) for p in (folder / "previews").glob("*.png")),
-        "test_model": engine.identity.test_model,
+        "model_kind": settings.model_kind, "test_model": identity.test_model,
     })
 
 

@@ -13,6 +13,7 @@ from ..paths import AllowedRoots
 from . import dataset as dataset_mod
 from .report import Thresholds, build_report, check_trainable
 from .trainer import ImageTrainer, TrainSettings
+from .video_trainer import VideoTrainer
 
 WORK_FOLDER = ".training"   # hidden inside the adapters folder: the server's rescan skips dot-folders
 
@@ -46,7 +47,10 @@ def train_adapter(pipe, identity, inputs: list, settings: TrainSettings, adapter
                   roots: AllowedRoots | None = None, colourspace: str = "auto", device: str = "cpu",
                   on_progress: Callable[[dict], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> tuple[Path, dict]:
-    """Train and publish; returns (adapter folder, data report). Raises TrainingCancelled on a stop request."""
+    """Train and publish; returns (adapter folder, data report). Raises TrainingCancelled on a stop request.
+
+    ``pipe``/``identity``: the model ``settings.model_kind`` names, the image (fill) model's or the video
+    (extend) model's."""
     missing = [flag for flag, value in (("rights holder", settings.rights_holder), ("licence/consent note", settings.licence))
                if not value.strip()]
     if missing:
@@ -58,7 +62,8 @@ def train_adapter(pipe, identity, inputs: list, settings: TrainSettings, adapter
                                   code=errors.INVALID_REQUEST)
     data, report = data_report(inputs, settings.resolution, thresholds, roots, colourspace)
     check_trainable(report, force)
-    trainer = ImageTrainer(pipe, identity, data, settings, work_dir or work_dir_for(adapters_dir, settings.name), device)
+    trainer_cls = VideoTrainer if settings.model_kind == "video" else ImageTrainer
+    trainer = trainer_cls(pipe, identity, data, settings, work_dir or work_dir_for(adapters_dir, settings.name), device)
     trainer.resume()
     trainer.run(on_progress, should_stop)
     return trainer.write(adapters_dir, data, report, forced=force and bool(report["refusals"])), report
