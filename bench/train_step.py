@@ -153,7 +153,7 @@ def main() -> None:
     mo, mr = statistics.median(ours_times), statistics.median(reference_times)
     print(f"training step, {Path(engine.identity.path).name if args.model else 'embedded test model'}, "
           f"{args.resolution}^2, batch {args.batch}, rank {args.rank}, {len(ours_times)} steps each, interleaved")
-    print(f"  ours (Trainer.run)            : {mo * 1000:8.1f} ms/step (median)")
+    print(f"  ours (ImageTrainer.run)       : {mo * 1000:8.1f} ms/step (median)")
     print(f"  reference (dreambooth-style)  : {mr * 1000:8.1f} ms/step (median)")
     print(f"  ratio ours / reference        : {mo / mr:.3f}   (target <= 1.05)")
 
