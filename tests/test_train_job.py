@@ -115,6 +115,32 @@ def test_cancel_keeps_a_checkpoint_and_the_same_request_resumes(client, studio):
     assert not [s for s in steps if s is not None]
 
 
+def test_reading_a_large_set_reports_progress_and_cancels_between_frames(client, studio):
+    """Thousands of reference frames take minutes to read: progress per frame, and cancel stops the reading."""
+    import os
+
+    big = studio["root"] / "big" / "front"
+    big.mkdir(parents=True)
+    samples.write_exr(big / "ref_0000.exr", np.tile(samples.plate_pixels(256, 256, 1), (4, 4, 1)), ("R", "G", "B", "A"))
+    for i in range(1, 400):   # the same 1024² frame under 400 names (hard links: no disk cost; each one is read)
+        os.link(big / "ref_0000.exr", big / f"ref_{i:04d}.exr")
+    reading = []
+
+    def on_progress(p):
+        if p.raw.get("frames"):
+            reading.append(p.raw["frames_read"])
+            if len(reading) == 2:
+                job.cancel()
+
+    job = client.submit(train_request(studio, frames=[str(big.parent)], name="big", report_only=True))
+    with pytest.raises(errors.JobCancelled) as caught:
+        job.wait(timeout=300, on_progress=on_progress)
+    assert "the data report cancelled while reading frame" in str(caught.value)
+    assert caught.value.details["frames"] == 400 and caught.value.details["frames_read"] < 400
+    assert reading == sorted(reading) and reading[0] == 0
+    assert client.connect()["state"] == "ready"
+
+
 def test_report_only_answers_with_the_report_and_writes_the_contact_sheet(client, studio):
     sheet = studio["root"] / "report" / "sheet.png"
     sheet.parent.mkdir(exist_ok=True)

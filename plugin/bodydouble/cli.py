@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="adapters folder to publish into (default: the server's)")
     p.add_argument("--work-dir", help="checkpoints folder (default: OUT/.training/NAME); rerun to resume")
-    p.add_argument("--model", help="base model diffusers folder (default: embedded test model)")
+    p.add_argument("--model", help="the model to train for, a diffusers folder: the base (image) model, or with "
+                   "--model-kind video the video model (default: the embedded test model of that kind)")
     p.add_argument("--model-kind", choices=["image", "video"], default="image",
                    help="train for the server's image model (fill) or its video model (extend)")
     p.add_argument("--device", default="auto")

@@ -164,20 +164,15 @@ def _training_model(model_kind: str, model: str | None, device: str, adapters: s
     """(pipeline, identity, device) to train on: the image model (``--model``, default the embedded test
     model) or, for ``--model-kind video``, the video model (``--model`` names its folder; default the
     embedded test video model). ``adapters``: an empty folder, so no served adapter is loaded."""
-    from .engine import Engine, resolve_device
+    from .engine import Engine, quiet_libraries, resolve_device
+    from .video import VideoModel
 
     if model_kind != "video":
         engine = Engine(ServerConfig(port=0, model=model, device=device, adapters=adapters))
         engine.load()
         return engine.pipelines["fill"], engine.identity, engine.device
-    import diffusers
-    import transformers
 
-    from .video import VideoModel
-
-    for library in (diffusers, transformers):
-        library.utils.logging.set_verbosity_error()
-        library.utils.logging.disable_progress_bar()
+    quiet_libraries()
     device, dtype = resolve_device(device, "auto")
     video = VideoModel(ServerConfig(port=0, video_model=model, device=device, adapters=adapters), device, dtype)
     return video.pipeline(), video.identity, device

@@ -33,6 +33,18 @@ def resolve_device(device: str, dtype: str):
     return device, getattr(torch, dtype)
 
 
+def quiet_libraries() -> None:
+    """No per-load progress bars or info chatter from diffusers/transformers in a server's (or a job's) log."""
+    import diffusers
+    import transformers
+
+    for library in (diffusers, transformers):
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+    # `torch_dtype` still works everywhere in our supported range; newer releases only nag.
+    warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+
+
 class Engine:
     def __init__(self, config: ServerConfig):
         self.config = config
@@ -45,14 +57,7 @@ class Engine:
         self.video_error: tuple[str, str] | None = None     # (error code, message)
 
     def load(self) -> None:
-        import diffusers
-        import transformers
-
-        for library in (diffusers, transformers):
-            library.utils.logging.set_verbosity_error()
-            library.utils.logging.disable_progress_bar()
-        # `torch_dtype` still works everywhere in our supported range; newer releases only nag.
-        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        quiet_libraries()
         cfg = self.config
         test_model = cfg.model is None
         path = embedded.embedded_model_path() if test_model else Path(cfg.model).expanduser()

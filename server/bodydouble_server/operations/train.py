@@ -9,6 +9,7 @@ its VAE and text encoder are borrowed, with the served adapters switched off.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from bodydouble import errors, protocol
@@ -19,6 +20,23 @@ from ..engine import Engine
 from ..training import contact, run
 from ..training.report import summary_text
 from ..training.trainer import TrainingCancelled
+
+
+def reading_frames(job, what: str, interval: float = 0.5):
+    """``on_frame`` for the data report: progress at most every ``interval`` s (a set can be thousands of
+    frames) and cancel between frames."""
+    last = [0.0]
+
+    def on_frame(index: int, total: int, path: Path) -> None:
+        if job.cancel_event.is_set():
+            raise errors.JobCancelled(f"{what} cancelled while reading frame {index + 1} of {total}; nothing was "
+                                      "trained or written", details={"frames_read": index, "frames": total})
+        now = time.monotonic()
+        if now - last[0] >= interval or index + 1 == total:
+            last[0] = now
+            job.report(0.0, f"reading frame {index + 1} of {total}: {path.name}", phase="report",
+                       frames_read=index, frames=total)
+    return on_frame
 
 
 def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
@@ -40,7 +58,8 @@ def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
         folder, report = run.train_adapter(
             pipe, identity, req.frames, settings, Path(engine.config.adapters), thresholds=thresholds,
             force=req.force, roots=engine.roots, colourspace=req.colorspace, device=engine.device,
-            on_progress=on_progress, should_stop=job.cancel_event.is_set)
+            on_progress=on_progress, should_stop=job.cancel_event.is_set,
+            on_frame=reading_frames(job, f"training of {settings.name}"))
     except TrainingCancelled as exc:
         raise errors.JobCancelled(
             f"training of {settings.name} cancelled at step {exc.step}; checkpoint kept in {exc.checkpoint}. "
@@ -62,7 +81,8 @@ def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
 
 def _report_only(engine: Engine, job, req: TrainRequest, resolution: int, thresholds) -> protocol.Message:
     sheet = engine.roots.check(req.contact_sheet, "contact_sheet") if req.contact_sheet else None
-    data, report = run.data_report(req.frames, resolution, thresholds, engine.roots, req.colorspace)
+    data, report = run.data_report(req.frames, resolution, thresholds, engine.roots, req.colorspace,
+                                   reading_frames(job, "the data report"))
     if sheet is not None and data.frames:
         contact.contact_sheet(data, sheet)
     return _result(job, {"report_only": True, "report": report, "summary": summary_text(report),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -129,8 +130,12 @@ def default_colourspace(spec: oiio.ImageSpec, path: Path) -> str:
 
 
 def load(inputs: list[str | Path], resolution: int, roots: AllowedRoots | None = None,
-         colourspace: str = "auto", limits: protocol.Limits | None = None) -> Dataset:
-    """Read every frame (under ``roots`` when given: a server job) at ``resolution`` x ``resolution``."""
+         colourspace: str = "auto", limits: protocol.Limits | None = None,
+         on_frame: Callable[[int, int, Path], None] | None = None) -> Dataset:
+    """Read every frame (under ``roots`` when given: a server job) at ``resolution`` x ``resolution``.
+
+    ``on_frame(index, total, path)`` is called before each frame is read: progress for a large set, and
+    the place to stop it (by raising)."""
     limits = limits or protocol.Limits()
     dataset = Dataset(sources=[str(i) for i in inputs])
     if roots is not None:   # refused outright, not reported: a folder outside the roots is never even listed
@@ -141,7 +146,9 @@ def load(inputs: list[str | Path], resolution: int, roots: AllowedRoots | None =
         return dataset
     # A named colour space is checked once, up front: an unknown name is one clear error, not one per frame.
     transforms = {} if colourspace == "auto" else {colourspace: ColourTransform(colourspace)}
-    for path in paths:
+    for index, path in enumerate(paths):
+        if on_frame is not None:
+            on_frame(index, len(paths), path)
         try:
             if roots is not None:
                 path = roots.readable_file(path, "training frame")

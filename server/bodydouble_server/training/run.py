@@ -37,8 +37,9 @@ def progress_line(p: dict) -> str:
 
 
 def data_report(inputs: list, resolution: int, thresholds: Thresholds | None = None, roots: AllowedRoots | None = None,
-                colourspace: str = "auto") -> tuple[dataset_mod.Dataset, dict]:
-    data = dataset_mod.load(inputs, resolution, roots=roots, colourspace=colourspace)
+                colourspace: str = "auto", on_frame: Callable[[int, int, Path], None] | None = None,
+                ) -> tuple[dataset_mod.Dataset, dict]:
+    data = dataset_mod.load(inputs, resolution, roots=roots, colourspace=colourspace, on_frame=on_frame)
     return data, build_report(data, thresholds)
 
 
@@ -46,7 +47,8 @@ def train_adapter(pipe, identity, inputs: list, settings: TrainSettings, adapter
                   thresholds: Thresholds | None = None, force: bool = False, work_dir: Path | None = None,
                   roots: AllowedRoots | None = None, colourspace: str = "auto", device: str = "cpu",
                   on_progress: Callable[[dict], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> tuple[Path, dict]:
+                  should_stop: Callable[[], bool] | None = None,
+                  on_frame: Callable[[int, int, Path], None] | None = None) -> tuple[Path, dict]:
     """Train and publish; returns (adapter folder, data report). Raises TrainingCancelled on a stop request.
 
     ``pipe``/``identity``: the model ``settings.model_kind`` names, the image (fill) model's or the video
@@ -60,7 +62,7 @@ def train_adapter(pipe, identity, inputs: list, settings: TrainSettings, adapter
     if target.exists():
         raise errors.RequestError(f"adapter {target} already exists; choose another name or version",
                                   code=errors.INVALID_REQUEST)
-    data, report = data_report(inputs, settings.resolution, thresholds, roots, colourspace)
+    data, report = data_report(inputs, settings.resolution, thresholds, roots, colourspace, on_frame)
     check_trainable(report, force)
     trainer_cls = VideoTrainer if settings.model_kind == "video" else ImageTrainer
     trainer = trainer_cls(pipe, identity, data, settings, work_dir or work_dir_for(adapters_dir, settings.name), device)

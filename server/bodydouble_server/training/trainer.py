@@ -169,6 +169,27 @@ class Trainer:
         """The modules carrying the LoRA being trained, by pipeline component (``prepare`` may add some)."""
         return {self.component: self.denoiser}
 
+    def _inpaint_masks(self, tensors: _Tensors, index, generator):
+        """The region each sample learns to generate: the character's matte (when there is one), a random
+        box, or the whole frame (inpainting and extend objectives alike)."""
+        import torch
+
+        n, _, h, w = tensors.pixels[index].shape
+        masks = torch.zeros(n, 1, h, w)
+        choices = torch.randint(0, 3, (n,), generator=generator)
+        boxes = torch.rand(n, 4, generator=generator)
+        for i, frame in enumerate(index.tolist()):
+            kind = int(choices[i])
+            if kind == 0 and tensors.has_matte[frame]:
+                masks[i] = (tensors.mattes[frame].cpu() > 0.5).float()
+            elif kind == 2:
+                masks[i] = 1.0
+            else:
+                y0, x0 = int(boxes[i, 0] * h * 0.5), int(boxes[i, 1] * w * 0.5)
+                y1, x1 = y0 + max(8, int(boxes[i, 2] * h * 0.5)), x0 + max(8, int(boxes[i, 3] * w * 0.5))
+                masks[i, :, y0:y1, x0:x1] = 1.0
+        return masks.to(self.device, tensors.pixels.dtype)
+
     # -- the loop --------------------------------------------------------------------------------------
     def resume(self) -> int:
         """Continue from the latest checkpoint in the work folder (at most ``steps``), if it belongs to this run."""
@@ -398,26 +419,6 @@ class ImageTrainer(Trainer):
             masked_latents = self.pipe.vae.encode(masked).latent_dist.mode() * self.scaling
         small = F.interpolate(inpaint_mask, size=latents.shape[-2:])
         return torch.cat([latents, small.to(latents.dtype), masked_latents.to(latents.dtype)], dim=1)
-
-    def _inpaint_masks(self, tensors: _Tensors, index, generator):
-        """Per sample: the character's matte (when there is one), a random box, or the whole frame."""
-        import torch
-
-        n, _, h, w = tensors.pixels[index].shape
-        masks = torch.zeros(n, 1, h, w)
-        choices = torch.randint(0, 3, (n,), generator=generator)
-        boxes = torch.rand(n, 4, generator=generator)
-        for i, frame in enumerate(index.tolist()):
-            kind = int(choices[i])
-            if kind == 0 and tensors.has_matte[frame]:
-                masks[i] = (tensors.mattes[frame].cpu() > 0.5).float()
-            elif kind == 2:
-                masks[i] = 1.0
-            else:
-                y0, x0 = int(boxes[i, 0] * h * 0.5), int(boxes[i, 1] * w * 0.5)
-                y1, x1 = y0 + max(8, int(boxes[i, 2] * h * 0.5)), x0 + max(8, int(boxes[i, 3] * w * 0.5))
-                masks[i, :, y0:y1, x0:x1] = 1.0
-        return masks.to(self.device, tensors.pixels.dtype)
 
     def _loss(self, tensors: _Tensors, index, generator, timesteps=None):
         import torch

@@ -39,7 +39,7 @@ from bodydouble.jobspec import ExtendRequest
 from .. import models
 from .contact import write_png
 from .dataset import TrainingFrame
-from .trainer import ImageTrainer, Trainer, _Tensors, frame_prompt
+from .trainer import Trainer, _Tensors, frame_prompt
 
 TEXT_TOKENS = 512          # WanVACEPipeline's max_sequence_length default: what extend's calls use
 PREVIEW_FRAMES = 4         # frames a preview makes after its one conditioning frame (1 + 4 = 4 * 1 + 1)
@@ -155,7 +155,7 @@ class VideoTrainer(Trainer):
             sigma = timesteps.float() / self.scheduler.config.num_train_timesteps
         sigma = sigma.to(self.device)
         # The region to generate is drawn as the image trainer draws its inpaint mask (matte / box / all).
-        masks = ImageTrainer._inpaint_masks(self, tensors, index, generator)
+        masks = self._inpaint_masks(tensors, index, generator)
         s = sigma.view(n, 1, 1, 1, 1)
         noisy = ((1 - s) * x0 + s * noise).to(self.weight_dtype)
         control = self._control(tensors, index, masks)
