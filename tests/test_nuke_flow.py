@@ -252,6 +252,65 @@ def test_unknown_adapter_is_reported(nuke, studio):
     assert "no adapter 'ghost'" in nuke._messages[-1] and "Refresh adapters" in nuke._messages[-1]
 
 
+@pytest.fixture(scope="module")
+def video_server(studio, tmp_path_factory):
+    """A server on the embedded test models whose adapters folder holds a video adapter (extend) and an image one."""
+    from bodydouble_server.config import ServerConfig
+
+    from .support import make_adapters, make_video_adapters, server_thread
+
+    adapters = tmp_path_factory.mktemp("nuke_video_adapters")
+    make_adapters(adapters, {"hero": 7})
+    make_video_adapters(adapters, {"hero_video": 3})
+    config = ServerConfig(port=0, roots=[str(studio["root"])], adapters=str(adapters),
+                          output_root=str(studio["root"] / "takes"), resolution=64, video_resolution=64, video_window=9)
+    with server_thread(config) as srv:
+        yield srv
+
+
+def test_right_click_extend_brings_back_frames_after_the_plate(nuke, studio, video_server, monkeypatch):
+    import OpenImageIO as oiio
+
+    from bodydouble_nuke import node as bd_node
+
+    monkeypatch.setenv("BODYDOUBLE_ADDRESS", video_server.bound_address)
+    plate, _ = _plates(nuke, studio, mask=False)
+    _right_click(nuke, EXTEND, plate)
+    group = nuke.selectedNode()
+    assert group["operation"].value() == "extend" and nuke._messages == []
+    # Extend runs on the server's video model: only the adapter trained for it is offered.
+    [label] = group["adapter"].values()
+    assert "(hero_video)" in label
+    shot = _own_shot(group)
+    bd_node.pick_adapter(group, "hero_video")
+    group["count"].setValue(4)
+    group["seed"].setValue(5)
+    group["steps"].setValue(2)
+    group["generate"].execute()
+    _wait_idle(nuke, timeout=240)
+    assert nuke._messages == []
+
+    read = nuke.toNode(f"{group.name()}.hero_video_take001")
+    take = _take_json(read)
+    assert take["status"] == "complete" and take["operation"] == "extend"
+    assert read["file"].value() == take["pattern"] and f"/{shot}/bodydouble/hero_video/take_001/" in take["pattern"]
+    assert (read["first"].value(), read["last"].value()) == (1004, 1007)     # numbering continues the plate's
+    assert read["label"].value() == "hero_video · seed 5 · take 001"
+    assert nuke.toNode(f"{group.name()}.hero_video_take001_keymix") is None  # new frames: nothing to key over
+    merge = nuke.toNode(f"{group.name()}.hero_video_take001_after_plate")
+    assert merge.Class() == "Merge2" and merge["operation"].value() == "over" and read["before"].value() == "black"
+    for frame in range(1004, 1008):
+        spec = oiio.ImageInput.open(expand_pattern(read["file"].value(), frame))
+        attrs = spec.spec()
+        spec.close()
+        assert attrs.getattribute("bodydouble:operation") == "extend" and (attrs.width, attrs.height) == (96, 64)
+        assert attrs.getattribute("bodydouble:conditioning_frames") == "1003"
+    assert group["take"].value() == "hero_video · seed 5 · take 001"
+    # The node plays one continuous shot: the plate up to its last frame, then the new frames.
+    for frame, source in ((1002, plate), (1003, plate), (1004, read), (1007, read)):
+        np.testing.assert_array_equal(nuke._pixels(group, frame)["rgba.red"], nuke._pixels(source, frame)["rgba.red"])
+
+
 def test_extend_says_plainly_when_the_server_cannot(nuke, studio, monkeypatch):
     """A server without a video model (video_model = none) does not offer extend."""
     from bodydouble_nuke import flow

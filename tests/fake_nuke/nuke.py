@@ -353,6 +353,8 @@ def _knob_table(cls: str) -> list[Knob]:
                          Int_Knob("origfirst", "original range"), Int_Knob("origlast", ""),
                          String_Knob("colorspace", "colorspace", "default (scene_linear)"),
                          Enumeration_Knob("on_error", "missing frames", ["error", "black", "checkerboard", "nearest frame"]),
+                         Enumeration_Knob("before", "before", ["hold", "loop", "bounce", "black"]),
+                         Enumeration_Knob("after", "after", ["hold", "loop", "bounce", "black"]),
                          Boolean_Knob("raw", "raw data")]
     if cls == "Write":
         return common + [File_Knob("file", "file"),
@@ -365,6 +367,9 @@ def _knob_table(cls: str) -> list[Knob]:
                          Boolean_Knob("invertMask", "invert"), Double_Knob("mix", "mix")]
     if cls == "Switch":
         return common + [Int_Knob("which", "which")]
+    if cls == "Merge2":
+        return common + [Enumeration_Knob("operation", "operation", ["over", "plus", "multiply", "copy"]),
+                         Double_Knob("mix", "mix")]
     if cls == "Input":
         return common + [Int_Knob("number", "number")]
     if cls in ("Output", "Dot", "Group", "Root"):
@@ -372,7 +377,7 @@ def _knob_table(cls: str) -> list[Knob]:
     raise RuntimeError(f"fake nuke: unknown node class {cls!r}")
 
 
-_MAX_INPUTS = {"Read": 0, "Write": 1, "Keymix": 3, "Switch": 1000, "Input": 0, "Output": 1, "Dot": 1}
+_MAX_INPUTS = {"Read": 0, "Write": 1, "Keymix": 3, "Merge2": 3, "Switch": 1000, "Input": 0, "Output": 1, "Dot": 1}
 
 
 class Node:
@@ -837,7 +842,9 @@ def _pixels(node: Optional[Node], frame: int) -> dict[str, np.ndarray]:
         import OpenImageIO as oiio
 
         first, last = node._range()
-        path = _frame_path(str(node["file"].value()), min(max(frame, first), last))
+        if (frame < first and node["before"].value() == "black") or (frame > last and node["after"].value() == "black"):
+            return {}                                    # black, alpha 0, outside the clip
+        path = _frame_path(str(node["file"].value()), min(max(frame, first), last))   # else hold
         buf = oiio.ImageBuf(path)
         if buf.has_error:
             if node["on_error"].value() == "black":
@@ -870,6 +877,16 @@ def _pixels(node: Optional[Node], frame: int) -> dict[str, np.ndarray]:
             m = 1.0 - m
         zero = np.zeros(shape, np.float32)
         return {c: b.get(c, zero) * (1.0 - m) + a.get(c, zero) * m for c in sorted(set(a) | set(b))}
+    if cls == "Merge2":
+        if node["operation"].value() != "over":
+            raise RuntimeError(f"fake nuke renders Merge2 'over' only, not {node['operation'].value()!r}")
+        b, a = _pixels(node.input(0), frame), _pixels(node.input(1), frame)
+        shape = next(iter((b or a).values())).shape if (b or a) else None
+        if shape is None:
+            return {}
+        zero = np.zeros(shape, np.float32)
+        keep = 1.0 - a.get("rgba.alpha", zero)            # A over B: B shows where A is transparent
+        return {c: a.get(c, zero) + b.get(c, zero) * keep for c in sorted(set(a) | set(b))}
     raise RuntimeError(f"fake nuke cannot render a {cls} node")
 
 

@@ -1,11 +1,16 @@
 """The BodyDouble node: a Group with the job's knobs, wired plate (input 0) and mask (input 1),
-and inside it every take it ever made (a Read, and for fill a Keymix over the plate), picked
-with its 'take' knob. Everything lives in the .nk script; nothing is ever overwritten.
+and inside it every take it ever made (a Read over the plate: a Keymix through the mask for fill, a
+Merge for extend), picked with its 'take' knob. Everything lives in the .nk script; nothing is ever
+overwritten.
 
 Inside the group::
 
     plate (Input 0) ─┬──────────────► takes (Switch, which = parent.take) ─► Output
     mask  (Input 1)  │  take001 (Read) ─► take001_keymix (B=plate, A=Read, mask) ─┘
+                     │  take002 (Read, before: black) ─► take002_after_plate (Merge over, B=plate) ─┘
+
+An extend take's Read is black before its first frame, so the node plays the plate and then the
+new frames (which are opaque) as one continuous shot.
 """
 from __future__ import annotations
 
@@ -183,6 +188,13 @@ def add_take(group: api.Group, record: flow.TakeRecord) -> api.Node:
             api.set_input(keymix, 2, mask_in if has_mask else plate_in)  # mask: the mask input, else plate alpha
             api.place(keymix, 200 + 150 * index, 200)
             shown = keymix
+        elif record.operation == "extend":
+            api.set(read, "before", "black")                            # the plate plays until the take starts
+            merge = api.create("Merge2", name=f"{stem}_after_plate", label=label, operation="over")
+            api.set_input(merge, 0, plate_in)                           # B: the plate
+            api.set_input(merge, 1, read)                               # A: the new frames
+            api.place(merge, 200 + 150 * index, 200)
+            shown = merge
         api.set_input(switch, index, shown)
     record.node = api.node_name(shown).split(".")[-1]
     history.append(record)

@@ -259,6 +259,8 @@ def _construct(node_class_name: str) -> Node:
         return nuke.nodes.Read()
     if node_class_name == "Keymix":
         return nuke.nodes.Keymix()
+    if node_class_name == "Merge2":
+        return nuke.nodes.Merge2()
     if node_class_name == "Switch":
         return nuke.nodes.Switch()
     if node_class_name == "Input":
