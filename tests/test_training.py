@@ -84,6 +84,33 @@ def test_report_finds_planted_duplicates_and_the_missing_view(tmp_path):
     json.dumps(report)   # the report is plain JSON
 
 
+def test_report_on_a_huge_set_stays_bounded_and_counts_everything():
+    """Thousands of frames, most of them near-identical: millions of near-duplicate pairs are counted, a few
+    hundred listed, and the report still fits a protocol reply."""
+    from bodydouble import protocol
+    from bodydouble_server.training.dataset import Dataset, TrainingFrame
+    from bodydouble_server.training.report import LISTED, LISTED_EXPOSURES
+
+    rng = np.random.default_rng(0)
+    base = rng.random((16, 16, 3), dtype=np.float32)
+    frames = []
+    for i in range(1800):
+        rgb = base + rng.random((16, 16, 3), dtype=np.float32) * 1e-3 if i < 1500 else \
+            rng.random((16, 16, 3), dtype=np.float32)
+        path = Path(f"/shows/x/refs/front/a_very_long_reference_frame_name_for_the_hero_{i:05d}.exr")
+        frames.append(TrainingFrame(path=path, sha256=f"{i:064x}", content_hash=f"{i:064x}", width=4096, height=2160,
+                                    channels=3, colourspace="ACEScg", rgb=np.clip(rgb, 0, 1), mask=None, view="front"))
+    frames += [TrainingFrame(**{**vars(frames[0]), "path": Path(f"/shows/x/copy_{k}.exr")}) for k in range(700)]
+    report = build_report(Dataset(frames=frames, sources=["/shows/x/refs"]), Thresholds(min_frames=8))
+    dup = report["duplicates"]
+    assert dup["exact_groups"] == 1 and dup["exact_frames"] == 701 and len(dup["exact"][0]) == 50
+    assert report["distinct_frames"] == 1800
+    assert dup["near_pairs"] >= 1500 * 1499 // 2 and len(dup["near"]) == LISTED
+    assert len(report["exposure"]["per_frame"]) == LISTED_EXPOSURES
+    assert len(json.dumps(report).encode()) < protocol.Limits().max_header_bytes // 2
+    assert "near-duplicate pairs in all" in summary_text(report)
+
+
 def test_report_only_cli_prints_json(frames_dir):
     out = subprocess.run([sys.executable, "-m", "bodydouble", "train", str(frames_dir), "--character", "Hero",
                           "--report-only", "--json", "--resolution", str(SIZE), "--min-frames", "4"],

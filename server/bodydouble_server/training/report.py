@@ -50,26 +50,45 @@ def _exposure(frame: TrainingFrame) -> dict:
             "rgb_mean": [float(v) for v in frame.rgb.reshape(-1, 3).mean(axis=0)]}
 
 
-def _duplicates(frames: list[TrainingFrame], max_bits: int) -> tuple[list[list[str]], list[dict]]:
-    exact: dict[str, list[str]] = {}
+# Lists in the report stop at these lengths (their totals are counted): a report on tens of thousands of
+# frames stays readable and fits a reply (the protocol's headers are at most 1 MiB).
+LISTED = 500               # duplicate groups, near-duplicate pairs, clipped frames
+LISTED_PER_GROUP = 50      # paths shown per exact-duplicate group
+LISTED_EXPOSURES = 1000    # per-frame exposure entries
+
+
+def _popcount(values: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):   # numpy >= 2
+        return np.bitwise_count(values)
+    return np.unpackbits(values.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+
+
+def _duplicates(frames: list[TrainingFrame], max_bits: int) -> dict:
+    """Exact duplicates (same decoded pixels) as groups of paths; near duplicates as pairs of distinct frames
+    whose difference hashes differ in at most ``max_bits`` bits (vectorised per row: n² pairs stay fast)."""
+    groups: dict[str, list[str]] = {}
     for f in frames:
-        exact.setdefault(f.content_hash, []).append(str(f.path))
-    hashes = [difference_hash(f.rgb) for f in frames]
-    near = []
-    for i in range(len(frames)):
-        for j in range(i + 1, len(frames)):
-            if frames[i].content_hash == frames[j].content_hash:
-                continue
-            distance = bin(hashes[i] ^ hashes[j]).count("1")
-            if distance <= max_bits:
-                near.append({"a": str(frames[i].path), "b": str(frames[j].path), "distance": distance})
-    return [group for group in exact.values() if len(group) > 1], near
+        groups.setdefault(f.content_hash, []).append(str(f.path))
+    exact = [g for g in groups.values() if len(g) > 1]
+    content = {h: i for i, h in enumerate(groups)}
+    ids = np.array([content[f.content_hash] for f in frames], dtype=np.int64)
+    hashes = np.array([difference_hash(f.rgb) for f in frames], dtype=np.uint64)
+    near, near_total = [], 0
+    for i in range(len(frames) - 1):
+        distance = _popcount(hashes[i] ^ hashes[i + 1:])
+        alike = np.flatnonzero((distance <= max_bits) & (ids[i + 1:] != ids[i]))
+        near_total += len(alike)
+        for k in alike[:max(0, LISTED - len(near))]:
+            near.append({"a": str(frames[i].path), "b": str(frames[i + 1 + k].path), "distance": int(distance[k])})
+    return {"exact": [g[:LISTED_PER_GROUP] for g in exact[:LISTED]], "exact_groups": len(exact),
+            "exact_frames": sum(len(g) for g in exact), "near": sorted(near, key=lambda p: p["distance"]),
+            "near_pairs": near_total}
 
 
 def build_report(dataset: Dataset, thresholds: Thresholds | None = None) -> dict:
     thresholds = thresholds or Thresholds()
     frames = dataset.frames
-    exact, near = _duplicates(frames, thresholds.near_duplicate_bits)
+    duplicates = _duplicates(frames, thresholds.near_duplicate_bits)
     views = {v: sum(f.view == v for f in frames) for v in (*STANDARD_VIEWS, *thresholds.required_views)}
     other_views = sorted({f.view for f in frames if f.view and f.view not in STANDARD_VIEWS})
     untagged = sum(not f.view for f in frames)
@@ -77,7 +96,8 @@ def build_report(dataset: Dataset, thresholds: Thresholds | None = None) -> dict
              else f"only {views[v]} `{v}` frame(s) (want {thresholds.min_per_view})"}
             for v in thresholds.required_views if views.get(v, 0) < thresholds.min_per_view]
     exposures = [_exposure(f) for f in frames]
-    unique = len(frames) - sum(len(g) - 1 for g in exact)
+    clipped = [str(f.path) for f, e in zip(frames, exposures) if e["clipped"] > 0.05]
+    unique = len(frames) - duplicates["exact_frames"] + duplicates["exact_groups"]
     refusals = []
     if unique < thresholds.min_frames:
         refusals.append(f"{unique} distinct frame(s); training needs at least {thresholds.min_frames}")
@@ -90,13 +110,14 @@ def build_report(dataset: Dataset, thresholds: Thresholds | None = None) -> dict
         "aspects": _histogram(f"{f.width / f.height:.3f}" for f in frames),
         "channels": _histogram(str(f.channels) for f in frames),
         "colourspaces": _histogram(f.colourspace for f in frames),
-        "duplicates": {"exact": exact, "near": near},
+        "duplicates": duplicates,
         "exposure": {
             "mean": float(np.mean([e["mean"] for e in exposures])) if exposures else 0.0,
             "darkest": min(exposures, key=lambda e: e["mean"])["mean"] if exposures else 0.0,
             "brightest": max(exposures, key=lambda e: e["mean"])["mean"] if exposures else 0.0,
-            "clipped_frames": [str(f.path) for f, e in zip(frames, exposures) if e["clipped"] > 0.05],
-            "per_frame": {str(f.path): e for f, e in zip(frames, exposures)},
+            "clipped_frames": clipped[:LISTED],
+            "clipped_count": len(clipped),
+            "per_frame": {str(f.path): e for f, e in zip(frames[:LISTED_EXPOSURES], exposures)},
         },
         "masks_present": sum(f.mask is not None for f in frames),
         "captions_present": sum(bool(f.caption) for f in frames),
@@ -141,11 +162,16 @@ def summary_text(report: dict) -> str:
                  f"captions: {report['captions_present']}/{report['frame_count']}")
     exp = report["exposure"]
     lines.append(f"exposure (display luma): mean {exp['mean']:.2f}, darkest {exp['darkest']:.2f}, "
-                 f"brightest {exp['brightest']:.2f}, {len(exp['clipped_frames'])} frame(s) >5% clipped")
-    for group in report["duplicates"]["exact"]:
+                 f"brightest {exp['brightest']:.2f}, {exp['clipped_count']} frame(s) >5% clipped")
+    duplicates = report["duplicates"]
+    for group in duplicates["exact"]:
         lines.append("exact duplicates: " + ", ".join(group))
-    for pair in report["duplicates"]["near"]:
+    if duplicates["exact_groups"] > len(duplicates["exact"]):
+        lines.append(f"... {duplicates['exact_groups']} groups of exact duplicates in all")
+    for pair in duplicates["near"]:
         lines.append(f"near duplicates ({pair['distance']} bits): {pair['a']} ~ {pair['b']}")
+    if duplicates["near_pairs"] > len(duplicates["near"]):
+        lines.append(f"... {duplicates['near_pairs']} near-duplicate pairs in all")
     views = report["views"]
     lines.append("views: " + ", ".join(f"{v} {n}" for v, n in views["counts"].items())
                  + (f", untagged {views['untagged']}" if views["untagged"] else ""))
