@@ -128,3 +128,25 @@ def test_text_encoder_lora_resumes_exactly_and_switches_cleanly_with_a_unet_only
     assert np.array_equal(plain_first, plain_alone) and np.array_equal(plain_after, plain_alone)
     assert np.array_equal(none, none_alone)
     assert not np.array_equal(hero, plain_alone) and not np.array_equal(hero, none)
+
+
+def test_a_half_precision_sdxl_vae_encodes_in_float32(tmp_path, frames_dir, sdxl_folder):
+    """SDXL's VAE overflows in fp16 (config force_upcast): training encodes through a float32 copy and leaves
+    the server's resident half-precision VAE as it is."""
+    import torch
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    from bodydouble_server.models.identity import ModelIdentity
+    from bodydouble_server.training.run import data_report
+    from bodydouble_server.training.trainer import ImageTrainer
+
+    pipe = StableDiffusionXLInpaintPipeline.from_pretrained(str(sdxl_folder), torch_dtype=torch.float16,
+                                                            local_files_only=True)
+    assert pipe.vae.config.force_upcast
+    identity = ModelIdentity(name="tiny-sdxl", family="sdxl", sha256="0" * 64, path=str(sdxl_folder))
+    data, _ = data_report([frames_dir], 64)
+    trainer = ImageTrainer(pipe, identity, data, settings(steps=1, preview_count=0), tmp_path / "work")
+    assert trainer.vae is not pipe.vae and trainer.vae.dtype == torch.float32 and pipe.vae.dtype == torch.float16
+    assert torch.isfinite(trainer.data.mean).all() and trainer.data.mean.dtype == torch.float32
+    trainer.run()
+    assert trainer.step == 1 and np.isfinite(trainer.metrics[-1]["loss"])

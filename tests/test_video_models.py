@@ -74,3 +74,22 @@ def test_a_tiny_ltx_video_folder_is_detected_and_extends_over_zeromq(ltx_server)
     assert (result.first, result.last) == (9, 28) and len(result.pixels) == 20
     assert [c["first"] for c in result.info["chunks"]] == [9, 23] and max(p.raw["chunk"] for p in progress) == 2
     assert result.pixels[28].shape == (32, 48, 3) and np.isfinite(result.pixels[28].astype(np.float32)).all()
+
+
+def test_a_half_precision_server_keeps_the_wan_vae_in_float32_and_extends(tmp_path):
+    """On a GPU the server runs bf16/fp16; Wan's VAE stays float32 (as Wan's own examples load it). Run here on
+    CPU in bfloat16: the mixed-dtype pipeline loads and makes finite frames."""
+    import torch
+
+    from bodydouble_server.config import ServerConfig
+    from bodydouble_server.video import VideoModel
+
+    video = VideoModel(ServerConfig(port=0, adapters=str(tmp_path / "none")), "cpu", torch.bfloat16)
+    pipe = video.pipeline()
+    assert pipe.vae.dtype == torch.float32
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.text_encoder.dtype == torch.bfloat16
+    context = np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32)
+    frames = video.family.extend(pipe, context, 4, height=64, width=64, prompt="<hero> walks on", negative_prompt="",
+                                 steps=2, guidance=5.0, fps=24.0, generator=torch.Generator().manual_seed(0),
+                                 on_step=lambda step, steps: None)
+    assert frames.shape == (4, 64, 64, 3) and np.isfinite(frames).all() and frames.std() > 0

@@ -53,7 +53,8 @@ class VideoModel:
         if self._pipe is None:
             cls = self.family.pipeline_class("extend")
             log.info("loading video model %s (%s) on %s/%s", self.path, self.family.title, self.device, self.dtype)
-            pipe = cls.from_pretrained(str(self.path), torch_dtype=self.dtype, local_files_only=True)
+            pipe = cls.from_pretrained(str(self.path), torch_dtype=self.family.load_dtypes(self.dtype),
+                                       local_files_only=True)
             pipe.to(self.device)
             pipe.set_progress_bar_config(disable=True)
             self.adapters.sync(pipe)

@@ -26,6 +26,16 @@ class Family:
     window: int = 0
     temporal_multiple: int = 1
     extend: Callable | None = None
+    # Components kept in float32 whatever the server's dtype (a VAE that loses quality in half precision).
+    float32_components: tuple[str, ...] = ()
+
+    def load_dtypes(self, dtype):
+        """``torch_dtype`` for ``from_pretrained``: ``dtype``, with this family's float32 components."""
+        import torch
+
+        if not self.float32_components or dtype == torch.float32:
+            return dtype
+        return {"default": dtype, **{name: torch.float32 for name in self.float32_components}}
 
     def pipeline_class(self, operation: str):
         import diffusers

@@ -40,4 +40,5 @@ WAN_VACE = register(Family(
     window=81,                      # Wan 2.1's 5 s at 16 fps
     temporal_multiple=4,
     extend=extend,
+    float32_components=("vae",),    # as Wan's own examples load it; the pipelines cast latents to the VAE's dtype
 ))

@@ -324,7 +324,8 @@ class ImageTrainer(Trainer):
         self.inpaint = self.denoiser.config.in_channels == 9
         self.sdxl = self.denoiser.config.addition_embed_type == "text_time"   # pooled text + size ids
         self.scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
-        self.scaling = self.pipe.vae.config.scaling_factor
+        self.vae = self._encoding_vae()
+        self.scaling = self.vae.config.scaling_factor
         self.tokenizers = [t for t in (self.pipe.tokenizer, getattr(self.pipe, "tokenizer_2", None)) if t is not None]
         self.text_encoders = self._text_encoders()
         self.data = self._frame_tensors(self.train_frames)
@@ -337,6 +338,18 @@ class ImageTrainer(Trainer):
     def lora_modules(self) -> dict:
         trained = self.text_encoders if self.settings.train_text_encoder else {}
         return {self.component: self.denoiser, **trained}
+
+    def _encoding_vae(self):
+        """The VAE frames are encoded with: the pipeline's, or a float32 copy of one that overflows in half
+        precision (SDXL's: config ``force_upcast``), as diffusers' own pipelines upcast it when they encode."""
+        import copy
+
+        import torch
+
+        vae = self.pipe.vae
+        if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            return copy.deepcopy(vae).to(torch.float32)
+        return vae
 
     # -- text conditioning -----------------------------------------------------------------------------
     def _text_encoders(self) -> dict:
@@ -387,8 +400,8 @@ class ImageTrainer(Trainer):
         with torch.no_grad():
             # Frozen encoders: encode once. Trained ones encode per step, with gradients.
             t.text = None if self.settings.train_text_encoder else self._encode_text(t.tokens)
-            dist = self.pipe.vae.encode(t.pixels).latent_dist
-        t.mean, t.std = dist.mean, dist.std
+            dist = self.vae.encode(t.pixels.to(self.vae.dtype)).latent_dist
+        t.mean, t.std = dist.mean.to(self.weight_dtype), dist.std.to(self.weight_dtype)
         return t
 
     def _conditioning(self, tensors: _Tensors, index, height: int, width: int):
@@ -416,7 +429,7 @@ class ImageTrainer(Trainer):
             return latents
         masked = tensors.pixels[index] * (inpaint_mask < 0.5)
         with torch.no_grad():
-            masked_latents = self.pipe.vae.encode(masked).latent_dist.mode() * self.scaling
+            masked_latents = self.vae.encode(masked.to(self.vae.dtype)).latent_dist.mode() * self.scaling
         small = F.interpolate(inpaint_mask, size=latents.shape[-2:])
         return torch.cat([latents, small.to(latents.dtype), masked_latents.to(latents.dtype)], dim=1)
 
