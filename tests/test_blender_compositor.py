@@ -259,3 +259,37 @@ def test_sequencer_extend_runs_on_the_video_model_and_continues_the_strip(bpy_py
     assert props["source_strip"] == "Plate"
     pixels = read_exr(files[-1])
     assert pixels.shape == (64, 96, 4) and np.isfinite(pixels).all() and pixels[..., :3].std() > 0
+
+
+@pytest.fixture(scope="module")
+def curve_server(studio, tmp_path_factory):
+    """The same studio behind an encrypted server that admits one artist's certificate."""
+    import zmq.auth
+
+    from bodydouble import curve
+
+    keys = tmp_path_factory.mktemp("curve-keys")
+    allowed = keys / "allowed"
+    allowed.mkdir()
+    server_public, server_secret = zmq.auth.create_certificates(keys, "server")
+    artist_public, artist_secret = zmq.auth.create_certificates(keys, "artist")
+    (allowed / "artist.key").write_bytes(Path(artist_public).read_bytes())
+    with pytest.MonkeyPatch.context() as env:   # the readiness check in start_server_process connects with them
+        env.setenv(curve.SERVER_CERT_ENV, str(server_public))
+        env.setenv(curve.CLIENT_CERT_ENV, str(artist_secret))
+        proc, addr = start_server_process(studio["root"], studio["root"] / "adapters", extra=[
+            "--resolution", "64", "--curve-certificate", str(server_secret), "--curve-clients", str(allowed)])
+    yield {"address": addr, "server_cert": str(server_public), "client_cert": str(artist_secret), "keys": keys}
+    stop_process(proc)
+
+
+def test_a_remote_encrypted_server_with_certificates_from_the_preferences(bpy_python, studio, curve_server, tmp_path):
+    r = run_script(bpy_python, "remote_server.py", script_args(
+        studio, curve_server["address"], tmp_path, server_cert=curve_server["server_cert"],
+        client_cert=curve_server["client_cert"], missing_cert=str(curve_server["keys"] / "nope.key")))
+    assert r["plain"]["result"] == ["CANCELLED"] and r["missing"]["result"] == ["CANCELLED"]
+    [(level, message)] = r["missing_reports"]
+    assert level == "ERROR" and "connection settings" in message and "nope.key" in message
+    assert r["refresh"]["result"] == ["FINISHED"] and "hero" in r["adapters"]
+    assert r["fill"]["result"] == ["FINISHED"] and r["nodes_added"] == 1
+    assert r["reports"][-1][0] == "INFO" and "take 00" in r["reports"][-1][1]

@@ -71,7 +71,7 @@ def test_cli_and_environment_take_certificate_files(tmp_path, monkeypatch, capsy
         assert cli.main(["adapters", "--server", address, "--curve-server-cert", str(tmp_path / "nope.key")]) == 1
         assert "cannot read the server certificate" in capsys.readouterr().err
         assert cli.main(["adapters", "--server", address, "--curve-client-cert", str(artist_secret)]) == 1
-        assert "needs --curve-server-cert" in capsys.readouterr().err
+        assert "needs the server's public certificate too" in capsys.readouterr().err
         # Hosts construct Client(address) only: the environment gives them the same keys.
         monkeypatch.setenv(curve.SERVER_CERT_ENV, str(server_public_file))
         monkeypatch.setenv(curve.CLIENT_CERT_ENV, str(artist_secret))

@@ -22,6 +22,7 @@ from typing import Any
 
 from . import errors
 from .client import Client, JobResult, Progress
+from .curve import keys_for
 
 
 @dataclass
@@ -38,8 +39,10 @@ class Event:
 
 
 class BackgroundJob:
-    def __init__(self, address: str, request: Any, timeout: float = 10.0, client_name: str = "bodydouble-host"):
+    def __init__(self, address: str, request: Any, timeout: float = 10.0, client_name: str = "bodydouble-host",
+                 curve_certs: tuple[str, str] = ("", "")):
         self.address = address
+        self.curve_certs = curve_certs   # (server public, client secret) certificate files; empty: the environment's
         self.request = request
         self.timeout = timeout
         self.client_name = client_name
@@ -89,7 +92,8 @@ class BackgroundJob:
     def _run(self) -> None:
         client = None
         try:
-            client = Client(self.address, timeout=self.timeout, name=self.client_name)
+            # Keys are read here, not by the host: an unreadable certificate is reported like any failed connection.
+            client = Client(self.address, timeout=self.timeout, name=self.client_name, curve=keys_for(*self.curve_certs))
             client.connect()
             if self._cancel.is_set():
                 raise errors.JobCancelled("cancelled before it was sent")

@@ -9,7 +9,7 @@ import sys
 
 from . import errors
 from .client import DEFAULT_ADDRESS, Client
-from .curve import CLIENT_CERT_ENV, SERVER_CERT_ENV, keys_from_files
+from .curve import CLIENT_CERT_ENV, SERVER_CERT_ENV, keys_for
 from .jobspec import AdapterRef, ExtendRequest, FillRequest, TrainRequest, sequence_frames
 
 
@@ -23,11 +23,8 @@ def _progress_printer(stream=sys.stderr):
 
 def _client(args) -> Client:
     """A client for ``--server``, with CURVE keys from the flags (else from the environment)."""
-    if args.curve_client_cert and not args.curve_server_cert:
-        raise errors.BodyDoubleError("--curve-client-cert needs --curve-server-cert (the server's public certificate)",
-                                     code="client_config")
-    keys = keys_from_files(args.curve_server_cert, args.curve_client_cert) if args.curve_server_cert else None
-    return Client(args.server, timeout=args.timeout, curve=keys)
+    return Client(args.server, timeout=args.timeout, curve=keys_for(args.curve_server_cert or "",
+                                                                   args.curve_client_cert or ""))
 
 
 def cmd_adapters(args) -> int:

@@ -31,6 +31,14 @@ def keys_from_files(server_cert: str, client_cert: str | None = None) -> dict:
     return keys
 
 
+def keys_for(server_cert: str = "", client_cert: str = "") -> dict | None:
+    """Keys from the files a host's settings (or the command line) name; with none named, the environment's."""
+    if client_cert and not server_cert:
+        raise errors.BodyDoubleError("a client certificate needs the server's public certificate too",
+                                     code=CONFIG_ERROR)
+    return keys_from_files(server_cert, client_cert or None) if server_cert else keys_from_env()
+
+
 def keys_from_env() -> dict | None:
     """Keys named by the environment, or None (plain TCP) when it names no server certificate."""
     server = os.environ.get(SERVER_CERT_ENV, "").strip()

@@ -7,6 +7,7 @@ to stay referenced from Python, hence the module-level list.
 from __future__ import annotations
 
 from bodydouble.client import AdapterInfo, Client
+from bodydouble.curve import keys_for
 
 _adapters: list[AdapterInfo] = []
 # Per operation: extend runs on the server's video model, fill on its image model, each with its own adapters.
@@ -14,9 +15,9 @@ _items: dict[str, list[tuple[str, str, str]]] = {"fill": [], "extend": []}
 _NONE = [("NONE", "(no adapters: refresh)", "Open the dialog again once the server is running")]
 
 
-def fetch(address: str, timeout: float) -> list[AdapterInfo]:
+def fetch(address: str, timeout: float, curve_certs: tuple[str, str] = ("", "")) -> list[AdapterInfo]:
     """Ask the server for its adapters (blocking, bounded by ``timeout``) and cache them."""
-    with Client(address, timeout=timeout, name="bodydouble-blender") as client:
+    with Client(address, timeout=timeout, name="bodydouble-blender", curve=keys_for(*curve_certs)) as client:
         client.connect()
         adapters = client.list_adapters()
     set_cache(adapters)

@@ -42,11 +42,13 @@ REPORTS: list[tuple[str, str]] = []   # (level, message), newest last: what the 
 _progress_open = False
 
 
-def start(title: str, address: str, request, timeout: float, on_done: Callable[[JobResult], str]) -> HostJob:
+def start(title: str, address: str, request, timeout: float, on_done: Callable[[JobResult], str],
+          curve_certs: tuple[str, str] = ("", "")) -> HostJob:
     """Run ``request`` on a worker thread; ``on_done(result)`` runs later on the main thread."""
     key = f"bd{next(_keys)}"
     job = HostJob(key=key, title=title, address=address, on_done=on_done,
-                  background=BackgroundJob(address, request, timeout=timeout, client_name="bodydouble-blender"))
+                  background=BackgroundJob(address, request, timeout=timeout, client_name="bodydouble-blender",
+                                           curve_certs=curve_certs))
     _jobs[key] = job
     job.background.start()
     if not bpy.app.timers.is_registered(_timer):

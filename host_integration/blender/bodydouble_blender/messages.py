@@ -1,7 +1,7 @@
 """Turn BodyDouble errors into reports an artist can act on (Blender's report area)."""
 from __future__ import annotations
 
-from bodydouble import errors
+from bodydouble import curve, errors
 
 HOW_TO_START = ("Start it with `bodydouble serve --root <project folder> --port <port>` on the GPU machine, "
                 "or set the address in Preferences > Add-ons > BodyDouble.")
@@ -30,6 +30,9 @@ def describe(error: BaseException, address: str = "") -> tuple[str, str]:
         return "ERROR", f"Not supported by this BodyDouble server: {error.message}"
     if isinstance(error, errors.RequestTimeout):
         return "ERROR", f"BodyDouble server{where} did not answer in time: {error.message}"
+    if isinstance(error, errors.BodyDoubleError) and error.code == curve.CONFIG_ERROR:
+        return "ERROR", (f"BodyDouble connection settings: {error.message}. Fix the certificate paths in "
+                         "Preferences > Add-ons > BodyDouble.")
     if isinstance(error, errors.BodyDoubleError):
         return "ERROR", f"BodyDouble: {error.message} [{error.code}]"
     return "ERROR", f"BodyDouble: {type(error).__name__}: {error}"

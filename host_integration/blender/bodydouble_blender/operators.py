@@ -24,7 +24,7 @@ def _load_adapters(op, context, operation: str | None = None) -> bool:
     """Fetch the server's adapters; for a dialog (``operation``), also pick one that serves the operation."""
     prefs = preferences.get(context)
     try:
-        found = adapters.fetch(prefs.server_address, prefs.connect_timeout)
+        found = adapters.fetch(prefs.server_address, prefs.connect_timeout, preferences.curve_certs(prefs))
     except errors.BodyDoubleError as exc:
         level, message = messages.describe(exc, prefs.server_address)
         op.report({level}, message)
@@ -65,7 +65,8 @@ def submit_fill(context, params: dict, tree_ref, source_name: str, wire: bool):
     request.validate()
     title = f"Fill {params['adapter']} {params['first']}-{params['last']}"
     return jobs.start(title, prefs.server_address, request, prefs.connect_timeout,
-                      lambda result: nodes.load_take(tree_ref, source_name, params, result, wire))
+                      lambda result: nodes.load_take(tree_ref, source_name, params, result, wire),
+                      preferences.curve_certs(prefs))
 
 
 class _GenerationProps:
@@ -298,7 +299,8 @@ class BODYDOUBLE_OT_extend(_GenerationProps, bpy.types.Operator):
         title = f"Extend {strip.name} +{self.count}"
         scene_name, strip_name = scene.name, strip.name
         jobs.start(title, prefs.server_address, request, prefs.connect_timeout,
-                   lambda result: strips.load_extension(scene_name, strip_name, params, result))
+                   lambda result: strips.load_extension(scene_name, strip_name, params, result),
+                   preferences.curve_certs(prefs))
         self.report({"INFO"}, f"BodyDouble: {title} started")
         return {"FINISHED"}
 

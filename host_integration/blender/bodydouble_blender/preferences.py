@@ -1,6 +1,8 @@
 """Add-on preferences: where the server is, how long to wait for it, and job defaults."""
 from __future__ import annotations
 
+import os
+
 import bpy
 from bpy.props import FloatProperty, IntProperty, StringProperty, BoolProperty
 
@@ -24,6 +26,15 @@ class BODYDOUBLE_AP_preferences(bpy.types.AddonPreferences):
         description="Takes go to <root>/<shot>/bodydouble/...; empty: the server's own output root. "
                     "Must lie under a folder the server may write (its --root)",
     )
+    curve_server_cert: StringProperty(
+        name="Server certificate", default="", subtype="FILE_PATH",
+        description="A remote server's public CURVE certificate (server.key): encrypts the connection. "
+                    "Empty: $BODYDOUBLE_CURVE_SERVER, else plain TCP (a server on this machine)",
+    )
+    curve_client_cert: StringProperty(
+        name="Your certificate", default="", subtype="FILE_PATH",
+        description="Your secret CURVE certificate (name.key_secret), for a server that admits listed clients only",
+    )
     default_steps: IntProperty(name="Default steps", default=20, min=1, max=500)
     default_strength: FloatProperty(name="Default strength", default=1.0, min=0.01, max=1.0)
     wire_results: BoolProperty(
@@ -37,6 +48,10 @@ class BODYDOUBLE_AP_preferences(bpy.types.AddonPreferences):
         col.prop(self, "server_address")
         col.prop(self, "connect_timeout")
         col.prop(self, "output_root")
+        box = col.box()
+        box.label(text="Remote server (encrypted)")
+        box.prop(self, "curve_server_cert")
+        box.prop(self, "curve_client_cert")
         row = col.row()
         row.prop(self, "default_steps")
         row.prop(self, "default_strength")
@@ -50,6 +65,8 @@ class _Defaults:
     server_address = DEFAULT_ADDRESS
     connect_timeout = 5.0
     output_root = ""
+    curve_server_cert = ""
+    curve_client_cert = ""
     default_steps = 20
     default_strength = 1.0
     wire_results = True
@@ -61,6 +78,12 @@ def get(context=None):
     if addon is not None and addon.preferences is not None:
         return addon.preferences
     return _Defaults
+
+
+def curve_certs(prefs) -> tuple[str, str]:
+    """The CURVE certificate files the preferences name, as absolute paths ('' where none)."""
+    return tuple(os.path.abspath(bpy.path.abspath(p)) if p else "" for p in (prefs.curve_server_cert,
+                                                                             prefs.curve_client_cert))
 
 
 classes = (BODYDOUBLE_AP_preferences,)
