@@ -193,6 +193,12 @@ def test_right_click_extend_puts_the_take_on_a_new_track_after_the_shot(on_video
     assert (placed.timelineIn(), placed.timelineOut()) == (item.timelineOut() + 1, item.timelineOut() + 3)
     name = f"{shot}_hero_take001"
     assert placed.name() == name
+    # Everything BodyDouble added is one undo group: one Edit > Undo takes the placement back.
+    ours = [edit for edit in project._edits if edit[0] is not None]
+    assert {group for group, _ in ours} == {f"BodyDouble: {name}"} and not project._open_undo
+    assert [what for _, what in ours] == ["Bin.addItem(show)", "Bin.addItem(BodyDouble)",
+                                          "Sequence.addTrack(BodyDouble hero take 001)",
+                                          "VideoTrack.addTrackItem(BodyDouble hero take 001)"]
 
     # the clip in the BodyDouble bin: the server's take, numbered after the plate's last frame
     (bd_bin,) = [b for b in project.clipsBin().bins() if b.name() == "BodyDouble"]

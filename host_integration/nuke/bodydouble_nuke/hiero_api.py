@@ -70,6 +70,8 @@ DOCUMENTED: dict[str, str] = {
     "core.Sequence.project": "()",
     "core.Sequence.addTrack": "(track)",
     "core.Project.clipsBin": "()",
+    "core.Project.beginUndo": "(name)",
+    "core.Project.endUndo": "()",
     "core.Bin": "(name)",
     "core.Bin.name": "()",
     "core.Bin.bins": "()",
@@ -176,26 +178,31 @@ class Placement:
 def place_after(source: TrackItem, take: Placement) -> TrackItem:
     """Import the take as a clip into the project's ``take.bin`` bin (created once, earlier takes
     stay) and put it on a new video track, starting the frame after ``source`` ends. Nothing
-    on ``source``'s track moves."""
+    on ``source``'s track moves. One undo group: Edit > Undo takes the whole placement back."""
     sequence = source.parent().parent()
-    root = sequence.project().clipsBin()
-    bin_ = next((b for b in root.bins() if b.name() == take.bin), None)
-    if bin_ is None:
-        bin_ = hiero.core.Bin(take.bin)
-        root.addItem(bin_)
-    bin_item = hiero.core.BinItem(hiero.core.Clip(take.pattern, take.first, take.last))
-    bin_.addItem(bin_item)
-    clip = bin_item.activeItem()      # colour transforms stick only to a clip that is in a bin
-    clip.setName(take.name)
-    if take.colour_transform:
-        clip.setSourceMediaColourTransform(take.colour_transform)
-    track = hiero.core.VideoTrack(take.track)
-    sequence.addTrack(track)          # addTrackItem needs the track in a sequence first
-    placed = track.addTrackItem(clip, int(source.timelineOut()) + 1)
-    placed.setName(take.name)
-    for target in (placed, clip):     # one Tag object per owner
-        target.addTag(_tag(take))
-    return placed
+    project = sequence.project()
+    project.beginUndo(f"BodyDouble: {take.name}")
+    try:
+        root = project.clipsBin()
+        bin_ = next((b for b in root.bins() if b.name() == take.bin), None)
+        if bin_ is None:
+            bin_ = hiero.core.Bin(take.bin)
+            root.addItem(bin_)
+        bin_item = hiero.core.BinItem(hiero.core.Clip(take.pattern, take.first, take.last))
+        bin_.addItem(bin_item)
+        clip = bin_item.activeItem()      # colour transforms stick only to a clip that is in a bin
+        clip.setName(take.name)
+        if take.colour_transform:
+            clip.setSourceMediaColourTransform(take.colour_transform)
+        track = hiero.core.VideoTrack(take.track)
+        sequence.addTrack(track)          # addTrackItem needs the track in a sequence first
+        placed = track.addTrackItem(clip, int(source.timelineOut()) + 1)
+        placed.setName(take.name)
+        for target in (placed, clip):     # one Tag object per owner
+            target.addTag(_tag(take))
+        return placed
+    finally:
+        project.endUndo()
 
 
 def _tag(take: Placement) -> Any:

@@ -232,6 +232,7 @@ class Bin(_Named):
             raise TypeError("Bin.addItem takes a Bin or a BinItem (wrap clips in BinItem)")
         item._parent = self
         self._items.append(item)
+        _edited(self._project, f"Bin.addItem({self.name()})")
         if isinstance(item, Bin):
             item._project = self._project
         elif isinstance(item._item, (Sequence, Clip)):
@@ -253,9 +254,27 @@ class Project(_Named):
         self._init_name(name)
         self._clips_bin = Bin(name)
         self._clips_bin._project = self
+        self._open_undo: list[str] = []
+        self._edits: list[tuple[Optional[str], str]] = []   # (the undo group it fell in, what was edited)
 
     def clipsBin(self) -> Bin:
         return self._clips_bin
+
+    def beginUndo(self, name: str) -> None:
+        _main("Project.beginUndo")
+        self._open_undo.append(name)
+
+    def endUndo(self) -> None:
+        _main("Project.endUndo")
+        if not self._open_undo:
+            raise RuntimeError("endUndo without beginUndo")
+        self._open_undo.pop()
+
+
+def _edited(project: Optional[Project], what: str) -> None:
+    """Project edits, with the undo group open at the time (what one Edit > Undo would revert)."""
+    if project is not None:
+        project._edits.append((project._open_undo[0] if project._open_undo else None, what))
 
 
 # -- timeline --------------------------------------------------------------------------------------
@@ -363,6 +382,7 @@ class VideoTrack(_Named, _Tagged):
         item._track = self
         self._items.append(item)
         self._items.sort(key=lambda i: i.timelineIn())
+        _edited(self._sequence._project, f"VideoTrack.addTrackItem({self.name()})")
         return item
 
 
@@ -390,6 +410,7 @@ class Sequence(_Named, _Tagged):
             raise RuntimeError("the track is already in a sequence")
         track._sequence = self
         self._tracks.append(track)
+        _edited(self._project, f"Sequence.addTrack({track.name()})")
         return track
 
 
