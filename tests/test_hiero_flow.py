@@ -275,6 +275,18 @@ def test_extend_on_a_server_without_extend_says_so_and_asks_nothing(studio_app, 
     assert nuke._forms == [] and len(sequence.videoTracks()) == 1
 
 
+@pytest.mark.parametrize("times, speed", [((1001, 1002, 1, 4), "2x"), ((1001, 1004, 1.5, 4.5), "1x")])
+def test_a_retimed_shot_is_refused_before_anything_is_asked(studio_app, plate, times, speed):
+    """Source and timeline durations differ (a speed change) or source times fall between frames (a
+    fractional retime): Extend would continue the media, not the shot as the edit plays it."""
+    nuke, hiero = studio_app
+    _, sequence, _, item = _edit(hiero, plate)
+    item.setTimes(*times)
+    hiero._right_click(sequence, item)._find(EXTEND).trigger()
+    assert f"is retimed ({speed} speed)" in nuke._messages[-1] and "un-retimed source clip" in nuke._messages[-1]
+    assert nuke._forms == [] and len(sequence.videoTracks()) == 1
+
+
 def test_server_not_running_is_a_clear_message(studio_app, plate, monkeypatch):
     nuke, hiero = studio_app
     port = free_port()

@@ -103,11 +103,27 @@ def shot_of(media: hapi.ItemMedia) -> Shot:
     )
 
 
+def retime_of(media: hapi.ItemMedia) -> Optional[float]:
+    """The item's speed when it is retimed (its source and timeline durations differ, or its source
+    times fall between frames), else None."""
+    source = media.source_out - media.source_in + 1
+    timeline = media.timeline_out - media.timeline_in + 1
+    if source == timeline and media.source_in == int(media.source_in) and media.source_out == int(media.source_out):
+        return None
+    return source / timeline if timeline else 0.0
+
+
 # -- Extend shot… ----------------------------------------------------------------------------
 def extend_command(item: hapi.TrackItem) -> Optional[Running]:
     """Ask for the take's settings and start it; the take lands on the timeline later."""
     address = settings.address()
-    shot = shot_of(hapi.read_item(item))
+    media = hapi.read_item(item)
+    speed = retime_of(media)
+    if speed is not None:   # extend continues the media frame by frame: after a retime that is another shot
+        api.message(f"BodyDouble: '{media.name}' is retimed ({speed:.3g}x speed). Extend continues the media frame "
+                    "by frame: extend the un-retimed source clip, then retime the extension to match.")
+        return None
+    shot = shot_of(media)
     if shot.name in _running:
         api.message(f"BodyDouble: {shot.name} is already being extended; cancel it from its progress bar first.")
         return None

@@ -310,9 +310,7 @@ class TrackItem(_Named, _Tagged):
         return clip
 
     def setTimes(self, timelineIn: int, timelineOut: int, sourceIn: float, sourceOut: float) -> None:
-        _main("setTimes")
-        if timelineOut - timelineIn != int(round(sourceOut - sourceIn)):
-            raise ValueError("the fake plays at speed 1 only: timeline and source durations must match")
+        _main("setTimes")   # as in Hiero, a source duration other than the timeline's is a retime
         self._times = (int(timelineIn), int(timelineOut), float(sourceIn), float(sourceOut))
 
     def timelineIn(self) -> int:
