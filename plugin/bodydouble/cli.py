@@ -138,6 +138,7 @@ def train_request(args) -> TrainRequest:
         holdout_per_view=args.holdout_per_view, preview_steps=args.preview_steps, preview_count=args.preview_count,
         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
         model_kind=args.model_kind, train_text_encoder=args.train_text_encoder,
+        clip_frames=args.clip_frames, clip_conditioning=args.clip_conditioning,
         min_frames=args.min_frames, min_per_view=args.min_per_view, required_views=args.require_view,
         force=args.force, report_only=args.report_only,
         contact_sheet=os.path.abspath(args.contact_sheet) if args.contact_sheet else None)
@@ -288,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview-count", type=int, default=4)
     p.add_argument("--train-text-encoder", action="store_true",
                    help="also train a LoRA on the text encoder(s): binds the trigger token harder, needs more memory")
+    p.add_argument("--clip-frames", type=int, default=1,
+                   help="video: train on clips of this many consecutive frames of each sequence (name.####.exr), "
+                   "1 or 4k+1 for Wan (5, 9, 13...); 1: every frame a 1-frame clip")
+    p.add_argument("--clip-conditioning", type=int, default=1,
+                   help="video, with --clip-frames: frames at the start of each clip given as known (extend's K)")
     p.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false", help="GPU: train in float32")
     p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
                    help="GPU: faster steps, more memory")

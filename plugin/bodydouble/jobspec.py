@@ -189,6 +189,10 @@ class TrainOptions:
     mixed_precision: bool = True      # GPU only; CPU always trains in float32
     gradient_checkpointing: bool = True   # GPU only
     train_text_encoder: bool = False  # also a LoRA on the text encoder(s): stronger trigger binding, more memory
+    # Video only: train on clips of this many consecutive frames of a sequence (1: every frame a 1-frame clip).
+    # The model's frame rule applies: 1 or temporal_multiple * k + 1 (5, 9, 13, ... for Wan).
+    clip_frames: int = 1
+    clip_conditioning: int = 1        # frames at the start of each clip given as known (extend's K)
     rights_holder: str = ""           # required to train (not for a report)
     licence: str = ""                 # licence / consent note; required to train
 
@@ -209,6 +213,16 @@ class TrainOptions:
                 raise ValueError(f"{key} must be in {low}..{high}, got {getattr(self, key)}")
         if not 0.0 < self.learning_rate <= 1.0:
             raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
+        if not 1 <= self.clip_frames <= 81:
+            raise ValueError(f"clip_frames must be in 1..81 (1, or the video model's temporal_multiple * k + 1: "
+                             f"5, 9, 13, ... for Wan), got {self.clip_frames}")
+        if self.clip_frames != 1 and self.model_kind != "video":
+            raise ValueError(f"clip_frames {self.clip_frames} is for video training (model_kind 'video'); "
+                             "image adapters train on single frames: leave clip_frames at 1")
+        if not 1 <= self.clip_conditioning <= max(1, self.clip_frames - 1):
+            raise ValueError(f"clip_conditioning (known frames at the start of each clip) must be in "
+                             f"1..{max(1, self.clip_frames - 1)} for clip_frames {self.clip_frames}, "
+                             f"got {self.clip_conditioning}")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")
 
