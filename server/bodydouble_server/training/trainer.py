@@ -58,9 +58,11 @@ class TrainSettings(TrainOptions):
             raise errors.RequestError(str(exc), code=errors.INVALID_REQUEST) from None
 
     def fingerprint_fields(self) -> dict:
-        # Steps and checkpoint cadence may change on resume (train longer); nothing else may.
-        return {k: v for k, v in asdict(self).items()
-                if k not in ("steps", "checkpoint_every", "preview_steps", "preview_count")}
+        # Steps and checkpoint cadence may change on resume (train longer); nothing else may. Without clips the
+        # clip fields are left out: checkpoints of 1-frame runs written before they existed still resume.
+        unfingerprinted = ("steps", "checkpoint_every", "preview_steps", "preview_count") + \
+            (("clip_frames", "clip_conditioning") if self.clip_frames == 1 else ())
+        return {k: v for k, v in asdict(self).items() if k not in unfingerprinted}
 
 
 def step_generator(seed: int, step: int):
@@ -164,6 +166,14 @@ class Trainer:
 
     def objective(self) -> str:
         raise NotImplementedError
+
+    def heldout_frames(self) -> list[TrainingFrame]:
+        """The frames kept out of training (a trainer whose samples are clips: the held-out clips' frames)."""
+        return self.heldout
+
+    def training_record(self) -> dict:
+        """What a model kind adds to the manifest's ``training`` entry."""
+        return {}
 
     def lora_modules(self) -> dict:
         """The modules carrying the LoRA being trained, by pipeline component (``prepare`` may add some)."""
@@ -283,7 +293,7 @@ class Trainer:
 
     def write(self, adapters_dir: Path, dataset: Dataset, report: dict, forced: bool) -> Path:
         s = self.settings
-        held = {id(f) for f in self.heldout}
+        held = {id(f) for f in self.heldout_frames()}
         manifest = {
             "name": s.name, "character": s.character, "trigger": s.trigger,
             "base_model": adapter_files.base_model_entry(self.identity), "model_kind": self.model_kind, "rank": s.rank,
@@ -297,7 +307,7 @@ class Trainer:
                 | {"views": report["views"]["counts"], "gaps": [g["message"] for g in report["views"]["gaps"]],
                    "forced": forced},
                 "metrics": self.metrics,
-            },
+            } | self.training_record(),
         }
         files = self.previews(self.work_dir / "previews")
         files["contact_sheet.png"] = contact_sheet(dataset, self.work_dir / "contact_sheet.png")

@@ -8,13 +8,22 @@ shifted with the pipeline scheduler's shift (``shift`` / ``flow_shift``), the wa
 steps; the held-out score uses the fixed sigmas ``t / 1000`` of the timesteps the shared loop passes in.
 The text is the pipeline's own UMT5 embedding (``encode_prompt``, padded to 512 tokens as extend calls it).
 
-Clips: every reference frame trains as a **1-frame clip**. Reference sets are stills (poses and views
+Clips (``clip_frames`` 1, the default): every reference frame trains as a **1-frame clip**. Reference sets are stills (poses and views
 chosen to cover the character), not footage: two "consecutive" frames of one view are no motion, so
 clips built from them would teach jump cuts, and a still repeated into a clip would teach the model to
 freeze. Wan trains jointly on images as 1-frame videos (its causal VAE encodes frame 0 on its own and
 ``1 = 4 * 0 + 1`` keeps the frame rule), so a still is in the base model's distribution: the LoRA learns
 the character's appearance and leaves the base model's motion prior alone. The same weights act on every
 latent frame of an extend call.
+
+Clips of footage (``clip_frames`` F > 1, ``4k + 1`` for Wan): plate sequences of the character are cut into
+clips of F consecutive frames (``clips.cut``: by file pattern, non-overlapping), each encoded as one video
+(N, 3, F, H, W), and trained with **extend's own objective**: the first ``clip_conditioning`` (K) frames are
+known -- kept in the control video, mask 0 -- and the rest are to generate -- grey, mask 1 --, exactly the
+control an extend of K plate frames builds. The loss counts the latent frames that hold generated frames
+only (Wan's causal VAE: latent 0 is frame 0, latent j frames 4j-3..4j), weighted by the character's matte
+where there is one. The adapter then learns how the character moves as well as how they look. A clip's
+control input needs no random draw, so it is encoded once, with the clip's posterior.
 
 Control (``control_hidden_states``), built as ``WanVACEPipeline`` builds it for extend: the control video
 is the frame with the pixels to generate set to mid-grey (0 in [-1, 1]); its latents split into
@@ -37,11 +46,13 @@ from bodydouble import errors
 from bodydouble.jobspec import ExtendRequest
 
 from .. import models
+from . import clips as clips_mod
 from .contact import write_png
 from .dataset import TrainingFrame
-from .trainer import Trainer, _Tensors, frame_prompt
+from .trainer import Trainer, _Tensors, frame_prompt, split_holdout
 
 TEXT_TOKENS = 512          # WanVACEPipeline's max_sequence_length default: what extend's calls use
+ENCODE_FRAMES = 8          # a real Wan VAE at full size: encode this many frames' worth at a time
 PREVIEW_FRAMES = 4         # frames a preview makes after its one conditioning frame (1 + 4 = 4 * 1 + 1)
 TRAINABLE_FAMILIES = ("wan-vace",)
 
@@ -64,12 +75,32 @@ class VideoTrainer(Trainer):
         if settings.train_text_encoder:
             raise errors.RequestError("train_text_encoder is for the image model; video training trains the "
                                       "transformer only", code=errors.INVALID_REQUEST)
-        multiple = models.get_family(identity.family).multiple
-        if settings.resolution % multiple:
-            raise errors.RequestError(f"resolution must be a multiple of {multiple} for the video model "
+        family = models.get_family(identity.family)
+        if settings.resolution % family.multiple:
+            raise errors.RequestError(f"resolution must be a multiple of {family.multiple} for the video model "
                                       f"(VAE / 8 x transformer patch 2), got {settings.resolution}",
                                       code=errors.INVALID_REQUEST)
+        self.clips = self._cut_clips(family, dataset, settings) if settings.clip_frames != 1 else None
         super().__init__(pipe, identity, dataset, settings, work_dir, device)
+
+    @staticmethod
+    def _cut_clips(family, dataset, settings) -> clips_mod.Clips:
+        """The data set's clips, refused (before any model is loaded) when the frame rule or the footage
+        cannot make them."""
+        f, t = settings.clip_frames, family.temporal_multiple
+        if (f - 1) % t or f > family.window:
+            raise errors.RequestError(
+                f"clip_frames must be 1 or {t}k+1 up to {family.window} for the video model ({family.name}: its VAE "
+                f"compresses time by {t}, so {', '.join(str(t * k + 1) for k in (1, 2, 3))}, ...), got {f}",
+                code=errors.INVALID_REQUEST)
+        found = clips_mod.cut(dataset.frames, f)
+        if not found.clips:
+            raise errors.RequestError(
+                f"clip_frames {f} trains on clips of {f} consecutive frames of a sequence (one folder, names that "
+                f"differ only in the frame number: hero_walk.1001.exr, hero_walk.1002.exr, ...), and the "
+                f"{len(dataset.frames)} frame(s) given make none: {found.describe()}. Give footage, or train on "
+                "single frames with clip_frames 1", code=errors.INVALID_REQUEST)
+        return found
 
     def load_denoiser(self):
         return type(self.pipe.transformer).from_pretrained(self.identity.path, subfolder="transformer",
@@ -87,44 +118,132 @@ class VideoTrainer(Trainer):
         self.latents_std = torch.tensor(vae.config.latents_std, device=self.device).view(1, z, 1, 1, 1)
         self.block = self.pipe.vae_scale_factor_spatial
         size = self.settings.resolution
+        frames = self.settings.clip_frames
         with torch.no_grad():
             # The reactive half of every control input: the latent of the grey pixels to generate.
-            self.reactive = self._encode(torch.zeros(1, 3, size, size, device=self.device))
-        self.data = self._frame_tensors(self.train_frames)
-        self.held = self._frame_tensors(self.heldout) if self.heldout else None
+            self.reactive = self._encode_video(torch.zeros(1, 3, frames, size, size, device=self.device))
+        if self.clips is not None:
+            # The samples are clips: the loop draws from, and holds out, clips (the last of each view).
+            self.train_frames, self.heldout = split_holdout(self.clips.clips, self.settings.holdout_per_view)
+            tensors = self._clip_tensors
+        else:
+            tensors = self._frame_tensors
+        self.data = tensors(self.train_frames)
+        self.held = tensors(self.heldout) if self.heldout else None
 
     def objective(self) -> str:
+        if self.clips is not None:
+            k = self.settings.clip_conditioning
+            return (f"flow matching (velocity noise - x0) on {self.settings.clip_frames}-frame clips, extend: the first "
+                    f"{k} frame(s) known (kept in the VACE control, mask 0), the rest generated (grey, mask 1); "
+                    "loss on the generated latent frames, character matte where present")
         return ("flow matching (velocity noise - x0) on 1-frame clips, VACE control: character matte, "
                 "random box or whole frame to generate")
+
+    def heldout_frames(self) -> list[TrainingFrame]:
+        if self.clips is None:
+            return self.heldout
+        return [f for clip in self.heldout for f in clip.frames]
+
+    def training_record(self) -> dict:
+        if self.clips is None:
+            return {}
+        held = {id(c) for c in self.heldout}
+        return {"clips": self.clips.summary() | {
+            "clip_conditioning": self.settings.clip_conditioning, "heldout_clips": len(self.heldout),
+            "list": [{"pattern": c.pattern, "first": c.first, "last": c.last, "view": c.view,
+                      "heldout": id(c) in held} for c in self.clips.clips]}}
 
     # -- tensors ---------------------------------------------------------------------------------------
     def _normalise(self, latents):
         return ((latents.float() - self.latents_mean) / self.latents_std).to(self.weight_dtype)
 
+    def _encode_video(self, video):
+        """(N, 3, F, H, W) pixels in [-1, 1] -> normalised latents (N, z, F', h, w), the VAE's mode."""
+        vae = self.pipe.vae
+        return self._normalise(vae.encode(video.to(vae.dtype)).latent_dist.mode())
+
     def _encode(self, pixels):
         """(N, 3, H, W) pixels in [-1, 1] -> normalised 1-frame latents (N, z, 1, h, w), the VAE's mode."""
-        vae = self.pipe.vae
-        return self._normalise(vae.encode(pixels[:, :, None].to(vae.dtype)).latent_dist.mode())
+        return self._encode_video(pixels[:, :, None])
 
-    def _frame_tensors(self, frames: list[TrainingFrame]) -> _Tensors:
+    def _text(self, t: _Tensors) -> None:
+        """The UMT5 embedding of each prompt, once per distinct prompt (samples share trigger + view)."""
         import torch
 
-        t = _Tensors(frames, self.settings.trigger, self.device, self.weight_dtype)
-        prompts = sorted(set(t.prompts))      # frames share prompts (trigger + view): encode each once
+        prompts = sorted(set(t.prompts))
         t.prompt_index = torch.tensor([prompts.index(p) for p in t.prompts], device=self.device)
-        means, stds = [], []
         with torch.no_grad():
             t.text = self.pipe.encode_prompt(prompts, do_classifier_free_guidance=False,
                                              max_sequence_length=TEXT_TOKENS, device=self.device,
                                              dtype=self.weight_dtype)[0]
-            for pixels in t.pixels.split(8):  # a real Wan VAE at full size: a few frames at a time
-                dist = self.pipe.vae.encode(pixels[:, :, None].to(self.pipe.vae.dtype)).latent_dist
+
+    def _posterior(self, t: _Tensors, videos) -> None:
+        """The VAE posterior of (N, 3, F, H, W) videos, a few at a time, in the normalised space the
+        transformer works in: x0 = mean + std * eps."""
+        import torch
+
+        means, stds = [], []
+        with torch.no_grad():
+            for chunk in videos.split(max(1, ENCODE_FRAMES // videos.shape[2])):
+                dist = self.pipe.vae.encode(chunk.to(self.pipe.vae.dtype)).latent_dist
                 means.append(dist.mean.float())
                 stds.append(dist.std.float())
-        # Posterior in the normalised space the transformer works in: x0 = mean + std * eps.
         t.mean = (torch.cat(means) - self.latents_mean) / self.latents_std
         t.std = torch.cat(stds) / self.latents_std
+
+    def _frame_tensors(self, frames: list[TrainingFrame]) -> _Tensors:
+        t = _Tensors(frames, self.settings.trigger, self.device, self.weight_dtype)
+        self._text(t)
+        self._posterior(t, t.pixels[:, :, None])
         return t
+
+    def _clip_tensors(self, clips: list[clips_mod.Clip]) -> _Tensors:
+        """Per clip: prompt (its first frame's), posterior, extend's control input and the loss weight. The
+        pixels are dropped once encoded (previews read the frames themselves)."""
+        import torch
+        import torch.nn.functional as F
+
+        frames, k = self.settings.clip_frames, self.settings.clip_conditioning
+        t = _Tensors([f for c in clips for f in c.frames], self.settings.trigger, self.device, self.weight_dtype)
+        n, size = len(clips), self.settings.resolution
+        t.prompts, t.has_matte = t.prompts[::frames], None
+        videos = t.pixels.view(n, frames, 3, size, size).transpose(1, 2)
+        self._text(t)
+        self._posterior(t, videos)
+        # Extend's control: the first K frames known (kept, mask 0), the rest to generate (grey, mask 1).
+        generate = torch.zeros(n, frames, size, size, device=self.device, dtype=videos.dtype)
+        generate[:, k:] = 1
+        with torch.no_grad():
+            inactive = torch.cat([self._encode_video(chunk) for chunk in
+                                  (videos * (1 - generate[:, None])).split(max(1, ENCODE_FRAMES // frames))])
+        t.control = torch.cat([inactive, self.reactive.expand_as(inactive), self._fold(generate).to(inactive.dtype)],
+                              dim=1)
+        # Loss weight per latent frame: the character's matte averaged over the frames it encodes (area
+        # downsampled), zero on latent frames that hold known frames only.
+        latent_frames, step = t.mean.shape[2], self.pipe.vae_scale_factor_temporal
+        mattes = F.interpolate(t.mattes.float(), size=t.mean.shape[-2:], mode="area").view(n, frames, *t.mean.shape[-2:])
+        mattes = torch.cat([mattes[:, :1], mattes[:, 1:].reshape(n, latent_frames - 1, step, *mattes.shape[-2:]).mean(2)],
+                           dim=1)
+        generated = (torch.arange(latent_frames, device=self.device) > (k - 1) // step).float()
+        t.weight = (mattes * generated.view(1, -1, 1, 1))[:, None]
+        del t.pixels, t.mattes
+        return t
+
+    def _fold(self, generate):
+        """The (N, F, H, W) mask of pixels to generate as VACE takes it (``WanVACEPipeline.prepare_masks``):
+        each 8x8 pixel block folded into vae_scale_factor_spatial**2 channels, frames resampled to the latent
+        frames (nearest-exact) -> (N, 64, F', h, w)."""
+        import torch.nn.functional as F
+
+        n, frames, height, width = generate.shape
+        b = self.block
+        folded = generate.view(n, frames, height // b, b, width // b, b).permute(0, 3, 5, 1, 2, 4) \
+            .reshape(n, b * b, frames, height // b, width // b)
+        latent_frames = (frames + self.pipe.vae_scale_factor_temporal - 1) // self.pipe.vae_scale_factor_temporal
+        if latent_frames == frames:
+            return folded
+        return F.interpolate(folded, size=(latent_frames, *folded.shape[-2:]), mode="nearest-exact")
 
     def _control(self, tensors: _Tensors, index, masks):
         """VACE's control input for 1-frame clips: inactive latents (kept pixels; grey where generated),
@@ -134,11 +253,7 @@ class VideoTrainer(Trainer):
         generate = (masks > 0.5).to(tensors.pixels.dtype)
         with torch.no_grad():
             inactive = self._encode(tensors.pixels[index] * (1 - generate))
-        n, _, height, width = generate.shape
-        b = self.block
-        folded = generate.view(n, height // b, b, width // b, b).permute(0, 2, 4, 1, 3).reshape(n, b * b, 1,
-                                                                                                height // b, width // b)
-        return torch.cat([inactive, self.reactive.expand_as(inactive), folded.to(inactive.dtype)], dim=1)
+        return torch.cat([inactive, self.reactive.expand_as(inactive), self._fold(generate).to(inactive.dtype)], dim=1)
 
     def _loss(self, tensors: _Tensors, index, generator, timesteps=None):
         import torch
@@ -154,28 +269,32 @@ class VideoTrainer(Trainer):
         else:
             sigma = timesteps.float() / self.scheduler.config.num_train_timesteps
         sigma = sigma.to(self.device)
-        # The region to generate is drawn as the image trainer draws its inpaint mask (matte / box / all).
-        masks = self._inpaint_masks(tensors, index, generator)
+        if self.clips is None:
+            # The region to generate is drawn as the image trainer draws its inpaint mask (matte / box / all).
+            control = self._control(tensors, index, self._inpaint_masks(tensors, index, generator))
+            weight = F.interpolate(tensors.mattes[index], size=x0.shape[-2:], mode="area").float()[:, :, None]
+        else:   # extend's control, fixed per clip: encoded once
+            control, weight = tensors.control[index], tensors.weight[index]
         s = sigma.view(n, 1, 1, 1, 1)
         noisy = ((1 - s) * x0 + s * noise).to(self.weight_dtype)
-        control = self._control(tensors, index, masks)
         with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.autocast):
             pred = self.denoiser(hidden_states=noisy, timestep=sigma * self.scheduler.config.num_train_timesteps,
                                  encoder_hidden_states=tensors.text[tensors.prompt_index[index]],
                                  control_hidden_states=control, return_dict=False)[0]
         target = noise - x0
-        weight = F.interpolate(tensors.mattes[index], size=x0.shape[-2:], mode="area").float()[:, :, None]
         error = (pred.float() - target) ** 2 * weight
-        return error.sum() / (weight.sum() * x0.shape[1] * x0.shape[2]).clamp_min(1e-6)
+        # weight spans the latent frames (one for a 1-frame clip): its sum counts every weighted position.
+        return error.sum() / (weight.sum() * x0.shape[1]).clamp_min(1e-6)
 
     # -- output ----------------------------------------------------------------------------------------
     def previews(self, folder: Path) -> dict[str, Path]:
         """A short extend from a few held-out (else training) frames with the trained LoRA: PNG strips of
-        the conditioning frame followed by the frames made after it."""
+        the conditioning frame followed by the frames made after it. Trained on clips: an extend of each
+        held-out (else training) clip from its known frames, the clip itself above the strip."""
         import torch
 
-        frames = (self.heldout or self.train_frames)[:self.settings.preview_count]
-        if not frames:
+        samples = (self.heldout or self.train_frames)[:self.settings.preview_count]
+        if not samples:
             return {}
         family = models.get_family(self.identity.family)
         pipe = type(self.pipe)(**{**self.pipe.components, self.component: self.denoiser})
@@ -185,13 +304,22 @@ class VideoTrainer(Trainer):
         defaults = {f.name: f.default for f in fields(ExtendRequest)}   # an extend as the artist runs it
         files = {}
         size = self.settings.resolution
-        for i, frame in enumerate(frames):
-            made = family.extend(pipe, frame.rgb[None], PREVIEW_FRAMES, height=size, width=size,
+        k = self.settings.clip_conditioning
+        for i, sample in enumerate(samples):
+            if self.clips is None:
+                frame, context, count = sample, sample.rgb[None], PREVIEW_FRAMES
+            else:
+                frame = sample.frames[0]
+                context, count = np.stack([f.rgb for f in sample.frames[:k]]), len(sample.frames) - k
+            made = family.extend(pipe, context, count, height=size, width=size,
                                  prompt=frame_prompt(frame, self.settings.trigger), negative_prompt="",
                                  steps=self.settings.preview_steps, guidance=defaults["guidance"], fps=defaults["fps"],
                                  generator=torch.Generator().manual_seed(self.settings.seed),
                                  on_step=lambda step, steps: None)
             name = f"previews/{i:02d}_{frame.view or 'untagged'}_{frame.path.stem}.png"
-            write_png(folder / Path(name).name, np.concatenate([frame.rgb, *made], axis=1))
+            strip = np.concatenate([*context, *made], axis=1)
+            if self.clips is not None:
+                strip = np.concatenate([np.concatenate([f.rgb for f in sample.frames], axis=1), strip], axis=0)
+            write_png(folder / Path(name).name, strip)
             files[name] = folder / Path(name).name
         return files
