@@ -73,6 +73,9 @@ def test_train_job_on_clips_publishes_an_adapter_that_changes_extend(client, stu
     folder = Path(result.adapter_dir)
     training = json.loads((folder / "manifest.json").read_text())["training"]
     assert training["settings"]["clip_frames"] == 5 and training["settings"]["clip_conditioning"] == 1
+    # The reply carries the clip summary (the manifest also lists every clip).
+    assert result.info["clips"]["clips"] == 5 and result.info["clips"]["frames_left_out"] == 3
+    assert "list" not in result.info["clips"]
     assert training["objective"].startswith("flow matching") and "5-frame clips" in training["objective"]
     clips = training["clips"]
     assert {k: clips[k] for k in ("clip_frames", "clip_conditioning", "clips", "sequences", "frames_in_clips",

@@ -76,6 +76,7 @@ def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
         "summary": summary_text(report), "ok_to_train": True,
         "previews": sorted(str(p.relative_to(folder)) for p in (folder / "previews").glob("*.png")),
         "model_kind": settings.model_kind, "test_model": identity.test_model,
+        "clips": {k: v for k, v in training["clips"].items() if k != "list"} if "clips" in training else None,
     })
 
 
