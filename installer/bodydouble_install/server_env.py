@@ -60,7 +60,6 @@ def config_text(model: str | None, adapters: Path, roots: list[Path], output_roo
         f"video_model = {_toml(video_model)}     # extend's video model" if video_model else
         '# video_model = "/models/wan2.1-vace-1.3b"   # extend: Wan VACE / LTX-Video folder; unset: embedded TEST '
         'video model; "none": no extend',
-
         f"adapters = {_toml(str(adapters))}",
         f"roots = {_toml([str(r) for r in roots])}     # the only folders the server reads plates from and writes to",
         f"output_root = {_toml(str(output_root))}     # where takes go when a request names no folder",

@@ -108,7 +108,7 @@ def local_video_model(data: dict):
     from bodydouble_server.models import detect_family, embedded, embedded_video
 
     model = Path(path).expanduser() if path else \
-        embedded.cache_root() / f"{embedded_video.NAME}-{embedded_video.REVISION}"   # never built here
+        embedded.cached_path(embedded_video.NAME, embedded_video.REVISION)   # never built here
     if not path and not model.is_dir():
         return Check("WARN", "video model", "none set: the embedded TEST video model (built at the server's first "
                      "start)", VIDEO_FIX), None, None
@@ -130,7 +130,7 @@ def local_model(data: dict):
     if not path:
         from bodydouble_server.models import embedded, get_family
 
-        cached = embedded.cache_root() / f"{embedded.NAME}-{embedded.REVISION}"
+        cached = embedded.cached_path(embedded.NAME, embedded.REVISION)
         check = Check("WARN", "base model", "none set: the embedded TEST model (random weights)",
                       "set model = \"/path/to/diffusers-folder\" in the server config")
         return check, _identity(embedded.LABEL, cached, get_family("sd15"), True) if cached.is_dir() else None, None

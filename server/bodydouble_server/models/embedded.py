@@ -29,9 +29,14 @@ def embedded_model_path() -> Path:
     return cached_build(NAME, REVISION, LABEL, build_pipeline)
 
 
+def cached_path(name: str, revision: str) -> Path:
+    """Where ``cached_build`` keeps a built test model (whether or not it was built yet)."""
+    return cache_root() / f"{name}-{revision}"
+
+
 def cached_build(name: str, revision: str, label: str, build) -> Path:
     """``build()``'s pipeline saved once under the cache (diffusers layout) and reused by every start."""
-    target = cache_root() / f"{name}-{revision}"
+    target = cached_path(name, revision)
     if (target / "model_index.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
