@@ -123,7 +123,8 @@ def main() -> None:
     from bodydouble_server.config import ServerConfig
     from bodydouble_server.engine import Engine
     from bodydouble_server.training import dataset
-    from bodydouble_server.training.trainer import ImageTrainer, TrainSettings
+    from bodydouble_server.training.image import ImageTrainer
+    from bodydouble_server.training.settings import TrainSettings
 
     root = Path(tempfile.mkdtemp(prefix="bd-bench-train-"))
     engine = Engine(ServerConfig(port=0, model=args.model, device="cpu", adapters=str(root / "adapters")))

@@ -111,7 +111,8 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, studio, 
     from safetensors.torch import load_file
 
     from bodydouble_server.training.run import train_adapter
-    from bodydouble_server.training.trainer import TrainingCancelled, TrainSettings
+    from bodydouble_server.training.loop import TrainingCancelled
+    from bodydouble_server.training.settings import TrainSettings
 
     settings = TrainSettings(**{**TRAIN, "steps": 5, "preview_count": 0, "seed": 9})
     pipe = video.pipeline()

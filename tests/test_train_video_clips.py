@@ -103,7 +103,8 @@ def test_stopped_and_resumed_clip_run_matches_an_uninterrupted_one(tmp_path, stu
     from bodydouble_server.config import ServerConfig
     from bodydouble_server.training.report import Thresholds
     from bodydouble_server.training.run import train_adapter
-    from bodydouble_server.training.trainer import TrainingCancelled, TrainSettings
+    from bodydouble_server.training.loop import TrainingCancelled
+    from bodydouble_server.training.settings import TrainSettings
     from bodydouble_server.video import VideoModel
 
     video = VideoModel(ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
@@ -172,3 +173,36 @@ def test_cut_sequences_into_clips(tmp_path):
         ("b_####.png", 1, 3)]                  # the gap at 1007 ends a run; a.####.png is its own sequence
     assert found.summary() == {"clip_frames": 3, "clips": 4, "sequences": 4, "frames_in_clips": 12,
                                "frames_left_out": 2, "stills": 1}
+
+
+def test_clip_control_is_what_extend_gives_the_transformer(tmp_path, studio):
+    """The control a clip trains with is, to float precision, the ``control_hidden_states`` the pipeline hands
+    the transformer when extend runs on the clip's known frames: training sees what serving sees."""
+    import torch
+
+    from bodydouble_server.config import ServerConfig
+    from bodydouble_server.models import get_family
+    from bodydouble_server.training import dataset
+    from bodydouble_server.training.settings import TrainSettings
+    from bodydouble_server.training.video import VideoTrainer
+    from bodydouble_server.video import VideoModel
+
+    video = VideoModel(ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
+    pipe = video.pipeline()
+    settings = TrainSettings(**{**TRAIN, "clip_conditioning": 2, "holdout_per_view": 0})
+    data = dataset.load([studio["footage"] / "front"], SIZE)
+    trainer = VideoTrainer(pipe, video.identity, data, settings, tmp_path / "work")
+    clip = trainer.train_frames[1]
+    seen = []
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["control_hidden_states"]), with_kwargs=True)
+    try:
+        get_family(video.identity.family).extend(
+            pipe, np.stack([f.rgb for f in clip.frames[:2]]), 3, height=SIZE, width=SIZE, prompt="", negative_prompt="",
+            steps=1, guidance=1.0, fps=16, generator=torch.Generator().manual_seed(0), on_step=lambda s, n: None)
+    finally:
+        hook.remove()
+    control = trainer.data.control[1:2]
+    assert control.shape == seen[0].shape and control.shape[1] == 2 * pipe.vae.config.z_dim + 64
+    assert torch.allclose(control, seen[0], atol=1e-4), float((control - seen[0]).abs().max())
+    assert not torch.allclose(control, trainer.data.control[0:1], atol=1e-4)   # another clip, another control

@@ -15,7 +15,7 @@ from bodydouble_server import samples
 from bodydouble_server.training import dataset as dataset_mod
 from bodydouble_server.training.report import Thresholds, build_report, summary_text
 from bodydouble_server.training.run import data_report, train_adapter
-from bodydouble_server.training.trainer import TrainSettings
+from bodydouble_server.training.settings import TrainSettings
 
 from .support import REPO
 
@@ -207,7 +207,7 @@ from bodydouble_server.config import ServerConfig
 from bodydouble_server.engine import Engine
 from bodydouble_server.training.report import Thresholds
 from bodydouble_server.training.run import train_adapter
-from bodydouble_server.training.trainer import TrainSettings
+from bodydouble_server.training.settings import TrainSettings
 frames, adapters, pause_at = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 engine = Engine(ServerConfig(port=0, device="cpu", adapters="/nonexistent-bodydouble-adapters"))
 engine.load()

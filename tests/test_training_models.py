@@ -138,7 +138,7 @@ def test_a_half_precision_sdxl_vae_encodes_in_float32(tmp_path, frames_dir, sdxl
 
     from bodydouble_server.models.identity import ModelIdentity
     from bodydouble_server.training.run import data_report
-    from bodydouble_server.training.trainer import ImageTrainer
+    from bodydouble_server.training.image import ImageTrainer
 
     pipe = StableDiffusionXLInpaintPipeline.from_pretrained(str(sdxl_folder), torch_dtype=torch.float16,
                                                             local_files_only=True)

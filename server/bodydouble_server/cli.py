@@ -118,7 +118,7 @@ def cmd_train(args) -> int:
 
     from .training import contact, run
     from .training.report import summary_text, to_json
-    from .training.trainer import TrainingCancelled
+    from .training.loop import TrainingCancelled
 
     logging.basicConfig(level=logging.WARNING)
     settings, thresholds = run.from_request(train_request(args))

@@ -19,7 +19,7 @@ from ..adapters import MANIFEST_FILE
 from ..engine import Engine
 from ..training import contact, run
 from ..training.report import summary_text
-from ..training.trainer import TrainingCancelled
+from ..training.loop import TrainingCancelled
 
 
 def reading_frames(job, what: str, interval: float = 0.5):
@@ -37,6 +37,22 @@ def reading_frames(job, what: str, interval: float = 0.5):
             job.report(0.0, f"reading frame {index + 1} of {total}: {path.name}", phase="report",
                        frames_read=index, frames=total)
     return on_frame
+
+
+def validate(req: TrainRequest, engine: Engine) -> None:
+    """Submit-time checks, before ``accepted`` (cheap: no frame read, nothing written; see operations/common)."""
+    for path in req.frames:
+        engine.roots.check(path, "training frames")
+    if req.contact_sheet:
+        engine.roots.writable_dir(Path(req.contact_sheet).parent, "contact_sheet")
+    if not req.report_only:
+        missing = [what for what, value in (("rights_holder", req.rights_holder), ("licence", req.licence))
+                   if not value.strip()]
+        if missing:
+            raise errors.RequestError(f"an adapter must say its {' and '.join(missing)}: set them before training",
+                                      code=errors.INVALID_REQUEST)
+    if req.model_kind == "video" and (engine.video is not None or engine.video_error is not None):
+        engine.video_model()                  # not_supported / model_unavailable (skipped while loading)
 
 
 def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:

@@ -12,8 +12,9 @@ from bodydouble.jobspec import TrainOptions, TrainRequest
 from ..paths import AllowedRoots
 from . import dataset as dataset_mod
 from .report import Thresholds, build_report, check_trainable
-from .trainer import ImageTrainer, TrainSettings
-from .video_trainer import VideoTrainer
+from .image import ImageTrainer
+from .settings import TrainSettings
+from .video import VideoTrainer
 
 WORK_FOLDER = ".training"   # hidden inside the adapters folder: the server's rescan skips dot-folders
 

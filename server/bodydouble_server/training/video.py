@@ -25,10 +25,11 @@ only (Wan's causal VAE: latent 0 is frame 0, latent j frames 4j-3..4j), weighted
 where there is one. The adapter then learns how the character moves as well as how they look. A clip's
 control input needs no random draw, so it is encoded once, with the clip's posterior.
 
-Control (``control_hidden_states``), built as ``WanVACEPipeline`` builds it for extend: the control video
-is the frame with the pixels to generate set to mid-grey (0 in [-1, 1]); its latents split into
-*inactive* (kept pixels) and *reactive* (pixels to generate: grey, so always the latent of a grey frame),
-plus the binary mask folded from 8x8 pixel blocks into 64 channels. Per sample the region to generate
+Control (``control_hidden_states``), made by ``WanVACEPipeline``'s own ``prepare_video_latents`` and
+``prepare_masks``, from what extend gives it: the control video is the frame(s) with the pixels to generate
+set to mid-grey (0 in [-1, 1]) and the mask is 1 there; the pipeline splits the latents into *inactive*
+(kept pixels) and *reactive* (pixels to generate: grey) and folds the mask's 8x8 pixel blocks into 64
+channels. Those methods take one video at a time, so a batch is prepared sample by sample. Per sample the region to generate
 is the character's matte (when there is one: the character regenerated inside its kept plate), a
 random box, or the whole frame -- the last is exactly what every frame extend makes sees (grey, mask 1).
 With a matte, the loss counts only the character's pixels.
@@ -49,7 +50,8 @@ from .. import models
 from . import clips as clips_mod
 from .contact import write_png
 from .dataset import TrainingFrame
-from .trainer import Trainer, _Tensors, frame_prompt, split_holdout
+from .loop import Trainer
+from .samples import FrameTensors, frame_prompt, inpaint_masks, split_holdout
 
 TEXT_TOKENS = 512          # WanVACEPipeline's max_sequence_length default: what extend's calls use
 ENCODE_FRAMES = 8          # a real Wan VAE at full size: encode this many frames' worth at a time
@@ -116,12 +118,6 @@ class VideoTrainer(Trainer):
         z = vae.config.z_dim
         self.latents_mean = torch.tensor(vae.config.latents_mean, device=self.device).view(1, z, 1, 1, 1)
         self.latents_std = torch.tensor(vae.config.latents_std, device=self.device).view(1, z, 1, 1, 1)
-        self.block = self.pipe.vae_scale_factor_spatial
-        size = self.settings.resolution
-        frames = self.settings.clip_frames
-        with torch.no_grad():
-            # The reactive half of every control input: the latent of the grey pixels to generate.
-            self.reactive = self._encode_video(torch.zeros(1, 3, frames, size, size, device=self.device))
         if self.clips is not None:
             # The samples are clips: the loop draws from, and holds out, clips (the last of each view).
             self.train_frames, self.heldout = split_holdout(self.clips.clips, self.settings.holdout_per_view)
@@ -155,19 +151,7 @@ class VideoTrainer(Trainer):
                       "heldout": id(c) in held} for c in self.clips.clips]}}
 
     # -- tensors ---------------------------------------------------------------------------------------
-    def _normalise(self, latents):
-        return ((latents.float() - self.latents_mean) / self.latents_std).to(self.weight_dtype)
-
-    def _encode_video(self, video):
-        """(N, 3, F, H, W) pixels in [-1, 1] -> normalised latents (N, z, F', h, w), the VAE's mode."""
-        vae = self.pipe.vae
-        return self._normalise(vae.encode(video.to(vae.dtype)).latent_dist.mode())
-
-    def _encode(self, pixels):
-        """(N, 3, H, W) pixels in [-1, 1] -> normalised 1-frame latents (N, z, 1, h, w), the VAE's mode."""
-        return self._encode_video(pixels[:, :, None])
-
-    def _text(self, t: _Tensors) -> None:
+    def _text(self, t: FrameTensors) -> None:
         """The UMT5 embedding of each prompt, once per distinct prompt (samples share trigger + view)."""
         import torch
 
@@ -178,7 +162,7 @@ class VideoTrainer(Trainer):
                                              max_sequence_length=TEXT_TOKENS, device=self.device,
                                              dtype=self.weight_dtype)[0]
 
-    def _posterior(self, t: _Tensors, videos) -> None:
+    def _posterior(self, t: FrameTensors, videos) -> None:
         """The VAE posterior of (N, 3, F, H, W) videos, a few at a time, in the normalised space the
         transformer works in: x0 = mean + std * eps."""
         import torch
@@ -192,33 +176,29 @@ class VideoTrainer(Trainer):
         t.mean = (torch.cat(means) - self.latents_mean) / self.latents_std
         t.std = torch.cat(stds) / self.latents_std
 
-    def _frame_tensors(self, frames: list[TrainingFrame]) -> _Tensors:
-        t = _Tensors(frames, self.settings.trigger, self.device, self.weight_dtype)
+    def _frame_tensors(self, frames: list[TrainingFrame]) -> FrameTensors:
+        t = FrameTensors(frames, self.settings.trigger, self.device, self.weight_dtype)
         self._text(t)
         self._posterior(t, t.pixels[:, :, None])
         return t
 
-    def _clip_tensors(self, clips: list[clips_mod.Clip]) -> _Tensors:
+    def _clip_tensors(self, clips: list[clips_mod.Clip]) -> FrameTensors:
         """Per clip: prompt (its first frame's), posterior, extend's control input and the loss weight. The
         pixels are dropped once encoded (previews read the frames themselves)."""
         import torch
         import torch.nn.functional as F
 
         frames, k = self.settings.clip_frames, self.settings.clip_conditioning
-        t = _Tensors([f for c in clips for f in c.frames], self.settings.trigger, self.device, self.weight_dtype)
+        t = FrameTensors([f for c in clips for f in c.frames], self.settings.trigger, self.device, self.weight_dtype)
         n, size = len(clips), self.settings.resolution
         t.prompts, t.has_matte = t.prompts[::frames], None
         videos = t.pixels.view(n, frames, 3, size, size).transpose(1, 2)
         self._text(t)
         self._posterior(t, videos)
         # Extend's control: the first K frames known (kept, mask 0), the rest to generate (grey, mask 1).
-        generate = torch.zeros(n, frames, size, size, device=self.device, dtype=videos.dtype)
-        generate[:, k:] = 1
-        with torch.no_grad():
-            inactive = torch.cat([self._encode_video(chunk) for chunk in
-                                  (videos * (1 - generate[:, None])).split(max(1, ENCODE_FRAMES // frames))])
-        t.control = torch.cat([inactive, self.reactive.expand_as(inactive), self._fold(generate).to(inactive.dtype)],
-                              dim=1)
+        generate = torch.zeros(n, 1, frames, size, size, device=self.device, dtype=videos.dtype)
+        generate[:, :, k:] = 1
+        t.control = self._control(videos, generate)
         # Loss weight per latent frame: the character's matte averaged over the frames it encodes (area
         # downsampled), zero on latent frames that hold known frames only.
         latent_frames, step = t.mean.shape[2], self.pipe.vae_scale_factor_temporal
@@ -230,32 +210,21 @@ class VideoTrainer(Trainer):
         del t.pixels, t.mattes
         return t
 
-    def _fold(self, generate):
-        """The (N, F, H, W) mask of pixels to generate as VACE takes it (``WanVACEPipeline.prepare_masks``):
-        each 8x8 pixel block folded into vae_scale_factor_spatial**2 channels, frames resampled to the latent
-        frames (nearest-exact) -> (N, 64, F', h, w)."""
-        import torch.nn.functional as F
-
-        n, frames, height, width = generate.shape
-        b = self.block
-        folded = generate.view(n, frames, height // b, b, width // b, b).permute(0, 3, 5, 1, 2, 4) \
-            .reshape(n, b * b, frames, height // b, width // b)
-        latent_frames = (frames + self.pipe.vae_scale_factor_temporal - 1) // self.pipe.vae_scale_factor_temporal
-        if latent_frames == frames:
-            return folded
-        return F.interpolate(folded, size=(latent_frames, *folded.shape[-2:]), mode="nearest-exact")
-
-    def _control(self, tensors: _Tensors, index, masks):
-        """VACE's control input for 1-frame clips: inactive latents (kept pixels; grey where generated),
-        reactive latents (the grey to generate) and the mask folded into vae_scale_factor_spatial**2 channels."""
+    def _control(self, videos, generate):
+        """VACE's control input, as ``WanVACEPipeline.__call__`` makes it from extend's video and mask: (N, 3, F,
+        H, W) pixels in [-1, 1] and the (N, 1, F, H, W) region to generate (1) -> (N, 2 z + 64, F', h, w). The
+        pixels to generate are set to grey first, as extend's control video has them."""
         import torch
 
-        generate = (masks > 0.5).to(tensors.pixels.dtype)
+        generate = (generate > 0.5).to(videos.dtype)
+        control = []
         with torch.no_grad():
-            inactive = self._encode(tensors.pixels[index] * (1 - generate))
-        return torch.cat([inactive, self.reactive.expand_as(inactive), self._fold(generate).to(inactive.dtype)], dim=1)
+            for video, mask in zip((videos * (1 - generate)).split(1), generate.split(1)):
+                latents = self.pipe.prepare_video_latents(video, mask, [[]], device=self.device)   # [[]]: no reference images
+                control.append(torch.cat([latents, self.pipe.prepare_masks(mask, [[]]).to(latents.dtype)], dim=1))
+        return torch.cat(control).to(self.weight_dtype)
 
-    def _loss(self, tensors: _Tensors, index, generator, timesteps=None):
+    def _loss(self, tensors: FrameTensors, index, generator, timesteps=None):
         import torch
         import torch.nn.functional as F
 
@@ -271,7 +240,8 @@ class VideoTrainer(Trainer):
         sigma = sigma.to(self.device)
         if self.clips is None:
             # The region to generate is drawn as the image trainer draws its inpaint mask (matte / box / all).
-            control = self._control(tensors, index, self._inpaint_masks(tensors, index, generator))
+            control = self._control(tensors.pixels[index][:, :, None],
+                                    inpaint_masks(tensors, index, generator)[:, :, None])
             weight = F.interpolate(tensors.mattes[index], size=x0.shape[-2:], mode="area").float()[:, :, None]
         else:   # extend's control, fixed per clip: encoded once
             control, weight = tensors.control[index], tensors.weight[index]
