@@ -13,7 +13,7 @@ from bodydouble import errors
 from . import models
 from .adapters import AdapterLibrary
 from .config import ServerConfig
-from .models import embedded
+from .models import testing
 from .models.identity import ModelIdentity, model_sha256
 from .paths import AllowedRoots
 
@@ -59,8 +59,8 @@ class Engine:
     def load(self) -> None:
         quiet_libraries()
         cfg = self.config
-        test_model = cfg.model is None
-        path = embedded.embedded_model_path() if test_model else Path(cfg.model).expanduser()
+        test = testing.resolve(cfg.model, "image")   # no model set, test:standin, test:passthrough: a TEST model
+        path = test.folder if test else Path(cfg.model).expanduser()
         if not path.exists():
             raise errors.RequestError(f"base model {path} does not exist", code=errors.MODEL_UNAVAILABLE)
         family = models.get_family(cfg.family) if cfg.family else models.detect_family(path, kind="image")
@@ -81,9 +81,9 @@ class Engine:
             pipe.set_progress_bar_config(disable=True)
             self.pipelines[operation] = pipe
         self.family = family
-        name = embedded.LABEL if test_model else path.name
-        self.identity = ModelIdentity(name=name, family=family.name, sha256=model_sha256(path), path=str(path),
-                                      test_model=test_model)
+        self.identity = ModelIdentity(name=test.label if test else path.name, family=family.name,
+                                      sha256=model_sha256(path), path=test.path if test else str(path),
+                                      test_model=test is not None)
         self.adapters = AdapterLibrary(Path(cfg.adapters), self.identity, family.kind)
         self.rescan()
         self._configure_video()

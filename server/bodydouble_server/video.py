@@ -14,7 +14,7 @@ from bodydouble import errors
 
 from . import models
 from .adapters import AdapterLibrary
-from .models import embedded_video
+from .models import embedded_video, testing
 from .models.identity import ModelIdentity, model_sha256
 
 log = logging.getLogger("bodydouble.video")
@@ -26,14 +26,15 @@ class VideoModel:
     def __init__(self, config, device: str, dtype):
         self.config = config
         self.device, self.dtype = device, dtype
-        self.test_model = config.video_model is None
-        path = embedded_video.embedded_video_model_path() if self.test_model else Path(config.video_model).expanduser()
+        test = testing.resolve(config.video_model, "video")   # none set, test:standin, test:passthrough: TEST
+        self.test_model = test is not None
+        path = test.folder if test else Path(config.video_model).expanduser()
         if not path.is_dir():
             raise errors.RequestError(f"video model {path} is not a diffusers folder", code=errors.MODEL_UNAVAILABLE)
         self.path = path
         self.family = models.detect_family(path, kind="video")
-        name = embedded_video.LABEL if self.test_model else path.name
-        self.identity = ModelIdentity(name=name, family=self.family.name, sha256=model_sha256(path), path=str(path),
+        self.identity = ModelIdentity(name=test.label if test else path.name, family=self.family.name,
+                                      sha256=model_sha256(path), path=test.path if test else str(path),
                                       test_model=self.test_model)
         self.adapters = AdapterLibrary(Path(config.adapters), self.identity, "video")
         self.adapters.sync(None)          # inspect only: weights go into the pipeline when it loads

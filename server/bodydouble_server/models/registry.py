@@ -1,6 +1,7 @@
 """Pipelines looked up by model family and operation: a new family is one file that registers here."""
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,9 @@ class Family:
                 f"model family {self.title} cannot do '{operation}' (it can: {', '.join(sorted(self.pipelines))})",
                 code=errors.NOT_SUPPORTED,
             )
+        if ":" in name:   # "module:Class", a pipeline outside diffusers (the test-only families)
+            module, _, attr = name.partition(":")
+            return getattr(importlib.import_module(module), attr)
         return getattr(diffusers, name)
 
 

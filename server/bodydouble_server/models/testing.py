@@ -1,0 +1,303 @@
+"""TEST-ONLY model families: a GPU-like stand-in and a passthrough. Never for artists.
+
+``bodydouble serve --model test:standin`` (and ``--video-model test:standin`` for extend):
+    sleeps ``$BODYDOUBLE_STANDIN_STEP_S`` seconds (default 0.25) per denoising step, the way a process waits
+    on a GPU: ``time.sleep`` releases the GIL, so frame I/O, colour and the socket loop run meanwhile, as they
+    would beside a real GPU. It returns deterministic pixels: a smooth pattern fixed by the seed, the prompt,
+    the active adapters and the size. It measures orchestration (queueing, pools, farm jobs, frame pipelines)
+    on CPU-only machines.
+``bodydouble serve --model test:passthrough`` (and ``--video-model test:passthrough``):
+    returns its input unchanged (extend: the last known frame, held), so a fill through the real server gives
+    back the plate inside the mask: colour, crop, pixel aspect, resize and feather checked end to end.
+
+Both run through the real fill/extend code: they are pipelines with diffusers' call signature and its LoRA
+methods (adapters are read, checked and switched, and change the stand-in's pixels). Their identity says
+TEST MODEL in every header and hello (``test_model: true``), their path is ``test:<name>`` (so nothing offers
+to train on them) and no host lists them: a pipeline engineer types them on purpose.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from bodydouble import errors
+
+from .embedded import cached_build
+from .registry import Family, register
+
+PREFIX = "test:"
+STEP_ENV = "BODYDOUBLE_STANDIN_STEP_S"
+DEFAULT_STEP_S = 0.25
+REVISION = "v1"          # bump when the folder layout below changes
+_WEIGHTS = "test_model.safetensors"
+
+
+def step_seconds() -> float:
+    """The stand-in's seconds per step, read at every call so a benchmark can change it between runs."""
+    value = os.environ.get(STEP_ENV, "")
+    try:
+        seconds = float(value) if value else DEFAULT_STEP_S
+    except ValueError:
+        raise errors.RequestError(f"{STEP_ENV}={value!r} is not a number of seconds", code=errors.INVALID_REQUEST) from None
+    return max(0.0, seconds)
+
+
+def _digest(*parts) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
+
+
+class TestPipeline:
+    """What the operations and AdapterLibrary call on a diffusers pipeline, for an in-memory test model."""
+
+    __test__ = False         # not a pytest class
+    class_name = ""
+    kind = "image"
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = folder
+        self.loras: dict[str, str] = {}              # adapter name in the pipeline -> weights digest
+        self.active: tuple[tuple[str, float], ...] = ()
+        self.lora_enabled = True
+        self.calls = 0
+        self.num_timesteps = 0
+
+    # -- diffusers' loading and saving ------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path, **_ignored):
+        index = json.loads((Path(path) / "model_index.json").read_text())
+        if index.get("_class_name") != cls.class_name:
+            raise errors.RequestError(f"{path} is not a {cls.class_name} folder", code=errors.MODEL_UNAVAILABLE)
+        return cls(Path(path))
+
+    def save_pretrained(self, folder) -> None:
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        (folder / "model_index.json").write_text(json.dumps({"_class_name": self.class_name, "kind": self.kind,
+                                                             "bodydouble_test_model": True}, indent=2))
+        # A weights file makes the identity hash differ per test family (adapters are checked against it).
+        save_file({"identity": np.frombuffer(self.class_name.encode(), np.uint8).copy()}, str(folder / _WEIGHTS))
+
+    @classmethod
+    def save_lora_weights(cls, save_directory, weight_name: str, safe_serialization: bool = True, **layers) -> None:
+        from safetensors.numpy import save_file
+
+        tensors = {f"{component.removesuffix('_lora_layers')}.{key}": np.ascontiguousarray(value)
+                   for component, state in layers.items() for key, value in state.items()}
+        save_file(tensors, str(Path(save_directory) / weight_name))
+
+    def to(self, *_args, **_kwargs):
+        return self
+
+    def set_progress_bar_config(self, **_kwargs) -> None:
+        pass
+
+    # -- diffusers' LoRA methods -------------------------------------------------------------
+    def load_lora_weights(self, folder, weight_name: str, adapter_name: str, **_kwargs) -> None:
+        from safetensors.numpy import load_file
+
+        tensors = load_file(str(Path(folder) / weight_name))   # a broken file raises, as diffusers would
+        digest = hashlib.sha256()
+        for key in sorted(tensors):
+            digest.update(key.encode() + tensors[key].tobytes())
+        self.loras[adapter_name] = digest.hexdigest()
+
+    def delete_adapters(self, names) -> None:
+        for name in [names] if isinstance(names, str) else names:
+            self.loras.pop(name, None)
+        self.active = tuple((n, w) for n, w in self.active if n in self.loras)
+
+    def set_adapters(self, names, adapter_weights=None) -> None:
+        names = [names] if isinstance(names, str) else list(names)
+        weights = adapter_weights if adapter_weights is not None else [1.0] * len(names)
+        missing = [n for n in names if n not in self.loras]
+        if missing:
+            raise ValueError(f"adapters {missing} are not loaded")
+        self.active = tuple(zip(names, (float(w) for w in weights)))
+
+    def enable_lora(self) -> None:
+        self.lora_enabled = True
+
+    def disable_lora(self) -> None:
+        self.lora_enabled = False
+
+    def active_loras(self) -> tuple:
+        """(weights digest, weight) of each adapter the next call runs with."""
+        return tuple((self.loras[n], w) for n, w in self.active) if self.lora_enabled else ()
+
+    # -- a denoising loop ------------------------------------------------------------------------
+    def _steps(self, steps: int, callback, sleep: bool) -> None:
+        """``steps`` steps, each a GIL-free wait (stand-in) and a ``callback_on_step_end`` (progress, cancel)."""
+        self.num_timesteps = steps
+        seconds = step_seconds() if sleep else 0.0
+        for step in range(steps):
+            if seconds:
+                time.sleep(seconds)
+            if callback is not None:
+                callback(self, step, 1000 - step * 1000 // max(steps, 1), {})
+
+
+def _inpaint_steps(num_inference_steps: int, strength: float) -> int:
+    """Steps an inpaint pipeline runs: diffusers skips the first (1 - strength) of the schedule."""
+    return max(1, min(int(num_inference_steps * strength), num_inference_steps))
+
+
+def pattern(height: int, width: int, key: int, frames: int = 1) -> np.ndarray:
+    """A smooth, deterministic (frames, height, width, 3) image in [0.05, 0.95] chosen by ``key``."""
+    rng = np.random.default_rng(key)
+    low, high = rng.uniform(0.05, 0.5, 3), rng.uniform(0.5, 0.95, 3)
+    fy, fx, drift = rng.uniform(0.5, 3.0, 2).tolist() + [rng.uniform(0.02, 0.2)]
+    y = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
+    x = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
+    t = np.arange(frames, dtype=np.float32)[:, None, None]
+    wave = 0.5 + 0.5 * np.sin(2 * np.pi * (fy * y[None] + fx * x[None] + drift * t))
+    return (low + (high - low) * wave[..., None]).astype(np.float32)
+
+
+class StandInPipeline(TestPipeline):
+    """Inpaint-shaped: sleeps per step, returns ``pattern`` keyed by seed, prompt, adapters and size."""
+
+    class_name = "BodyDoubleStandInPipeline"
+
+    def __call__(self, *, image, height: int, width: int, num_inference_steps: int = 20, strength: float = 1.0,
+                 prompt: str = "", generator=None, callback_on_step_end=None, output_type: str = "np", **_kwargs):
+        self.calls += 1
+        self._steps(_inpaint_steps(num_inference_steps, strength), callback_on_step_end, sleep=True)
+        seed = generator.initial_seed() if generator is not None else 0
+        key = _digest("standin", seed, prompt, self.active_loras(), height, width)
+        return SimpleNamespace(images=pattern(height, width, key))
+
+
+class PassthroughPipeline(TestPipeline):
+    """Returns the image it was given, unchanged (after its steps' callbacks, so cancel still works)."""
+
+    class_name = "BodyDoublePassthroughPipeline"
+
+    def __call__(self, *, image, num_inference_steps: int = 20, strength: float = 1.0, callback_on_step_end=None,
+                 output_type: str = "np", **_kwargs):
+        self.calls += 1
+        self._steps(_inpaint_steps(num_inference_steps, strength), callback_on_step_end, sleep=False)
+        return SimpleNamespace(images=np.array(image, dtype=np.float32, copy=True))
+
+
+class StandInVideoPipeline(StandInPipeline):
+    class_name = "BodyDoubleStandInVideoPipeline"
+    kind = "video"
+
+
+class PassthroughVideoPipeline(PassthroughPipeline):
+    class_name = "BodyDoublePassthroughVideoPipeline"
+    kind = "video"
+
+
+def _extend_standin(pipe, context: np.ndarray, count: int, *, height: int, width: int, prompt: str, steps: int,
+                    generator, on_step, **_settings) -> np.ndarray:
+    """Wan-shaped extend: one sleep per step for the whole call, then ``count`` drifting pattern frames."""
+    import torch
+
+    pipe.calls += 1
+    pipe._steps(steps, _on_step(on_step, steps), sleep=True)
+    draw = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else 0
+    key = _digest("standin-video", draw, prompt, pipe.active_loras(), height, width, len(context))
+    return pattern(height, width, key, frames=count)
+
+
+def _extend_passthrough(pipe, context: np.ndarray, count: int, *, steps: int, on_step, **_settings) -> np.ndarray:
+    """The last known frame, held for ``count`` frames: extend's colour and resize path, checkable."""
+    pipe.calls += 1
+    pipe._steps(steps, _on_step(on_step, steps), sleep=False)
+    return np.repeat(np.asarray(context[-1:], dtype=np.float32), count, axis=0)
+
+
+def _on_step(on_step, steps: int):
+    return lambda pipeline, step, timestep, kwargs: on_step(step + 1, steps)
+
+
+def _module_class(cls) -> str:
+    return f"{__name__}:{cls.__name__}"
+
+
+def _detects(cls):
+    return lambda index, path: index.get("_class_name") == cls.class_name
+
+
+STANDIN = register(Family(
+    name="test-standin", title="TEST stand-in (sleeps per step like a GPU; fixed pixels; benchmarks only)",
+    resolution=512, multiple=8, pipelines={"fill": _module_class(StandInPipeline)},
+    detect=_detects(StandInPipeline)))
+PASSTHROUGH = register(Family(
+    name="test-passthrough", title="TEST passthrough (returns its input; checks colour, crop, resize)",
+    resolution=512, multiple=8, pipelines={"fill": _module_class(PassthroughPipeline)},
+    detect=_detects(PassthroughPipeline)))
+STANDIN_VIDEO = register(Family(
+    name="test-standin-video", title="TEST stand-in video (sleeps per step like a GPU; fixed pixels)",
+    resolution=832, multiple=16, pipelines={"extend": _module_class(StandInVideoPipeline)},
+    detect=_detects(StandInVideoPipeline), kind="video", window=81, temporal_multiple=4, extend=_extend_standin))
+PASSTHROUGH_VIDEO = register(Family(
+    name="test-passthrough-video", title="TEST passthrough video (holds the last known frame)",
+    resolution=832, multiple=16, pipelines={"extend": _module_class(PassthroughVideoPipeline)},
+    detect=_detects(PassthroughVideoPipeline), kind="video", window=81, temporal_multiple=4,
+    extend=_extend_passthrough))
+
+_PIPELINES = {("standin", "image"): StandInPipeline, ("passthrough", "image"): PassthroughPipeline,
+              ("standin", "video"): StandInVideoPipeline, ("passthrough", "video"): PassthroughVideoPipeline}
+
+
+@dataclass(frozen=True)
+class TestModel:
+    """The test model a ``model``/``video_model`` setting names: none set = the embedded tiny model of that kind;
+    ``test:standin`` / ``test:passthrough`` = the families above."""
+
+    __test__ = False
+    label: str           # the identity's name: says TEST MODEL
+    folder: Path         # its (cached) folder
+    path: str            # the identity's path: a stand-in's is "test:<name>", so nothing offers to train on it
+
+
+def _label(name: str, kind: str) -> str:
+    return f"bodydouble-test-{name}{' video' if kind == 'video' else ''} (TEST MODEL: {name}, not for production)"
+
+
+def is_test_spec(model: str | None) -> bool:
+    return isinstance(model, str) and model.startswith(PREFIX)
+
+
+def resolve(model: str | None, kind: str) -> TestModel | None:
+    """The test model ``model`` names (built on first use), or None for a real model's path."""
+    if model is None:
+        from . import embedded, embedded_video
+
+        label, folder = ((embedded.LABEL, embedded.embedded_model_path()) if kind == "image"
+                         else (embedded_video.LABEL, embedded_video.embedded_video_model_path()))
+        return TestModel(label=label, folder=folder, path=str(folder))
+    if not is_test_spec(model):
+        return None
+    name = model.removeprefix(PREFIX)
+    cls = _PIPELINES.get((name, kind))
+    if cls is None:
+        known = ", ".join(sorted({PREFIX + n for n, k in _PIPELINES if k == kind}))
+        raise errors.RequestError(f"unknown test model {model!r}; test models: {known}", code=errors.MODEL_UNAVAILABLE)
+    label = _label(name, kind)
+    return TestModel(label=label, folder=cached_build(f"bodydouble-test-{name}-{kind}", REVISION, label, cls),
+                     path=model)
+
+
+def test_adapter(folder: Path, identity, character: str, seed: int, kind: str = "image") -> Path:
+    """A random adapter for a test model (tests and benchmarks: what the stand-in's pixels are keyed by)."""
+    from ..adapter_files import base_model_entry, write_adapter
+
+    weights = np.random.default_rng(seed).standard_normal((4, 8)).astype(np.float32)
+    component = "unet" if kind == "image" else "transformer"
+    return write_adapter(folder, TestPipeline, {component: {"lora_A.weight": weights}}, {
+        "name": Path(folder).name, "character": character, "trigger": f"<{Path(folder).name}>",
+        "base_model": base_model_entry(identity), "model_kind": kind, "rank": 4,
+        "rights_holder": "BodyDouble test data", "licence": "random adapter for test models; not trained",
+        "training": {"kind": "synthetic", "seed": seed}, "version": "1",
+    })
