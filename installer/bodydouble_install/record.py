@@ -11,6 +11,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bodydouble import atomic
+
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -39,9 +41,7 @@ class Record:
     def save(self) -> None:
         self.mkdir(self.path.parent)
         data = {k: v for k, v in asdict(self).items() if k != "path"}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        atomic.write_json(self.path, data)
 
     # -- recording what we add --------------------------------------------------------------------
     def mkdir(self, folder: Path) -> Path:

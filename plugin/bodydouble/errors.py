@@ -27,8 +27,8 @@ class RequestError(BodyDoubleError):
     """A request the server refuses or a job that fails; ``code`` names why."""
 
 
-# Codes, in one place so the protocol doc, server and client agree.
-MALFORMED = "malformed"                # not a BodyDouble message at all (frames, JSON, header shape)
+# Codes, in one place so the protocol doc (its one table of error codes), server and client agree.
+MALFORMED = "malformed"                # not a BodyDouble message at all (frames, JSON, header shape, nesting)
 BAD_TAG = "bad_tag"                    # first frame is not the protocol tag
 PROTOCOL_MISMATCH = "protocol_mismatch"
 UNKNOWN_TYPE = "unknown_type"
@@ -42,6 +42,10 @@ UNREADABLE_FILE = "unreadable_file"
 UNKNOWN_COLORSPACE = "unknown_colorspace"
 EMPTY_MASK = "empty_mask"
 UNKNOWN_JOB = "unknown_job"
+DUPLICATE_ID = "duplicate_id"          # a request id this connection already used for a job
+BUSY = "busy"                          # the job queue is full: retry after details.retry_after seconds
+PATH_UNWRITABLE = "path_unwritable"    # inside the roots, but the server cannot write there (details: path, reason)
+WRITE_FAILED = "write_failed"          # writing a take's file failed, e.g. a full disk (details: path, reason)
 NOT_SUPPORTED = "not_supported"
 CANCELLED = "cancelled"
 MODEL_UNAVAILABLE = "model_unavailable"
@@ -59,14 +63,36 @@ class ProtocolMismatch(BodyDoubleError):
     code = PROTOCOL_MISMATCH
 
 
-class ServerNotRunning(BodyDoubleError):
-    code = "server_not_running"
+SERVER_UNAVAILABLE = "server_unavailable"   # client side: no server answered (connect, or it stopped answering)
+BAD_ADDRESS = "bad_address"                 # client side: the address is not tcp://host:port (or ipc://, inproc://)
 
 
-class ServerLost(BodyDoubleError):
-    """The server stopped answering while a request was in flight."""
+class ServerUnavailable(BodyDoubleError):
+    """No BodyDouble server answers at the address: at connect, or it stopped answering mid-request."""
 
-    code = "server_lost"
+    code = SERVER_UNAVAILABLE
+
+
+class ServerNotRunning(ServerUnavailable):
+    """Nothing answered at connect time."""
+
+
+class ServerLost(ServerUnavailable):
+    """The server stopped answering (three missed heartbeats) while a request or job was in flight."""
+
+
+class BadAddress(BodyDoubleError, ValueError):
+    code = BAD_ADDRESS
+
+
+class Busy(RequestError):
+    """The server's queue is full; ``retry_after`` (seconds) says when to try again."""
+
+    code = BUSY
+
+    @property
+    def retry_after(self) -> float:
+        return float(self.details.get("retry_after", 1.0))
 
 
 class RequestTimeout(BodyDoubleError):
@@ -89,7 +115,17 @@ class JobFailed(RequestError):
     code = JOB_FAILED
 
 
+def write_failed(path, reason) -> RequestError:
+    """A take file that could not be written, with the OS's own reason (``reason``: text or an OSError)."""
+    if isinstance(reason, OSError):
+        reason = reason.strerror or str(reason)
+    reason = str(reason).strip() or "unknown reason"
+    return RequestError(f"cannot write {path}: {reason}", code=WRITE_FAILED, details={"path": str(path), "reason": reason})
+
+
 _BY_CODE: dict[str, type[BodyDoubleError]] = {
+    BUSY: Busy,
+    SERVER_UNAVAILABLE: ServerUnavailable,
     PROTOCOL_MISMATCH: ProtocolMismatch,
     UNKNOWN_ADAPTER: UnknownAdapter,
     ADAPTER_INCOMPATIBLE: AdapterIncompatible,

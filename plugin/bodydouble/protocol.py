@@ -24,9 +24,10 @@ VERSION = 1
 
 # Requests a client may send, and the replies a server sends.
 REQUEST_TYPES = frozenset(
-    {"hello", "list_adapters", "rescan", "submit", "cancel", "status", "heartbeat"}
+    {"hello", "list_adapters", "rescan", "submit", "cancel", "status", "follow", "heartbeat"}
 )
-REPLY_TYPES = frozenset({"accepted", "progress", "result", "error"})
+# ``heartbeat`` also flows server -> client (id null) while a connection follows a job.
+REPLY_TYPES = frozenset({"accepted", "progress", "result", "error", "heartbeat"})
 FINAL_TYPES = frozenset({"result", "error"})
 
 # dtype names on the wire -> little-endian numpy dtypes
@@ -75,7 +76,7 @@ def dtype_name(array: np.ndarray) -> str:
             return name
     raise errors.RequestError(
         f"arrays of dtype {array.dtype} cannot be sent; use one of {sorted(DTYPES)}",
-        code=errors.INVALID_REQUEST,
+        code=errors.BUFFER_MISMATCH,
     )
 
 
@@ -117,7 +118,18 @@ def peek_id(frames: Sequence[Any]) -> str | None:
 
 
 def decode(frames: Sequence[Any], limits: Limits = Limits(), expect: frozenset = REQUEST_TYPES) -> Message:
-    """Parse and validate one message; raise ``ProtocolError`` (with a code) if it is not valid."""
+    """Parse and validate one message; raise ``ProtocolError`` (with a code) if it is not valid.
+
+    Total: for any input this returns a message or raises a coded ``BodyDoubleError``, nothing else."""
+    try:
+        return _decode(frames, limits, expect)
+    except errors.BodyDoubleError:
+        raise
+    except Exception as exc:   # a case the checks below missed is still the sender's malformed message
+        raise errors.ProtocolError(f"message could not be decoded: {type(exc).__name__}: {exc}") from None
+
+
+def _decode(frames: Sequence[Any], limits: Limits, expect: frozenset) -> Message:
     if len(frames) < 2:
         raise errors.ProtocolError(
             f"a BodyDouble message has at least 2 frames (tag, header); got {len(frames)}"
@@ -134,7 +146,9 @@ def decode(frames: Sequence[Any], limits: Limits = Limits(), expect: frozenset =
         )
     try:
         header = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except RecursionError:
+        raise errors.ProtocolError("header nests JSON too deeply") from None
+    except Exception as exc:   # UnicodeDecodeError, ValueError, and anything else json may raise: never escapes
         raise errors.ProtocolError(f"header is not UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
         raise errors.ProtocolError("header must be a JSON object")
@@ -145,7 +159,7 @@ def decode(frames: Sequence[Any], limits: Limits = Limits(), expect: frozenset =
         if key not in header:
             raise errors.ProtocolError(f"header is missing {key!r}")
     version = header["protocol"]
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:    # `true == 1` in Python: not a version
         raise errors.ProtocolError(
             f"peer speaks BodyDouble protocol {version!r}; this side speaks {VERSION}. "
             "Update the older of the plugin and the server.",

@@ -5,17 +5,14 @@ diffusers ``load_lora_weights`` as well as in the BodyDouble server.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from bodydouble import __version__
+from bodydouble import __version__, atomic
 
 from .adapters import MANIFEST_FILE, WEIGHTS_FILE
 from .models.identity import ModelIdentity
-from .takes import write_json_atomic
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]             # the denoiser's attention
 TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]   # a CLIP text encoder's attention
@@ -38,20 +35,15 @@ def write_adapter(folder: Path, pipeline_cls, lora_layers: dict[str, dict], mani
     files to copy in.
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    if folder.exists():
+        raise FileExistsError(f"adapter folder {folder} already exists; pick a new name or version")
+    with atomic.staged_dir(folder) as staging:
         pipeline_cls.save_lora_weights(str(staging), **{f"{c}_lora_layers": state for c, state in lora_layers.items()},
                                        weight_name=WEIGHTS_FILE, safe_serialization=True)
         for name, source in (files or {}).items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, staging / name)
-        write_json_atomic(staging / MANIFEST_FILE, {"tool_version": __version__, "created": time.time(), **manifest})
-        if folder.exists():
-            raise FileExistsError(f"adapter folder {folder} already exists; pick a new name or version")
-        os.rename(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        atomic.write_json(staging / MANIFEST_FILE, {"tool_version": __version__, "created": time.time(), **manifest})
     return folder
 
 

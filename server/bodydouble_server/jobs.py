@@ -1,8 +1,12 @@
 """The job queue and the worker thread that owns the model.
 
-The socket loop only enqueues; one worker runs jobs in order (one GPU, one model). Every job
-ends with exactly one final reply, sent from ``_finish``. Cancel takes a queued job out at once
-and stops a running one at its next denoising step.
+The socket loop only admits and enqueues; one worker runs jobs in order (one GPU, one model).
+Every job's events go to its *subscribers* (the submitting request, and any ``follow`` from any
+connection) numbered by ``seq``: ``accepted`` (0), ``progress``..., then exactly one final
+``result`` or ``error``. A job's first reply is sent before the worker can see it, so nothing can
+overtake ``accepted``. Cancel takes a queued job out at once; a running one stops at its next step
+and its ``cancelled`` is sent only after the worker let go of it and the take was marked.
+An ended job keeps its summary (the final body, no pixel buffers), never its request.
 """
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ import logging
 import threading
 import time
 import traceback
-import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,6 +24,7 @@ from bodydouble import errors, protocol
 log = logging.getLogger("bodydouble.jobs")
 
 Send = Callable[[bytes, protocol.Message], None]
+LIVE = ("queued", "running")
 
 
 class Cancelled(Exception):
@@ -33,53 +37,114 @@ class Job:
     peer: bytes
     request_id: str
     operation: str
-    request: object
-    run: Callable[["Job"], protocol.Message]
+    request: object | None
+    run: Callable[["Job"], protocol.Message] | None
     send: Send
     state: str = "queued"          # queued | running | complete | failed | cancelled
     progress: dict = field(default_factory=dict)
-    result: dict = field(default_factory=dict)
+    summary: dict | None = None    # the final reply's body (no buffers), once ended
+    final_type: str | None = None  # "result" | "error"
     take_dir: str | None = None
     created: float = field(default_factory=time.time)
+    ended: float | None = None
+    seq: int = 0
     cancel_event: threading.Event = field(default_factory=threading.Event)
-    _final_sent: bool = False
+    subscribers: list = field(default_factory=list)    # (peer, request id) that receive this job's events
+    on_take: Callable | None = None                    # the manager's journal hook
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE
+
+    # -- called from the worker ----------------------------------------------------------------
     def check_cancelled(self) -> None:
         if self.cancel_event.is_set():
             raise Cancelled()
 
     def report(self, fraction: float, message: str = "", **extra) -> None:
-        self.progress = {"job": self.id, "fraction": round(min(max(fraction, 0.0), 1.0), 5), "message": message, **extra}
-        self.send(self.peer, protocol.Message(type="progress", id=self.request_id, body=self.progress))
+        with self._lock:
+            if not self.live:
+                return
+            self.seq += 1
+            self.progress = {"job": self.id, "fraction": round(min(max(fraction, 0.0), 1.0), 5), "message": message,
+                             **extra, "seq": self.seq}
+            self._publish("progress", self.progress)
+
+    def opened_take(self, take) -> None:
+        self.take_dir = str(take.dir)
+        if self.on_take is not None:
+            self.on_take(self, take)
 
     def finish(self, msg: protocol.Message, state: str) -> bool:
-        """Send the one final reply; later calls do nothing."""
+        """Send the one final reply to every subscriber; later calls do nothing. Drops the request's buffers."""
         with self._lock:
-            if self._final_sent:
+            if not self.live:
                 return False
-            self._final_sent = True
-            self.state = state
-        if msg.type == "result":
-            self.result = msg.body
-        self.send(self.peer, msg)
+            self.seq += 1
+            body = {"job": self.id, **msg.body, "seq": self.seq}
+            try:
+                self._publish(msg.type, body, msg.buffers, msg.meanings)
+            except Exception as exc:   # a reply that cannot be built (say a NaN) must still end the job
+                log.exception("job %s: its final reply could not be encoded", self.id)
+                msg = protocol.error_message(None, errors.RequestError(
+                    f"job {self.id} ended but its reply could not be sent: {type(exc).__name__}: {exc}",
+                    code=errors.INTERNAL))
+                body = {"job": self.id, **msg.body, "seq": self.seq}
+                state = "failed"
+                self._publish("error", body)
+            self.state, self.final_type, self.summary, self.ended = state, msg.type, body, time.time()
+            self.subscribers.clear()
+            self.request = self.run = None        # the request's pixels go with it
         return True
 
+    # -- called from the socket loop -----------------------------------------------------------
+    def subscribe(self, peer: bytes, request_id: str, queue_position: int | None = None) -> None:
+        """``peer`` follows this job: now its ``accepted`` (or, if it ended, its final reply), then its events."""
+        with self._lock:
+            if self.live:
+                self.subscribers.append((peer, request_id))
+                body = {"job": self.id, "state": self.state, "queue_position": queue_position, "seq": self.seq}
+                if self.progress:
+                    body["progress"] = self.progress
+                self.send(peer, protocol.Message(type="accepted", id=request_id, body=body))
+            else:
+                self.send(peer, protocol.Message(type=self.final_type, id=request_id, body=self.summary))
+
+    def unsubscribe_peer(self, peer: bytes) -> None:
+        with self._lock:
+            self.subscribers = [s for s in self.subscribers if s[0] != peer]
+
     def describe(self) -> dict:
-        return {"job": self.id, "operation": self.operation, "state": self.state, "progress": self.progress,
-                "created": self.created, "take_dir": self.take_dir}
+        out = {"job": self.id, "operation": self.operation, "state": self.state, "progress": self.progress,
+               "created": self.created, "ended": self.ended, "take_dir": self.take_dir, "seq": self.seq}
+        if self.summary is not None:
+            out["final"] = {"type": self.final_type, "body": self.summary}
+        return out
+
+    def _publish(self, mtype: str, body: dict, buffers=(), meanings=()) -> None:
+        for peer, rid in self.subscribers:
+            self.send(peer, protocol.Message(type=mtype, id=rid, body=body, buffers=list(buffers),
+                                             meanings=list(meanings)))
 
 
 class JobManager:
-    def __init__(self, load_engine: Callable[[], None], history: int = 1000):
+    """``max_queued`` jobs may wait (``busy`` past it), at most ``max_queued_per_peer`` from one connection."""
+
+    def __init__(self, load_engine: Callable[[], None], instance: str, history: int = 1000, max_queued: int = 64,
+                 max_queued_per_peer: int = 16, journal=None):
         self._load_engine = load_engine
         self._queue: collections.deque[Job] = collections.deque()
         self._cv = threading.Condition()
         self._jobs: dict[str, Job] = {}
         self._by_request: dict[tuple[bytes, str], str] = {}
         self._history = history
+        self.max_queued = max_queued
+        self.max_queued_per_peer = max_queued_per_peer
         self._ids = itertools.count(1)
-        self._prefix = uuid.uuid4().hex[:6]
+        self._prefix = instance[:8]
+        self._journal = journal
+        self._durations: collections.deque[float] = collections.deque(maxlen=20)
         self._stopping = False
         self.state = "loading"
         self.load_error: str | None = None
@@ -98,54 +163,87 @@ class JobManager:
         self._thread.join(timeout)
 
     # -- called from the socket loop -------------------------------------------------------
+    def check_request_id(self, peer: bytes, request_id: str) -> None:
+        if (peer, request_id) in self._by_request:
+            raise errors.RequestError(f"request id {request_id!r} was already used for a job on this connection; "
+                                      "use a new id per request", code=errors.DUPLICATE_ID)
+
+    def check_capacity(self, peer: bytes) -> None:
+        """``busy`` (with ``retry_after`` seconds) when the queue, or this connection's share of it, is full."""
+        with self._cv:
+            total = len(self._queue)
+            mine = sum(1 for job in self._queue if job.peer == peer)
+        if total < self.max_queued and mine < self.max_queued_per_peer:
+            return
+        typical = sum(self._durations) / len(self._durations) if self._durations else 1.0
+        retry = round(min(600.0, max(1.0, typical * max(1, mine if total < self.max_queued else total) / 2)), 1)
+        which = "this server's queue" if total >= self.max_queued else "this connection's share of the queue"
+        raise errors.Busy(f"{which} is full ({total} job(s) waiting); try again in {retry:g} s",
+                          details={"retry_after": retry, "queued": total})
+
     def submit(self, peer: bytes, request_id: str, operation: str, request: object,
                run: Callable[[Job], protocol.Message], send: Send) -> Job:
+        """Queue a job that passed every check; its ``accepted`` is sent before the worker can see it."""
         job = Job(id=f"job-{self._prefix}-{next(self._ids)}", peer=peer, request_id=request_id,
-                  operation=operation, request=request, run=run, send=send)
+                  operation=operation, request=request, run=run, send=send, on_take=self._take_opened)
         with self._cv:
             self._jobs[job.id] = job
             self._by_request[(peer, request_id)] = job.id
+            position = len(self._queue) + (1 if self.running else 0)
+            job.subscribe(peer, request_id, position)
             self._queue.append(job)
-            position = len(self._queue) - 1 + (1 if self.running else 0)
             self._trim()
             self._cv.notify()
-        send(peer, protocol.Message(type="accepted", id=request_id,
-                                    body={"job": job.id, "queue_position": position, "state": self.state}))
         return job
 
     def find(self, job_ref: str, peer: bytes | None = None) -> Job:
+        """A job by its id (from any connection), or by the request id that submitted it (that connection only)."""
         job = self._jobs.get(job_ref)
         if job is None and peer is not None:
             job = self._jobs.get(self._by_request.get((peer, job_ref), ""))
         if job is None:
-            raise errors.RequestError(f"no job {job_ref!r} on this server", code=errors.UNKNOWN_JOB)
+            raise errors.RequestError(f"no job {job_ref!r} on this server (a restarted server knows none of the "
+                                      "jobs of its previous run)", code=errors.UNKNOWN_JOB)
         return job
 
     def cancel(self, job_ref: str, peer: bytes | None = None) -> Job:
         job = self.find(job_ref, peer)
-        if job.state not in ("queued", "running"):
+        if not job.live:
             raise errors.RequestError(f"job {job.id} already ended ({job.state})", code=errors.UNKNOWN_JOB)
-        job.cancel_event.set()
         with self._cv:
-            if job in self._queue:
+            job.cancel_event.set()
+            queued = job in self._queue
+            if queued:
                 self._queue.remove(job)
-                queued = True
-            else:
-                queued = False
-        if queued:
-            job.finish(protocol.error_message(job.request_id, errors.JobCancelled(f"job {job.id} cancelled before it started")),
+        if queued:   # it never started: nothing to stop, no take exists
+            job.finish(protocol.error_message(None, errors.JobCancelled(f"job {job.id} cancelled before it started")),
                        "cancelled")
         return job
+
+    def forget_peer(self, peer: bytes) -> None:
+        """A connection went away: its jobs run on (their takes are written), nobody is told."""
+        with self._cv:
+            live = [j for j in self._jobs.values() if j.live]
+        for job in live:
+            job.unsubscribe_peer(peer)
+
+    def followed_peers(self) -> set[bytes]:
+        with self._cv:
+            return {peer for job in self._jobs.values() if job.live for peer, _ in job.subscribers}
 
     def counts(self) -> dict:
         with self._cv:
             return {"queued": len(self._queue), "running": 1 if self.running else 0}
 
     def _trim(self) -> None:
-        ended = [j for j in self._jobs.values() if j.state not in ("queued", "running")]
+        ended = [j for j in self._jobs.values() if not j.live]
         for job in ended[: max(0, len(self._jobs) - self._history)]:
             self._jobs.pop(job.id, None)
             self._by_request.pop((job.peer, job.request_id), None)
+
+    def _take_opened(self, job: Job, take) -> None:
+        if self._journal is not None:
+            self._journal.opened(job.id, take)
 
     # -- worker thread ---------------------------------------------------------------------
     def _work(self) -> None:
@@ -162,34 +260,37 @@ class JobManager:
                     self._cv.wait()
                 if self._stopping:
                     for job in self._queue:
-                        job.finish(protocol.error_message(job.request_id, errors.RequestError(
+                        job.finish(protocol.error_message(None, errors.RequestError(
                             "the server is shutting down", code=errors.JOB_FAILED)), "failed")
                     self._queue.clear()
                     return
                 job = self._queue.popleft()
                 self.running = job
                 job.state = "running"
+            started = time.monotonic()
             try:
                 self._run(job)
             finally:
+                self._durations.append(time.monotonic() - started)
+                if self._journal is not None:
+                    self._journal.closed(job.id)
                 with self._cv:
                     self.running = None
 
     def _run(self, job: Job) -> None:
-        rid = job.request_id
         if self.state == "failed":
-            job.finish(protocol.error_message(rid, errors.RequestError(
+            job.finish(protocol.error_message(None, errors.RequestError(
                 f"the server's model failed to load: {self.load_error}", code=errors.MODEL_UNAVAILABLE)), "failed")
             return
         try:
             job.finish(job.run(job), "complete")
         except Cancelled:
-            job.finish(protocol.error_message(rid, errors.JobCancelled(f"job {job.id} cancelled")), "cancelled")
+            job.finish(protocol.error_message(None, errors.JobCancelled(f"job {job.id} cancelled")), "cancelled")
         except errors.JobCancelled as exc:   # a job that says what it kept (training: the last checkpoint)
-            job.finish(protocol.error_message(rid, exc), "cancelled")
+            job.finish(protocol.error_message(None, exc), "cancelled")
         except errors.BodyDoubleError as exc:
-            job.finish(protocol.error_message(rid, exc), "failed")
+            job.finish(protocol.error_message(None, exc), "failed")
         except Exception as exc:  # the server survives any job
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
-            job.finish(protocol.error_message(rid, errors.JobFailed(f"job {job.id} failed: {type(exc).__name__}: {exc}")),
-                       "failed")
+            job.finish(protocol.error_message(None, errors.JobFailed(
+                f"job {job.id} failed: {type(exc).__name__}: {exc}")), "failed")

@@ -1,63 +1,102 @@
 """The ZeroMQ front: a ROUTER socket loop that answers small requests itself and queues jobs.
 
-The loop never runs model code. Worker threads hand their replies back through an inproc
-PULL socket (one PUSH per thread), because only this thread may touch the ROUTER socket.
+Only the loop thread touches the ROUTER socket, and the loop never waits on itself:
+
+* Every reply, from any thread, is encoded by its sender and appended to one thread-safe deque (the
+  outbox), in order; a worker then pokes the loop through an inproc PUSH with NOBLOCK (a full wake-up
+  pipe means a wake-up is already pending, so it is dropped, never waited on). The loop drains the whole
+  outbox each turn.
+* Sends on the ROUTER never block: a client that reads slowly gets its replies from a per-connection
+  backlog as its pipe drains; a client that went away (EHOSTUNREACH) is forgotten.
+* The loop reads at most ``_BATCH`` messages a turn; ZeroMQ's ROUTER takes them round-robin across
+  connections, so one flooding connection cannot starve another's ``hello``.
+* The job queue is bounded: past it a submit gets ``busy`` with ``retry_after`` (jobs.py).
+* No input ends the loop: any exception while decoding or handling one message becomes that message's
+  coded ``error``.
 """
 from __future__ import annotations
 
+import collections
+import errno
 import logging
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import zmq
 
-from bodydouble import __version__, codec, errors, protocol
-from bodydouble.jobspec import OPERATIONS
+from bodydouble import __version__, atomic, codec, errors, protocol
+from bodydouble.jobspec import OPERATIONS as REQUEST_TYPES
 
 from .config import ServerConfig
 from .engine import Engine
 from .jobs import Job, JobManager
-from .operations import RUNNERS
+from .operations import OPERATIONS
+from .takes import Journal
 
 log = logging.getLogger("bodydouble.server")
+
+_BATCH = 256                 # messages read per loop turn before the outbox is flushed again
+_BACKLOG_LIMIT = 100_000     # replies held for one slow reader before its oldest are dropped
+HEARTBEAT_INTERVAL = 1.0     # seconds between the server's heartbeats to connections following a job
 
 
 class Server:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.limits = config.limits
+        self.instance = uuid.uuid4().hex    # changes at every start: a client that sees it change re-attaches
         self.engine = Engine(config)
-        self.jobs = JobManager(self.engine.load)
+        self.journal = Journal(Path(config.output_root) / ".bodydouble" / "running")
+        self.jobs = JobManager(self.engine.load, self.instance, journal=self.journal)
         self._ctx = zmq.Context()
-        self._outbox_addr = f"inproc://bodydouble-outbox-{uuid.uuid4().hex}"
-        self._local = threading.local()
         self._stop = threading.Event()
         self._authenticator = None
         self.bound_address: str | None = None
         self.started = time.time()
         self._router: zmq.Socket | None = None
-        self._pull: zmq.Socket | None = None
-        self._pushes: list[zmq.Socket] = []
-        self._pushes_lock = threading.Lock()
+        self._outbox: collections.deque = collections.deque()     # (peer, frames), any thread appends
+        self._backlog: dict[bytes, collections.deque] = {}         # loop thread only
+        self._wake_addr = f"inproc://bodydouble-wake-{self.instance}"
+        self._wake_pull: zmq.Socket | None = None
+        self._wake_push: zmq.Socket | None = None
+        self._wake_lock = threading.Lock()
+        self._loop_thread: int | None = None
+        self._next_beat = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
     def bind(self) -> str:
+        self.recover()
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a vanished client raises instead of queueing forever
         if self.config.curve_certificate:
             self._enable_curve(router)
+        elif self.config.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("listening on %s without CURVE: anyone who can reach this port can use the server and "
+                        "read its replies; set curve_certificate for use across a network", self.config.host)
         port = self.config.port
         if port == 0:
             port = router.bind_to_random_port(f"tcp://{self.config.host}")
         else:
             router.bind(f"tcp://{self.config.host}:{port}")
         self._router = router
-        self._pull = self._ctx.socket(zmq.PULL)
-        self._pull.bind(self._outbox_addr)
+        self._wake_pull = self._ctx.socket(zmq.PULL)
+        self._wake_pull.setsockopt(zmq.RCVHWM, 8)
+        self._wake_pull.bind(self._wake_addr)
+        self._wake_push = self._ctx.socket(zmq.PUSH)
+        self._wake_push.setsockopt(zmq.SNDHWM, 8)
+        self._wake_push.setsockopt(zmq.LINGER, 0)
+        self._wake_push.connect(self._wake_addr)
         self.bound_address = f"tcp://{self.config.host}:{port}"
         return self.bound_address
+
+    def recover(self) -> None:
+        """What a killed predecessor left: its running takes become ``interrupted``, temporaries go."""
+        for take_dir in self.journal.recover():
+            log.warning("take %s was interrupted by a server stop; marked so", take_dir)
+        atomic.sweep(self.config.adapters)    # half-published adapter folders
 
     def _enable_curve(self, router: zmq.Socket) -> None:
         """Encrypt (and, with an authorised-clients folder, authenticate) every connection."""
@@ -67,7 +106,7 @@ class Server:
         public, secret = zmq.auth.load_certificate(self.config.curve_certificate)
         if secret is None:
             raise errors.BodyDoubleError(f"{self.config.curve_certificate} holds no secret key")
-        self._authenticator = ThreadAuthenticator(self._ctx)
+        self._authenticator = ThreadAuthenticator(self._ctx, log=logging.getLogger("bodydouble.server.curve"))
         self._authenticator.start()
         clients = self.config.curve_authorized_clients
         self._authenticator.configure_curve(domain="*", location=clients if clients else zmq.auth.CURVE_ALLOW_ANY)
@@ -77,91 +116,152 @@ class Server:
     def serve_forever(self) -> None:
         if self._router is None:
             self.bind()
+        self._loop_thread = threading.get_ident()
         self.jobs.start()
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
-        poller.register(self._pull, zmq.POLLIN)
+        poller.register(self._wake_pull, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                for sock, _ in poller.poll(200):
+                timeout = 5 if self._backlog else 200
+                for sock, _ in poller.poll(timeout):
                     if sock is self._router:
-                        self._drain_router()
+                        self._read_batch()
                     else:
-                        self._drain_outbox()
+                        self._drain_wake()
+                self._flush()
+                self._beat()
         finally:
             self.jobs.stop()
-            self._drain_outbox()
-            self._router.close(linger=0)
-            self._pull.close(linger=0)
-            with self._pushes_lock:
-                for sock in self._pushes:
-                    sock.close(linger=0)
+            self._flush()
+            for sock in (self._router, self._wake_pull, self._wake_push):
+                sock.close(linger=0)
             if self._authenticator is not None:
                 self._authenticator.stop()
             self._ctx.term()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake()
 
     # -- outgoing ------------------------------------------------------------------------
     def send(self, peer: bytes, msg: protocol.Message) -> None:
-        """Thread-safe: queue a reply for the loop to put on the ROUTER socket."""
-        push = getattr(self._local, "push", None)
-        if push is None:
-            push = self._local.push = self._ctx.socket(zmq.PUSH)
-            push.connect(self._outbox_addr)
-            with self._pushes_lock:
-                self._pushes.append(push)
-        push.send_multipart([peer, *protocol.encode(msg)], copy=False)
+        """Thread-safe and never blocking: encode ``msg`` and queue it for the loop, in order."""
+        self._outbox.append((peer, protocol.encode(msg)))
+        if threading.get_ident() != self._loop_thread:
+            self._wake()
 
-    def _drain_outbox(self) -> None:
+    def _wake(self) -> None:
+        push = self._wake_push
+        if push is None:
+            return
+        with self._wake_lock:
+            try:
+                push.send(b"", zmq.NOBLOCK)
+            except zmq.Again:
+                pass        # the wake-up pipe is full: a wake-up is already pending
+            except zmq.ZMQError:
+                pass        # closing
+
+    def _drain_wake(self) -> None:
         while True:
             try:
-                frames = self._pull.recv_multipart(zmq.NOBLOCK, copy=False)
+                self._wake_pull.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+
+    def _flush(self) -> None:
+        """Outbox -> ROUTER, keeping each connection's replies in order; loop thread only."""
+        for peer in list(self._backlog):
+            queue = self._backlog[peer]
+            while queue and self._try_send(peer, queue[0]):
+                queue.popleft()
+            if not queue:
+                self._backlog.pop(peer, None)
+        while True:
             try:
-                self._router.send_multipart(frames, copy=False)
-            except zmq.ZMQError as exc:
-                if exc.errno != zmq.EHOSTUNREACH:
-                    raise
-                log.info("client went away; dropped a reply (the job's files are still written)")
+                peer, frames = self._outbox.popleft()
+            except IndexError:
+                return
+            queue = self._backlog.get(peer)
+            if queue is None and self._try_send(peer, frames):
+                continue
+            if queue is None:
+                queue = self._backlog[peer] = collections.deque()
+            if len(queue) >= _BACKLOG_LIMIT:
+                queue.popleft()
+                log.warning("connection %s reads no replies; dropped its oldest", peer.hex())
+            queue.append(frames)
+
+    def _try_send(self, peer: bytes, frames: list) -> bool:
+        """True when sent (or dropped because the client is gone); False when its pipe is full."""
+        try:
+            self._router.send_multipart([peer, *frames], flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EHOSTUNREACH and exc.errno != zmq.EHOSTUNREACH:
+                raise
+            log.info("client %s went away; dropped a reply (a job's files are still written)", peer.hex())
+            self._backlog.pop(peer, None)
+            self.jobs.forget_peer(peer)
+            return True
+
+    def _beat(self) -> None:
+        """Server -> client heartbeats (Paranoid Pirate): connections following a job hear from us every interval."""
+        now = time.monotonic()
+        if now < self._next_beat:
+            return
+        self._next_beat = now + HEARTBEAT_INTERVAL
+        peers = self.jobs.followed_peers()
+        if peers:
+            beat = protocol.encode(protocol.Message(type="heartbeat", id=None, body=self._liveness()))
+            for peer in peers:
+                self._outbox.append((peer, beat))
+            self._flush()
+
+    def _liveness(self) -> dict:
+        return {"instance": self.instance, "time": time.time(), "state": self.jobs.state,
+                "uptime": time.time() - self.started, "heartbeat_interval": HEARTBEAT_INTERVAL, **self.jobs.counts()}
 
     # -- incoming ------------------------------------------------------------------------
-    def _drain_router(self) -> None:
-        while True:
+    def _read_batch(self) -> None:
+        for _ in range(_BATCH):
             try:
                 frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             peer, rest = frames[0].bytes, frames[1:]
             try:
-                msg = protocol.decode(rest, self.limits)
-            except errors.BodyDoubleError as exc:
-                log.info("refused a malformed message from %s: %s", peer.hex(), exc)
-                self.send(peer, protocol.error_message(protocol.peek_id(rest), exc))
-                continue
-            try:
-                self._handle(peer, msg)
-            except errors.BodyDoubleError as exc:
-                self.send(peer, protocol.error_message(msg.id, exc))
-            except Exception as exc:  # never let one request take the loop down
-                log.exception("request %s failed", msg.type)
-                self.send(peer, protocol.error_message(msg.id, errors.RequestError(
-                    f"internal error handling {msg.type}: {exc}", code=errors.INTERNAL)))
+                self._handle(peer, rest)
+            except Exception:  # a bug answering the error itself: log it, keep the loop
+                log.exception("could not answer a message from %s", peer.hex())
+
+    def _handle(self, peer: bytes, frames: list) -> None:
+        try:
+            msg = protocol.decode(frames, self.limits)
+        except errors.BodyDoubleError as exc:
+            log.info("refused a malformed message from %s: %s", peer.hex(), exc)
+            self.send(peer, protocol.error_message(protocol.peek_id(frames), exc))
+            return
+        try:
+            if msg.id is None:
+                raise errors.ProtocolError("requests need an 'id'")
+            allowed = _BODY_KEYS.get(msg.type)
+            if allowed is not None and set(msg.body) - allowed:
+                raise errors.RequestError(f"{msg.type}: unknown fields {sorted(set(msg.body) - allowed)}",
+                                          code=errors.INVALID_REQUEST)
+            getattr(self, f"_on_{msg.type}")(peer, msg)
+        except errors.BodyDoubleError as exc:
+            self.send(peer, protocol.error_message(msg.id, exc))
+        except Exception as exc:  # never let one request take the loop down
+            log.exception("request %s failed", msg.type)
+            self.send(peer, protocol.error_message(msg.id, errors.RequestError(
+                f"internal error handling {msg.type}: {type(exc).__name__}: {exc}", code=errors.INTERNAL)))
 
     def _reply(self, peer: bytes, msg: protocol.Message, body: dict) -> None:
         self.send(peer, protocol.Message(type="result", id=msg.id, body=body))
-
-    def _handle(self, peer: bytes, msg: protocol.Message) -> None:
-        if msg.id is None:
-            raise errors.ProtocolError("requests need an 'id'")
-        allowed = _BODY_KEYS.get(msg.type)
-        if allowed is not None and set(msg.body) - allowed:
-            raise errors.RequestError(f"{msg.type}: unknown fields {sorted(set(msg.body) - allowed)}",
-                                      code=errors.INVALID_REQUEST)
-        handler = getattr(self, f"_on_{msg.type}")
-        handler(peer, msg)
 
     def _on_hello(self, peer: bytes, msg: protocol.Message) -> None:
         self._reply(peer, msg, self.capabilities())
@@ -171,19 +271,20 @@ class Server:
         ready = self.jobs.state == "ready"
         return {
             "server": "bodydouble", "version": __version__, "protocol": protocol.VERSION,
+            "instance": self.instance, "heartbeat_interval": HEARTBEAT_INTERVAL,
             "state": self.jobs.state, "load_error": self.jobs.load_error,
             "model": engine.describe() if ready else None,
             "operations": engine.operations if ready else [],
-            "known_operations": sorted(OPERATIONS),
+            "known_operations": sorted(REQUEST_TYPES),
             "limits": self.limits.to_dict(),
+            "queue": {"max_queued": self.jobs.max_queued, "max_queued_per_connection": self.jobs.max_queued_per_peer},
             "output_root": self.config.output_root,
             "roots": [str(r) for r in engine.roots.roots],
             "adapters_dir": self.config.adapters,
         }
 
     def _on_heartbeat(self, peer: bytes, msg: protocol.Message) -> None:
-        self._reply(peer, msg, {"time": time.time(), "state": self.jobs.state, "uptime": time.time() - self.started,
-                                **self.jobs.counts()})
+        self._reply(peer, msg, self._liveness())
 
     def _on_list_adapters(self, peer: bytes, msg: protocol.Message) -> None:
         engine = self.engine
@@ -194,34 +295,63 @@ class Server:
     def _on_rescan(self, peer: bytes, msg: protocol.Message) -> None:
         def run(job: Job) -> protocol.Message:
             self.engine.rescan()
-            return protocol.Message(type="result", id=job.request_id, body={"adapters": self.engine.adapter_listing()})
+            return protocol.Message(type="result", id=None, body={"adapters": self.engine.adapter_listing()})
 
+        self.jobs.check_request_id(peer, msg.id)
+        self.jobs.check_capacity(peer)
         self.jobs.submit(peer, msg.id, "rescan", None, run, self.send)
 
     def _on_submit(self, peer: bytes, msg: protocol.Message) -> None:
+        operation, request = self.admit(peer, msg)
+        run = OPERATIONS[operation].run
+        self.jobs.submit(peer, msg.id, operation, request, lambda job: run(self.engine, job, request), self.send)
+
+    def admit(self, peer: bytes, msg: protocol.Message) -> tuple[str, object]:
+        """Every check a submit passes before ``accepted``, cheapest first; any failure is its only reply.
+
+        A refused request creates no take folder and uses no take number. Add new submit-time checks
+        (policy, consent) here, after the operation's own ``validate`` and before the capacity check.
+        """
+        self.jobs.check_request_id(peer, msg.id)                          # duplicate_id
         body = dict(msg.body)
         operation = body.pop("operation", None)
-        request_cls = OPERATIONS.get(operation) if isinstance(operation, str) else None
+        request_cls = REQUEST_TYPES.get(operation) if isinstance(operation, str) else None
         if request_cls is None:
-            raise errors.RequestError(f"unknown operation {operation!r}; this server knows {sorted(OPERATIONS)}",
+            raise errors.RequestError(f"unknown operation {operation!r}; this server knows {sorted(REQUEST_TYPES)}",
                                       code=errors.INVALID_REQUEST)
-        request = codec.from_wire(request_cls, body, msg.buffers)
-        runner = RUNNERS.get(operation)
-        if runner is None:
+        request = codec.from_wire(request_cls, body, msg.buffers)        # fields, types, ranges
+        if operation not in OPERATIONS:
             raise errors.RequestError(f"this server cannot do {operation!r} yet", code=errors.NOT_SUPPORTED)
-        self.jobs.submit(peer, msg.id, operation, request, lambda job: runner(self.engine, job, request), self.send)
+        self._check_available(operation)                                  # the model can do it
+        OPERATIONS[operation].validate(request, self.engine)             # paths, adapters, windows, kinds
+        self.jobs.check_capacity(peer)                                    # busy
+        return operation, request
+
+    def _check_available(self, operation: str) -> None:
+        state = self.jobs.state
+        if state == "failed":
+            raise errors.RequestError(f"the server's model failed to load: {self.jobs.load_error}",
+                                      code=errors.MODEL_UNAVAILABLE)
+        if state == "ready" and operation in ("fill", "train") and operation not in self.engine.operations:
+            raise errors.RequestError(f"{operation} is not available with this server's model "
+                                      f"(it can do {', '.join(self.engine.operations) or 'nothing'})",
+                                      code=errors.NOT_SUPPORTED)
 
     def _on_cancel(self, peer: bytes, msg: protocol.Message) -> None:
         job = self.jobs.cancel(_job_ref(msg), peer)
         self._reply(peer, msg, {"job": job.id, "state": "cancelling" if job.state == "running" else job.state})
 
     def _on_status(self, peer: bytes, msg: protocol.Message) -> None:
-        self._reply(peer, msg, self.jobs.find(_job_ref(msg), peer).describe())
+        self._reply(peer, msg, {**self.jobs.find(_job_ref(msg), peer).describe(), "instance": self.instance})
+
+    def _on_follow(self, peer: bytes, msg: protocol.Message) -> None:
+        """Re-attach to a job by its id from any connection: its ``accepted`` (or final reply), then its events."""
+        self.jobs.find(_job_ref(msg), peer).subscribe(peer, msg.id)
 
 
 # Body fields each small request may carry (submit bodies are checked by the codec).
 _BODY_KEYS = {"hello": {"client", "client_version"}, "heartbeat": set(), "list_adapters": set(), "rescan": set(),
-              "cancel": {"job"}, "status": {"job"}}
+              "cancel": {"job"}, "status": {"job"}, "follow": {"job"}}
 
 
 def _job_ref(msg: protocol.Message) -> str:

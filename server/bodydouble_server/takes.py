@@ -1,33 +1,35 @@
-"""Take folders: one new folder per job, never reused; frames land atomically.
+"""Take folders: one new folder per job, never reused; every file lands atomically.
 
 Layout: ``<shot_dir>/bodydouble/<adapter>/take_NNN/<shot>_<adapter>_takeNNN.<frame>.exr`` plus
 ``take.json``. A take is *complete* only when take.json says ``"status": "complete"``: a job
-that fails, is cancelled or dies with the server leaves ``running``/``failed``/``cancelled``,
-so a partial take never looks complete. Hosts load complete takes only.
+that fails or is cancelled leaves ``failed``/``cancelled``, and one that dies with the server is
+marked ``interrupted`` when the server starts again (:class:`Journal`), so a partial take never
+looks complete. Hosts load complete takes only.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bodydouble import __version__
+from bodydouble import __version__, atomic, errors
+
+from .paths import AllowedRoots, unwritable
+
+log = logging.getLogger("bodydouble.takes")
 
 TAKE_FILE = "take.json"
+STATUSES = ("running", "complete", "failed", "cancelled", "interrupted")
 _TAKE_DIR = re.compile(r"^take_(\d{3,})$")
 
 
 def safe_label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "untitled"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Take:
     shot: str
     label: str
     info: dict
+    roots: AllowedRoots | None = None
     frames: dict[int, str] = field(default_factory=dict)
     padding: int = 4
 
@@ -49,6 +52,8 @@ class Take:
         return str(self.dir / f"{self.stem}.{'#' * self.padding}.exr")
 
     def frame_path(self, frame: int) -> Path:
+        """Where ``frame`` goes, checked against the roots now (the folder could have been swapped for a link)."""
+        self._check()
         sign = "-" if frame < 0 else ""
         return self.dir / f"{self.stem}.{sign}{abs(frame):0{self.padding}d}.exr"
 
@@ -60,18 +65,32 @@ class Take:
         self.info.update(extra)
         self._write(status)
 
+    def _check(self) -> None:
+        if self.roots is not None and self.roots.check(self.dir, "take folder") != self.dir:
+            raise errors.RequestError(f"take folder {self.dir} was replaced by a link", code=errors.PATH_NOT_ALLOWED)
+
     def _write(self, status: str) -> None:
-        write_json_atomic(self.dir / TAKE_FILE, {
-            **self.info, "status": status, "take": self.number, "pattern": self.pattern,
-            "frames": {str(k): v for k, v in sorted(self.frames.items())}, "updated": time.time(),
-            "tool_version": __version__,
-        })
+        self._check()
+        path = self.dir / TAKE_FILE
+        try:
+            atomic.write_json(path, {
+                **self.info, "status": status, "take": self.number, "pattern": self.pattern,
+                "frames": {str(k): v for k, v in sorted(self.frames.items())}, "updated": time.time(),
+                "tool_version": __version__,
+            })
+        except OSError as exc:
+            raise errors.write_failed(path, exc) from None
 
 
-def allocate(shot_dir: Path, shot: str, label: str, info: dict) -> Take:
-    """Reserve the next take number with an atomic mkdir (two servers never get the same one)."""
+def allocate(shot_dir: Path, shot: str, label: str, info: dict, roots: AllowedRoots | None = None) -> Take:
+    """Reserve the next take number with an atomic mkdir (two servers never get the same one).
+
+    With ``roots``, every folder on the way is created and checked against them as it is made."""
     parent = shot_dir / "bodydouble" / label
-    parent.mkdir(parents=True, exist_ok=True)
+    if roots is not None:
+        parent = roots.make_dirs(parent, "take folder")
+    else:
+        parent.mkdir(parents=True, exist_ok=True)
     existing = [int(m.group(1)) for p in parent.iterdir() if (m := _TAKE_DIR.match(p.name))]
     number = max(existing, default=0) + 1
     while True:
@@ -81,10 +100,89 @@ def allocate(shot_dir: Path, shot: str, label: str, info: dict) -> Take:
         except FileExistsError:
             number += 1
             continue
-        take = Take(dir=folder, number=number, shot=shot, label=label, info=dict(info))
+        except OSError as exc:
+            raise unwritable(folder, exc, "take folder") from None
+        take = Take(dir=folder, number=number, shot=shot, label=label, info=dict(info), roots=roots)
         take._write("running")
         return take
 
 
 def read_take(folder: Path) -> dict:
     return json.loads((Path(folder) / TAKE_FILE).read_text())
+
+
+class Journal:
+    """The takes this server is writing, one small file each, so a restart finds what a kill -9 left.
+
+    ``<folder>/<job>.json`` = {take_dir, pid, host}; written when a take opens, removed when it ends.
+    :meth:`recover` (at start-up) marks each listed take still ``running`` as ``interrupted`` and removes the
+    temporaries in it, for entries whose server process is gone.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def _entry(self, job_id: str) -> Path:
+        return self.folder / f"{safe_label(job_id)}.json"
+
+    def opened(self, job_id: str, take: Take) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(self._entry(job_id), {"take_dir": str(take.dir), "pid": os.getpid(),
+                                                    "host": socket.gethostname(), "job": job_id})
+        except OSError as exc:   # the take itself is fine; only crash recovery of this one is lost
+            log.warning("cannot journal take %s: %s", take.dir, exc)
+
+    def closed(self, job_id: str) -> None:
+        try:
+            os.unlink(self._entry(job_id))
+        except OSError:
+            pass
+
+    def recover(self) -> list[Path]:
+        """Mark the takes of dead servers ``interrupted``; returns their folders."""
+        atomic.sweep(self.folder)
+        recovered = []
+        for entry in sorted(self.folder.glob("*.json")):
+            try:
+                data = json.loads(entry.read_text())
+                take_dir = Path(data["take_dir"])
+            except (OSError, ValueError, KeyError, TypeError):
+                entry.unlink(missing_ok=True)
+                continue
+            if data.get("host") == socket.gethostname() and _alive(data.get("pid")):
+                continue   # another server on this machine is still writing it
+            mark_interrupted(take_dir)
+            entry.unlink(missing_ok=True)
+            recovered.append(take_dir)
+        return recovered
+
+
+def mark_interrupted(take_dir: Path) -> None:
+    """A take left ``running`` by a dead server: temporaries removed, status ``interrupted``."""
+    removed = atomic.sweep(take_dir)
+    try:
+        data = read_take(take_dir)
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and data.get("status") == "running":
+        data.update(status="interrupted", updated=time.time(),
+                    error="the server stopped (killed or crashed) while writing this take; the frames listed are "
+                          "whole files, the rest were never written")
+        try:
+            atomic.write_json(take_dir / TAKE_FILE, data)
+        except OSError as exc:
+            log.warning("cannot mark %s interrupted: %s", take_dir, exc)
+    log.info("take %s: interrupted by a server stop (%d temporary file(s) removed)", take_dir, len(removed))
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -7,9 +7,9 @@ Built from configs with a fixed seed and cached on disk (a few MB) so every star
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from bodydouble import atomic
 
 NAME = "bodydouble-embedded-tiny-sd-inpaint"
 LABEL = f"{NAME} (TEST MODEL: random weights, not for production)"
@@ -39,18 +39,13 @@ def cached_build(name: str, revision: str, label: str, build) -> Path:
     target = cached_path(name, revision)
     if (target / "model_index.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        build().save_pretrained(staging)
-        (staging / "BODYDOUBLE_TEST_MODEL.txt").write_text(label + "\n")
-        try:
-            os.rename(staging, target)  # atomic: concurrent builders race harmlessly
-        except OSError:
-            if not (target / "model_index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with atomic.staged_dir(target) as staging:
+            build().save_pretrained(staging)
+            (staging / "BODYDOUBLE_TEST_MODEL.txt").write_text(label + "\n")
+    except OSError:   # concurrent builders race harmlessly: the first rename wins
+        if not (target / "model_index.json").is_file():
+            raise
     return target
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from bodydouble import atomic
 
 from .embedded import cache_root
 
@@ -48,9 +49,7 @@ def file_sha256(path: Path) -> str:
         cache = _load(cache_file)
         cache[key] = value
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_file)
+        atomic.write_json(cache_file, cache, indent=None)
     return value
 
 

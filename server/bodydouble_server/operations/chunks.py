@@ -45,7 +45,9 @@ def plan(count: int, conditioning: int, overlap: int, window: int, multiple: int
             f"conditioning {conditioning} leaves no room for new frames in the video model's window of {longest} "
             f"frames per call; use at most {longest - 1}", code=errors.INVALID_REQUEST)
     first_new = min(count, longest - conditioning)
-    if count > first_new and (overlap >= first_new or conditioning + overlap + 1 > longest):
+    # The window rule holds for every request (a one-chunk extend today is a two-chunk one with another model);
+    # "overlap shorter than a chunk" only matters once there is a second chunk.
+    if conditioning + overlap + 1 > longest or (count > first_new and overlap >= first_new):
         raise errors.RequestError(
             f"overlap {overlap} with conditioning {conditioning} does not fit the video model's window of {longest} "
             f"frames per call (a chunk needs conditioning + overlap + at least 1 new frame, and overlap must be "

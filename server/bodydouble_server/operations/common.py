@@ -1,7 +1,15 @@
-"""What every generating operation shares: inputs under the allowed roots, take folders, provenance."""
+"""What every generating operation shares: submit-time checks, inputs under the allowed roots, take folders,
+provenance.
+
+Submit-time validation (``validate(request, engine)`` in each operation module) runs on the socket loop's
+thread before the request is ``accepted``: cheap checks only (no pixels decoded, nothing written, no model
+called), and safe while the worker uses the engine (lookups only). What needs the loaded model is skipped
+while the server is still loading; the worker checks everything again when it runs the job.
+"""
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import time
 from pathlib import Path
@@ -16,6 +24,8 @@ from ..engine import Engine
 from ..imaging import frames as frame_io
 from ..imaging import regions
 from ..jobs import Cancelled
+
+log = logging.getLogger("bodydouble.operations")
 
 _FRAME_SUFFIX = re.compile(r"[._-]?(#+|%0?\d*d|\$F\d*|\d+)?$")
 
@@ -43,6 +53,21 @@ def check_inputs(engine: Engine, refs: list[tuple[ImageRef, str]]) -> None:
             engine.roots.readable_file(ref.path, what)
 
 
+def check_output(engine: Engine, output_dir: str | None, shot: str) -> None:
+    """Submit time: the take's folder would lie inside the roots, in a folder the server can write."""
+    engine.roots.writable_dir(shot_dir_for(engine, output_dir, shot), "output_dir" if output_dir else "output folder")
+
+
+def check_adapters(library, refs) -> None:
+    """Submit time: every adapter exists, is ready and was trained on this model (``library`` None: loading)."""
+    if library is not None:
+        library.resolve(refs)
+
+
+def shot_dir_for(engine: Engine, output_dir: str | None, shot: str) -> Path:
+    return Path(output_dir) if output_dir else Path(engine.config.output_root) / shot
+
+
 def shot_name(explicit: str | None, output_dir: str | None, first_plate: ImageRef) -> str:
     """The request's shot, else the output folder's name (it *is* the shot folder), else the plate's stem."""
     if explicit:
@@ -56,15 +81,10 @@ def shot_name(explicit: str | None, output_dir: str | None, first_plate: ImageRe
 
 
 def open_take(engine: Engine, job, output_dir: str | None, shot: str, label: str, info: dict) -> takes.Take:
-    if output_dir:
-        shot_dir = engine.roots.check(output_dir, "output_dir")
-    else:
-        shot_dir = engine.roots.check(str(Path(engine.config.output_root) / shot), "output folder")
-    try:
-        take = takes.allocate(shot_dir, shot, label, {"job": job.id, **info})
-    except OSError as exc:
-        raise errors.RequestError(f"cannot create a take under {shot_dir}: {exc}", code=errors.PATH_NOT_ALLOWED) from None
-    job.take_dir = str(take.dir)
+    """A new take folder; every folder on the way is created and checked against the roots as it is made."""
+    shot_dir = shot_dir_for(engine, output_dir, shot)
+    take = takes.allocate(shot_dir, shot, label, {"job": job.id, **info}, roots=engine.roots)
+    job.opened_take(take)
     return take
 
 
@@ -116,11 +136,21 @@ def result_body(job, operation: str, take: takes.Take, info: dict, pixels: dict[
 
 @contextlib.contextmanager
 def completing(take: takes.Take):
-    """Marks the take complete when the block ends, else cancelled or failed (and re-raises): never half-complete."""
+    """Marks the take complete when the block ends, else cancelled or failed (and re-raises): never half-complete.
+
+    If marking it fails too (the disk that refused a frame refuses take.json), the job still reports the first,
+    real error; the take stays ``running`` and the next start of the server marks it ``interrupted``."""
     try:
         yield take
     except BaseException as exc:
-        take.finish("cancelled" if isinstance(exc, Cancelled) else "failed", error=str(exc) or type(exc).__name__)
+        if isinstance(exc, OSError):   # a write the operation did not wrap: the real reason, with its path
+            exc = errors.write_failed(getattr(exc, "filename", None) or take.dir, exc)
+        try:
+            take.finish("cancelled" if isinstance(exc, Cancelled) else "failed", error=str(exc) or type(exc).__name__)
+        except (OSError, errors.BodyDoubleError) as marking:
+            log.warning("take %s: could not be marked failed (%s); first error: %s", take.dir, marking, exc)
+        if isinstance(exc, errors.BodyDoubleError):
+            raise exc from None
         raise
     take.finish("complete")
 

@@ -28,6 +28,17 @@ _SETTINGS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "fps", "c
              "colour_match", "colorspace")
 
 
+def validate(req: ExtendRequest, engine: Engine) -> None:
+    """Submit-time checks, before ``accepted`` (cheap: no pixels decoded, nothing written; see common)."""
+    common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames])
+    common.check_output(engine, req.output_dir, common.shot_name(req.shot, req.output_dir, req.frames[0].plate))
+    if engine.video is None and engine.video_error is None:
+        return                                # still loading: the worker checks the rest
+    video = engine.video_model()              # not_supported / model_unavailable
+    common.check_adapters(video.adapters, req.adapters)
+    chunking.plan(req.count, req.conditioning, req.overlap, video.window, video.family.temporal_multiple)
+
+
 def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     import torch
 

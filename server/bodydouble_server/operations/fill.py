@@ -20,6 +20,14 @@ from ..models.registry import step_callback
 from . import common
 
 
+def validate(req: FillRequest, engine: Engine) -> None:
+    """Submit-time checks, before ``accepted`` (cheap: no pixels decoded, nothing written; see common)."""
+    common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames]
+                        + [(f.mask, f"mask {f.frame}") for f in req.frames if f.mask is not None])
+    common.check_output(engine, req.output_dir, common.shot_name(req.shot, req.output_dir, req.frames[0].plate))
+    common.check_adapters(engine.adapters, req.adapters)
+
+
 def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
     adapters = engine.adapters.resolve(req.adapters)
     colour = ColourTransform(req.colorspace)

@@ -1,17 +1,17 @@
 """Training checkpoints: LoRA weights + optimizer state + step, one folder each, written atomically.
 
-The per-step randomness is derived from (seed, step) (see ``trainer.step_generator``), so the step
+The per-step randomness is derived from (seed, step) (see ``loop.step_generator``), so the step
 number is the RNG state: a resumed run draws exactly what the uninterrupted run would have drawn.
 A checkpoint also records the run's fingerprint so a work folder is never resumed by another run.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from bodydouble import atomic
 
 LORA_FILE = "lora.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -35,17 +35,12 @@ def save(work_dir: Path, step: int, lora_state: dict, optimizer_state: dict, sta
     from safetensors.torch import save_file
 
     target = folder_for(work_dir, step)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    # A kill mid-write leaves only a hidden staging folder (swept at the next save), never half a checkpoint;
+    # replacing one renames the old aside first, so there is no moment without it.
+    with atomic.staged_dir(target, replace=True) as staging:
         save_file({k: v.detach().cpu().contiguous() for k, v in lora_state.items()}, str(staging / LORA_FILE))
         torch.save(optimizer_state, staging / OPTIMIZER_FILE)
         (staging / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(staging, target)   # a kill mid-write leaves only a hidden staging folder, never half a checkpoint
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     for old in all_checkpoints(work_dir)[:-KEEP]:
         shutil.rmtree(old.folder, ignore_errors=True)
     return target
@@ -53,7 +48,11 @@ def save(work_dir: Path, step: int, lora_state: dict, optimizer_state: dict, sta
 
 def all_checkpoints(work_dir: Path) -> list[Checkpoint]:
     found = []
-    for folder in sorted((Path(work_dir) / "checkpoints").glob("step_*")):
+    parent = Path(work_dir) / "checkpoints"
+    atomic.sweep(parent)          # staging folders of a run killed mid-save
+    for aside in parent.glob(f".step_*{atomic.ASIDE_MARK}"):   # killed between the two renames of a replace
+        atomic.recover_aside(parent / aside.name[1:].split(".")[0])
+    for folder in sorted(parent.glob("step_*")):
         try:
             state = json.loads((folder / STATE_FILE).read_text())
         except (OSError, ValueError):
