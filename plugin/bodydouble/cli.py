@@ -1,16 +1,30 @@
 """``bodydouble`` command line. Client commands need only the thin client; ``serve``, ``demo``
-and ``train`` need the server install (``pip install "bodydouble[server]"``)."""
+and ``train`` without ``--server`` need the server install (``pip install "bodydouble[server]"``).
+
+Subcommands come from command modules: this module's client commands (``register``), then each module in
+``COMMAND_MODULES`` (its ``register(commands)``). That is the extension point for a new command: see
+docs/cli.md.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
+from typing import Callable
 
 from . import errors
+from .cliflags import Flag, add_fields, values
 from .client import DEFAULT_ADDRESS, Client
 from .curve import CLIENT_CERT_ENV, SERVER_CERT_ENV, keys_for
 from .jobspec import AdapterRef, ExtendRequest, FillRequest, TrainRequest, sequence_frames
+
+# Modules that add subcommands, in order: each defines ``register(commands: Commands)``. One that a partial
+# install cannot import (no server extra) adds nothing, and ``bodydouble --help`` says why.
+COMMAND_MODULES: list[str] = [
+    "bodydouble_server.cli",        # serve, demo, and train in this process
+]
 
 
 def _progress_printer(stream=sys.stderr):
@@ -21,14 +35,14 @@ def _progress_printer(stream=sys.stderr):
     return show
 
 
-def _client(args) -> Client:
+def connect(args) -> Client:
     """A client for ``--server``, with CURVE keys from the flags (else from the environment)."""
     return Client(args.server, timeout=args.timeout, curve=keys_for(args.curve_server_cert or "",
                                                                    args.curve_client_cert or ""))
 
 
 def cmd_adapters(args) -> int:
-    with _client(args) as client:
+    with connect(args) as client:
         adapters = client.list_adapters()
         if args.json:
             print(json.dumps([a.raw for a in adapters], indent=2))
@@ -44,7 +58,7 @@ def cmd_adapters(args) -> int:
 
 
 def cmd_rescan(args) -> int:
-    with _client(args) as client:
+    with connect(args) as client:
         for a in client.rescan():
             print(f"  {a.name:<24} {a.status}")
     return 0
@@ -60,7 +74,7 @@ def parse_adapters(values: list[str] | None) -> list[AdapterRef]:
 
 def _submit_and_wait(args, request, cancelled: str = "cancelled"):
     """Submit, show progress, cancel on Ctrl-C (then None); the job's result otherwise."""
-    with _client(args) as client:
+    with connect(args) as client:
         job = client.submit(request)
         try:
             result = job.wait(on_progress=None if args.quiet else _progress_printer())
@@ -78,11 +92,6 @@ def _plate_frames(args, mask: str | None = None):
     return sequence_frames(args.plate, int(first), int(last or first), mask)
 
 
-def _generation(args) -> dict:
-    """Request fields from the flags every generating command shares."""
-    return dict(adapters=parse_adapters(args.adapter), prompt=args.prompt, negative_prompt=args.negative,
-                seed=args.seed, steps=args.steps, guidance=args.guidance, colorspace=args.colorspace, shot=args.shot,
-                output_dir=args.output_dir)
 
 
 def _run_generation(args, request, **extra) -> int:
@@ -101,13 +110,13 @@ def _run_generation(args, request, **extra) -> int:
 
 
 def cmd_fill(args) -> int:
-    return _run_generation(args, FillRequest(frames=_plate_frames(args, args.mask), strength=args.strength,
-                                             **_generation(args)))
+    return _run_generation(args, FillRequest(**values(FillRequest, args, frames=_plate_frames(args, args.mask),
+                                                      adapters=parse_adapters(args.adapter))))
 
 
 def cmd_extend(args) -> int:
-    request = ExtendRequest(frames=_plate_frames(args), count=args.count, conditioning=args.conditioning,
-                            overlap=args.overlap, colour_match=args.colour_match, fps=args.fps, **_generation(args))
+    request = ExtendRequest(**values(ExtendRequest, args, frames=_plate_frames(args),
+                                     adapters=parse_adapters(args.adapter)))
 
     def seam(info: dict) -> str:
         return (f"seam (display-referred R, G, B): mean diff {info['seam']['before']['mean_diff']} -> "
@@ -116,43 +125,27 @@ def cmd_extend(args) -> int:
     return _run_generation(args, request, seam=seam)
 
 
-def _server_command(name: str):
-    def run(args) -> int:
-        try:
-            from bodydouble_server import cli as server_cli
-        except ImportError as exc:
-            print(f"`bodydouble {name}` needs the server install: pip install \"bodydouble[server]\" ({exc})",
-                  file=sys.stderr)
-            return 2
-        return getattr(server_cli, f"cmd_{name}")(args)
-    return run
-
-
 def train_request(args) -> TrainRequest:
     """The train flags as a request: the same fields whether training runs in this process or on a server."""
-    return TrainRequest(
-        frames=[os.path.abspath(f) for f in args.frames], character=args.character, name=args.name or "",
-        trigger=args.trigger or "", rights_holder=args.rights_holder or "", licence=args.licence or "",
-        colorspace=args.colorspace, resolution=args.resolution, rank=args.rank, steps=args.steps,
-        learning_rate=args.learning_rate, batch=args.batch, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        holdout_per_view=args.holdout_per_view, preview_steps=args.preview_steps, preview_count=args.preview_count,
-        mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
-        model_kind=args.model_kind, train_text_encoder=args.train_text_encoder,
-        clip_frames=args.clip_frames, clip_conditioning=args.clip_conditioning,
-        min_frames=args.min_frames, min_per_view=args.min_per_view, required_views=args.require_view,
-        force=args.force, report_only=args.report_only,
-        contact_sheet=os.path.abspath(args.contact_sheet) if args.contact_sheet else None)
+    return TrainRequest(**values(TrainRequest, args, frames=[os.path.abspath(f) for f in args.frames],
+                                 contact_sheet=os.path.abspath(args.contact_sheet) if args.contact_sheet else None))
 
 
 def cmd_train(args) -> int:
-    """Without --server: train in this process (server install). With it: a train job on that server."""
+    """Without --server: train in this process (the server's command module gives ``train_here``). With it: a
+    train job on that server."""
+    request = train_request(args)
     if not args.server:
-        return _server_command("train")(args)
-    local = [flag for flag, value in (("--out", args.out), ("--work-dir", args.work_dir), ("--model", args.model)) if value]
+        train_here = getattr(args, "train_here", None)
+        if train_here is None:
+            print(f"`bodydouble train` without --server needs the server install: pip install \"bodydouble[server]\" "
+                  f"({_unavailable.get('bodydouble_server.cli', 'not loaded')})", file=sys.stderr)
+            return 2
+        return train_here(args, request)
+    local = ["--" + flag.replace("_", "-") for flag in getattr(args, "local_flags", ()) if getattr(args, flag, None)]
     if local:
         print(f"bodydouble train --server: {', '.join(local)} are the server's own settings", file=sys.stderr)
         return 2
-    request = train_request(args)
     result = _submit_and_wait(args, request, "cancelled: the last checkpoint is kept; run the same command again to resume")
     if result is None:
         return 130
@@ -169,145 +162,150 @@ def _doctor(args) -> int:
     return cmd_doctor(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bodydouble", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+# Help of the generated flags (the fields themselves, their types and defaults, are in jobspec).
+GENERATION_FLAGS = {
+    "negative_prompt": Flag(name="negative"),
+    "colorspace": Flag(help="the plate's colour space (an OCIO name)"),
+    "shot": Flag(help="shot name: takes go to <output root>/<shot>/ unless --output-dir"),
+    "mask_channel": Flag(help="channel of the mask image (default: alpha, else the first)"),
+    "context": Flag(help="context around the mask's box, as a fraction of its size"),
+    "feather": Flag(help="soft edge inside the mask, in plate pixels"),
+    "count": Flag(required=True, help="how many new frames"),
+    "conditioning": Flag(help="K: the last K plate frames condition the model"),
+    "overlap": Flag(help="frames blended between chunks of a long extension"),
+    "colour_match": Flag(help="keep the generated colours as they come (the seam is still measured)"),
+    "return_pixels": Flag(skip=True),
+}
+TRAIN_FLAGS = {
+    "frames": Flag(positional=True, help="folder(s) or files of reference frames (EXR, TIFF, PNG, JPEG, DPX)"),
+    "character": Flag(required=True),
+    "name": Flag(help="adapter folder name (default: the character, slugged)"),
+    "trigger": Flag(help="trigger token (default: <name>)"),
+    "model_kind": Flag(choices=("image", "video"),
+                       help="train for the server's image model (fill) or its video model (extend)"),
+    "colorspace": Flag(help="frames' colour space (auto: float files ACEScg, others raw)"),
+    "train_text_encoder": Flag(help="also train a LoRA on the text encoder(s): binds the trigger token harder, "
+                                    "needs more memory"),
+    "clip_frames": Flag(help="video: train on clips of this many consecutive frames of each sequence "
+                             "(name.####.exr), 1 or 4k+1 for Wan (5, 9, 13...); 1: every frame a 1-frame clip"),
+    "clip_conditioning": Flag(help="video, with --clip-frames: frames at the start of each clip given as known "
+                                   "(extend's K)"),
+    "mixed_precision": Flag(help="GPU: train in float32"),
+    "gradient_checkpointing": Flag(help="GPU: faster steps, more memory"),
+    "licence": Flag(help="licence / consent note"),
+    "required_views": Flag(name="require_view", help="a view the set must cover; repeat (default: all but top)"),
+    "force": Flag(help="train below the thresholds (never past unreadable files)"),
+    "report_only": Flag(help="print the data report and stop (exit 3 if below thresholds)"),
+    "contact_sheet": Flag(help="with --report-only: write a PNG of the frames grouped by view"),
+}
 
-    def curve_flags(p) -> None:
-        p.add_argument("--curve-server-cert", help=f"the server's public CURVE certificate: encrypt (remote server; "
-                       f"default ${SERVER_CERT_ENV})")
-        p.add_argument("--curve-client-cert", help=f"your secret CURVE certificate, for a server that admits listed "
-                       f"clients only (default ${CLIENT_CERT_ENV})")
 
-    def client_parser(name: str, help: str):
-        p = sub.add_parser(name, help=help)
-        p.add_argument("--server", default=DEFAULT_ADDRESS, help=f"server address (default {DEFAULT_ADDRESS})")
-        p.add_argument("--timeout", type=float, default=10.0)
+class Commands:
+    """What a command module registers with: ``bodydouble``'s subcommands.
+
+    ``add`` a command, ``client`` a command that talks to a server (``--server``, ``--timeout``, CURVE flags;
+    ``connect(args)`` makes its ``Client``), ``parser(name)`` to add flags to one already registered, or
+    ``group(name)`` to add subcommands under one (``bodydouble adapters retire``)."""
+
+    def __init__(self, sub):
+        self._sub = sub
+        self._parsers: dict[str, argparse.ArgumentParser] = {}
+        self._groups: dict[str, Commands] = {}
+
+    def add(self, name: str, help: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        if name in self._parsers:
+            raise ValueError(f"command {name!r} is registered twice")
+        p = self._sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        self._parsers[name] = p
+        return p
+
+    def client(self, name: str, help: str, func: Callable[[argparse.Namespace], int],
+               timeout: float = 10.0, server_default: str | None = DEFAULT_ADDRESS) -> argparse.ArgumentParser:
+        p = self.add(name, help, func)
+        p.add_argument("--server", default=server_default, help=f"server address (default {server_default})"
+                       if server_default else "run as a job on this server (paths must be under its roots)")
+        p.add_argument("--timeout", type=float, default=timeout)
         curve_flags(p)
         return p
 
-    p = client_parser("adapters", "list the server's character adapters")
+    def parser(self, name: str) -> argparse.ArgumentParser:
+        return self._parsers[name]
+
+    def group(self, name: str) -> "Commands":
+        """The subcommands of command ``name`` (``bodydouble adapters retire NAME``): register into them as
+        here. The command alone still runs its own ``func`` (``bodydouble adapters`` lists)."""
+        if name not in self._groups:
+            parser = self._parsers[name]
+            self._groups[name] = Commands(parser.add_subparsers(dest=f"{name}_command", metavar="ACTION"))
+        return self._groups[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._parsers
+
+
+def curve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--curve-server-cert", help=f"the server's public CURVE certificate: encrypt (remote server; "
+                   f"default ${SERVER_CERT_ENV})")
+    p.add_argument("--curve-client-cert", help=f"your secret CURVE certificate, for a server that admits listed "
+                   f"clients only (default ${CLIENT_CERT_ENV})")
+
+
+_unavailable: dict[str, str] = {}     # command module -> why it could not be imported
+
+
+def register(commands: Commands) -> None:
+    """The thin client's own commands."""
+    p = commands.client("adapters", "list the server's character adapters", cmd_adapters)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_adapters)
-    client_parser("rescan", "make the server rescan its adapters folder").set_defaults(func=cmd_rescan)
-    p = sub.add_parser("doctor", help="check this set-up (versions, GPU, model, adapters, server, folders, host "
-                       "plugins): one line per check with its fix; exit 1 on any FAIL")
+    commands.client("rescan", "make the server rescan its adapters folder", cmd_rescan)
+    p = commands.add("doctor", "check this set-up (versions, GPU, model, adapters, server, folders, host plugins): "
+                     "one line per check with its fix; exit 1 on any FAIL", _doctor)
     p.add_argument("--config", help="server config (default: the one the installer writes)")
     p.add_argument("--server", help=f"server address (default: from the config, else {DEFAULT_ADDRESS})")
     p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_doctor)
 
-    def generating_parser(name: str, help: str, frames_help: str, guidance: float):
-        """The flags every generating operation shares: plate, frames, adapters, sampling, output."""
-        p = client_parser(name, help)
+    def generating(name: str, help: str, frames_help: str, cls, func):
+        """The flags every generating operation shares: plate, frames, adapters; the rest from ``cls``'s fields."""
+        p = commands.client(name, help, func)
         p.add_argument("--plate", required=True, help="plate file pattern, e.g. /shows/x/sh010/plate.####.exr")
         p.add_argument("--frames", required=True, help=frames_help)
         p.add_argument("--adapter", action="append", help="adapter name[:weight]; repeat to blend")
-        p.add_argument("--prompt", default="")
-        p.add_argument("--negative", default="")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--steps", type=int, default=20)
-        p.add_argument("--guidance", type=float, default=guidance)
-        p.add_argument("--colorspace", default="ACEScg")
-        p.add_argument("--shot")
-        p.add_argument("--output-dir")
+        add_fields(p, cls, GENERATION_FLAGS)
         p.add_argument("--json", action="store_true")
         p.add_argument("--quiet", action="store_true")
         return p
 
-    p = generating_parser("fill", "inpaint an unseen angle over a plate sequence", "FIRST-LAST, e.g. 1001-1010", 7.5)
+    p = generating("fill", "inpaint an unseen angle over a plate sequence", "FIRST-LAST, e.g. 1001-1010",
+                   FillRequest, cmd_fill)
     p.add_argument("--mask", help="mask file pattern (default: the plate's alpha)")
-    p.add_argument("--strength", type=float, default=1.0)
-    p.set_defaults(func=cmd_fill)
+    generating("extend", "generate frames after a plate's last frame (shot extension)",
+               "the plate's FIRST-LAST; the take starts at LAST+1", ExtendRequest, cmd_extend)
 
-    p = generating_parser("extend", "generate frames after a plate's last frame (shot extension)",
-                          "the plate's FIRST-LAST; the take starts at LAST+1", 5.0)
-    p.add_argument("--count", type=int, required=True, help="how many new frames")
-    p.add_argument("--conditioning", type=int, default=1, help="K: the last K plate frames condition the model")
-    p.add_argument("--overlap", type=int, default=2, help="frames blended between chunks of a long extension")
-    p.add_argument("--no-colour-match", dest="colour_match", action="store_false",
-                   help="keep the generated colours as they come (the seam is still measured)")
-    p.add_argument("--fps", type=float, default=24.0)
-    p.set_defaults(func=cmd_extend)
-
-    p = sub.add_parser("serve", help="run the inference server")
-    p.add_argument("--config", help="TOML settings file")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--model", help="local diffusers folder or single-file checkpoint (default: embedded test model)")
-    p.add_argument("--family", help="model family for a single-file checkpoint (sd15, sdxl)")
-    p.add_argument("--model-config", help="diffusers config folder for a single-file checkpoint")
-    p.add_argument("--adapters", help="adapters folder")
-    p.add_argument("--root", action="append", dest="roots", help="folder the server may read/write; repeat")
-    p.add_argument("--output-root", help="where takes go when a request names no output folder")
-    p.add_argument("--device")
-    p.add_argument("--dtype")
-    p.add_argument("--resolution", type=int)
-    p.add_argument("--video-model", help="extend's video model: a local diffusers folder (Wan VACE, LTX-Video), "
-                   "'none' for no extend (default: embedded test video model)")
-    p.add_argument("--video-resolution", type=int, help="extend's generation long side (default: the family's)")
-    p.add_argument("--video-window", type=int, help="frames per video pipeline call (lower: less GPU memory)")
-    p.add_argument("--curve-certificate", help="server secret certificate: encrypt connections (remote use)")
-    p.add_argument("--curve-clients", help="folder of client public certificates allowed to connect")
-    p.add_argument("--log-level", default="INFO")
-    p.set_defaults(func=_server_command("serve"))
-
-    p = sub.add_parser("demo", help="end-to-end demo on the embedded test model (no weights needed)")
-    p.add_argument("--out", default="bodydouble-demo", help="folder for the sample plate, adapter and takes")
-    p.add_argument("--frames", type=int, default=3)
-    p.add_argument("--size", default="256x144", help="plate WIDTHxHEIGHT")
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--extend", type=int, default=8, help="frames the demo's extend take adds after the plate")
-    p.set_defaults(func=_server_command("demo"))
-
-    p = sub.add_parser("train", help="data report and LoRA training of a character adapter (server install)")
-    p.add_argument("frames", nargs="+", help="folder(s) or files of reference frames (EXR, TIFF, PNG, JPEG, DPX)")
-    p.add_argument("--character", required=True)
-    p.add_argument("--name", help="adapter folder name (default: the character, slugged)")
-    p.add_argument("--trigger", help="trigger token (default: <name>)")
-    p.add_argument("--report-only", action="store_true", help="print the data report and stop (exit 3 if below thresholds)")
-    p.add_argument("--contact-sheet", help="with --report-only: write a PNG of the frames grouped by view")
+    p = commands.client("train", "data report and LoRA training of a character adapter (in this process: server "
+                        "install; with --server: a train job on that server)", cmd_train, server_default=None)
+    p.set_defaults(server=None)
+    add_fields(p, TrainRequest, TRAIN_FLAGS)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--out", help="adapters folder to publish into (default: the server's)")
-    p.add_argument("--work-dir", help="checkpoints folder (default: OUT/.training/NAME); rerun to resume")
-    p.add_argument("--model", help="the model to train for, a diffusers folder: the base (image) model, or with "
-                   "--model-kind video the video model (default: the embedded test model of that kind)")
-    p.add_argument("--model-kind", choices=["image", "video"], default="image",
-                   help="train for the server's image model (fill) or its video model (extend)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--colorspace", default="auto", help="frames' colour space (auto: float files ACEScg, others raw)")
-    p.add_argument("--resolution", type=int, default=512)
-    p.add_argument("--rank", type=int, default=4)
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--learning-rate", type=float, default=1e-4)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--holdout-per-view", type=int, default=1)
-    p.add_argument("--preview-steps", type=int, default=20)
-    p.add_argument("--preview-count", type=int, default=4)
-    p.add_argument("--train-text-encoder", action="store_true",
-                   help="also train a LoRA on the text encoder(s): binds the trigger token harder, needs more memory")
-    p.add_argument("--clip-frames", type=int, default=1,
-                   help="video: train on clips of this many consecutive frames of each sequence (name.####.exr), "
-                   "1 or 4k+1 for Wan (5, 9, 13...); 1: every frame a 1-frame clip")
-    p.add_argument("--clip-conditioning", type=int, default=1,
-                   help="video, with --clip-frames: frames at the start of each clip given as known (extend's K)")
-    p.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false", help="GPU: train in float32")
-    p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
-                   help="GPU: faster steps, more memory")
-    p.add_argument("--rights-holder")
-    p.add_argument("--licence", help="licence / consent note")
-    p.add_argument("--min-frames", type=int, default=8)
-    p.add_argument("--min-per-view", type=int, default=1)
-    p.add_argument("--require-view", action="append", help="a view the set must cover; repeat (default: all but top)")
-    p.add_argument("--force", action="store_true", help="train below the thresholds (never past unreadable files)")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--server", help="run as a train job on this server (frames and --contact-sheet under its roots)")
-    p.add_argument("--timeout", type=float, default=10.0)
-    curve_flags(p)
-    p.set_defaults(func=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bodydouble", description=__doc__.split("\n\n")[0])
+    commands = Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    register(commands)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise                  # a module that is there but broken: show it, do not hide its commands
+            _unavailable[name] = f"{exc.name} is not installed"
+            continue
+        module.register(commands)
+    if _unavailable:
+        parser.epilog = "not available here: " + "; ".join(f"{m} ({why})" for m, why in _unavailable.items())
     return parser
 
 

@@ -1,6 +1,12 @@
-"""Server-side commands: ``bodydouble serve`` and ``bodydouble demo``."""
+"""The server's commands: ``bodydouble serve``, ``bodydouble demo`` and ``bodydouble train`` in this process.
+
+``register`` adds them to ``bodydouble``'s command line (``bodydouble.cli.COMMAND_MODULES`` lists this
+module). Importing this module must stay cheap and torch-free: it runs on every ``bodydouble`` call, thin
+client installs included; the commands import what they need when they run.
+"""
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -8,20 +14,76 @@ import threading
 import time
 from pathlib import Path
 
-from .config import ServerConfig
-from .server import Server
+from bodydouble.cliflags import Flag, add_fields, values
+
+from .config import DTYPES, ServerConfig
+
+# Help of the serve flags; the flags themselves come from ServerConfig's fields (a new setting gets its flag).
+SERVE_FLAGS = {
+    "model": Flag(help="local diffusers folder or single-file checkpoint (default: embedded test model)"),
+    "family": Flag(help="model family for a single-file checkpoint (sd15, sdxl)"),
+    "model_config": Flag(help="diffusers config folder for a single-file checkpoint"),
+    "adapters": Flag(help="adapters folder"),
+    "roots": Flag(name="root", help="folder the server may read/write; repeat"),
+    "output_root": Flag(help="where takes go when a request names no output folder"),
+    "device": Flag(help="auto | cpu | cuda | cuda:N"),
+    "dtype": Flag(choices=DTYPES),
+    "resolution": Flag(help="generation long side (default: the model family's)"),
+    "video_model": Flag(help="extend's video model: a local diffusers folder (Wan VACE, LTX-Video), 'none' for no "
+                             "extend (default: embedded test video model)"),
+    "video_resolution": Flag(help="extend's generation long side (default: the family's)"),
+    "video_window": Flag(help="frames per video pipeline call (lower: less GPU memory)"),
+    "curve_certificate": Flag(help="server secret certificate: encrypt connections (remote use)"),
+    "curve_authorized_clients": Flag(name="curve_clients", help="folder of client public certificates allowed to "
+                                                                "connect"),
+}
+LOCAL_TRAIN_FLAGS = ("out", "work_dir", "model")   # train in this process only; refused with --server
+
+
+def register(commands) -> None:
+    """Add the server's commands to ``bodydouble`` (a ``bodydouble.cli.Commands``)."""
+    p = commands.add("serve", "run the inference server", needs_server(cmd_serve))
+    p.add_argument("--config", help="TOML settings file")
+    add_fields(p, ServerConfig, SERVE_FLAGS, defaults=False)     # None: not given, the config file's value stands
+    p.add_argument("--log-level", default="INFO")
+
+    p = commands.add("demo", "end-to-end demo on the embedded test model (no weights needed)", needs_server(cmd_demo))
+    p.add_argument("--out", default="bodydouble-demo", help="folder for the sample plate, adapter and takes")
+    p.add_argument("--frames", type=int, default=3)
+    p.add_argument("--size", default="256x144", help="plate WIDTHxHEIGHT")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--extend", type=int, default=8, help="frames the demo's extend take adds after the plate")
+
+    p = commands.parser("train")     # the client's train command: these flags are for training in this process
+    p.add_argument("--out", help="adapters folder to publish into (default: the server's)")
+    p.add_argument("--work-dir", help="checkpoints folder (default: OUT/.training/NAME); rerun to resume")
+    p.add_argument("--model", help="the model to train for, a diffusers folder: the base (image) model, or with "
+                   "--model-kind video the video model (default: the embedded test model of that kind)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(train_here=needs_server(cmd_train), local_flags=LOCAL_TRAIN_FLAGS)
+
+
+def needs_server(command):
+    """A command that says which install it needs when the server's libraries (torch, ...) are missing."""
+    @functools.wraps(command)
+    def run(args, *rest) -> int:
+        try:
+            return command(args, *rest)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").startswith("bodydouble"):
+                raise
+            print(f"`bodydouble {args.command}` needs the server install: pip install \"bodydouble[server]\" "
+                  f"({exc})", file=sys.stderr)
+            return 2
+    return run
 
 
 def cmd_serve(args) -> int:
+    from .server import Server
+
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = ServerConfig.load(
-        args.config, host=args.host, port=args.port, model=args.model, family=args.family,
-        model_config=args.model_config, adapters=args.adapters, roots=args.roots, output_root=args.output_root,
-        device=args.device, dtype=args.dtype, resolution=args.resolution, video_model=args.video_model,
-        video_resolution=args.video_resolution, video_window=args.video_window,
-        curve_certificate=args.curve_certificate, curve_authorized_clients=args.curve_clients,
-    )
+    config = ServerConfig.load(args.config, **values(ServerConfig, args))
     server = Server(config)
     address = server.bind()
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
@@ -33,8 +95,10 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def start_in_thread(config: ServerConfig) -> tuple[Server, threading.Thread]:
-    """A server on a background thread (demo, tests, benchmarks): real sockets, real model."""
+def start_in_thread(config: ServerConfig):
+    """(Server, thread): a server on a background thread (demo, tests, benchmarks): real sockets, real model."""
+    from .server import Server
+
     server = Server(config)
     server.bind()
     thread = threading.Thread(target=server.serve_forever, name="bodydouble-server", daemon=True)
@@ -110,18 +174,17 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    """``bodydouble train FRAMES --character NAME``: the data report, then (unless --report-only) LoRA training."""
+def cmd_train(args, request) -> int:
+    """``bodydouble train FRAMES --character NAME`` in this process: the data report, then (unless
+    --report-only) LoRA training. ``request``: the flags as the ``TrainRequest`` a server would get."""
     import json
 
-    from bodydouble.cli import train_request
-
     from .training import contact, run
-    from .training.report import summary_text, to_json
     from .training.loop import TrainingCancelled
+    from .training.report import summary_text, to_json
 
     logging.basicConfig(level=logging.WARNING)
-    settings, thresholds = run.from_request(train_request(args))
+    settings, thresholds = run.from_request(request)
     if args.report_only:
         data, report = run.data_report(args.frames, settings.resolution, thresholds, colourspace=args.colorspace)
         if args.contact_sheet and data.frames:
