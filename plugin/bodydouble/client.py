@@ -134,6 +134,12 @@ class Job:
                 on_progress(progress)
         return self._result()
 
+    def reattach(self) -> "Job":
+        """A new handle following this job by its id (after ``ServerUnavailable``, or from another client)."""
+        if self.job_id is None:
+            raise errors.BodyDoubleError("this job was never accepted by the server; submit it again")
+        return self._client.follow(self.job_id)
+
     def cancel(self) -> None:
         """Ask the server to stop this job at the next step. ``wait`` then raises JobCancelled."""
         if self._final is not None:
@@ -147,26 +153,22 @@ class Job:
 
     # -- internals -------------------------------------------------------------------------
     def _next(self, timeout: float | None) -> protocol.Message:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait = self._client.heartbeat_interval
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
-            try:
-                msg = self._inbox.get(timeout=wait)
-            except queue.Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise errors.RequestTimeout(f"job {self.job_id or self.request_id} still running after {timeout} s")
-                self._client.ensure_alive()
-                continue
-            self._apply(msg)
-            return msg
+        # No heartbeat here: the connection's I/O thread watches the server and puts a server_unavailable
+        # error in this inbox when it stops answering, so an untimed wait always ends.
+        try:
+            msg = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            raise errors.RequestTimeout(f"job {self.job_id or self.request_id} still running after {timeout} s") from None
+        self._apply(msg)
+        return msg
 
     def _apply(self, msg: protocol.Message) -> None:
         body = msg.body
         if msg.type == "accepted":
             self.job_id = body.get("job")
             self.queue_position = body.get("queue_position")
+            if self.job_id:
+                self._client._conn.attach_job(self.request_id, self.job_id)
         elif msg.type == "progress":
             self.progress = Progress(
                 job=body.get("job", ""), fraction=float(body.get("fraction", 0.0)), message=body.get("message", ""),
@@ -197,16 +199,27 @@ class Job:
 
 
 class Client:
+    """``address``: ``tcp://host:port`` (``host:port`` gets ``tcp://`` added; anything else raises BadAddress at
+    once). ``connect_timeout``: how long ``connect`` waits for the server's hello before ServerNotRunning.
+    ``heartbeat_interval``: a server silent for 3 intervals while a request or job waits is declared lost
+    (those get ServerUnavailable) and the connection reconnects by itself."""
+
     def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 10.0, name: str = "bodydouble-python",
-                 heartbeat_interval: float = 5.0, curve: dict | None = None):
+                 heartbeat_interval: float = 1.0, curve: dict | None = None, connect_timeout: float = 5.0,
+                 user: str | None = None):
         from .connection import Connection
 
-        self.address = address
+        # Who submits, for the server's consent rules and audit log: self-asserted (a CURVE key is verified).
+        self.user = user or _local_user()
+
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.name = name
         self.heartbeat_interval = heartbeat_interval
         # curve None: the certificates the environment names (see curve.py), else plain TCP.
-        self._conn = Connection(address, curve=curve if curve is not None else keys_from_env())
+        self._conn = Connection(address, curve=curve if curve is not None else keys_from_env(),
+                                heartbeat_interval=heartbeat_interval)
+        self.address = self._conn.address
         self.server_info: dict | None = None
 
     def __enter__(self) -> "Client":
@@ -222,12 +235,14 @@ class Client:
     # -- requests ------------------------------------------------------------------------
     def connect(self) -> dict:
         """Check the server is there and speaks our protocol; returns its capabilities."""
-        self._conn.probe()
+        limit = min(self.timeout, self.connect_timeout)
+        self._conn.probe(timeout=min(1.0, limit))
         try:
-            self.server_info = self.request("hello", {"client": self.name, "client_version": __version__})
-        except errors.RequestTimeout:
+            self.server_info = self.request("hello", {"client": self.name, "client_version": __version__},
+                                            timeout=limit)
+        except (errors.RequestTimeout, errors.ServerLost):
             raise errors.ServerNotRunning(
-                f"Nothing at {self.address} answered a BodyDouble hello within {self.timeout} s. "
+                f"Nothing at {self.address} answered a BodyDouble hello within {limit:g} s. "
                 "Is `bodydouble serve` running there (and not another program on that port)?"
             ) from None
         except errors.RequestError as exc:
@@ -298,7 +313,18 @@ class Client:
         return self.list_adapters()
 
     def status(self, job_id: str) -> dict:
+        """A job's state by its id, from any connection (``unknown_job`` after a server restart)."""
         return self.request("status", {"job": job_id})
+
+    def follow(self, job_id: str) -> Job:
+        """Re-attach to a job by its id (after a reconnect, or from another process): a :class:`Job` whose
+        events continue from now (its ``accepted`` carries the latest progress) or end at once if it ended."""
+        rid, inbox = self._conn.open("job")
+        job = Job(self, rid, inbox, keepalive=[])
+        job.job_id = job_id
+        self._conn.attach_job(rid, job_id)
+        self._conn.send(protocol.Message(type="follow", id=rid, body={"job": job_id}))
+        return job
 
     def cancel(self, job_id: str) -> dict:
         return self.request("cancel", {"job": job_id})
@@ -309,7 +335,17 @@ class Client:
         meanings: list[str] = []
         body = codec.to_wire(request, buffers, meanings)
         body["operation"] = request.operation
-        rid, inbox = self._conn.open()
+        body["user"] = self.user
+        rid, inbox = self._conn.open("job")
         job = Job(self, rid, inbox, keepalive=buffers)
         self._conn.send(protocol.Message(type="submit", id=rid, body=body, buffers=buffers, meanings=meanings))
         return job
+
+
+def _local_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:      # no login name (some containers, services): the server records "unknown"
+        return "unknown"
