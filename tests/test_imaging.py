@@ -89,7 +89,7 @@ def test_exr_write_is_atomic_and_keeps_layout(tmp_path):
     frame = frames.read_frame(src, Limits())
     assert frame.pixel_aspect == 2.0 and frame.pixel_type == "half"
     dst = tmp_path / "dst.exr"
-    frames.write_exr_atomic(dst, frame, frame.pixels, {"seed": 3, "prompt": "x"})
+    frames.write_exr_atomic(dst, frame, {"seed": 3, "prompt": "x"})
     again = frames.read_frame(dst, Limits())
     assert again.pixel_aspect == 2.0 and again.spec.get_int_attribute("bodydouble:seed") == 3
     assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".*"))

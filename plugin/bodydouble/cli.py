@@ -18,7 +18,7 @@ from . import errors
 from .cliflags import Flag, add_fields, values
 from .client import DEFAULT_ADDRESS, Client
 from .curve import CLIENT_CERT_ENV, SERVER_CERT_ENV, keys_for
-from .jobspec import AdapterRef, ExtendRequest, FillRequest, TrainRequest, sequence_frames
+from .jobspec import AdapterRef, ExtendRequest, FillRequest, TrainRequest, parse_frame_range, sequence_frames
 
 # Modules that add subcommands, in order: each defines ``register(commands: Commands)``. One that a partial
 # install cannot import (no server extra) adds nothing, and ``bodydouble --help`` says why.
@@ -88,8 +88,11 @@ def _submit_and_wait(args, request, cancelled: str = "cancelled"):
 
 
 def _plate_frames(args, mask: str | None = None):
-    first, _, last = args.frames.partition("-")
-    return sequence_frames(args.plate, int(first), int(last or first), mask)
+    try:
+        first, last = parse_frame_range(args.frames)
+    except ValueError as exc:
+        raise errors.RequestError(f"--frames: {exc}", code=errors.INVALID_REQUEST) from None
+    return sequence_frames(args.plate, first, last, mask)
 
 
 

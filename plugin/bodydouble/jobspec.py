@@ -12,7 +12,43 @@ from typing import Optional
 
 import numpy as np
 
+from . import errors
+
 MODEL_KINDS = {"fill": "image", "extend": "video"}     # which of the server's models runs each operation
+
+# Caps on what a request may hold, in characters (and list lengths), checked at submit: a longer value is
+# ``too_large``. Prompts go into every EXR header of a take; names become folder names.
+TEXT_LIMITS = {"prompt": 4096, "name": 128, "character": 256, "trigger": 256, "colorspace": 256, "channel": 256,
+               "path": 4096, "rights_holder": 1024, "licence": 4096, "view": 64}
+MAX_FRAMES = 100_000           # frames in one request
+MAX_ADAPTERS = 16              # adapters mixed in one request
+# Frame numbers: what an EXR int attribute (and every host's frame counter) holds.
+FRAME_RANGE = (-(2**31) + 1, 2**31 - 1)
+
+
+def check_text(value: str, what: str, limit: str) -> None:
+    """A string from the wire: within its cap (``too_large``), no NUL (C APIs and EXR headers cut there), no lone
+    UTF-16 surrogate (not encodable as UTF-8: every file and reply would fail on it)."""
+    cap = TEXT_LIMITS[limit]
+    if len(value) > cap:
+        raise errors.RequestError(f"{what} is {len(value)} characters; the limit is {cap}", code=errors.TOO_LARGE)
+    if "\x00" in value:
+        raise ValueError(f"{what} holds a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} holds a lone UTF-16 surrogate (not valid Unicode text)") from None
+
+
+def check_count(items: list, what: str, cap: int) -> None:
+    if len(items) > cap:
+        raise errors.RequestError(f"{what} has {len(items)} entries; the limit is {cap}", code=errors.TOO_LARGE)
+
+
+def check_frame_number(frame: int, what: str = "frame") -> None:
+    if not FRAME_RANGE[0] <= frame <= FRAME_RANGE[1]:
+        raise ValueError(f"{what} {frame} is outside {FRAME_RANGE[0]}..{FRAME_RANGE[1]} (what EXR headers hold)")
+
 
 # An image: a path the server can read (shared storage: the normal studio case) or pixels.
 # Pixels are (H, W, C) arrays, C in 1..4 (+ extra channels), float16/float32/uint8/uint16.
@@ -28,6 +64,8 @@ class ImageRef:
             raise ValueError("an image is either a 'path' or 'pixels', exactly one of them")
         if self.path is not None and not self.path:
             raise ValueError("'path' is empty")
+        if self.path is not None:
+            check_text(self.path, "'path'", "path")
         if self.pixels is not None and self.pixels.ndim not in (2, 3):
             raise ValueError(f"pixels must be (H, W) or (H, W, C), got shape {self.pixels.shape}")
 
@@ -47,6 +85,9 @@ class FrameInput:
     # None: use the plate's alpha channel as the mask.
     mask: Optional[ImageRef] = None
 
+    def validate(self) -> None:
+        check_frame_number(self.frame)
+
 
 @dataclass
 class AdapterRef:
@@ -56,6 +97,7 @@ class AdapterRef:
     def validate(self) -> None:
         if not self.name:
             raise ValueError("adapter name is empty")
+        check_text(self.name, "adapter name", "name")
         if not -4.0 <= self.weight <= 4.0:
             raise ValueError(f"adapter weight {self.weight} is outside [-4, 4]")
 
@@ -77,8 +119,16 @@ def _check_generation(req) -> None:
         raise ValueError(f"guidance must be in [0, 50], got {req.guidance}")
     if not 0 <= req.seed < 2**63:
         raise ValueError(f"seed must be in [0, 2^63), got {req.seed}")
+    check_text(req.prompt, "prompt", "prompt")
+    check_text(req.negative_prompt, "negative_prompt", "prompt")
+    check_text(req.colorspace, "colorspace", "colorspace")
+    if req.output_dir is not None:
+        check_text(req.output_dir, "output_dir", "path")
     if req.shot is not None:
+        check_text(req.shot, "shot name", "name")
         check_safe_name(req.shot, "shot name")
+    check_count(req.frames, "'frames'", MAX_FRAMES)
+    check_count(req.adapters, "'adapters'", MAX_ADAPTERS)
     if len({a.name for a in req.adapters}) != len(req.adapters):
         raise ValueError("an adapter is named twice")
 
@@ -123,6 +173,8 @@ class FillRequest:
             raise ValueError(f"context must be in [0, 4], got {self.context}")
         if not 0 <= self.feather <= 256:
             raise ValueError(f"feather must be in 0..256 pixels, got {self.feather}")
+        if self.mask_channel is not None:
+            check_text(self.mask_channel, "mask_channel", "channel")
 
 
 @dataclass
@@ -166,6 +218,7 @@ class ExtendRequest:
             raise ValueError(f"fps must be in (0, 240], got {self.fps}")
         if not 0 <= self.overlap <= 64:
             raise ValueError(f"overlap must be in 0..64 frames, got {self.overlap}")
+        check_frame_number(numbers[-1] + self.count, "the last new frame")
 
 
 @dataclass
@@ -197,6 +250,9 @@ class TrainOptions:
     licence: str = ""                 # licence / consent note; required to train
 
     def validate(self) -> None:
+        for key, limit in (("character", "character"), ("name", "name"), ("trigger", "trigger"),
+                           ("rights_holder", "rights_holder"), ("licence", "licence")):
+            check_text(getattr(self, key), f"'{key}'", limit)
         if not self.character.strip():
             raise ValueError("'character' is empty")
         if self.model_kind not in MODEL_KINDS.values():
@@ -252,6 +308,14 @@ class TrainRequest(TrainOptions):
     def validate(self) -> None:
         if not self.frames or not all(self.frames):
             raise ValueError("'frames' is empty: give folders or files of reference frames")
+        check_count(self.frames, "'frames'", MAX_FRAMES)
+        for index, item in enumerate(self.frames):
+            check_text(item, f"frames[{index}]", "path")
+        check_text(self.colorspace, "colorspace", "colorspace")
+        for index, view in enumerate(self.required_views or []):
+            check_text(view, f"required_views[{index}]", "view")
+        if self.contact_sheet is not None:
+            check_text(self.contact_sheet, "contact_sheet", "path")
         super().validate()
         if self.min_frames < 0 or self.min_per_view < 0:
             raise ValueError("min_frames and min_per_view must not be negative")
@@ -263,22 +327,29 @@ class TrainRequest(TrainOptions):
 OPERATIONS: dict[str, type] = {"fill": FillRequest, "extend": ExtendRequest, "train": TrainRequest}
 
 
+def format_frame(frame: int, padding: int) -> str:
+    """The one way a frame number is written into a file name: a negative frame is its sign, then the padded
+    number (``-0002`` for padding 4), as take folders write them and :func:`split_frame` reads them back."""
+    return f"{'-' if frame < 0 else ''}{abs(frame):0{padding}d}"
+
+
 def expand_pattern(pattern: str, frame: int) -> str:
     """``plate.####.exr`` / ``plate.%04d.exr`` / ``plate.$F4.exr`` -> the path of one frame."""
     match = re.search(r"#+", pattern)
     if match:
-        return pattern[: match.start()] + f"{frame:0{len(match.group())}d}" + pattern[match.end():]
+        return pattern[: match.start()] + format_frame(frame, len(match.group())) + pattern[match.end():]
     match = re.search(r"%0?(\d*)d", pattern)
     if match:
-        return pattern[: match.start()] + f"{frame:0{match.group(1) or 1}d}" + pattern[match.end():]
+        return pattern[: match.start()] + format_frame(frame, int(match.group(1) or 1)) + pattern[match.end():]
     match = re.search(r"\$F(\d*)", pattern)
     if match:
-        return pattern[: match.start()] + f"{frame:0{match.group(1) or 1}d}" + pattern[match.end():]
+        return pattern[: match.start()] + format_frame(frame, int(match.group(1) or 1)) + pattern[match.end():]
     return pattern
 
 
-# The last run of digits in the file name (not the folder): how Nuke, Hiero and Blender read sequences.
-_FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+# The last run of digits in the file name (not the folder): how Nuke, Hiero and Blender read sequences. A '-'
+# right after a '.' or '_' (or at the start) is the frame's sign: ``plate.-0002.exr`` is frame -2.
+_FRAME_NUMBER = re.compile(r"((?:(?<=[._])-|^-)?\d+)(?!.*\d)")
 
 
 def split_frame(path: str) -> tuple[str, Optional[int]]:
@@ -287,8 +358,26 @@ def split_frame(path: str) -> tuple[str, Optional[int]]:
     match = _FRAME_NUMBER.search(name)
     if not match:
         return path, None
-    pattern = name[: match.start()] + "#" * len(match.group(1)) + name[match.end():]
+    digits = match.group(1).lstrip("-")
+    pattern = name[: match.start()] + "#" * len(digits) + name[match.end():]
     return os.path.join(folder, pattern), int(match.group(1))
+
+
+_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
+
+
+def parse_frame_range(text: str) -> tuple[int, int]:
+    """``1001-1010``, ``1001``, ``-5--1``, ``-3-2``: (first, last), as ranges are printed. ValueError if not one."""
+    match = _RANGE.match(text)
+    if not match:
+        raise ValueError(f"frame range {text!r} is not FIRST-LAST or FRAME (e.g. 1001-1010, -5--1)")
+    first = int(match.group(1))
+    last = int(match.group(2)) if match.group(2) is not None else first
+    for value in (first, last):
+        check_frame_number(value)
+    if last < first:
+        raise ValueError(f"frame range {text!r} ends before it starts")
+    return first, last
 
 
 def sequence_frames(plate_pattern: str, first: int, last: int, mask_pattern: str | None = None) -> list[FrameInput]:

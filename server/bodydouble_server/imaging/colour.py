@@ -65,8 +65,16 @@ class ColourTransform:
         return np.asarray(out.get_pixels(oiio.FLOAT), dtype=np.float32).reshape(-1, 3)[:count].reshape(rgb.shape)
 
     def to_model(self, rgb: np.ndarray) -> np.ndarray:
+        """Never NaN or Inf: a non-finite plate sample is shown to the model as black, so it cannot spread
+        through the model (or a colour-match statistic) into generated pixels."""
+        rgb = np.where(np.isfinite(rgb), rgb, np.float32(0.0)).astype(np.float32, copy=False)
         out = rgb if self.raw else self._apply(rgb, inverse=False)
-        return np.clip(out, 0.0, 1.0)
+        return np.clip(np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
     def from_model(self, rgb: np.ndarray) -> np.ndarray:
+        """Generated pixels back to the plate's space; a model that made NaN or Inf fails the job (never a take
+        with holes in it)."""
+        if not np.isfinite(rgb).all():
+            raise errors.RequestError("the model produced NaN or infinite pixels (a half-precision overflow or a "
+                                      "diverged adapter?); nothing was written for this frame", code=errors.JOB_FAILED)
         return rgb.astype(np.float32) if self.raw else self._apply(rgb, inverse=True)

@@ -88,9 +88,12 @@ def feathered(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def composite(plate: np.ndarray, generated_rgb: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Generated RGB over the plate's RGB by ``weight``; other channels and every weight-0 pixel untouched."""
+    """Generated RGB over the plate's RGB by ``weight``; other channels and every weight-0 pixel untouched.
+
+    Where the weight is 1 the plate is not read at all, so a NaN or Inf there is filled over, not mixed in."""
     out = plate.copy()
     w = weight[:, :, None]
-    mixed = plate[:, :, :3] * (1.0 - w) + generated_rgb * w
+    with np.errstate(invalid="ignore", over="ignore"):
+        mixed = np.where(w >= 1.0, generated_rgb, plate[:, :, :3] * (1.0 - w) + generated_rgb * w)
     out[:, :, :3] = np.where(w > 0, mixed, plate[:, :, :3])
     return out

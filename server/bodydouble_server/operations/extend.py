@@ -10,6 +10,8 @@ Generated highlights are bounded by the inverse display view (about 16.0 for ACE
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 
 import numpy as np
@@ -48,12 +50,8 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     plan = chunking.plan(req.count, req.conditioning, req.overlap, video.window, video.family.temporal_multiple)
     common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames])
     conditioning = req.frames[-req.conditioning:]
-    plates = _conditioning_plates(engine, conditioning)
-    last = plates[-1]
-    height, width = last.shape
-    gen_h, gen_w = regions.model_size(regions.Box(0, height, 0, width), last.pixel_aspect, video.resolution,
-                                      video.family.multiple)
-    context = np.stack([common.model_input(colour, p.pixels[:, :, :3], gen_h, gen_w) for p in plates])
+    context, last, broken = _conditioning(engine, colour, conditioning, video)
+    gen_h, gen_w = context.shape[1:3]
 
     pipe = video.pipeline()
     adapters = video.adapters.resolve(req.adapters)     # again: the first load may have found broken weights
@@ -64,21 +62,26 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
         "request": {**{k: getattr(req, k) for k in _SETTINGS},
                     "frames": [{"frame": f.frame, "plate": f.plate.path or "buffer"} for f in req.frames]},
         "chunks": [dataclasses.asdict(c) for c in plan],
+        "nonfinite": {"total": {"nonfinite_context": broken}},
     })
     first = req.frames[-1].frame + 1
     attributes = {
         **common.provenance(engine, "extend", adapters, req, take, job, identity=video.identity),
         "source": last.source, "conditioning_frames": ",".join(str(f.frame) for f in conditioning),
         "fps": float(req.fps), "count": req.count, "chunks": len(plan), "overlap": req.overlap,
+        "nonfinite_context": broken,
     }
     returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
-    generated = np.zeros((req.count, gen_h, gen_w, 3), np.float32)
+    # The sequence so far at the model's size, only as far back as a later chunk looks (its known frames and the
+    # frames it regenerates): memory follows the model's window, never the shot's length.
+    tail = context
+    keep = req.conditioning + req.overlap
     generator = torch.Generator(device="cpu").manual_seed(req.seed)
     qc: dict = {}
-    with common.completing(take):
+    with common.completing(take), _TakeWriter(take, returned) as writer:
         for chunk in plan:
             job.check_cancelled()
-            known = np.concatenate([context, generated[:chunk.start]])[-chunk.cond:]
+            known = tail[:len(tail) - chunk.overlap][-chunk.cond:]
             made = video.family.extend(
                 pipe, known, chunk.outputs + chunk.pad, height=gen_h, width=gen_w, prompt=req.prompt,
                 negative_prompt=req.negative_prompt, steps=req.steps, guidance=req.guidance, fps=req.fps,
@@ -90,40 +93,89 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
             made = qc["match"].apply(made)
             if chunk.overlap:
                 w = chunking.blend_weights(chunk.overlap)[:, None, None, None]
-                previous = generated[chunk.start:chunk.start + chunk.overlap]
+                previous = tail[len(tail) - chunk.overlap:]
                 made[:chunk.overlap] = (1.0 - w) * previous + w * made[:chunk.overlap]
-            generated[chunk.start:chunk.start + chunk.outputs] = made
+            tail = np.concatenate([tail[:len(tail) - chunk.overlap], made])[-keep:]
             # Overlap frames are written again, blended: a take is only read once it says complete.
-            outputs = _to_plate(colour, last, generated[chunk.start:chunk.start + chunk.outputs])
-            for index, pixels in enumerate(outputs, start=chunk.start):
-                path = take.frame_path(first + index)
-                frame_io.write_exr_atomic(path, last, pixels, {**attributes, "frame": first + index,
-                                                               "chunk": chunk.index + 1})
-                take.add(first + index, path)
-                if returned is not None:
-                    returned[first + index] = common.wire_pixels(last, pixels)
+            for index, model_rgb in enumerate(made, start=chunk.start):
+                writer.put(first + index, _to_plate(colour, last, model_rgb),
+                           {**attributes, "frame": first + index, "chunk": chunk.index + 1})
+            writer.flush()      # every finished chunk is on disk and in take.json before the next starts
     return common.result_message(job, "extend", take, {
         "adapter": attributes["adapter"], "seed": req.seed, "test_model": video.identity.test_model,
         "conditioning_frames": [f.frame for f in conditioning], "fps": req.fps,
         "size": [gen_w, gen_h], "chunks": [{"first": first + c.start, "last": first + c.start + c.outputs - 1,
                                             "overlap": c.overlap} for c in plan],
         "seam": {k: v for k, v in qc.items() if k != "match"} | {"correction": qc["match"].to_dict()},
+        "nonfinite": {"nonfinite_context": broken},
     }, returned)
 
 
-def _conditioning_plates(engine: Engine, items) -> list[frame_io.Frame]:
-    plates = [common.load_image(engine, f.plate, f"plate {f.frame}") for f in items]
-    last = plates[-1]
-    for item, plate in zip(items, plates):
-        if plate.pixels.shape[2] < 3:
-            raise errors.RequestError(f"plate {item.frame} has {plate.pixels.shape[2]} channels; extend needs RGB",
-                                      code=errors.INVALID_REQUEST)
-        if plate.shape != last.shape:
+def _conditioning(engine: Engine, colour: ColourTransform, items, video) -> tuple[np.ndarray, frame_io.Frame, int]:
+    """The last K plate frames at the model's size (read and converted one at a time), the last plate's layout
+    (what every generated frame is written as), and how many of their pixels were NaN/Inf (shown as black)."""
+    context, layout, broken = [], None, 0
+    for item in items:
+        plate = common.load_image(engine, item.plate, f"plate {item.frame}")
+        plate.require_rgb("extend")
+        if layout is None:
+            reference = item
+            height, width = plate.shape
+            gen_h, gen_w = regions.model_size(regions.Box(0, height, 0, width), plate.pixel_aspect, video.resolution,
+                                              video.family.multiple)
+        elif plate.shape != layout.shape:
             raise errors.RequestError(
-                f"plate {item.frame} is {plate.shape[1]}x{plate.shape[0]} but plate {items[-1].frame} is "
-                f"{last.shape[1]}x{last.shape[0]}: conditioning frames must share one size",
+                f"plate {item.frame} is {plate.shape[1]}x{plate.shape[0]} but plate {reference.frame} is "
+                f"{layout.shape[1]}x{layout.shape[0]}: conditioning frames must share one size",
                 code=errors.INVALID_REQUEST)
-    return plates
+        rgb = plate.rgb()
+        broken += int((~np.isfinite(rgb)).any(axis=2).sum())
+        context.append(common.model_input(colour, rgb, gen_h, gen_w))
+        layout = plate.layout()
+        del plate, rgb
+    return np.stack(context), layout, broken
+
+
+class _TakeWriter:
+    """Writes finished frames on one thread while the next is converted. At most ``depth`` frames wait, so
+    memory holds a few plate-sized frames whatever the shot's length; frames enter take.json in order, once
+    on disk. On an error every started write finishes (or fails) before the take is marked."""
+
+    def __init__(self, take, returned: dict | None, depth: int = 2):
+        self.take, self.returned, self.depth = take, returned, depth
+        self._pending: collections.deque = collections.deque()
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bodydouble-write")
+
+    def put(self, frame: int, pixels: frame_io.Frame, attributes: dict) -> None:
+        path = self.take.frame_path(frame)
+        self._pending.append((frame, path, self._pool.submit(frame_io.write_exr_atomic, path, pixels, attributes)))
+        if self.returned is not None:
+            self.returned[frame] = pixels.wire()
+        while len(self._pending) > self.depth:
+            self._finish_one()
+
+    def _finish_one(self) -> None:
+        frame, path, future = self._pending.popleft()
+        future.result()
+        self.take.add(frame, path)
+
+    def __enter__(self) -> "_TakeWriter":
+        return self
+
+    def flush(self) -> None:
+        while self._pending:
+            self._finish_one()
+
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            if kind is None:
+                self.flush()
+            else:   # what reached the disk before the error is listed in the (failed or cancelled) take
+                for frame, path, future in self._pending:
+                    if future.exception() is None:
+                        self.take.add(frame, path)
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _progress(job, chunk: chunking.Chunk, chunks: int, first: int, count: int):
@@ -152,13 +204,10 @@ def _seam_attributes(qc: dict) -> dict:
             "colour_match_gain": rgb(qc["match"].gain), "colour_match_offset": rgb(qc["match"].offset)}
 
 
-def _to_plate(colour: ColourTransform, plate: frame_io.Frame, model_rgb: np.ndarray) -> np.ndarray:
-    """Generated frames in the plate's layout: scene-linear RGB, opaque alpha, other channels zero.
-
-    One colour conversion for the whole batch: OCIO's per-call set-up then costs once per chunk."""
-    height, width = plate.shape
-    pixels = np.zeros((len(model_rgb), height, width, plate.pixels.shape[2]), np.float32)
-    pixels[..., :3] = colour.from_model(np.stack([regions.resize(f, height, width) for f in model_rgb]))
-    if plate.alpha_index is not None:
-        pixels[..., plate.alpha_index] = 1.0
-    return pixels
+def _to_plate(colour: ColourTransform, layout: frame_io.Frame, model_rgb: np.ndarray) -> frame_io.Frame:
+    """One generated frame in the plate's layout (every part, channel type and window): scene-linear RGB,
+    opaque alpha, other channels zero."""
+    frame = layout.blank()
+    height, width = frame.shape
+    frame.set_rgb(slice(None), slice(None), colour.from_model(regions.resize(model_rgb, height, width)))
+    return frame

@@ -43,58 +43,69 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
     })
     attributes = common.provenance(engine, "fill", adapters, req, take, job)
     returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
+    repaired = {key: 0 for key in NONFINITE_KEYS}
+    take.info["nonfinite"] = {"total": repaired, "frames": {}}
     total = len(req.frames)
     with common.completing(take):
         for index, item in enumerate(req.frames):
             job.check_cancelled()
+            # One frame at a time, in its own pixel types: only what the model needs becomes float.
             plate = common.load_image(engine, item.plate, f"plate {item.frame}")
-            if plate.pixels.shape[2] < 3:
-                raise errors.RequestError(f"plate {item.frame} has {plate.pixels.shape[2]} channels; fill needs RGB",
-                                          code=errors.INVALID_REQUEST)
-            mask = _mask_for(engine, item, plate, req.mask_channel)
+            plate.require_rgb("fill")
+            mask, mask_repaired = _mask_for(engine, item, plate, req.mask_channel)
 
             def on_step(step: int, steps: int, _index=index, _frame=item.frame) -> None:
                 job.check_cancelled()
                 job.report((_index + step / steps) / total, f"frame {_frame}: step {step}/{steps}",
                            frame=_frame, frame_index=_index, frames=total, step=step, steps=steps)
 
-            pixels = fill_frame(engine, pipe, req, colour, plate, mask, on_step)
+            counts = {**fill_frame(engine, pipe, req, colour, plate, mask, on_step), "nonfinite_mask": mask_repaired}
+            del mask
             path = take.frame_path(item.frame)
-            frame_io.write_exr_atomic(path, plate, pixels, {
-                **attributes, "frame": item.frame, "source": plate.source,
+            frame_io.write_exr_atomic(path, plate, {
+                **attributes, "frame": item.frame, "source": plate.source, **counts,
                 "mask_source": item.mask.path if item.mask and item.mask.path else ("buffer" if item.mask else "plate alpha"),
             })
+            if any(counts.values()):
+                take.info["nonfinite"]["frames"][str(item.frame)] = counts
+                for key, value in counts.items():
+                    repaired[key] += value
             take.add(item.frame, path)
             if returned is not None:
-                returned[item.frame] = common.wire_pixels(plate, pixels)
+                returned[item.frame] = plate.wire()
+            del plate
     return common.result_message(job, "fill", take, {"adapter": attributes["adapter"], "seed": req.seed,
                                                      "test_model": engine.identity.test_model}, returned)
 
 
-def _mask_for(engine: Engine, item, plate: frame_io.Frame, channel: str | None) -> np.ndarray:
+NONFINITE_KEYS = ("nonfinite_filled", "nonfinite_context", "nonfinite_mask")
+
+
+def _mask_for(engine: Engine, item, plate: frame_io.Frame, channel: str | None) -> tuple[np.ndarray, int]:
+    """The mask over the plate's data window (float32) and how many of its samples were NaN/Inf."""
     if item.mask is None:
-        if plate.alpha_index is None:
+        if plate.alpha_name is None:
             raise errors.RequestError(f"plate {item.frame} has no alpha and no mask was given", code=errors.EMPTY_MASK)
-        return plate.pixels[:, :, plate.alpha_index]
+        return frame_io.clean_mask(plate.channel(plate.alpha_name))
     mask_frame = common.load_image(engine, item.mask, f"mask {item.frame}")
-    if mask_frame.shape != plate.shape:
-        raise errors.RequestError(
-            f"mask {item.frame} is {mask_frame.shape[1]}x{mask_frame.shape[0]} but the plate is "
-            f"{plate.shape[1]}x{plate.shape[0]}", code=errors.INVALID_REQUEST)
-    return frame_io.mask_channel(mask_frame, channel)
+    values = frame_io.mask_channel(mask_frame, channel)
+    return frame_io.clean_mask(frame_io.place_mask(mask_frame, values, plate, f"mask {item.frame}"))
 
 
 def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, plate: frame_io.Frame,
-               mask: np.ndarray, on_step) -> np.ndarray:
-    """The composited frame (float32, all of the plate's channels)."""
+               mask: np.ndarray, on_step) -> dict:
+    """Inpaint inside ``mask`` and write the result into ``plate``'s R, G, B in place (only the pixels the
+    feathered mask reaches). Returns the non-finite counts: RGB samples inside the mask filled over, and
+    those in the model's context, which the model saw as black and which stay as they were in the frame."""
     import torch
 
     height, width = plate.shape
     box = regions.context_box(regions.mask_box(mask), height, width, req.context)
     gen_h, gen_w = regions.model_size(box, plate.pixel_aspect, engine.resolution, engine.family.multiple)
     ys, xs = box.slices()
-    crop_rgb = plate.pixels[ys, xs, :3]
+    crop_rgb = plate.rgb(ys, xs)
     crop_mask = mask[ys, xs]
+    broken = ~np.isfinite(crop_rgb).all(axis=2)
     model_rgb = common.model_input(colour, crop_rgb, gen_h, gen_w)
     model_mask = (regions.resize(crop_mask[:, :, None], gen_h, gen_w)[:, :, 0] > 0.01).astype(np.float32)
 
@@ -107,10 +118,12 @@ def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, 
         callback_on_step_end=step_callback(on_step, req.steps),
     ).images[0]
     weight = regions.feathered(crop_mask, req.feather)
+    # A NaN/Inf inside the mask is filled over completely, even where the feather would keep some plate.
+    filled = broken & (crop_mask > 0)
+    weight[filled] = 1.0
     inside = weight > 0
     # The inverse view transform is the costly part: run it only where the result is used.
     generated = np.zeros_like(crop_rgb)
     generated[inside] = colour.from_model(regions.resize(np.asarray(out, dtype=np.float32), box.height, box.width)[inside])
-    result = plate.pixels.copy()
-    result[ys, xs] = regions.composite(plate.pixels[ys, xs], generated, weight)
-    return result
+    plate.set_rgb(ys, xs, regions.composite(crop_rgb, generated, weight), inside)
+    return {"nonfinite_filled": int(filled.sum()), "nonfinite_context": int((broken & ~filled).sum())}
