@@ -47,6 +47,7 @@ BUSY = "busy"                          # the job queue is full: retry after deta
 PATH_UNWRITABLE = "path_unwritable"    # inside the roots, but the server cannot write there (details: path, reason)
 WRITE_FAILED = "write_failed"          # writing a take's file failed, e.g. a full disk (details: path, reason)
 NOT_SUPPORTED = "not_supported"
+NOT_PERMITTED = "not_permitted"        # outside a consent record, a retired adapter, no record (details: rule, record)
 CANCELLED = "cancelled"
 MODEL_UNAVAILABLE = "model_unavailable"
 JOB_FAILED = "job_failed"

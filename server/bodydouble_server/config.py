@@ -20,6 +20,13 @@
     # optionally only the clients whose public certificates are in this folder.
     curve_certificate = "/etc/bodydouble/server.key_secret"
     curve_authorized_clients = "/etc/bodydouble/clients"
+    # Guardrails (docs/guardrails.md): consent records, the audit log, C2PA signing of takes.
+    consent_dir = "/studio/legal/bodydouble-consent"   # one TOML record per character and production
+    adapters_without_consent = "refuse"               # refuse | allow
+    audit_log = "/var/lib/bodydouble/audit.log"       # default: <home>/state/audit.log
+    signing_cert = "/etc/bodydouble/c2pa-chain.pem"   # default: a local chain made in <audit log folder>/provenance
+    signing_key = "/etc/bodydouble/c2pa-key.pem"
+    trust_anchors = "/etc/bodydouble/c2pa-ca.pem"     # what `provenance verify` trusts
     [limits]
     max_frame_pixels = 67108864
 """
@@ -57,10 +64,24 @@ class ServerConfig:
     video_window: int | None = None
     curve_certificate: str | None = None
     curve_authorized_clients: str | None = None
+    consent_dir: str = ""                   # default <home>/consent
+    adapters_without_consent: str = "refuse"
+    # Adapters of the embedded TEST models (random weights: no one's likeness) need no record; rules of a
+    # record that covers them still apply.
+    consent_exempt_test_models: bool = True
+    audit_log: str = ""                     # default <home>/state/audit.log
+    audit_rotate_mb: float = 64.0
+    signing_cert: str | None = None
+    signing_key: str | None = None
+    trust_anchors: str | None = None
     limits: protocol.Limits = field(default_factory=protocol.Limits)
 
     def __post_init__(self) -> None:
         home = default_home()
+        self.consent_dir = self.consent_dir or str(home / "consent")
+        self.audit_log = self.audit_log or str(home / "state" / "audit.log")
+        if self.adapters_without_consent not in ("refuse", "allow"):
+            raise ValueError(f"adapters_without_consent must be 'refuse' or 'allow', got {self.adapters_without_consent!r}")
         self.adapters = self.adapters or str(home / "adapters")
         self.output_root = self.output_root or (self.roots[0] if self.roots else str(home / "takes"))
         if not self.roots:

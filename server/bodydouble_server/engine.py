@@ -16,6 +16,7 @@ from .config import ServerConfig
 from .models import testing
 from .models.identity import ModelIdentity, model_sha256
 from .paths import AllowedRoots
+from .policy import Policy
 
 log = logging.getLogger("bodydouble.engine")
 
@@ -55,6 +56,7 @@ class Engine:
         self.adapters: AdapterLibrary | None = None
         self.video = None             # VideoModel for extend (None: not configured or failed; see video_error)
         self.video_error: tuple[str, str] | None = None     # (error code, message)
+        self.policy = Policy(config)  # consent, audit log, provenance (policy/)
 
     def load(self) -> None:
         quiet_libraries()
@@ -121,7 +123,7 @@ class Engine:
             for entry in self.video.adapters.listing():
                 if entry["model_kind"] == "video" or entry["name"] not in entries:
                     entries[entry["name"]] = entry
-        return [entries[name] for name in sorted(entries)]
+        return [self.policy.with_scope(entries[name]) for name in sorted(entries)]
 
     @property
     def operations(self) -> list[str]:

@@ -51,6 +51,7 @@ class Job:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     subscribers: list = field(default_factory=list)    # (peer, request id) that receive this job's events
     on_take: Callable | None = None                    # the manager's journal hook
+    on_finish: Callable | None = None                  # (job, final msg, state) before the final reply: the audit
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -81,6 +82,11 @@ class Job:
         with self._lock:
             if not self.live:
                 return False
+            if self.on_finish is not None:
+                try:
+                    self.on_finish(self, msg, state)
+                except Exception:
+                    log.exception("job %s: its end could not be recorded", self.id)
             self.seq += 1
             body = {"job": self.id, **msg.body, "seq": self.seq}
             try:
@@ -182,10 +188,17 @@ class JobManager:
                           details={"retry_after": retry, "queued": total})
 
     def submit(self, peer: bytes, request_id: str, operation: str, request: object,
-               run: Callable[[Job], protocol.Message], send: Send) -> Job:
-        """Queue a job that passed every check; its ``accepted`` is sent before the worker can see it."""
+               run: Callable[[Job], protocol.Message], send: Send, on_admit: Callable[[Job], None] | None = None,
+               on_finish: Callable | None = None) -> Job:
+        """Queue a job that passed every check; its ``accepted`` is sent before the worker can see it.
+
+        ``on_admit(job)`` runs first (the audit line; if it raises, nothing is queued), ``on_finish`` before the
+        job's final reply."""
         job = Job(id=f"job-{self._prefix}-{next(self._ids)}", peer=peer, request_id=request_id,
-                  operation=operation, request=request, run=run, send=send, on_take=self._take_opened)
+                  operation=operation, request=request, run=run, send=send, on_take=self._take_opened,
+                  on_finish=on_finish)
+        if on_admit is not None:
+            on_admit(job)
         with self._cv:
             self._jobs[job.id] = job
             self._by_request[(peer, request_id)] = job.id

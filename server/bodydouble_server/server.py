@@ -63,6 +63,7 @@ class Server:
         self._wake_push: zmq.Socket | None = None
         self._wake_lock = threading.Lock()
         self._loop_thread: int | None = None
+        self._curve_user: str | None = None     # loop thread: the verified CURVE key of the message being handled
         self._next_beat = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -233,6 +234,7 @@ class Server:
             except zmq.Again:
                 return
             peer, rest = frames[0].bytes, frames[1:]
+            self._curve_user = _curve_user_id(frames[-1]) if self._authenticator is not None else None
             try:
                 self._handle(peer, rest)
             except Exception:  # a bug answering the error itself: log it, keep the loop
@@ -281,6 +283,7 @@ class Server:
             "output_root": self.config.output_root,
             "roots": [str(r) for r in engine.roots.roots],
             "adapters_dir": self.config.adapters,
+            "policy": engine.policy.describe(engine.adapter_listing() if ready else []),
         }
 
     def _on_heartbeat(self, peer: bytes, msg: protocol.Message) -> None:
@@ -302,9 +305,10 @@ class Server:
         self.jobs.submit(peer, msg.id, "rescan", None, run, self.send)
 
     def _on_submit(self, peer: bytes, msg: protocol.Message) -> None:
-        operation, request = self.admit(peer, msg)
+        operation, request, admission = self.admit(peer, msg)
         run = OPERATIONS[operation].run
-        self.jobs.submit(peer, msg.id, operation, request, lambda job: run(self.engine, job, request), self.send)
+        self.jobs.submit(peer, msg.id, operation, request, lambda job: run(self.engine, job, request), self.send,
+                         on_admit=admission.record, on_finish=admission.finished)    # the audit lines
 
     def admit(self, peer: bytes, msg: protocol.Message) -> tuple[str, object]:
         """Every check a submit passes before ``accepted``, cheapest first; any failure is its only reply.
@@ -315,6 +319,9 @@ class Server:
         self.jobs.check_request_id(peer, msg.id)                          # duplicate_id
         body = dict(msg.body)
         operation = body.pop("operation", None)
+        user = body.pop("user", None)       # self-asserted; a CURVE client's verified key overrides it
+        if user is not None and (not isinstance(user, str) or not 0 < len(user) <= 128):
+            raise errors.RequestError("'user' must be a name of 1 to 128 characters", code=errors.INVALID_REQUEST)
         request_cls = REQUEST_TYPES.get(operation) if isinstance(operation, str) else None
         if request_cls is None:
             raise errors.RequestError(f"unknown operation {operation!r}; this server knows {sorted(REQUEST_TYPES)}",
@@ -324,8 +331,10 @@ class Server:
             raise errors.RequestError(f"this server cannot do {operation!r} yet", code=errors.NOT_SUPPORTED)
         self._check_available(operation)                                  # the model can do it
         OPERATIONS[operation].validate(request, self.engine)             # paths, adapters, windows, kinds
+        admission = self.engine.policy.admit(operation, request, msg.id, user, self._curve_user,
+                                             self.engine)                 # consent: not_permitted (audited)
         self.jobs.check_capacity(peer)                                    # busy
-        return operation, request
+        return operation, request, admission
 
     def _check_available(self, operation: str) -> None:
         state = self.jobs.state
@@ -352,6 +361,14 @@ class Server:
 # Body fields each small request may carry (submit bodies are checked by the codec).
 _BODY_KEYS = {"hello": {"client", "client_version"}, "heartbeat": set(), "list_adapters": set(), "rescan": set(),
               "cancel": {"job"}, "status": {"job"}, "follow": {"job"}}
+
+
+def _curve_user_id(frame) -> str | None:
+    """The client key ZeroMQ's CURVE handshake verified (z85), from the message's metadata."""
+    try:
+        return frame.get("User-Id") or None
+    except (zmq.ZMQError, AttributeError, UnicodeDecodeError):
+        return None
 
 
 def _job_ref(msg: protocol.Message) -> str:

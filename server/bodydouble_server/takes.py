@@ -16,6 +16,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from bodydouble import __version__, atomic, errors
 
@@ -42,6 +43,7 @@ class Take:
     roots: AllowedRoots | None = None
     frames: dict[int, str] = field(default_factory=dict)
     padding: int = 4
+    seal: Callable[["Take"], dict] | None = None    # provenance (policy/), signed before the take says complete
 
     @property
     def stem(self) -> str:
@@ -62,6 +64,14 @@ class Take:
         self._write("running")
 
     def finish(self, status: str, **extra) -> None:
+        if status == "complete" and self.seal is not None:
+            try:
+                extra["provenance"] = self.seal(self)
+            except Exception as exc:      # never complete without provenance
+                self.info.update(extra, error=f"provenance could not be written: {exc}")
+                self._write("failed")
+                raise errors.RequestError(f"take {self.dir}: provenance could not be written: {exc}",
+                                          code=errors.JOB_FAILED) from exc
         self.info.update(extra)
         self._write(status)
 

@@ -84,6 +84,7 @@ def open_take(engine: Engine, job, output_dir: str | None, shot: str, label: str
     """A new take folder; every folder on the way is created and checked against the roots as it is made."""
     shot_dir = shot_dir_for(engine, output_dir, shot)
     take = takes.allocate(shot_dir, shot, label, {"job": job.id, **info}, roots=engine.roots)
+    take.seal = engine.policy.seal_take       # C2PA manifests before the take is marked complete
     job.opened_take(take)
     return take
 
