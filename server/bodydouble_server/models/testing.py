@@ -61,8 +61,14 @@ class TestPipeline:
     kind = "image"
 
     def __init__(self, folder: Path | None = None):
+        import torch
+
         self.folder = folder
         self.loras: dict[str, str] = {}              # adapter name in the pipeline -> weights digest
+        # Where a loaded adapter's matrices "land" (diffusers: the denoiser's lora_A/lora_B parameters), so the
+        # server's check that every tensor of a weights file found a layer holds for test models too.
+        self.denoiser = torch.nn.Module()
+        self.denoiser.lora_A = torch.nn.ModuleDict()
         self.active: tuple[tuple[str, float], ...] = ()
         self.lora_enabled = True
         self.calls = 0
@@ -93,6 +99,10 @@ class TestPipeline:
                    for component, state in layers.items() for key, value in state.items()}
         save_file(tensors, str(Path(save_directory) / weight_name))
 
+    @property
+    def components(self) -> dict:
+        return {"unet" if self.kind == "image" else "transformer": self.denoiser}
+
     def to(self, *_args, **_kwargs):
         return self
 
@@ -103,15 +113,22 @@ class TestPipeline:
     def load_lora_weights(self, folder, weight_name: str, adapter_name: str, **_kwargs) -> None:
         from safetensors.numpy import load_file
 
+        import torch
+
         tensors = load_file(str(Path(folder) / weight_name))   # a broken file raises, as diffusers would
         digest = hashlib.sha256()
         for key in sorted(tensors):
             digest.update(key.encode() + tensors[key].tobytes())
         self.loras[adapter_name] = digest.hexdigest()
+        matrices = [k for k in tensors if not k.endswith(".alpha")]
+        self.denoiser.lora_A[adapter_name] = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.from_numpy(tensors[k].astype(np.float32)), requires_grad=False) for k in matrices)
 
     def delete_adapters(self, names) -> None:
         for name in [names] if isinstance(names, str) else names:
             self.loras.pop(name, None)
+            if name in self.denoiser.lora_A:
+                del self.denoiser.lora_A[name]
         self.active = tuple((n, w) for n, w in self.active if n in self.loras)
 
     def set_adapters(self, names, adapter_weights=None) -> None:
