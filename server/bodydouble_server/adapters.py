@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,18 @@ log = logging.getLogger("bodydouble.adapters")
 WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 REQUIRED = ("character", "trigger", "base_model", "rights_holder", "licence")
+MANIFEST_LIMIT = 256 * 1024          # bytes: a manifest is a page of text, never a data file
+MODEL_KINDS = ("image", "video")
+# Every string a listing entry carries is capped (characters), and a listing holds at most MAX_LISTED adapters:
+# with the field names an entry stays under ~2.5 KB, so a listing always fits the 1 MiB reply limit.
+FIELD_CAPS = {"name": 128, "character": 128, "trigger": 128, "base_model": 128, "family": 64, "model_kind": 16,
+              "rights_holder": 256, "licence": 512, "version": 64, "sha256": 64, "status": 16, "reason": 512}
+MAX_LISTED = 384
+
+
+def _capped(value, cap: int) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= cap else text[:cap - 1] + "\u2026"
 
 
 @dataclass
@@ -42,12 +56,16 @@ class Adapter:
     @property
     def key(self) -> str:
         """The adapter's name inside peft (module keys allow no dots or dashes)."""
-        digest = hashlib.sha1(self.name.encode()).hexdigest()[:6]
+        digest = hashlib.sha1(self.name.encode("utf-8", "surrogateescape")).hexdigest()[:6]
         return f"bd_{re.sub(r'[^0-9A-Za-z_]', '_', self.name)}_{digest}"
+
+    def invalid(self, reason: str) -> "Adapter":
+        self.status, self.reason = "invalid", reason
+        return self
 
     def describe(self) -> dict:
         base = self.manifest.get("base_model") or {}
-        return {
+        entry = {
             "name": self.name,
             "character": self.manifest.get("character", self.name),
             "trigger": self.manifest.get("trigger", ""),
@@ -61,28 +79,86 @@ class Adapter:
             "status": self.status,
             "reason": self.reason,
         }
+        return {k: _capped(v, FIELD_CAPS[k]) for k, v in entry.items()}
 
 
-def inspect_adapter(folder: Path, identity: ModelIdentity, family_kind: str = "image") -> Adapter:
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+        return True
+    except (ValueError, OSError, RuntimeError):   # RuntimeError: a symlink loop
+        return False
+
+
+def _regular(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (links followed), or None: FIFOs, devices and folders never are."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _read_manifest(path: Path) -> dict:
+    problem = _regular(path)
+    if problem:
+        raise ValueError(problem)
+    with open(path, "rb") as handle:
+        data = handle.read(MANIFEST_LIMIT + 1)
+    if len(data) > MANIFEST_LIMIT:
+        raise ValueError(f"larger than {MANIFEST_LIMIT // 1024} KiB")
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"is a JSON {type(manifest).__name__}, not an object")
+    return manifest
+
+
+def _manifest_problems(manifest: dict) -> list[str]:
+    """Field types the server relies on; missing fields are reported apart."""
+    problems = [f"'{k}' is not a string" for k in REQUIRED if k != "base_model" and k in manifest
+                and not isinstance(manifest[k], str)]
+    base = manifest.get("base_model")
+    if base is not None and not (isinstance(base, dict) and all(isinstance(base.get(k, ""), str)
+                                                                for k in ("name", "sha256", "family"))):
+        problems.append("'base_model' is not an object of strings (name, sha256, family)")
+    if manifest.get("model_kind", "image") not in MODEL_KINDS:
+        problems.append(f"'model_kind' is not one of {', '.join(MODEL_KINDS)}")
+    if not isinstance(manifest.get("version", ""), (str, int)) or isinstance(manifest.get("version"), bool):
+        problems.append("'version' is not a string or an integer")
+    return problems
+
+
+def inspect_adapter(folder: Path, identity: ModelIdentity, family_kind: str = "image",
+                    root: Path | None = None) -> Adapter:
+    """Judge one adapter folder on its own: whatever is wrong with it makes it ``invalid`` with a reason, never
+    an error for the whole listing. ``root``: the adapters folder (resolved); files must resolve inside it."""
     adapter = Adapter(name=folder.name, folder=folder)
     manifest_path, weights = folder / MANIFEST_FILE, folder / WEIGHTS_FILE
+    if root is not None:
+        for path in (folder, manifest_path, weights):
+            if os.path.lexists(path) and not _inside(path, root):
+                return adapter.invalid(f"{path.name} resolves outside the adapters folder {root}")
     try:
-        adapter.manifest = json.loads(manifest_path.read_text())
-        if not isinstance(adapter.manifest, dict):
-            raise ValueError("manifest is not a JSON object")
+        adapter.manifest = _read_manifest(manifest_path)
     except (OSError, ValueError) as exc:
-        adapter.status, adapter.reason = "invalid", f"{MANIFEST_FILE} unreadable: {exc}"
-        return adapter
+        return adapter.invalid(f"{MANIFEST_FILE} unreadable: {exc}")
+    problems = _manifest_problems(adapter.manifest)
+    if problems:
+        # List only the fields of the right type.
+        adapter.manifest = {k: v for k, v in adapter.manifest.items() if isinstance(v, str) and k in FIELD_CAPS}
+        return adapter.invalid(f"{MANIFEST_FILE}: {'; '.join(problems)}")
     missing = [k for k in REQUIRED if not adapter.manifest.get(k)]
     base = adapter.manifest.get("base_model")
     if not missing and not (isinstance(base, dict) and base.get("sha256")):
         missing.append("base_model.sha256")
     if missing:
-        adapter.status, adapter.reason = "invalid", f"{MANIFEST_FILE} lacks {', '.join(missing)}"
-        return adapter
-    if not weights.is_file():
-        adapter.status, adapter.reason = "invalid", f"no {WEIGHTS_FILE} in {folder}"
-        return adapter
+        return adapter.invalid(f"{MANIFEST_FILE} lacks {', '.join(missing)}")
+    problem = _regular(weights)
+    if problem:
+        return adapter.invalid(f"{WEIGHTS_FILE} in {folder}: {problem}")
     adapter.sha256 = file_sha256(weights)
     kind = adapter.manifest.get("model_kind", "image")
     if kind != family_kind:
@@ -102,6 +178,26 @@ def inspect_adapter(folder: Path, identity: ModelIdentity, family_kind: str = "i
     return adapter
 
 
+def weight_tensors(path: Path) -> int:
+    """LoRA matrices in a weights file (alphas are scalars that configure, not weights)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return sum(1 for key in handle.keys() if not key.endswith(".alpha"))
+
+
+def loaded_tensors(pipe, key: str) -> int:
+    """LoRA matrices of adapter ``key`` that landed in the pipeline's modules."""
+    import torch
+
+    count = 0
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            count += sum(1 for name, _ in component.named_parameters()
+                         if "lora_" in name and "magnitude" not in name and f".{key}." in f"{name}.")
+    return count
+
+
 class AdapterLibrary:
     """The adapters folder, mirrored into one pipeline's resident LoRA set."""
 
@@ -114,14 +210,18 @@ class AdapterLibrary:
         self._active: tuple | None = None     # what the pipeline runs now: skip redundant switches
 
     def listing(self) -> list[dict]:
-        return [a.describe() for a in sorted(self.adapters.values(), key=lambda a: a.name)]
+        adapters = sorted(self.adapters.values(), key=lambda a: a.name)
+        if len(adapters) > MAX_LISTED:
+            log.warning("%d adapters in %s: listing the first %d by name", len(adapters), self.folder, MAX_LISTED)
+        return [a.describe() for a in adapters[:MAX_LISTED]]
 
     def sync(self, pipe) -> None:
         """Rescan the folder; load new or changed adapters, unload removed ones (``pipe`` None: inspect only)."""
         found: dict[str, Adapter] = {}
         if self.folder.is_dir():
-            for sub in sorted(p for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                found[sub.name] = inspect_adapter(sub, self.identity, self.family_kind)
+            root = self.folder.resolve()
+            for sub in sorted(p for p in self.folder.iterdir() if not p.name.startswith(".") and p.is_dir()):
+                found[sub.name] = inspect_adapter(sub, self.identity, self.family_kind, root)
         self._active = None
         for name, sha in list(self._loaded.items()):
             current = found.get(name)
@@ -135,7 +235,15 @@ class AdapterLibrary:
                     self._loaded[name] = adapter.sha256
                 except Exception as exc:  # a broken file must not take the server down
                     log.exception("adapter %s failed to load", name)
-                    adapter.status, adapter.reason = "invalid", f"weights failed to load: {exc}"
+                    adapter.invalid(f"weights failed to load: {exc}")
+                    continue
+                # diffusers drops weights that match no layer with a warning: half an adapter is not the adapter.
+                expected, landed = weight_tensors(adapter.folder / WEIGHTS_FILE), loaded_tensors(pipe, adapter.key)
+                if landed < expected:
+                    pipe.delete_adapters(adapter.key)
+                    del self._loaded[name]
+                    adapter.invalid(f"{expected - landed} of {expected} weight tensors in {WEIGHTS_FILE} match no "
+                                    f"layer of {self.identity.name}: trained for another model layout?")
         self.adapters = found
 
     def resolve(self, refs: list[AdapterRef]) -> list[tuple[Adapter, float]]:
