@@ -24,6 +24,7 @@ from .jobspec import AdapterRef, ExtendRequest, FillRequest, TrainRequest, parse
 # install cannot import (no server extra) adds nothing, and ``bodydouble --help`` says why.
 COMMAND_MODULES: list[str] = [
     "bodydouble_server.cli",        # serve, demo, and train in this process
+    "bodydouble_server.policy.cli",  # audit verify|show, provenance verify, adapters retire
 ]
 
 

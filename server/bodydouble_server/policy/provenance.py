@@ -10,6 +10,7 @@ the adapter(s) and base model with their sha256 as ingredients, and the generati
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -137,7 +138,6 @@ def _proxy_png(frame_path: str, colorspace: str) -> bytes:
     import OpenImageIO as oiio
     from PIL import Image
 
-    from ..imaging.colour import ColourTransform
     from ..imaging.regions import resize
 
     pixels = oiio.ImageBuf(str(frame_path)).get_pixels(oiio.FLOAT)
@@ -147,12 +147,20 @@ def _proxy_png(frame_path: str, colorspace: str) -> bytes:
     if scale < 1.0:
         rgb = resize(rgb, max(1, round(height * scale)), max(1, round(width * scale)))
     try:
-        display = ColourTransform(colorspace).to_model(rgb)
+        display = _colour(colorspace).to_model(rgb)
     except Exception:          # a colour space this OCIO config lacks: the raw values, clipped
         display = rgb
     out = io.BytesIO()
     Image.fromarray((np.clip(display, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)).save(out, format="PNG")
     return out.getvalue()
+
+
+@functools.lru_cache(maxsize=8)
+def _colour(colorspace: str):
+    """Building an OCIO processor costs ~20 ms: once per colour space, not per take."""
+    from ..imaging.colour import ColourTransform
+
+    return ColourTransform(colorspace)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

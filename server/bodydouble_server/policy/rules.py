@@ -247,8 +247,20 @@ class Policy:
                 self._signing = SigningFiles(Path(cfg.signing_cert).expanduser(), Path(cfg.signing_key).expanduser(),
                                              anchors)
             else:
-                self._signing = local_signing_files(Path(cfg.audit_log).expanduser().parent / "provenance")
+                self._signing = local_signing_files(self._local_signing_folder())
         return self._signing
+
+    def trust_anchors(self) -> Path | None:
+        """What verification trusts: the configured anchors, else the local signing CA if one was made."""
+        if self.config.trust_anchors:
+            return Path(self.config.trust_anchors).expanduser()
+        if self.config.signing_cert:
+            return None
+        local = self._local_signing_folder() / "ca.pem"
+        return local if local.is_file() else None
+
+    def _local_signing_folder(self) -> Path:
+        return Path(self.config.audit_log).expanduser().parent / "provenance"
 
     def sealer(self):
         if self._sealer is None:
