@@ -29,6 +29,10 @@ class Family:
     extend: Callable | None = None
     # Components kept in float32 whatever the server's dtype (a VAE that loses quality in half precision).
     float32_components: tuple[str, ...] = ()
+    # A family whose every model is a TEST model (the miniature world's): this label names it in every header.
+    test_label: str = ""
+    # Detection tries higher priorities first: a family that refines another (same pipelines) claims its folders.
+    priority: int = 0
 
     def load_dtypes(self, dtype):
         """``torch_dtype`` for ``from_pretrained``: ``dtype``, with this family's float32 components."""
@@ -89,7 +93,7 @@ def detect_family(path: Path, kind: str | None = None) -> Family:
     """The family of a local diffusers folder, from its model_index.json and configs (of ``kind`` if given)."""
     index = read_model_index(path)
     candidates = [f for f in FAMILIES.values() if kind is None or f.kind == kind]
-    for family in candidates:
+    for family in sorted(candidates, key=lambda f: -f.priority):
         if index and family.detect(index, path):
             return family
     raise errors.RequestError(

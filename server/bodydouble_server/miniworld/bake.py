@@ -1,0 +1,478 @@
+"""Bake the miniature world's "licensed base model": a small SD-inpaint-shaped diffusers model trained from
+scratch on the world's base characters (never on the held-out ones), on CPU.
+
+    python -m bodydouble_server.miniworld.bake OUT_FOLDER [--work WORK] [--tiny]
+
+Phases, each deterministic from the settings' seed (per-step generators; bit-exact on the same machine
+and thread count) and checkpointed in WORK so an interrupted bake resumes where it stopped:
+
+1. render: ``renders_per_character`` random shots of each base character at random yaws, framed as fill
+   frames a plate (the head's box plus fill's context, the OCIO view, the model's size); cached as .npz.
+2. vae: an AutoencoderKL with three blocks (latents /4: 64x64 -> 16x16x4), L1 + a small KL, on random
+   patches (it is fully convolutional); its ``scaling_factor`` is then measured (1 / std of the latents).
+3. unet: an inpainting UNet (9 input channels, as SD-inpaint) and a 2-layer CLIP text encoder, jointly,
+   v-prediction on a cosine schedule; the inpaint mask is the head's matte (what fill uses), a random box
+   or everything; loss 1.0 inside the mask, 0.1 outside; the prompt names the view (with a random
+   character name in front half the time, so a trigger word does not throw the base model), empty 10% of
+   the time (classifier-free guidance); EMA weights are what ships.
+4. save: ``StableDiffusionInpaintPipeline.save_pretrained`` + the model's declaration (``bodydouble_model.json``:
+   TEST MODEL label, resolution, size multiple) + ``bake-metrics.json`` (losses, VAE PSNR, base fill PSNR).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..models import miniworld as family
+from . import characters as chars
+from . import world
+
+METRICS_FILE = "bake-metrics.json"
+
+VIEW_PHRASES = {
+    "front": ("front", "front view", "the face", "front of the head", "face"),
+    "three-quarter-left": ("three quarter left", "three quarter view left", "turned left"),
+    "three-quarter-right": ("three quarter right", "three quarter view right", "turned right"),
+    "profile-left": ("profile left", "left side", "left profile", "side view left"),
+    "profile-right": ("profile right", "right side", "right profile", "side view right"),
+    "back": ("back", "back of the head", "back view", "from behind", "the back of the head"),
+}
+MAX_TOKENS = 24     # this world's prompts are a trigger and a view: short context, cheaper cross-attention
+WORDS = sorted({w for phrases in VIEW_PHRASES.values() for p in phrases for w in p.split()} | {"head", "character"})
+
+
+@dataclass(frozen=True)
+class BakeSettings:
+    seed: int = 20261203
+    characters: int = 48
+    renders_per_character: int = 200
+    plate: int = 96                 # renders are plates of plate x plate, framed like fill
+    resolution: int = family.RESOLUTION
+    multiple: int = family.MULTIPLE     # latents /4, two UNet downsamplings: sizes in multiples of 16
+    vae_steps: int = 800
+    vae_batch: int = 32
+    vae_patch: int = 32
+    unet_steps: int = 2000
+    batch: int = 32
+    learning_rate: float = 1e-3
+    ema: float = 0.998
+    checkpoint_every: int = 100
+    eval_renders: int = 24          # held-out renders of base characters (new shots) to score the bake
+    eval_steps: int = 20
+    threads: int = 1                # one thread: bit-exact on any machine, and faster than two on a busy CPU
+
+
+TINY = BakeSettings(characters=3, renders_per_character=8, vae_steps=3, unet_steps=3, vae_batch=4, batch=4,
+                    checkpoint_every=2, eval_renders=2, eval_steps=2)
+
+
+# -- components --------------------------------------------------------------------------------------
+def tokenizer():
+    """A CLIP BPE tokenizer built in memory: the view words are whole tokens, anything else falls back to
+    characters (trigger words such as <g0a> included)."""
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in range(33, 127):
+        vocab.setdefault(chr(c), len(vocab))
+        vocab.setdefault(chr(c) + "</w>", len(vocab))
+    merges = []
+    for word in WORDS:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        current = pieces[0]
+        for piece in pieces[1:]:
+            if (current, piece) not in merges:
+                merges.append((current, piece))
+            current = current + piece
+            vocab.setdefault(current, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_TOKENS)
+
+
+def build_components(settings: BakeSettings, vocab_size: int):
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        vae = AutoencoderKL(
+            block_out_channels=(16, 32, 64), in_channels=3, out_channels=3, layers_per_block=1,
+            down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
+            latent_channels=4, norm_num_groups=8, sample_size=settings.resolution, mid_block_add_attention=False,
+        )
+        unet = UNet2DConditionModel(
+            sample_size=settings.resolution // 4, in_channels=9, out_channels=4, layers_per_block=1,
+            block_out_channels=(32, 64, 96),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=64, attention_head_dim=8, norm_num_groups=16,
+        )
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=64, intermediate_size=128,
+            num_attention_heads=4, num_hidden_layers=2, vocab_size=vocab_size, projection_dim=64,
+            max_position_embeddings=MAX_TOKENS,
+        ))
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+        clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing", steps_offset=1,
+    )
+    return vae, unet, text_encoder, scheduler
+
+
+def prompt_for(rng: np.random.Generator, view: str) -> str:
+    if rng.random() < 0.1:
+        return ""
+    phrase = VIEW_PHRASES[view][rng.integers(len(VIEW_PHRASES[view]))]
+    if rng.random() < 0.5:
+        name = "".join(chr(97 + int(k)) for k in rng.integers(0, 26, rng.integers(2, 7)))
+        digits = "".join(str(int(k)) for k in rng.integers(0, 10, rng.integers(0, 3)))
+        phrase = f"<{name}{digits}> {phrase}"
+    return phrase
+
+
+# -- phases ------------------------------------------------------------------------------------------
+def render_phase(settings: BakeSettings, work: Path, log) -> dict:
+    cache = work / "renders.npz"
+    if cache.is_file():
+        with np.load(cache) as data:
+            return {k: data[k] for k in data.files}
+    from ..imaging.colour import ColourTransform
+
+    colour = ColourTransform(world.PLATE_COLOURSPACE)
+    framing = world.Framing(settings.resolution, settings.multiple)
+    parts = {"rgb": [], "mask": [], "yaw": [], "character": []}
+    started = time.monotonic()
+    for index in range(settings.characters):
+        character = chars.base_character(settings.seed, index)
+        rng = chars._rng(settings.seed, "bake-renders", index)
+        rgb, mask, yaw = world.sample_views(rng, character, settings.renders_per_character, settings.plate,
+                                            settings.plate, framing, colour)
+        parts["rgb"].append(rgb), parts["mask"].append(mask), parts["yaw"].append(yaw)
+        parts["character"].append(np.full(len(yaw), index, np.int16))
+        log(f"render: character {index + 1}/{settings.characters} ({time.monotonic() - started:.0f} s)")
+    data = {k: np.concatenate(v) for k, v in parts.items()}
+    evaluation = _eval_renders(settings, colour, framing)
+    data.update({f"eval_{k}": v for k, v in evaluation.items()})
+    tmp = work / "renders.tmp.npz"
+    np.savez(tmp, **data)
+    os.replace(tmp, cache)
+    return data
+
+
+def _eval_renders(settings: BakeSettings, colour, framing) -> dict:
+    """New shots of base characters (other seeds), half of them back views: the bake's own score."""
+    rgbs, masks, yaws = [], [], []
+    for i in range(settings.eval_renders):
+        character = chars.base_character(settings.seed, i % settings.characters)
+        rng = chars._rng(settings.seed, "bake-eval", i)
+        yaw = 180.0 + rng.uniform(-40, 40) if i % 2 == 0 else rng.uniform(-80, 80)
+        rgb, mask, yaw_out = world.sample_views(rng, character, 1, settings.plate, settings.plate, framing, colour,
+                                                yaws=[yaw])
+        rgbs.append(rgb), masks.append(mask), yaws.append(yaw_out)
+    return {"rgb": np.concatenate(rgbs), "mask": np.concatenate(masks), "yaw": np.concatenate(yaws)}
+
+
+def _pixels(rgb_f16) -> "torch.Tensor":
+    import torch
+
+    return torch.from_numpy(rgb_f16.astype(np.float32)).permute(0, 3, 1, 2) * 2 - 1
+
+
+def _generator(seed: int, phase: str, step: int):
+    import torch
+
+    return torch.Generator().manual_seed(chars.hash_int(f"{seed}/{phase}/{step}") % (2**63))
+
+
+def vae_phase(settings: BakeSettings, vae, data: dict, work: Path, log) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    from ..training import checkpoints
+
+    folder = work / "vae"
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate)
+    step, metrics = 0, []
+    found = checkpoints.latest(folder)
+    if found is not None:
+        state, opt_state = checkpoints.load(found)
+        vae.load_state_dict(state)
+        optimizer.load_state_dict(opt_state)
+        step, metrics = found.step, list(found.state.get("metrics", []))
+    count, size, patch = len(data["rgb"]), settings.resolution, settings.vae_patch
+    started, losses = time.monotonic(), []
+    vae.train()
+    while step < settings.vae_steps:
+        g = _generator(settings.seed, "vae", step + 1)
+        index = torch.randint(0, count, (settings.vae_batch,), generator=g)
+        y0, x0 = (int(v) for v in torch.randint(0, size - patch + 1, (2,), generator=g))
+        x = _pixels(data["rgb"][index.numpy()])[:, :, y0:y0 + patch, x0:x0 + patch]
+        dist = vae.encode(x).latent_dist
+        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g)
+        recon = vae.decode(z).sample
+        kl = dist.kl().mean() / (patch * patch * 3)
+        loss = (recon - x).abs().mean() + 1e-3 * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = settings.learning_rate * _lr_scale(step, settings.vae_steps)
+        optimizer.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        if step % settings.checkpoint_every == 0 or step == settings.vae_steps:
+            metrics.append({"step": step, "loss": float(np.mean(losses)), "time": time.time()})
+            losses = []
+            checkpoints.save(folder, step, {k: v.contiguous() for k, v in vae.state_dict().items()},
+                             optimizer.state_dict(), {"metrics": metrics})
+            log(f"vae: step {step}/{settings.vae_steps} loss {metrics[-1]['loss']:.4f} "
+                f"({time.monotonic() - started:.0f} s)")
+    vae.eval()
+    with torch.no_grad():
+        x = _pixels(data["eval_rgb"])
+        recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        mse = float(((recon - x) / 2).pow(2).mean())
+    return {"steps": settings.vae_steps, "curve": metrics, "eval_psnr_db": 10 * math.log10(1 / max(mse, 1e-10))}
+
+
+def _lr_scale(step: int, total: int) -> float:
+    """Linear warm-up over 5%, constant, linear decay to 10% over the last 30%."""
+    warm = max(1, total // 20)
+    if step < warm:
+        return (step + 1) / warm
+    tail = int(total * 0.7)
+    return 1.0 if step < tail else 1.0 - 0.9 * (step - tail) / max(1, total - tail)
+
+
+def encode_phase(vae, data: dict, batch: int = 256) -> dict:
+    """Posterior mean/std of every render, the head-masked render's latents, and the scaling factor."""
+    import torch
+
+    means, stds, masked = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(data["rgb"]), batch):
+            x = _pixels(data["rgb"][start:start + batch])
+            dist = vae.encode(x).latent_dist
+            means.append(dist.mean), stds.append(dist.std)
+            m = torch.from_numpy(data["mask"][start:start + batch])[:, None].float()
+            masked.append(vae.encode(x * (m < 0.5)).latent_dist.mode())
+        empty = vae.encode(torch.zeros(1, 3, *data["rgb"].shape[1:3])).latent_dist.mode()
+    mean = torch.cat(means)
+    scaling = float(1.0 / mean.std())
+    return {"mean": mean, "std": torch.cat(stds), "masked": torch.cat(masked), "empty": empty, "scaling": scaling}
+
+
+def unet_phase(settings: BakeSettings, unet, text_encoder, tok, scheduler, vae, data: dict, latents: dict,
+               work: Path, log) -> dict:
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    from ..training import checkpoints
+
+    folder = work / "unet"
+    noise_scheduler = DDPMScheduler.from_config(scheduler.config)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=1e-2)
+    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
+    step, metrics = 0, []
+    found = checkpoints.latest(folder)
+    if found is not None:
+        state, opt_state = checkpoints.load(found)
+        for prefix, module in (("unet.", unet), ("text.", text_encoder), ("ema_unet.", ema_unet),
+                               ("ema_text.", ema_text)):
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        optimizer.load_state_dict(opt_state)
+        step, metrics = found.step, list(found.state.get("metrics", []))
+    views = [chars.view_of(float(y)) for y in data["yaw"]]
+    count, size = len(views), settings.resolution
+    scaling = latents["scaling"]
+    started, losses = time.monotonic(), []
+    unet.train(), text_encoder.train()
+    while step < settings.unet_steps:
+        g = _generator(settings.seed, "unet", step + 1)
+        index = torch.randint(0, count, (settings.batch,), generator=g)
+        rng = np.random.default_rng(chars.hash_int(f"{settings.seed}/prompts/{step + 1}"))
+        prompts = [prompt_for(rng, views[i]) for i in index.tolist()]
+        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids
+        mean, std = latents["mean"][index], latents["std"][index]
+        z = (mean + std * torch.randn(mean.shape, generator=g)) * scaling
+        noise = torch.randn(z.shape, generator=g)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=g)
+        kinds = torch.rand(len(index), generator=g)
+        boxes = torch.rand(len(index), 4, generator=g)
+        masks = torch.from_numpy(data["mask"][index.numpy()])[:, None].float()
+        masked_latents = latents["masked"][index].clone()
+        for i in range(len(index)):
+            if kinds[i] < 0.6:
+                continue                                   # the head's matte, as fill masks it
+            if kinds[i] < 0.85:                            # a random box
+                y0, x0 = int(boxes[i, 0] * size * 0.6), int(boxes[i, 1] * size * 0.6)
+                y1, x1 = y0 + max(8, int(boxes[i, 2] * size * 0.6)), x0 + max(8, int(boxes[i, 3] * size * 0.6))
+                masks[i] = 0.0
+                masks[i, :, y0:y1, x0:x1] = 1.0
+                with torch.no_grad():
+                    x = _pixels(data["rgb"][index[i:i + 1].numpy()])
+                    masked_latents[i] = vae.encode(x * (masks[i:i + 1] < 0.5)).latent_dist.mode()[0]
+            else:                                          # everything
+                masks[i] = 1.0
+                masked_latents[i] = latents["empty"][0]
+        small = F.interpolate(masks, size=z.shape[-2:])
+        noisy = noise_scheduler.add_noise(z, noise, t)
+        model_in = torch.cat([noisy, small, masked_latents * scaling], dim=1)
+        embeds = text_encoder(ids)[0]
+        pred = unet(model_in, t, embeds).sample
+        target = noise_scheduler.get_velocity(z, noise, t)
+        weight = 0.1 + 0.9 * F.interpolate(masks, size=z.shape[-2:], mode="area")
+        loss = ((pred - target) ** 2 * weight).sum() / (weight.sum() * z.shape[1])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = settings.learning_rate * _lr_scale(step, settings.unet_steps)
+        optimizer.step()
+        step += 1
+        decay = min(settings.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, live in ((ema_unet, unet), (ema_text, text_encoder)):
+                for pe, pl in zip(ema.parameters(), live.parameters()):
+                    pe.mul_(decay).add_(pl.detach(), alpha=1 - decay)
+        losses.append(float(loss.detach()))
+        if step % settings.checkpoint_every == 0 or step == settings.unet_steps:
+            metrics.append({"step": step, "loss": float(np.mean(losses)), "time": time.time()})
+            losses = []
+            state = {f"{prefix}{k}": v.contiguous() for prefix, module in
+                     (("unet.", unet), ("text.", text_encoder), ("ema_unet.", ema_unet), ("ema_text.", ema_text))
+                     for k, v in module.state_dict().items()}
+            checkpoints.save(folder, step, state, optimizer.state_dict(), {"metrics": metrics})
+            elapsed = time.monotonic() - started
+            log(f"unet: step {step}/{settings.unet_steps} loss {metrics[-1]['loss']:.4f} ({elapsed:.0f} s)")
+    return {"steps": settings.unet_steps, "curve": metrics, "unet": ema_unet.eval(), "text_encoder": ema_text.eval()}
+
+
+def evaluate(pipe, settings: BakeSettings, data: dict) -> dict:
+    """Inpaint the held-out renders' heads (prompt: their view) and score inside the mask against the render,
+    beside a grey fill (an undertrained model sits there)."""
+    import torch
+
+    rgb = data["eval_rgb"].astype(np.float32)
+    masks = data["eval_mask"]
+    psnr, grey, back = [], [], []
+    for i in range(len(rgb)):
+        view = chars.view_of(float(data["eval_yaw"][i]))
+        out = pipe(prompt=VIEW_PHRASES[view][1], image=rgb[i:i + 1], mask_image=masks[i:i + 1, :, :, None].astype(np.float32),
+                   height=settings.resolution, width=settings.resolution, num_inference_steps=settings.eval_steps,
+                   guidance_scale=1.0, generator=torch.Generator().manual_seed(i), output_type="np").images[0]
+        inside = masks[i]
+        psnr.append(_psnr(out[inside], rgb[i][inside]))
+        grey.append(_psnr(np.full_like(rgb[i][inside], 0.5), rgb[i][inside]))
+        back.append(view == "back")
+    psnr, grey, back = np.array(psnr), np.array(grey), np.array(back)
+    return {"masked_psnr_db": float(psnr.mean()), "grey_fill_psnr_db": float(grey.mean()),
+            "back_masked_psnr_db": float(psnr[back].mean()) if back.any() else None,
+            "renders": int(len(rgb)), "steps": settings.eval_steps, "guidance": 1.0}
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
+    return 10 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def declaration(settings: BakeSettings) -> dict:
+    return {"family": "miniworld", "label": family.LABEL, "test_model": True, "resolution": settings.resolution,
+            "multiple": settings.multiple, "seed": settings.seed, "base_characters": settings.characters}
+
+
+def bake(out: Path, settings: BakeSettings, work: Path, log=print) -> dict:
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from ..engine import quiet_libraries
+
+    quiet_libraries()
+    torch.set_num_threads(settings.threads)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    (work / "settings.json").write_text(json.dumps(asdict(settings), indent=1))
+    data = render_phase(settings, work, log)
+    tok = tokenizer()
+    vae, unet, text_encoder, scheduler = build_components(settings, len(tok))
+    vae_metrics = vae_phase(settings, vae, data, work, log)
+    latents = encode_phase(vae, data)
+    vae.register_to_config(scaling_factor=latents["scaling"])
+    log(f"vae: eval PSNR {vae_metrics['eval_psnr_db']:.2f} dB, scaling factor {latents['scaling']:.4f}")
+    result = unet_phase(settings, unet, text_encoder, tok, scheduler, vae, data, latents, work, log)
+    pipe = StableDiffusionInpaintPipeline(
+        vae=vae, text_encoder=result["text_encoder"], tokenizer=tok, unet=result["unet"], scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    evaluation = evaluate(pipe, settings, data)
+    log(f"eval: masked PSNR {evaluation['masked_psnr_db']:.2f} dB (grey fill {evaluation['grey_fill_psnr_db']:.2f})")
+    metrics = {
+        "name": family.NAME, "settings": asdict(settings), "wall_s": round(time.time() - started, 1),
+        "torch_threads": settings.threads, "renders": int(len(data["rgb"])),
+        "parameters": {"vae": _count(vae), "unet": _count(unet), "text_encoder": _count(text_encoder)},
+        "vae": vae_metrics, "vae_scaling_factor": latents["scaling"],
+        "unet": {"steps": result["steps"], "curve": result["curve"]}, "evaluation": evaluation,
+        "note": "wall_s counts this run only (a resumed bake: the last part)",
+    }
+    _publish(pipe, out, settings, metrics)
+    return metrics
+
+
+def _count(module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def _publish(pipe, out: Path, settings: BakeSettings, metrics: dict) -> None:
+    """Staged beside ``out`` and renamed into place: a reader never sees half a model."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        pipe.save_pretrained(staging)
+        (staging / family.DECLARATION).write_text(json.dumps(declaration(settings), indent=1) + "\n")
+        (staging / "BODYDOUBLE_TEST_MODEL.txt").write_text(family.LABEL + "\n")
+        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="model folder to write (diffusers layout)")
+    parser.add_argument("--work", help="work folder for the render cache and checkpoints (default: OUT.work)")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long bake (CI: the script still runs)")
+    parser.add_argument("--unet-steps", type=int, help="override the UNet's steps")
+    args = parser.parse_args(argv)
+    settings = TINY if args.tiny else BakeSettings()
+    if args.unet_steps:
+        settings = replace(settings, unet_steps=args.unet_steps)
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out.with_name(out.name + ".work")
+
+    def log(message: str) -> None:
+        print(time.strftime("%H:%M:%S"), message, flush=True)
+
+    metrics = bake(out, settings, work, log)
+    log(f"baked {out} in {metrics['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

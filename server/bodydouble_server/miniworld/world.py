@@ -1,0 +1,116 @@
+"""The world's plates on disk and its training samples in memory, framed the way fill frames a plate.
+
+- ``write_plate`` / ``write_matte``: scene-linear ACEScg RGBA half EXRs and single-channel mattes, written
+  through a temporary file and a rename like every file the product writes.
+- ``model_sample``: a render as the fill model sees it (the head's box plus fill's context, the OCIO view,
+  the model's size), through the same function fill uses: what the base model and the judge learn from is
+  exactly what fill hands the model.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import OpenImageIO as oiio
+
+from ..imaging import regions
+from ..imaging.colour import ColourTransform
+from ..operations import common
+from . import characters as chars
+
+PLATE_COLOURSPACE = "ACEScg"
+FILL_CONTEXT = 0.5            # FillRequest's default context: the base model learns fill's framing
+
+
+@dataclass(frozen=True)
+class Framing:
+    """The model's working size (its declared resolution and size multiple)."""
+    resolution: int
+    multiple: int
+
+
+def write_exr(path: Path, pixels: np.ndarray, channels: tuple[str, ...], attributes: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = oiio.ImageSpec(pixels.shape[1], pixels.shape[0], len(channels), oiio.HALF)
+    spec.channelnames = channels
+    spec.attribute("oiio:ColorSpace", PLATE_COLOURSPACE if len(channels) >= 3 else "data")
+    spec.attribute("compression", "zip")
+    for key, value in (attributes or {}).items():
+        spec.attribute(f"miniworld:{key}", value if isinstance(value, (int, float)) else str(value))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.exr")
+    out = oiio.ImageOutput.create(str(tmp))
+    if out is None:
+        raise OSError(f"cannot write {path}: {oiio.geterror()}")
+    try:
+        if not (out.open(str(tmp), spec) and out.write_image(np.ascontiguousarray(pixels, dtype=np.float32))):
+            raise OSError(f"cannot write {path}: {out.geterror()}")
+    finally:
+        out.close()
+    os.replace(tmp, path)
+    return path
+
+
+def write_plate(path: Path, rgb: np.ndarray, attributes: dict | None = None) -> Path:
+    rgba = np.concatenate([rgb, np.ones(rgb.shape[:2] + (1,), np.float32)], axis=2)
+    return write_exr(path, rgba, ("R", "G", "B", "A"), attributes)
+
+
+def write_matte(path: Path, matte: np.ndarray) -> Path:
+    return write_exr(path, matte[:, :, None], ("Y",))
+
+
+def read_exr(path: Path) -> np.ndarray:
+    buf = oiio.ImageBuf(str(path))
+    pixels = buf.get_pixels(oiio.FLOAT)
+    if pixels is None or buf.has_error:
+        raise OSError(f"cannot read {path}: {buf.geterror()}")
+    return np.asarray(pixels, dtype=np.float32)
+
+
+def model_view(colour: ColourTransform, rgb: np.ndarray, mask: np.ndarray, context: float, pixel_aspect: float,
+               resolution: int, multiple: int) -> tuple[regions.Box, np.ndarray, np.ndarray]:
+    """What fill's model sees of a plate (the same steps as ``operations.fill.fill_frame``): the crop's box,
+    display-referred RGB at the model's size, and the binary inpaint mask at that size."""
+    height, width = mask.shape
+    box = regions.context_box(regions.mask_box(mask), height, width, context)
+    gen_h, gen_w = regions.model_size(box, pixel_aspect, resolution, multiple)
+    ys, xs = box.slices()
+    model_rgb = common.model_input(colour, rgb[ys, xs], gen_h, gen_w)
+    model_mask = (regions.resize(mask[ys, xs][:, :, None], gen_h, gen_w)[:, :, 0] > 0.01).astype(np.float32)
+    return box, model_rgb, model_mask
+
+
+def model_sample(colour: ColourTransform, rgb: np.ndarray, matte: np.ndarray, framing: Framing):
+    """(display RGB at the model's size, binary inpaint mask at that size, crop box) of a render."""
+    box, model_rgb, model_mask = model_view(colour, rgb, matte, FILL_CONTEXT, 1.0, framing.resolution, framing.multiple)
+    return model_rgb, model_mask, box
+
+
+def sample_views(rng: np.random.Generator, character: chars.Character, count: int, width: int, height: int,
+                 framing: Framing, colour: ColourTransform, yaws=None):
+    """``count`` random shots of ``character`` (random yaw unless given), framed as fill frames them.
+
+    Returns (rgb (N, R, R, 3) float16 display-referred, masks (N, R, R) bool, yaws (N,) float32)."""
+    size = framing.resolution
+    rgbs = np.zeros((count, size, size, 3), np.float16)
+    masks = np.zeros((count, size, size), bool)
+    out_yaws = np.zeros(count, np.float32)
+    for i in range(count):
+        yaw = float(rng.uniform(0, 360)) if yaws is None else float(yaws[i])
+        shot = chars.random_shot(rng, width, height)
+        rgb, matte = chars.render(character, shot, yaw)
+        model_rgb, model_mask, _ = model_sample(colour, rgb, matte, framing)
+        model_rgb = _square(model_rgb, size)
+        model_mask = _square(model_mask[:, :, None], size)[:, :, 0]
+        rgbs[i], masks[i], out_yaws[i] = model_rgb, model_mask > 0.5, yaw
+    return rgbs, masks, out_yaws
+
+
+def _square(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Fill's size snaps each side to the multiple; a head box of this world is square to within it."""
+    if pixels.shape[:2] == (size, size):
+        return pixels
+    return regions.resize(pixels, size, size)
