@@ -206,7 +206,8 @@ class Trainer:
         return {component: adapter_files.export_lora(component, get_peft_model_state_dict(module, adapter_name=ADAPTER))
                 for component, module in self.lora_modules().items()}
 
-    def write(self, adapters_dir: Path, dataset: Dataset, report: dict, forced: bool) -> Path:
+    def write(self, adapters_dir: Path, dataset: Dataset, report: dict, forced: bool,
+              base_check: dict | None = None) -> Path:
         s = self.settings
         held = {id(f) for f in self.heldout_frames()}
         manifest = {
@@ -222,6 +223,7 @@ class Trainer:
                 | {"views": report["views"]["counts"], "gaps": [g["message"] for g in report["views"]["gaps"]],
                    "forced": forced},
                 "metrics": self.metrics,
+                "base_model_check": base_check,      # the base's hashes before and after (policy/basemodel.py)
             } | self.training_record(),
         }
         files = self.previews(self.work_dir / "previews")

@@ -10,6 +10,7 @@ from bodydouble import errors
 from bodydouble.jobspec import TrainOptions, TrainRequest
 
 from ..paths import AllowedRoots
+from ..policy.basemodel import BaseModelGuard, base_modules
 from . import dataset as dataset_mod
 from .report import Thresholds, build_report, check_trainable
 from .image import ImageTrainer
@@ -67,6 +68,9 @@ def train_adapter(pipe, identity, inputs: list, settings: TrainSettings, adapter
     check_trainable(report, force)
     trainer_cls = VideoTrainer if settings.model_kind == "video" else ImageTrainer
     trainer = trainer_cls(pipe, identity, data, settings, work_dir or work_dir_for(adapters_dir, settings.name), device)
+    guard = BaseModelGuard(base_modules(trainer), identity)      # the base weights before any step
     trainer.resume()
     trainer.run(on_progress, should_stop)
-    return trainer.write(adapters_dir, data, report, forced=force and bool(report["refusals"])), report
+    base_check = guard.check()                                   # a changed base model is never published
+    return trainer.write(adapters_dir, data, report, forced=force and bool(report["refusals"]),
+                         base_check=base_check), report
