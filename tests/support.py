@@ -39,9 +39,10 @@ def make_video_adapters(folder: Path, names_and_seeds: dict[str, int], config=No
 
     from bodydouble_server.adapter_files import synthetic_adapter
     from bodydouble_server.config import ServerConfig
-    from bodydouble_server.video import VideoModel
+    from bodydouble_server.models.slots import open_model
 
-    video = VideoModel(config or ServerConfig(port=0, adapters=str(folder / "__none__")), "cpu", torch.float32)
+    video = open_model("video", config or ServerConfig(port=0, adapters=str(folder / "__none__")), "cpu",
+                       torch.float32)
     for name, seed in names_and_seeds.items():
         if not (folder / name).exists():
             synthetic_adapter(video.pipeline(), video.identity, folder / name,

@@ -76,14 +76,14 @@ def test_a_command_module_registers_its_commands(monkeypatch):
     module = types.ModuleType("bodydouble_test_commands")
 
     def register(commands):
-        p = commands.client("audit", "show the audit log", lambda args: 7)
+        p = commands.client("testaudit", "show a test log", lambda args: 7)
         p.add_argument("--since")
         commands.parser("train").add_argument("--extra-thing")
 
     module.register = register
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, module.__name__])
-    args = cli.build_parser().parse_args(["audit", "--since", "today", "--server", "tcp://x:1"])
+    args = cli.build_parser().parse_args(["testaudit", "--since", "today", "--server", "tcp://x:1"])
     assert (args.func(args), args.since, args.server, args.timeout) == (7, "today", "tcp://x:1", 10.0)
     assert cli.build_parser().parse_args(["train", "f", "--character", "c", "--extra-thing", "1"]).extra_thing == "1"
 
@@ -108,13 +108,13 @@ def test_a_command_module_adds_a_subcommand_under_an_existing_command(monkeypatc
     module = types.ModuleType("bodydouble_test_group")
 
     def register(commands):
-        commands.group("adapters").client("retire", "retire an adapter", lambda args: 5).add_argument("name")
+        commands.group("adapters").client("testretire", "retire a test adapter", lambda args: 5).add_argument("name")
 
     module.register = register
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, module.__name__])
     parser = cli.build_parser()
-    retire = parser.parse_args(["adapters", "retire", "hero", "--server", "tcp://x:1"])
+    retire = parser.parse_args(["adapters", "testretire", "hero", "--server", "tcp://x:1"])
     assert (retire.func(retire), retire.name, retire.server) == (5, "hero", "tcp://x:1")
     listing = parser.parse_args(["adapters", "--json"])
     assert listing.func is cli.cmd_adapters and listing.json

@@ -52,9 +52,9 @@ def video():
     import torch
 
     from bodydouble_server.config import ServerConfig
-    from bodydouble_server.video import VideoModel
+    from bodydouble_server.models.slots import open_model
 
-    return VideoModel(ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
+    return open_model("video", ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
 
 
 def extend(client, studio, adapters):

@@ -105,9 +105,9 @@ def test_stopped_and_resumed_clip_run_matches_an_uninterrupted_one(tmp_path, stu
     from bodydouble_server.training.run import train_adapter
     from bodydouble_server.training.loop import TrainingCancelled
     from bodydouble_server.training.settings import TrainSettings
-    from bodydouble_server.video import VideoModel
+    from bodydouble_server.models.slots import open_model
 
-    video = VideoModel(ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
+    video = open_model("video", ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
     pipe = video.pipeline()
     settings = TrainSettings(**{**TRAIN, "steps": 5, "preview_count": 0, "seed": 9, "batch": 2,
                                 "clip_conditioning": 2})
@@ -185,9 +185,9 @@ def test_clip_control_is_what_extend_gives_the_transformer(tmp_path, studio):
     from bodydouble_server.training import dataset
     from bodydouble_server.training.settings import TrainSettings
     from bodydouble_server.training.video import VideoTrainer
-    from bodydouble_server.video import VideoModel
+    from bodydouble_server.models.slots import open_model
 
-    video = VideoModel(ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
+    video = open_model("video", ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
     pipe = video.pipeline()
     settings = TrainSettings(**{**TRAIN, "clip_conditioning": 2, "holdout_per_view": 0})
     data = dataset.load([studio["footage"] / "front"], SIZE)

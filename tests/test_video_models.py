@@ -48,13 +48,13 @@ def ltx_server(tmp_path_factory):
 
     from bodydouble_server.adapter_files import synthetic_adapter
     from bodydouble_server.config import ServerConfig
-    from bodydouble_server.video import VideoModel
+    from bodydouble_server.models.slots import open_model
 
     root = tmp_path_factory.mktemp("ltx")
     model = tiny_ltx(root / "tiny-ltx")
     config = ServerConfig(port=0, roots=[str(root)], adapters=str(root / "adapters"), output_root=str(root / "takes"),
                           resolution=64, video_model=str(model), video_resolution=32, video_window=17)
-    video = VideoModel(config, "cpu", torch.float32)
+    video = open_model("video", config, "cpu", torch.float32)
     synthetic_adapter(video.pipeline(), video.identity, root / "adapters" / "hero_ltx", character="Hero", seed=2)
     with server_thread(config) as server:
         yield server
@@ -82,9 +82,9 @@ def test_a_half_precision_server_keeps_the_wan_vae_in_float32_and_extends(tmp_pa
     import torch
 
     from bodydouble_server.config import ServerConfig
-    from bodydouble_server.video import VideoModel
+    from bodydouble_server.models.slots import open_model
 
-    video = VideoModel(ServerConfig(port=0, adapters=str(tmp_path / "none")), "cpu", torch.bfloat16)
+    video = open_model("video", ServerConfig(port=0, adapters=str(tmp_path / "none")), "cpu", torch.bfloat16)
     pipe = video.pipeline()
     assert pipe.vae.dtype == torch.float32
     assert pipe.transformer.dtype == torch.bfloat16 and pipe.text_encoder.dtype == torch.bfloat16

@@ -126,13 +126,13 @@ def cmd_demo(args) -> int:
     config = ServerConfig(port=0, roots=[str(out)], adapters=str(out / "adapters"), output_root=str(out / "takes"))
     engine = Engine(config)
     engine.load()
-    adapter = out / "adapters" / "hero_demo"
-    if not adapter.exists():
-        synthetic_adapter(engine.pipelines["fill"], engine.identity, adapter, character="Hero (demo)", seed=7)
-    video_adapter = out / "adapters" / "hero_demo_video"
-    if not video_adapter.exists():
-        synthetic_adapter(engine.video.pipeline(), engine.video.identity, video_adapter, character="Hero (demo)", seed=8)
-    print(f"  adapters {adapter.name} (image), {video_adapter.name} (video): synthetic, on the embedded TEST models")
+    names = {"image": "hero_demo", "video": "hero_demo_video"}      # one synthetic adapter per model kind
+    for seed, slot in enumerate(engine.available(), start=7):
+        folder = out / "adapters" / names[slot.kind.name]
+        if not folder.exists():
+            synthetic_adapter(slot.pipeline(), slot.identity, folder, character="Hero (demo)", seed=seed)
+    print(f"  adapters {', '.join(f'{name} ({kind})' for kind, name in names.items())}: synthetic, on the embedded "
+          "TEST models")
     del engine
 
     server, thread = start_in_thread(config)
@@ -224,18 +224,14 @@ def cmd_train(args, request) -> int:
 
 
 def _training_model(model_kind: str, model: str | None, device: str, adapters: str):
-    """(pipeline, identity, device) to train on: the image model (``--model``, default the embedded test
-    model) or, for ``--model-kind video``, the video model (``--model`` names its folder; default the
-    embedded test video model). ``adapters``: an empty folder, so no served adapter is loaded."""
-    from .engine import Engine, quiet_libraries, resolve_device
-    from .video import VideoModel
-
-    if model_kind != "video":
-        engine = Engine(ServerConfig(port=0, model=model, device=device, adapters=adapters))
-        engine.load()
-        return engine.pipelines["fill"], engine.identity, engine.device
+    """(pipeline, identity, device) to train on: the model of ``model_kind`` (``--model`` names its folder;
+    default the embedded test model of that kind). ``adapters``: an empty folder, so no served adapter is
+    loaded."""
+    from .engine import quiet_libraries, resolve_device
+    from .models.slots import KINDS, open_model
 
     quiet_libraries()
     device, dtype = resolve_device(device, "auto")
-    video = VideoModel(ServerConfig(port=0, video_model=model, device=device, adapters=adapters), device, dtype)
-    return video.pipeline(), video.identity, device
+    config = ServerConfig(port=0, device=device, adapters=adapters, **{KINDS[model_kind].setting: model})
+    slot = open_model(model_kind, config, device, dtype)
+    return slot.pipeline(), slot.identity, device

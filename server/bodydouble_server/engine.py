@@ -1,4 +1,5 @@
-"""The resident model: base pipeline(s) on the device plus the character adapters loaded into them.
+"""The resident models: one slot per model kind (``models.slots``: image for fill, video for extend), each
+with its pipelines on the device and the character adapters loaded into them.
 
 Owned by the worker thread only (diffusers pipelines are not thread-safe).
 """
@@ -9,12 +10,10 @@ import warnings
 from pathlib import Path
 
 from bodydouble import errors
+from bodydouble.jobspec import MODEL_KINDS
 
-from . import models
-from .adapters import AdapterLibrary
 from .config import ServerConfig
-from .models import testing
-from .models.identity import ModelIdentity, model_sha256
+from .models.slots import KINDS, ModelSlot
 from .paths import AllowedRoots
 from .policy import Policy
 
@@ -50,106 +49,114 @@ class Engine:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.roots = AllowedRoots(config.roots)
-        self.pipelines: dict[str, object] = {}
-        self.identity: ModelIdentity | None = None
-        self.family = None
-        self.adapters: AdapterLibrary | None = None
-        self.video = None             # VideoModel for extend (None: not configured or failed; see video_error)
-        self.video_error: tuple[str, str] | None = None     # (error code, message)
+        self.slots: dict[str, ModelSlot] = {}     # by model kind, filled by load(): empty while loading
         self.policy = Policy(config)  # consent, audit log, provenance (policy/)
 
     def load(self) -> None:
         quiet_libraries()
-        cfg = self.config
-        test = testing.resolve(cfg.model, "image")   # no model set, test:standin, test:passthrough: a TEST model
-        path = test.folder if test else Path(cfg.model).expanduser()
-        if not path.exists():
-            raise errors.RequestError(f"base model {path} does not exist", code=errors.MODEL_UNAVAILABLE)
-        family = models.get_family(cfg.family) if cfg.family else models.detect_family(path, kind="image")
-        self.device, self.dtype = resolve_device(cfg.device, cfg.dtype)
-        log.info("loading %s (%s) on %s/%s", path, family.title, self.device, self.dtype)
-        for operation in family.pipelines:
-            cls = family.pipeline_class(operation)
-            if path.is_file():
-                if not cfg.model_config:
-                    raise errors.RequestError(
-                        f"{path} is a single-file checkpoint: set model_config to a local diffusers config folder "
-                        "of its family (no model hub is consulted)", code=errors.MODEL_UNAVAILABLE)
-                pipe = cls.from_single_file(str(path), config=cfg.model_config, torch_dtype=self.dtype,
-                                            local_files_only=True)
-            else:
-                pipe = cls.from_pretrained(str(path), torch_dtype=self.dtype, local_files_only=True)
-            pipe.to(self.device)
-            pipe.set_progress_bar_config(disable=True)
-            self.pipelines[operation] = pipe
-        self.family = family
-        self.identity = ModelIdentity(name=test.label if test else path.name, family=family.name,
-                                      sha256=model_sha256(path), path=test.path if test else str(path),
-                                      test_model=test is not None)
-        self.adapters = AdapterLibrary(Path(cfg.adapters), self.identity, family.kind)
-        self.rescan()
-        self._configure_video()
+        self.device, self.dtype = resolve_device(self.config.device, self.config.dtype)
+        for kind in KINDS.values():     # the image model first: without it the server does not start
+            self.slots[kind.name] = ModelSlot(kind, self.config, self.device, self.dtype).load()
 
-    def _configure_video(self) -> None:
-        """Extend's video model; a broken one costs extend only, never fill."""
-        from .video import DISABLED, VideoModel
+    # -- models by kind ------------------------------------------------------------------------------
+    @property
+    def loading(self) -> bool:
+        return len(self.slots) < len(KINDS)
 
-        if (self.config.video_model or "").lower() == DISABLED:
-            self.video_error = (errors.NOT_SUPPORTED, "this server has no video model (video_model = none): "
-                                                      "extend is not available")
-            return
-        try:
-            self.video = VideoModel(self.config, self.device, self.dtype)
-        except Exception as exc:
-            log.exception("video model unavailable")
-            self.video_error = (errors.MODEL_UNAVAILABLE, f"the server's video model is unavailable: {exc}")
+    def model(self, kind: str) -> ModelSlot:
+        """The model of ``kind``, or the coded error why this server has none (not_supported,
+        model_unavailable)."""
+        if kind not in KINDS:
+            raise errors.RequestError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}",
+                                      code=errors.INVALID_REQUEST)
+        slot = self.slots.get(kind)
+        if slot is None:
+            raise errors.RequestError(f"the server is still loading its {KINDS[kind].title}",
+                                      code=errors.MODEL_UNAVAILABLE)
+        return slot.require()
 
-    def video_model(self):
-        if self.video is None:
-            code, message = self.video_error or (errors.NOT_SUPPORTED, "no video model")
-            raise errors.RequestError(message, code=code)
-        return self.video
+    def model_for(self, operation: str) -> ModelSlot:
+        """The model that runs ``operation`` (fill: image, extend: video)."""
+        if operation not in MODEL_KINDS:
+            raise errors.RequestError(f"no model runs '{operation}'", code=errors.NOT_SUPPORTED)
+        return self.model(MODEL_KINDS[operation])
 
+    def check_model(self, kind: str) -> None:
+        """Submit time: refuse a kind this server has not got; while loading, the worker checks later."""
+        if kind in self.slots or kind not in KINDS:
+            self.model(kind)
+
+    def available(self) -> list[ModelSlot]:
+        return [slot for slot in self.slots.values() if slot.available]
+
+    # The image model's, and the video slot by its old names (callers that predate the slots).
+    @property
+    def identity(self):
+        return self.slots["image"].identity if "image" in self.slots else None
+
+    @property
+    def family(self):
+        return self.slots["image"].family if "image" in self.slots else None
+
+    @property
+    def adapters(self):
+        return self.slots["image"].adapters if "image" in self.slots else None
+
+    @property
+    def pipelines(self) -> dict[str, object]:
+        return self.slots["image"].pipelines if "image" in self.slots else {}
+
+    @property
+    def resolution(self) -> int:
+        return self.slots["image"].resolution
+
+    def pipeline(self, operation: str):
+        return self.model_for(operation).pipeline(operation)
+
+    @property
+    def video(self) -> ModelSlot | None:
+        """The video slot when the server has a video model (None: not configured, failed, or loading)."""
+        slot = self.slots.get("video")
+        return slot if slot is not None and slot.available else None
+
+    @property
+    def video_error(self) -> tuple[str, str] | None:
+        slot = self.slots.get("video")
+        return slot.error if slot is not None else None
+
+    def video_model(self) -> ModelSlot:
+        return self.model("video")
+
+    # -- what every kind shares ----------------------------------------------------------------------
     def rescan(self) -> None:
-        for pipe in self.pipelines.values():
-            self.adapters.sync(pipe)
-        if self.video is not None:
-            self.video.rescan()
+        for slot in self.available():
+            slot.rescan()
 
     def adapter_listing(self) -> list[dict]:
         """Each adapter folder once: as the model of its kind sees it (video adapters by the video model)."""
-        entries = {a["name"]: a for a in self.adapters.listing()} if self.adapters else {}
-        if self.video is not None:
-            for entry in self.video.adapters.listing():
-                if entry["model_kind"] == "video" or entry["name"] not in entries:
+        entries: dict[str, dict] = {}
+        for slot in self.available():
+            for entry in slot.adapters.listing():
+                if entry["model_kind"] == slot.kind.name or entry["name"] not in entries:
                     entries[entry["name"]] = entry
         return [self.policy.with_scope(entries[name]) for name in sorted(entries)]
 
     @property
     def operations(self) -> list[str]:
         # Training reads the base model's components from its diffusers folder (not a single-file checkpoint).
-        trainable = self.identity is not None and Path(self.identity.path).is_dir()
-        return sorted({*self.pipelines, *(["extend"] if self.video is not None else []),
-                       *(["train"] if trainable else [])})
-
-    @property
-    def resolution(self) -> int:
-        return self.config.resolution or self.family.resolution
-
-    def pipeline(self, operation: str):
-        pipe = self.pipelines.get(operation)
-        if pipe is None:
-            self.family.pipeline_class(operation)  # raises the clear "cannot do" error
-        return pipe
+        image = self.slots.get("image")
+        trainable = image is not None and image.available and Path(image.identity.path).is_dir()
+        return sorted({op for slot in self.available() for op in slot.operations} | ({"train"} if trainable else set()))
 
     def describe(self) -> dict:
+        image, video = self.slots["image"], self.slots.get("video")
         return {
-            **self.identity.to_dict(),
-            "family_title": self.family.title,
+            **image.identity.to_dict(),
+            "family_title": image.family.title,
             "device": self.device,
             "dtype": str(self.dtype).removeprefix("torch."),
-            "resolution": self.resolution,
+            "resolution": image.resolution,
             "operations": self.operations,
-            "video_model": self.video.describe() if self.video is not None else None,
-            "video_error": self.video_error[1] if self.video_error else None,
+            "video_model": video.describe() if video is not None and video.available else None,
+            "video_error": video.error[1] if video is not None and video.error else None,
         }

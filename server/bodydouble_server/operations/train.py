@@ -45,14 +45,13 @@ def validate(req: TrainRequest, engine: Engine) -> None:
         engine.roots.check(path, "training frames")
     if req.contact_sheet:
         engine.roots.writable_dir(Path(req.contact_sheet).parent, "contact_sheet")
-    if not req.report_only:
+    if not req.report_only:              # a data report needs no model and no rights yet
         missing = [what for what, value in (("rights_holder", req.rights_holder), ("licence", req.licence))
                    if not value.strip()]
         if missing:
             raise errors.RequestError(f"an adapter must say its {' and '.join(missing)}: set them before training",
                                       code=errors.INVALID_REQUEST)
-    if req.model_kind == "video" and (engine.video is not None or engine.video_error is not None):
-        engine.video_model()                  # not_supported / model_unavailable (skipped while loading)
+        engine.check_model(req.model_kind)   # not_supported / model_unavailable (skipped while loading)
 
 
 def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
@@ -60,11 +59,8 @@ def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
     job.report(0.0, "reading frames for the data report", phase="report")
     if req.report_only:
         return _report_only(engine, job, req, settings.resolution, thresholds)
-    if settings.model_kind == "video":
-        video = engine.video_model()     # not_supported / model_unavailable when the server has none
-        pipe, identity, library = video.pipeline(), video.identity, video.adapters
-    else:
-        pipe, identity, library = engine.pipeline("fill"), engine.identity, engine.adapters
+    model = engine.model(settings.model_kind)     # not_supported / model_unavailable when the server has none
+    pipe, identity, library = model.pipeline(), model.identity, model.adapters
     library.activate(pipe, [])   # the text encoder lent to training must be the plain base model's
 
     def on_progress(p: dict) -> None:
