@@ -201,3 +201,16 @@ def test_concurrent_audited_requests_leave_a_verifying_chain(tmp_path, monkeypat
         assert position[("outcome", job)] > position[("submit", job)]
     assert sum(r["event"] == "outcome" for r in records) == len(jobs)
     assert len(records) == len(submits) + len(jobs) + sum(r["event"] == "rotated" for r in records)
+
+
+def test_doctor_prints_where_the_audit_log_is(tmp_path):
+    from bodydouble.doctor import diagnose
+
+    path = tmp_path / "state" / "audit.log"
+    config = tmp_path / "server.toml"
+    config.write_text(f'port = 1\naudit_log = "{path}"\nroots = ["{tmp_path}"]\n')
+    line = next(c for c in diagnose(config, "tcp://127.0.0.1:1", 0.2) if c.what == "audit log")
+    assert line.status == "WARN" and f"{path}: not written yet" in line.detail
+    _write(path, 2).close()
+    line = next(c for c in diagnose(config, "tcp://127.0.0.1:1", 0.2) if c.what == "audit log")
+    assert line.status == "OK" and str(path) in line.detail

@@ -27,7 +27,7 @@ def read_config(path: Path) -> tuple[Check, dict]:
 
             cfg = ServerConfig.load(None if missing else path)   # missing: the defaults the server would use
             data = {k: getattr(cfg, k) for k in ("host", "port", "model", "family", "video_model", "adapters", "roots",
-                                                 "output_root")}
+                                                 "output_root", "audit_log")}
         else:
             import tomllib
 
@@ -219,9 +219,20 @@ def diagnose(config_path: Path, address: str | None, timeout: float) -> list[Che
         [(info or {}).get("output_root"), *((info or {}).get("roots") or [])]
     for i, root in enumerate(dict.fromkeys(r for r in roots if r)):
         checks.append(check_folder(str(root), "output root" if i == 0 else "root"))
+    if data.get("audit_log"):
+        checks.append(check_audit_log(data["audit_log"]))
     zip_hint = _install_info().get("blender_zip")
     checks += [check_blender(zip_hint), check_nuke()]
     return checks
+
+
+def check_audit_log(path: str) -> Check:
+    """Where the server's audit log is (``audit_log`` / ``--audit-log``); its chain is ``bodydouble audit verify``'s."""
+    log = Path(path).expanduser()
+    if log.is_file():
+        return Check("OK", "audit log", f"{log} ({log.stat().st_size} bytes)", "bodydouble audit verify checks its chain")
+    folder = check_folder(str(log.parent), "audit log")
+    return Check(folder.status, "audit log", f"{log}: not written yet; {folder.detail}", folder.fix)
 
 
 def _install_info() -> dict:
