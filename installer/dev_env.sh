@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[server,test]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[server,test,scale]"
 if [ -f requirements-dev.txt ]; then
   .venv/bin/python -m pip install -q -c constraints.txt -r requirements-dev.txt
 fi

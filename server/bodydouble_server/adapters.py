@@ -208,6 +208,9 @@ class AdapterLibrary:
         self.adapters: dict[str, Adapter] = {}
         self._loaded: dict[str, str] = {}     # name -> sha256 resident in the pipeline
         self._active: tuple | None = None     # what the pipeline runs now: skip redundant switches
+        # None: every ready adapter is resident (a server). A set of names: only those (a pool replica keeps
+        # the adapters it is asked for resident; see scale/worker.py); ``sync`` loads and unloads to match.
+        self.resident: set[str] | None = None
 
     def listing(self) -> list[dict]:
         adapters = sorted(self.adapters.values(), key=lambda a: a.name)
@@ -225,11 +228,11 @@ class AdapterLibrary:
         self._active = None
         for name, sha in list(self._loaded.items()):
             current = found.get(name)
-            if current is None or current.status != "ready" or current.sha256 != sha:
+            if current is None or current.status != "ready" or current.sha256 != sha or not self._wanted(name):
                 pipe.delete_adapters(Adapter(name=name, folder=self.folder / name).key)
                 del self._loaded[name]
         for name, adapter in found.items():
-            if adapter.status == "ready" and name not in self._loaded and pipe is not None:
+            if adapter.status == "ready" and name not in self._loaded and pipe is not None and self._wanted(name):
                 try:
                     pipe.load_lora_weights(str(adapter.folder), weight_name=WEIGHTS_FILE, adapter_name=adapter.key)
                     self._loaded[name] = adapter.sha256
@@ -245,6 +248,14 @@ class AdapterLibrary:
                     adapter.invalid(f"{expected - landed} of {expected} weight tensors in {WEIGHTS_FILE} match no "
                                     f"layer of {self.identity.name}: trained for another model layout?")
         self.adapters = found
+
+    def _wanted(self, name: str) -> bool:
+        return self.resident is None or name in self.resident
+
+    @property
+    def loaded(self) -> list[str]:
+        """The adapters resident in the pipeline now."""
+        return sorted(self._loaded)
 
     def resolve(self, refs: list[AdapterRef]) -> list[tuple[Adapter, float]]:
         chosen = []

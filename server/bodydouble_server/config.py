@@ -27,6 +27,8 @@
     signing_cert = "/etc/bodydouble/c2pa-chain.pem"   # default: a local chain made in <audit log folder>/provenance
     signing_key = "/etc/bodydouble/c2pa-key.pem"
     trust_anchors = "/etc/bodydouble/c2pa-ca.pem"     # what `provenance verify` trusts
+    # Scale-out (docs/scale-out.md): hand fill jobs to a Ray Serve GPU pool instead of this machine's GPU.
+    pool = "ray://render-head:10001"   # ray://HOST:PORT (Ray Client), HOST:PORT (GCS), or auto
     [limits]
     max_frame_pixels = 67108864
 """
@@ -74,6 +76,7 @@ class ServerConfig:
     signing_cert: str | None = None
     signing_key: str | None = None
     trust_anchors: str | None = None
+    pool: str | None = None                 # a Ray Serve GPU pool address (scale/pool.py); unset = this machine
     limits: protocol.Limits = field(default_factory=protocol.Limits)
 
     def __post_init__(self) -> None:

@@ -47,7 +47,12 @@ class Server:
         self.config = config
         self.limits = config.limits
         self.instance = uuid.uuid4().hex    # changes at every start: a client that sees it change re-attaches
-        self.engine = Engine(config)
+        if config.pool:     # work runs on a Ray Serve GPU pool; this process checks, queues and assembles
+            from .scale.pool import gateway
+
+            self.engine, self.operations = gateway(config)
+        else:
+            self.engine, self.operations = Engine(config), OPERATIONS
         self.journal = Journal(Path(config.output_root) / ".bodydouble" / "running")
         self.jobs = JobManager(self.engine.load, self.instance, journal=self.journal)
         self._ctx = zmq.Context()
@@ -306,7 +311,7 @@ class Server:
 
     def _on_submit(self, peer: bytes, msg: protocol.Message) -> None:
         operation, request, admission = self.admit(peer, msg)
-        run = OPERATIONS[operation].run
+        run = self.operations[operation].run
         self.jobs.submit(peer, msg.id, operation, request, lambda job: run(self.engine, job, request), self.send,
                          on_admit=admission.record, on_finish=admission.finished)    # the audit lines
 
@@ -327,10 +332,10 @@ class Server:
             raise errors.RequestError(f"unknown operation {operation!r}; this server knows {sorted(REQUEST_TYPES)}",
                                       code=errors.INVALID_REQUEST)
         request = codec.from_wire(request_cls, body, msg.buffers)        # fields, types, ranges
-        if operation not in OPERATIONS:
+        if operation not in self.operations:
             raise errors.RequestError(f"this server cannot do {operation!r} yet", code=errors.NOT_SUPPORTED)
         self._check_available(operation)                                  # the model can do it
-        OPERATIONS[operation].validate(request, self.engine)             # paths, adapters, windows, kinds
+        self.operations[operation].validate(request, self.engine)        # paths, adapters, windows, kinds
         admission = self.engine.policy.admit(operation, request, msg.id, user, self._curve_user,
                                              self.engine)                 # consent: not_permitted (audited)
         self.jobs.check_capacity(peer)                                    # busy

@@ -1,0 +1,191 @@
+"""The work a pool replica or a farm task does, the same in both: one model loaded per process, the adapters it
+is asked for resident, fill frames rendered into a take that whoever split the job opened.
+
+Takes on shared storage follow the single server's rules, with many writers: only the one that split the job
+(the pool gateway, the farm's assemble step) opens the take, writes ``take.json`` and marks it complete; workers
+only add frame files. A frame is rendered into a hidden temporary and *published once*: a hard link onto its
+final name, which fails when the name exists. So a task retried after its worker died (it may have published
+before dying) never writes a frame twice and never replaces one; it reports the frame as already there.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+from bodydouble import atomic, errors
+from bodydouble.jobspec import AdapterRef, FillRequest
+
+from .. import takes
+from ..config import ServerConfig
+
+log = logging.getLogger("bodydouble.scale")
+
+
+@dataclass(frozen=True)
+class TakeRef:
+    """A take opened elsewhere, as a worker needs it: where its frames go and what its headers say."""
+
+    dir: str
+    number: int
+    shot: str
+    label: str
+    job: str            # the job id the frames' headers carry
+
+    @classmethod
+    def of(cls, take: takes.Take, job_id: str) -> "TakeRef":
+        return cls(dir=str(take.dir), number=take.number, shot=take.shot, label=take.label, job=job_id)
+
+    def take(self) -> takes.Take:
+        return takes.Take(dir=Path(self.dir), number=self.number, shot=self.shot, label=self.label, info={})
+
+
+def publish_once(staged: Path, target: Path) -> bool:
+    """Move a finished file onto ``target`` unless a file is there: True when this call published it.
+
+    A hard link is atomic and never replaces; where the file system has none (some SMB shares) an existence
+    check then a rename stands in (two workers rendering the same frame of a take at once is the only race,
+    and the pool never runs one frame twice at once)."""
+    try:
+        try:
+            os.link(staged, target)
+        except FileExistsError:
+            return False
+        except OSError:
+            if target.exists():
+                return False
+            os.replace(staged, target)
+        atomic.fsync_dir(target.parent)
+        return True
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def model_id(adapters: list[AdapterRef]) -> str:
+    """A pool's multiplexed model id for a request: its adapter set (names, sorted; weights do not matter)."""
+    return "+".join(sorted({a.name for a in adapters})) or BASE
+
+
+BASE = "__base__"       # the model id of requests without adapters
+
+
+def adapter_names(model: str) -> list[str]:
+    return [] if model == BASE else model.split("+")
+
+
+class FrameWorker:
+    """One loaded model (a pool replica, a farm task's session) that fills frames into takes opened elsewhere.
+
+    Only the adapters held (``hold``/``release``: a pool replica's multiplexed models, a farm task's request)
+    are resident; each hold rescans the adapters folder, so an adapter published after start is found without
+    a restart. Not thread-safe, like a pipeline: callers serialise (the Serve replica holds ``lock``).
+    """
+
+    def __init__(self, config: ServerConfig, name: str | None = None):
+        from ..adapters import AdapterLibrary
+        from ..engine import Engine
+
+        self.config = config
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.lock = threading.Lock()
+        # The engine starts on an empty adapters folder, so it loads none; ``adapters`` below is the real folder
+        # with only the held adapters resident.
+        self._empty = tempfile.TemporaryDirectory(prefix="bodydouble-worker-")
+        self.engine = Engine(dataclasses.replace(config, adapters=self._empty.name, video_model="none"))
+        self.engine.load()
+        self.pipe = self.engine.pipeline("fill")
+        self.adapters = AdapterLibrary(Path(config.adapters), self.engine.identity, "image")
+        self.adapters.resident = set()
+        self.adapters.sync(self.pipe)
+        self._holds: collections.Counter = collections.Counter()
+        self.loads = 0          # adapter sets made resident (a pool: multiplexed model loads)
+        self.frames_written = 0
+
+    def describe(self) -> dict:
+        return {**self.engine.describe(), "worker": self.name, "pid": os.getpid(), "loads": self.loads,
+                "resident": self.adapters.loaded, "frames_written": self.frames_written}
+
+    def listing(self) -> list[dict]:
+        self._sync()
+        return self.adapters.listing()
+
+    # -- resident adapters -----------------------------------------------------------------------------
+    def hold(self, names: list[str]) -> None:
+        """Make ``names`` resident; refuses (clearly) an unknown, incompatible or broken adapter."""
+        self._holds.update(names)
+        try:
+            self._sync()
+            self.adapters.resolve([AdapterRef(n) for n in names])
+        except BaseException:
+            self.release(names)
+            raise
+        self.loads += 1
+
+    def release(self, names: list[str]) -> None:
+        self._holds.subtract(names)
+        self._holds = +self._holds          # drop names no longer held
+        self._sync()
+
+    def _sync(self) -> None:
+        self.adapters.resident = set(self._holds)
+        self.adapters.sync(self.pipe)
+
+    # -- work ------------------------------------------------------------------------------------------
+    def fill(self, take: TakeRef, req: FillRequest, on_step: Callable[[int, int, int], None] | None = None) -> list[dict]:
+        """Render ``req.frames`` into the take: ``[{frame, path, written, worker}]``. A frame whose file is
+        there already (a retried task) is reported with ``written: False`` and not rendered again.
+
+        ``on_step(frame, step, steps)``: progress, and where a cancel raises between denoising steps."""
+        from ..imaging import frames as frame_io
+        from ..imaging.colour import ColourTransform
+        from ..operations import common
+        from ..operations import fill as fill_op
+
+        names = [a.name for a in req.adapters]
+        missing = [n for n in names if n not in self.adapters.loaded]
+        if missing:                       # a farm task, or a pool call without its multiplexed hold
+            self.hold(missing)
+        chosen = self.adapters.resolve(req.adapters)
+        self.adapters.activate(self.pipe, chosen)
+        colour = ColourTransform(req.colorspace)
+        target = take.take()
+        attributes = common.provenance(self.engine, "fill", chosen, req, target, SimpleNamespace(id=take.job))
+        done = []
+        for item in req.frames:
+            path = target.frame_path(item.frame)
+            if path.exists():
+                done.append({"frame": item.frame, "path": str(path), "written": False, "worker": self.name})
+                continue
+            plate = common.load_image(self.engine, item.plate, f"plate {item.frame}")
+            plate.require_rgb("fill")
+            mask, mask_repaired = fill_op._mask_for(self.engine, item, plate, req.mask_channel)
+            step = (lambda s, n, _frame=item.frame: on_step(_frame, s, n)) if on_step else (lambda s, n: None)
+            counts = fill_op.fill_frame(self.engine, self.pipe, req, colour, plate, mask, step)
+            staged = path.with_name(f".{path.name}.{os.urandom(4).hex()}{atomic.TEMP_MARK}.exr")
+            frame_io.write_exr_atomic(staged, plate, {
+                **attributes, "frame": item.frame, "source": plate.source, **counts,
+                "nonfinite_mask": mask_repaired, "worker": self.name,
+                "mask_source": item.mask.path if item.mask and item.mask.path else ("buffer" if item.mask else "plate alpha"),
+            })
+            written = publish_once(staged, path)
+            self.frames_written += written
+            done.append({"frame": item.frame, "path": str(path), "written": written, "worker": self.name})
+        return done
+
+
+def check_frames(take: takes.Take, expected: list[int]) -> None:
+    """Before a take may say complete: every expected frame's file is there (whole: files are only ever
+    published by rename or link) and listed once. Temporaries a killed worker left are removed first."""
+    atomic.sweep(take.dir)
+    missing = [f for f in expected if not take.frame_path(f).is_file()]
+    if missing:
+        raise errors.RequestError(f"take {take.dir}: frames {missing} were never written", code=errors.JOB_FAILED)
+    take.frames.update({frame: str(take.frame_path(frame)) for frame in expected})

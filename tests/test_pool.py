@@ -1,0 +1,174 @@
+"""The Ray Serve GPU pool behind the ZeroMQ front: one real local Ray cluster for this module (the only one in
+the test session), two CPU replicas of the stand-in model, a real gateway server and client on loopback.
+
+Every Ray test lives in this module so the cluster (about 10 s to start, 4 s to stop) starts once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bodydouble.client import Client
+from bodydouble.jobspec import AdapterRef, FillRequest, sequence_frames
+
+from .support import server_thread
+
+STEP_S = 0.05          # the replicas' stand-in seconds per step
+pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")   # inside Ray
+
+
+def _settings(root: Path) -> dict:
+    return dict(model="test:standin", video_model="none", adapters=str(root / "adapters"), roots=[str(root)],
+                output_root=str(root / "takes"), resolution=64, audit_log=str(root / "audit.log"))
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+    from ray import serve
+
+    from bodydouble_server import samples
+    from bodydouble_server.config import ServerConfig
+    from bodydouble_server.models import testing
+    from bodydouble_server.models.identity import ModelIdentity, model_sha256
+    from bodydouble_server.scale.serve_app import APP, build_app
+
+    root = tmp_path_factory.mktemp("pool")
+    model = testing.resolve("test:standin", "image")
+    identity = ModelIdentity(name=model.label, family="test-standin", sha256=model_sha256(model.folder),
+                             path=model.path, test_model=True)
+    for name, seed in (("hero", 1), ("villain", 2)):
+        testing.test_adapter(root / "adapters" / name, identity, name.title(), seed)
+    plate, mask = samples.write_sequence(root / "plates", 1001, 1016, 96, 64)
+    # A short path: Ray's socket names must fit in 107 bytes.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bodydouble",
+             _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    try:
+        serve.start(proxy_location="Disabled")          # no HTTP proxy: the gateway uses handles
+        serve.run(build_app({"settings": _settings(root), "replicas": 2, "gpus": 0, "cpus": 0.5, "max_adapters": 1,
+                             "env": {testing.STEP_ENV: STEP_S}}), name=APP, route_prefix=None)
+        config = ServerConfig(port=0, pool=ray.get_runtime_context().gcs_address, **_settings(root))
+        with server_thread(config) as gateway:
+            yield {"root": root, "plate": plate, "mask": mask, "address": gateway.bound_address, "config": config,
+                   "handle": serve.get_app_handle(APP)}
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _fill(pool, first: int, last: int, adapter: str | None = "hero", **fields) -> FillRequest:
+    return FillRequest(frames=sequence_frames(pool["plate"], first, last, pool["mask"]),
+                       adapters=[AdapterRef(adapter)] if adapter else [], seed=3, **fields)
+
+
+def _frame_files(take_dir) -> list[str]:
+    return sorted(p.name for p in Path(take_dir).iterdir() if p.suffix == ".exr")
+
+
+def test_a_fill_spreads_over_the_replicas_and_matches_a_single_server(pool):
+    with Client(pool["address"], timeout=30) as client:
+        info = client.wait_ready()
+        assert info["model"]["pool"]["replicas"] == 2 and info["operations"] == ["fill"]
+        result = client.submit(_fill(pool, 1001, 1008, steps=2, shot="spread")).wait(timeout=120)
+    stats = result.info["pool"]
+    assert len(stats["by_replica"]) == 2 and sum(stats["by_replica"].values()) == 8, "both replicas worked"
+    assert stats["frames_written"] == 8 and stats["retries"] == 0
+    take = json.loads((Path(result.take_dir) / "take.json").read_text())
+    assert take["status"] == "complete" and sorted(map(int, take["frames"])) == list(range(1001, 1009))
+    assert len(_frame_files(result.take_dir)) == 8
+
+    # The same request on one ordinary server (same stand-in, same adapter, same seed): the same pixels.
+    from bodydouble_server.config import ServerConfig
+    from bodydouble_server.imaging import frames as frame_io
+
+    local = ServerConfig(port=0, **_settings(pool["root"]))
+    with server_thread(local) as srv, Client(srv.bound_address, timeout=30) as client:
+        single = client.submit(_fill(pool, 1001, 1008, steps=2, shot="single")).wait(timeout=120)
+    for frame in range(1001, 1009):
+        spread = frame_io.read_frame(Path(result.frames[frame]), local.limits).wire()
+        alone = frame_io.read_frame(Path(single.frames[frame]), local.limits).wire()
+        assert np.array_equal(spread, alone)
+
+
+def test_requests_go_to_the_replica_holding_their_adapter(pool):
+    """One adapter set resident per replica (max_adapters 1): alternating adapters only stay loaded if Serve
+    routes each request to the replica that holds its adapter."""
+    seen = []
+    with Client(pool["address"], timeout=30) as client:
+        for index in range(8):
+            adapter = ("hero", "villain")[index % 2]
+            result = client.submit(_fill(pool, 1001, 1001, adapter, steps=1, shot="route")).wait(timeout=60)
+            (replica, loads), = result.info["pool"]["loads"].items()
+            seen.append((adapter, replica, loads))
+    warm = seen[2:]                  # the first two requests may each load their adapter
+    hero = {replica for adapter, replica, _ in warm if adapter == "hero"}
+    villain = {replica for adapter, replica, _ in warm if adapter == "villain"}
+    assert len(hero) == 1 and len(villain) == 1 and hero != villain, seen
+    for replica in hero | villain:
+        counts = [loads for _, r, loads in warm if r == replica]
+        assert counts == [counts[0]] * len(counts), f"no loads once warm: {seen}"
+
+
+def test_cancel_reaches_every_task(pool):
+    with Client(pool["address"], timeout=30) as client:
+        job = client.submit(_fill(pool, 1001, 1008, steps=40, shot="cancel"))       # 2 s a frame
+        time.sleep(1.0)                  # both replicas are in the middle of their first frame
+        job.cancel()
+        with pytest.raises(Exception, match="cancel"):
+            job.wait(timeout=30)
+        take_dir = Path(client.status(job.job_id)["take_dir"])
+        assert json.loads((take_dir / "take.json").read_text())["status"] == "cancelled"
+        time.sleep(2.5)                  # a task that kept going would have published its frame by now
+        assert _frame_files(take_dir) == []
+        started = time.monotonic()       # and nothing is left queued in front of the next job
+        client.submit(_fill(pool, 1001, 1001, steps=1, shot="after")).wait(timeout=60)
+        assert time.monotonic() - started < 5.0
+
+
+def test_a_replica_killed_mid_job_costs_a_retry_not_a_frame(pool):
+    pid = pool["handle"].describe.remote().result(timeout_s=30)["pid"]
+    with Client(pool["address"], timeout=30) as client:
+        killed = False
+        job = client.submit(_fill(pool, 1001, 1016, steps=4, shot="kill"))      # 0.2 s a frame
+        for progress in job.events(timeout=120):
+            if progress.raw.get("frames_done", 0) >= 2 and not killed:
+                os.kill(pid, signal.SIGKILL)     # mid-frame: a replica always has one while frames are queued
+                killed = True
+        result = job.wait(timeout=120)
+    stats = result.info["pool"]
+    assert killed and stats["retries"] >= 1
+    assert stats["frames_written"] == 16, "every frame published exactly once"
+    take = json.loads((Path(result.take_dir) / "take.json").read_text())
+    assert take["status"] == "complete" and sorted(map(int, take["frames"])) == list(range(1001, 1017))
+    files = sorted(p.name for p in Path(result.take_dir).iterdir())
+    assert len(_frame_files(result.take_dir)) == 16 and not [f for f in files if ".bdtmp" in f]
+
+
+def test_a_pool_that_is_down_is_a_clear_error(tmp_path):
+    from bodydouble import errors
+    from bodydouble_server.cli import start_in_thread
+    from bodydouble_server.config import ServerConfig
+
+    config = ServerConfig(port=0, pool="127.0.0.1:9", **_settings(tmp_path))     # nothing listens on port 9
+
+    srv, thread = start_in_thread(config)
+    try:
+        with Client(srv.bound_address, timeout=10) as client:
+            deadline = time.monotonic() + 20
+            while (info := client.hello())["state"] == "loading" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert info["state"] == "failed" and "GPU pool at 127.0.0.1:9 is unavailable" in info["load_error"]
+            with pytest.raises(errors.BodyDoubleError) as refused:
+                client.submit(FillRequest(frames=sequence_frames(str(tmp_path / "p.####.exr"), 1, 1))).wait(10)
+            assert refused.value.code == errors.MODEL_UNAVAILABLE
+    finally:
+        srv.stop()
+        thread.join(10)
