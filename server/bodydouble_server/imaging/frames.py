@@ -232,13 +232,36 @@ def read_frame(path: Path, limits: protocol.Limits, what: str = "plate") -> Fram
     return _read_exr(path, limits, what) if _is_exr(path) else _read_other(path, limits, what)
 
 
-def _read_exr(path: Path, limits: protocol.Limits, what: str) -> Frame:
+def check_header(path: Path, limits: protocol.Limits, what: str = "plate") -> None:
+    """Everything about a file that its header tells (regular file, readable, not deep, within the limits),
+    without decoding a pixel: cheap enough to answer at submit time."""
+    _regular_file(path, what)
+    if _is_exr(path):
+        _exr_headers(path, limits, what)
+        return
+    inp = oiio.ImageInput.open(str(path))
+    if inp is None:
+        raise errors.RequestError(f"{what} {path} is not an image OpenImageIO can read: {oiio.geterror()}",
+                                  code=errors.UNREADABLE_FILE)
+    try:
+        spec = inp.spec()
+        _check_spec(spec, path, limits, what)
+    finally:
+        inp.close()
+
+
+def _check_spec(spec: oiio.ImageSpec, path: Path, limits: protocol.Limits, what: str) -> None:
+    if spec.deep:
+        raise errors.RequestError(f"{what} {path} is a deep image; flatten it first", code=errors.UNREADABLE_FILE)
+    protocol.check_frame_size((spec.height, spec.width, spec.nchannels), limits, what=f"{what} {path}")
+
+
+def _exr_headers(path: Path, limits: protocol.Limits, what: str) -> list[dict]:
     try:
         headers = [p.header for p in OpenEXR.File(str(path), header_only=True).parts]
     except Exception as exc:   # the bindings raise RuntimeError/ValueError on any damaged header
         raise errors.RequestError(f"{what} {path} is not an EXR OpenEXR can read: {exc}",
                                   code=errors.UNREADABLE_FILE) from None
-    # Checked from the headers, before a single pixel is allocated.
     total = 0
     for index, header in enumerate(headers):
         kind = getattr(header.get("type"), "name", str(header.get("type", "")))
@@ -260,6 +283,11 @@ def _read_exr(path: Path, limits: protocol.Limits, what: str) -> Frame:
     if total > limits.max_channels:
         raise errors.RequestError(f"{what} {path} has {total} channels over {len(headers)} parts; the limit is "
                                   f"{limits.max_channels}", code=errors.TOO_LARGE)
+    return headers
+
+
+def _read_exr(path: Path, limits: protocol.Limits, what: str) -> Frame:
+    headers = _exr_headers(path, limits, what)      # before a single pixel is allocated
     try:
         exr = OpenEXR.File(str(path), separate_channels=True)
         parts = []
@@ -275,8 +303,14 @@ def _read_exr(path: Path, limits: protocol.Limits, what: str) -> Frame:
     except Exception as exc:
         raise errors.RequestError(f"{what} {path} could not be decoded (truncated or damaged?): {exc}",
                                   code=errors.UNREADABLE_FILE) from None
-    for index, part in enumerate(parts):
-        for name, array in part.channels.items():
+    # The bindings only warn about a part they could not decode (a truncated file) and leave it out.
+    if len(parts) != len(headers):
+        raise errors.RequestError(f"{what} {path} could not be decoded (truncated or damaged): "
+                                  f"{len(parts)} of {len(headers)} parts read", code=errors.UNREADABLE_FILE)
+    for index, (part, header) in enumerate(zip(parts, headers)):
+        declared = [c.name for c in header.get("channels", [])]
+        for name in declared:
+            array = part.channels.get(name)
             if array is None or array.ndim != 2:
                 raise errors.RequestError(f"{what} {path} part {index} channel {name!r} could not be decoded",
                                           code=errors.UNREADABLE_FILE)
@@ -291,9 +325,7 @@ def _read_other(path: Path, limits: protocol.Limits, what: str) -> Frame:
                                   code=errors.UNREADABLE_FILE)
     try:
         spec = inp.spec()
-        if spec.deep:
-            raise errors.RequestError(f"{what} {path} is a deep image; flatten it first", code=errors.UNREADABLE_FILE)
-        protocol.check_frame_size((spec.height, spec.width, spec.nchannels), limits, what=f"{what} {path}")
+        _check_spec(spec, path, limits, what)
         pixels = inp.read_image(0, 0, 0, spec.nchannels, oiio.FLOAT)
         if pixels is None:
             raise errors.RequestError(f"{what} {path} could not be decoded: {inp.geterror()}", code=errors.UNREADABLE_FILE)

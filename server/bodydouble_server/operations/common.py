@@ -53,6 +53,14 @@ def check_inputs(engine: Engine, refs: list[tuple[ImageRef, str]]) -> None:
             engine.roots.readable_file(ref.path, what)
 
 
+def check_headers(engine: Engine, refs: list[tuple[ImageRef, str]]) -> None:
+    """Submit time: these files' headers are readable and within the limits (regular files, not deep, sizes and
+    channels), so a plate that can never be read is refused before any take exists. No pixel is decoded."""
+    for ref, what in refs:
+        if ref is not None and ref.path is not None:
+            frame_io.check_header(engine.roots.readable_file(ref.path, what), engine.config.limits, what)
+
+
 def check_output(engine: Engine, output_dir: str | None, shot: str) -> None:
     """Submit time: the take's folder would lie inside the roots, in a folder the server can write."""
     engine.roots.writable_dir(shot_dir_for(engine, output_dir, shot), "output_dir" if output_dir else "output folder")

@@ -33,6 +33,8 @@ _SETTINGS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "fps", "c
 def validate(req: ExtendRequest, engine: Engine) -> None:
     """Submit-time checks, before ``accepted`` (cheap: no pixels decoded, nothing written; see common)."""
     common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames])
+    common.check_headers(engine, [(f.plate, f"plate {f.frame}") for f in req.frames[-req.conditioning:]])
+    ColourTransform(req.colorspace)
     common.check_output(engine, req.output_dir, common.shot_name(req.shot, req.output_dir, req.frames[0].plate))
     if engine.video is None and engine.video_error is None:
         return                                # still loading: the worker checks the rest

@@ -4,8 +4,15 @@ Per frame: read plate + mask -> crop to the mask's box plus context -> plate col
 model's display-referred encoding -> resize to the model's size -> inpaint with the adapter(s)
 -> resize back -> inverse display transform -> composite in scene-linear through a feather
 that is zero outside the mask -> write the EXR atomically into the take.
+
+Only the plate's R, G, B samples the feathered mask reaches are rewritten (in their own type); every other
+sample, channel and part comes back bit-identical. Non-finite samples (NaN, Inf): inside the mask they are
+filled over, in the model's context they are shown to the model as black and stay as they were in the frame,
+and each frame's header and take.json count both (docs/protocol.md, "Non-finite pixels").
 """
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -24,6 +31,10 @@ def validate(req: FillRequest, engine: Engine) -> None:
     """Submit-time checks, before ``accepted`` (cheap: no pixels decoded, nothing written; see common)."""
     common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames]
                         + [(f.mask, f"mask {f.frame}") for f in req.frames if f.mask is not None])
+    # Headers of the first and last frames (a long sequence is not opened file by file on the socket's thread).
+    ends = {id(f): f for f in (req.frames[0], req.frames[-1])}.values()
+    common.check_headers(engine, [(f.plate, f"plate {f.frame}") for f in ends] + [(f.mask, f"mask {f.frame}") for f in ends])
+    ColourTransform(req.colorspace)
     common.check_output(engine, req.output_dir, common.shot_name(req.shot, req.output_dir, req.frames[0].plate))
     common.check_adapters(engine.adapters, req.adapters)
 
@@ -36,23 +47,30 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
     pipe = engine.pipeline("fill")
     engine.adapters.activate(pipe, adapters)
     shot = common.shot_name(req.shot, req.output_dir, req.frames[0].plate)
-    take = common.open_take(engine, job, req.output_dir, shot, common.adapter_label(adapters), {
-        "operation": "fill", "adapters": [a.describe() for a, _ in adapters], "base_model": engine.identity.to_dict(),
-        "request": {k: getattr(req, k) for k in ("prompt", "negative_prompt", "seed", "steps", "strength", "guidance",
-                                                  "colorspace", "context", "feather")},
-    })
-    attributes = common.provenance(engine, "fill", adapters, req, take, job)
+    take, attributes = None, {}
     returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
     repaired = {key: 0 for key in NONFINITE_KEYS}
-    take.info["nonfinite"] = {"total": repaired, "frames": {}}
     total = len(req.frames)
-    with common.completing(take):
+    with contextlib.ExitStack() as finishing:
         for index, item in enumerate(req.frames):
             job.check_cancelled()
             # One frame at a time, in its own pixel types: only what the model needs becomes float.
             plate = common.load_image(engine, item.plate, f"plate {item.frame}")
             plate.require_rgb("fill")
             mask, mask_repaired = _mask_for(engine, item, plate, req.mask_channel)
+            if take is None:
+                # The take opens once the first frame's inputs are read and checked: a plate or mask that cannot
+                # be used leaves no folder and uses no take number (a cancel or a model failure marks the take).
+                regions.mask_box(mask)
+                take = common.open_take(engine, job, req.output_dir, shot, common.adapter_label(adapters), {
+                    "operation": "fill", "adapters": [a.describe() for a, _ in adapters],
+                    "base_model": engine.identity.to_dict(),
+                    "request": {k: getattr(req, k) for k in ("prompt", "negative_prompt", "seed", "steps", "strength",
+                                                              "guidance", "colorspace", "context", "feather")},
+                    "nonfinite": {"total": repaired, "frames": {}},
+                })
+                finishing.enter_context(common.completing(take))
+                attributes = common.provenance(engine, "fill", adapters, req, take, job)
 
             def on_step(step: int, steps: int, _index=index, _frame=item.frame) -> None:
                 job.check_cancelled()
@@ -75,7 +93,8 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                 returned[item.frame] = plate.wire()
             del plate
     return common.result_message(job, "fill", take, {"adapter": attributes["adapter"], "seed": req.seed,
-                                                     "test_model": engine.identity.test_model}, returned)
+                                                     "test_model": engine.identity.test_model,
+                                                     "nonfinite": dict(repaired)}, returned)
 
 
 NONFINITE_KEYS = ("nonfinite_filled", "nonfinite_context", "nonfinite_mask")
