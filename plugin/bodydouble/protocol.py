@@ -112,7 +112,7 @@ def peek_id(frames: Sequence[Any]) -> str | None:
     try:
         header = json.loads(bytes(_view(frames[1])))
         rid = header.get("id")
-        return rid if isinstance(rid, str) else None
+        return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None   # only an id a reply may carry
     except Exception:
         return None
 

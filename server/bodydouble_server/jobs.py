@@ -99,7 +99,7 @@ class Job:
                 body = {"job": self.id, **msg.body, "seq": self.seq}
                 state = "failed"
                 self._publish("error", body)
-            self.state, self.final_type, self.summary, self.ended = state, msg.type, body, time.time()
+            self.state, self.final_type, self.summary, self.ended = state, msg.type, _summary(body), time.time()
             self.subscribers.clear()
             self.request = self.run = None        # the request's pixels go with it
         return True
@@ -132,6 +132,15 @@ class Job:
         for peer, rid in self.subscribers:
             self.send(peer, protocol.Message(type=mtype, id=rid, body=body, buffers=list(buffers),
                                              meanings=list(meanings)))
+
+
+def _summary(body: dict) -> dict:
+    """A final body as an ended job keeps it: frame entries lose their buffer index (the pixels are not kept)."""
+    frames = body.get("frames")
+    if isinstance(frames, list) and any(isinstance(f, dict) and "buffer" in f for f in frames):
+        body = {**body, "frames": [{k: v for k, v in f.items() if k != "buffer"} if isinstance(f, dict) else f
+                                   for f in frames]}
+    return body
 
 
 class JobManager:

@@ -62,8 +62,12 @@ def check_headers(engine: Engine, refs: list[tuple[ImageRef, str]]) -> None:
 
 
 def check_output(engine: Engine, output_dir: str | None, shot: str) -> None:
-    """Submit time: the take's folder would lie inside the roots, in a folder the server can write."""
-    engine.roots.writable_dir(shot_dir_for(engine, output_dir, shot), "output_dir" if output_dir else "output folder")
+    """Submit time: the take's folder would lie inside the roots, in a folder the server can write.
+
+    Judged on ``<shot_dir>/bodydouble`` (links followed), so a ``bodydouble`` entry that links out of the roots is
+    refused here; take.allocate checks every folder again when it makes them."""
+    engine.roots.writable_dir(shot_dir_for(engine, output_dir, shot) / "bodydouble",
+                              "output_dir" if output_dir else "output folder")
 
 
 def check_adapters(library, refs) -> None:
