@@ -15,11 +15,10 @@ import hashlib
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bodydouble import __version__
+from bodydouble import __version__, atomic
 
 from .certs import SigningFiles
 
@@ -88,7 +87,7 @@ class Sealer:
             hashes[frame] = hashlib.sha256(data).hexdigest()
             manifest = self._manifest(Path(path).name, EXR_MIME, info, {"frame": frame, "sha256": hashes[frame]})
             sidecar = self._sign(manifest, operation, EXR_MIME, data, embed=False)
-            _write_atomic(sidecar_path(path), sidecar)
+            atomic.write_bytes(sidecar_path(path), sidecar)
         proxy = None
         if frames:
             first = min(frames)
@@ -96,7 +95,7 @@ class Sealer:
             proxy = Path(take_dir) / f"{stem}{PROXY_SUFFIX}"
             manifest = self._manifest(proxy.name, PNG_MIME, info, {
                 "proxy_of_frame": first, "frames_sha256": {str(f): h for f, h in sorted(hashes.items())}})
-            _write_atomic(proxy, self._sign(manifest, operation, PNG_MIME, png, embed=True))
+            atomic.write_bytes(proxy, self._sign(manifest, operation, PNG_MIME, png, embed=True))
         return {"c2pa": True, "signer": self.files.chain.name, "frames_sha256": {str(f): h for f, h in hashes.items()},
                 "proxy": proxy.name if proxy else None, "sidecar_suffix": SIDECAR_SUFFIX}
 
@@ -161,15 +160,6 @@ def _colour(colorspace: str):
     from ..imaging.colour import ColourTransform
 
     return ColourTransform(colorspace)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # -- verification -------------------------------------------------------------------------

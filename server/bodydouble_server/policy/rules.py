@@ -15,7 +15,7 @@ import logging
 import re
 from pathlib import Path
 
-from bodydouble import errors
+from bodydouble import atomic, errors
 from bodydouble.jobspec import MODEL_KINDS
 
 from .audit import AuditLog
@@ -210,8 +210,6 @@ class Policy:
     # -- retire --------------------------------------------------------------------------------
     def retire(self, name: str, reason: str, by: str | None = None) -> dict:
         """Withdraw an adapter: refused from now on, listed as retired, audited; its takes stay traceable."""
-        from .certs import _write
-
         folder = self.adapters_dir / name
         if not folder.is_dir():
             raise errors.RequestError(f"no adapter folder {folder}", code=errors.UNKNOWN_ADAPTER)
@@ -233,7 +231,7 @@ class Policy:
                   "by": by or getpass.getuser(), "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                   "sha256": file_sha256(weights) if weights.is_file() else ""}
         line = self.audit.append("retire", **record)
-        _write(folder / RETIRED_FILE, json.dumps({**record, "audit_seq": line["seq"]}, indent=2).encode())
+        atomic.write_json(folder / RETIRED_FILE, {**record, "audit_seq": line["seq"]})
         return {**record, "audit_seq": line["seq"]}
 
     # -- provenance ----------------------------------------------------------------------------
