@@ -36,6 +36,17 @@ SERVE_FLAGS = {
     "curve_certificate": Flag(help="server secret certificate: encrypt connections (remote use)"),
     "curve_authorized_clients": Flag(name="curve_clients", help="folder of client public certificates allowed to "
                                                                 "connect"),
+    # Guardrails (docs/guardrails.md)
+    "consent_dir": Flag(help="folder of consent records, one TOML per character and production (default "
+                             "<home>/consent)"),
+    "adapters_without_consent": Flag(choices=("refuse", "allow"), help="an adapter whose character has no consent "
+                                                                       "record"),
+    "consent_exempt_test_models": Flag(skip=True),     # config file only: the TEST models need no record
+    "audit_log": Flag(help="the append-only audit log (default <home>/state/audit.log)"),
+    "audit_rotate_mb": Flag(help="rotate the audit log's live file at this size"),
+    "signing_cert": Flag(help="C2PA signing certificate chain, PEM (default: a local chain made on first use)"),
+    "signing_key": Flag(help="its private key, PEM (PKCS#8)"),
+    "trust_anchors": Flag(help="PEM of the CA(s) provenance verification trusts"),
 }
 LOCAL_TRAIN_FLAGS = ("out", "work_dir", "model")   # train in this process only; refused with --server
 
