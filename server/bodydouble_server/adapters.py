@@ -187,14 +187,20 @@ def weight_tensors(path: Path) -> int:
 
 
 def loaded_tensors(pipe, key: str) -> int:
-    """LoRA matrices of adapter ``key`` that landed in the pipeline's modules."""
+    """LoRA matrices of adapter ``key`` that landed in the pipeline's modules (peft keeps one ``lora_A`` and one
+    ``lora_B`` entry per adapted layer). Walks modules, not parameters: the cost does not grow with the number
+    of adapters already resident."""
     import torch
 
     count = 0
     for component in pipe.components.values():
-        if isinstance(component, torch.nn.Module):
-            count += sum(1 for name, _ in component.named_parameters()
-                         if "lora_" in name and "magnitude" not in name and f".{key}." in f"{name}.")
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for module in component.modules():
+            for table in (getattr(module, "lora_A", None), getattr(module, "lora_B", None)):
+                if isinstance(table, (torch.nn.ModuleDict, torch.nn.ParameterDict)) and key in table:
+                    entry = table[key]
+                    count += len(entry) if isinstance(entry, torch.nn.ParameterList) else 1
     return count
 
 
