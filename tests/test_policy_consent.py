@@ -155,7 +155,12 @@ def test_audit_log_holds_every_decision(guarded):
 def test_listing_and_hello_show_each_adapters_scope(guarded):
     with Client(guarded["server"].bound_address, timeout=30) as client:
         info = client.connect()
-        listing = {a.name: a.raw["policy"] for a in client.list_adapters()}
+        adapters = {a.name: a for a in client.list_adapters()}
+        listing = {name: a.raw["policy"] for name, a in adapters.items()}
+    # What every host's picker reads: not usable -> greyed out with the policy's reason.
+    assert (adapters["stranger"].status, adapters["stranger"].reason) == (
+        "not_permitted", "no consent record for character 'Stranger'")
+    assert adapters["hero"].status == "ready" and adapters["old_timer"].status == "not_permitted"
     hero = listing["hero"]
     assert hero["usable"] and hero["records"][0]["record"] == "hero-showa"
     assert hero["records"][0]["operations"] == ["fill", "extend"] and hero["records"][0]["max_extend_frames"] == 4

@@ -75,7 +75,7 @@ class AdapterInfo:
     character: str
     trigger: str
     base_model: str
-    status: str                # "ready" | "incompatible" | "invalid"
+    status: str                # "ready" | "incompatible" | "invalid" | "not_permitted" (consent, retired)
     reason: str = ""
     family: str = ""
     sha256: str = ""
@@ -303,8 +303,8 @@ class Client:
         body = self.request("list_adapters")
         return [
             AdapterInfo(name=a["name"], character=a.get("character", a["name"]), trigger=a.get("trigger", ""),
-                        base_model=a.get("base_model", ""), status=a.get("status", ""), reason=a.get("reason", ""),
-                        family=a.get("family", ""), sha256=a.get("sha256", ""), raw=a)
+                        base_model=a.get("base_model", ""), **_usability(a), family=a.get("family", ""),
+                        sha256=a.get("sha256", ""), raw=a)
             for a in body["adapters"]
         ]
 
@@ -340,6 +340,16 @@ class Client:
         job = Job(self, rid, inbox, keepalive=buffers)
         self._conn.send(protocol.Message(type="submit", id=rid, body=body, buffers=buffers, meanings=meanings))
         return job
+
+
+def _usability(entry: dict) -> dict:
+    """status/reason as a picker needs them: a ready adapter the server's policy does not let anyone use (no
+    consent record, expired, retired) is ``not_permitted`` with the policy's reason, so every host greys it out."""
+    status, reason = entry.get("status", ""), entry.get("reason", "")
+    policy = entry.get("policy") or {}
+    if status == "ready" and policy.get("usable") is False:
+        status, reason = "not_permitted", policy.get("reason", "")
+    return {"status": status, "reason": reason}
 
 
 def _local_user() -> str:
