@@ -231,3 +231,26 @@ def test_curve_key_is_the_verified_user(guarded, tmp_path):
     assert error.details["rule"] == "user" and "'mallory' (verified client key)" in error.message
     submit = [r.record for r in audit.read_lines(Path(base.audit_log)) if r.record.get("job") == result.job][0]
     assert submit["user"] == "alice" and submit["user_verified"] is True and submit["user_key"]
+
+
+def test_training_needs_consent_for_the_character(tmp_path):
+    """Train is checked against the records of the character it trains (refused at submit, nothing read)."""
+    from bodydouble.jobspec import TrainRequest
+    from bodydouble_server.config import ServerConfig
+
+    consent = tmp_path / "consent"
+    consent.mkdir()
+    write_record(consent, "hero-showa", "Hero", "Show A", ["fill"], ["*"], "2099-12-31")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    config = ServerConfig(port=0, video_model="none", roots=[str(tmp_path)], adapters=str(tmp_path / "adapters"),
+                          consent_dir=str(consent), consent_exempt_test_models=False,
+                          audit_log=str(tmp_path / "audit.log"))
+    with server_thread(config) as srv, Client(srv.bound_address, timeout=30, user="td") as client:
+        assert "train" in client.connect()["operations"]
+        for character, rule in (("Hero", "operation"), ("Nobody", "missing_record")):
+            request = TrainRequest(frames=[str(frames)], character=character, steps=1, rights_holder="Studio",
+                                   licence="consent on file")
+            error = _refused(client, request)
+            assert error.details["rule"] == rule and error.details["adapter"] == character.lower()
+    assert not (tmp_path / "adapters").exists()

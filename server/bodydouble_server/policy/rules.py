@@ -203,9 +203,10 @@ class Policy:
         return self.audit.append("submit", **fields)
 
     def audit_outcome(self, *, job: str, request_id: str, operation: str, state: str, take_dir: str | None,
-                      frames_sha256: dict | None, error: str | None = None) -> dict:
+                      frames_sha256: dict | None, error: str | None = None, adapter_dir: str | None = None) -> dict:
+        extra = {"adapter_dir": adapter_dir} if adapter_dir else {}
         return self.audit.append("outcome", job=job, request=request_id, operation=operation, outcome=state,
-                                 take_dir=take_dir, frames_sha256=frames_sha256 or {}, error=error)
+                                 take_dir=take_dir, frames_sha256=frames_sha256 or {}, error=error, **extra)
 
     # -- retire --------------------------------------------------------------------------------
     def retire(self, name: str, reason: str, by: str | None = None) -> dict:
@@ -300,8 +301,9 @@ class Admission:
         self.policy._admitted.pop(job.id, None)
         frames, take_dir = _written_frames(job.take_dir)
         error = msg.body.get("message") if msg.type == "error" else None
+        published = msg.body.get("adapter_dir") if msg.type == "result" else None     # a train job's adapter
         self.policy.audit_outcome(job=job.id, request_id=self.request_id, operation=self.operation, state=state,
-                                  take_dir=take_dir, frames_sha256=frames, error=error)
+                                  take_dir=take_dir, frames_sha256=frames, error=error, adapter_dir=published)
 
 
 def _written_frames(take_dir: str | None) -> tuple[dict, str | None]:
