@@ -263,13 +263,12 @@ def test_cancel_from_the_progress_bar_places_nothing(on_video_server, studio_app
 
 
 def test_extend_on_a_server_without_extend_says_so_and_asks_nothing(studio_app, plate, monkeypatch):
-    from bodydouble_nuke import flow
+    from bodydouble_nuke import commands
 
     nuke, hiero = studio_app
     _, sequence, _, item = _edit(hiero, plate)
-    real_hello = flow.hello
-    monkeypatch.setattr(flow, "hello", lambda address, timeout=10.0: {
-        **real_hello(address, timeout), "operations": ["fill", "train"]})
+    real_hello = commands.hello
+    monkeypatch.setattr(commands, "hello", lambda address: {**real_hello(address), "operations": ["fill", "train"]})
     hiero._right_click(sequence, item)._find(EXTEND).trigger()
     assert "'Extend shot' is not available on this server yet" in nuke._messages[-1]
     assert nuke._forms == [] and len(sequence.videoTracks()) == 1
@@ -419,7 +418,8 @@ def test_extend_through_a_stand_in_server_lands_after_the_shot(studio_app, plate
 def test_placing_takes_never_touches_the_original_track(studio_app, plate, tmp_path):
     from bodydouble_server import samples
 
-    from bodydouble_nuke import flow, hiero_api, timeline
+    from bodydouble import host
+    from bodydouble_nuke import hiero_api, timeline
 
     _, hiero = studio_app
     project, sequence, track, item = _edit(hiero, plate, shot="sh020")
@@ -429,7 +429,7 @@ def test_placing_takes_never_touches_the_original_track(studio_app, plate, tmp_p
     for take in (1, 2):
         pattern, _ = samples.write_sequence(tmp_path / f"take_{take:03d}", 1007, 1010, 32, 32,
                                             name=f"sh020_hero_take{take:03d}")
-        record = flow.TakeRecord(take=take, adapter="hero", seed=take, operation="extend", pattern=pattern,
+        record = host.TakeRecord(take=take, adapter="hero", seed=take, operation="extend", pattern=pattern,
                                  first=1007, last=1010, prompt="more")
         placed.append(hiero_api.place_after(item, timeline.placement(shot, record)))
     assert [(i.timelineIn(), i.timelineOut(), i.sourceIn(), i.sourceOut()) for i in track.items()] == before

@@ -141,9 +141,9 @@ def _raises(call) -> bool:
     ("  ", "scene_linear"),
 ])
 def test_colorspace_knob_to_ocio_name(knob, name):
-    from bodydouble_nuke import flow
+    from bodydouble_nuke import commands
 
-    assert flow.normalise_colorspace(knob) == name
+    assert commands.normalise_colorspace(knob) == name
 
 
 @pytest.mark.parametrize("path, shot", [
@@ -153,15 +153,16 @@ def test_colorspace_knob_to_ocio_name(knob, name):
     ("", ""),
 ])
 def test_shot_from_plate_path(path, shot):
-    from bodydouble_nuke import flow
+    from bodydouble import host
 
-    assert flow.shot_from_path(path) == shot
+    assert host.shot_from_path(path) == shot
 
 
 def test_messages_say_what_to_do():
-    from bodydouble_nuke import flow
+    from bodydouble import host
+    from bodydouble_nuke import commands
 
-    params = flow.Params(operation="fill", adapter="hero")
+    params = host.Params(operation="fill", adapter="hero")
     address = "tcp://gpu01:5555"
     cases = {
         errors.ServerNotRunning("nothing there"): ["not running at tcp://gpu01:5555", "Connect to server"],
@@ -174,23 +175,24 @@ def test_messages_say_what_to_do():
         errors.RequestError("no", code="unknown_colorspace"): ["colour space"],
     }
     for exc, needles in cases.items():
-        text = flow.describe_error(exc, address, params)
+        text = commands.describe(exc, address, params)
         for needle in needles:
             assert needle in text, (type(exc).__name__, needle, text)
-    extend = flow.describe_error(errors.RequestError("no", code="not_supported"), address,
-                                 flow.Params(operation="extend", adapter="hero"))
+    extend = commands.describe(errors.RequestError("no", code="not_supported"), address,
+                               host.Params(operation="extend", adapter="hero"))
     assert "'Extend shot' is not available on this server yet" in extend
 
 
 def test_render_folder_is_fresh_and_under_the_output_root(tmp_path):
-    from bodydouble_nuke import flow
+    from bodydouble import host
+    from bodydouble_nuke import commands
 
     caps = {"output_root": str(tmp_path / "takes"), "roots": [str(tmp_path)]}
-    params = flow.Params(operation="fill", adapter="hero", shot="sh010")
-    one = flow.render_folder(caps, params, "BodyDouble1", now=1000.0)
-    two = flow.render_folder(caps, params, "BodyDouble1", now=1000.5)
+    params = host.Params(operation="fill", adapter="hero", shot="sh010")
+    one = commands.render_folder(caps, params, "BodyDouble1", now=1000.0)
+    two = commands.render_folder(caps, params, "BodyDouble1", now=1000.5)
     assert one.startswith(str(tmp_path / "takes" / "_nuke_renders" / "sh010" / "BodyDouble1_")) and one != two
-    params.render_dir = str(tmp_path / "mine")
-    assert flow.render_folder(caps, params, "Group1.BodyDouble1").startswith(str(tmp_path / "mine" / "Group1.BodyDouble1_"))
+    mine = str(tmp_path / "mine")                 # the node's 'render folder' knob
+    assert commands.render_folder(caps, params, "Group1.BodyDouble1", mine).startswith(str(tmp_path / "mine" / "Group1.BodyDouble1_"))
     with pytest.raises(errors.BodyDoubleError, match="render folder"):
-        flow.render_folder({}, flow.Params(operation="fill", adapter="hero"), "n")
+        commands.render_folder({}, host.Params(operation="fill", adapter="hero"), "n")

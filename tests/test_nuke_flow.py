@@ -313,14 +313,12 @@ def test_right_click_extend_brings_back_frames_after_the_plate(nuke, studio, vid
 
 def test_extend_says_plainly_when_the_server_cannot(nuke, studio, monkeypatch):
     """A server without a video model (video_model = none) does not offer extend."""
-    from bodydouble_nuke import flow
+    from bodydouble_nuke import commands
     from bodydouble_nuke import node as bd_node
 
-    real_hello = flow.hello
-    monkeypatch.setattr(flow, "hello", lambda address, timeout=10.0: {
-        **real_hello(address, timeout), "operations": ["fill", "train"]})
-    monkeypatch.setattr(flow, "list_adapters", lambda address, timeout=10.0, operation="fill": {
-        "Hero (hero) · x": "hero"})
+    real_hello = commands.hello
+    monkeypatch.setattr(commands, "hello", lambda address: {**real_hello(address), "operations": ["fill", "train"]})
+    monkeypatch.setattr(commands, "list_adapters", lambda address, operation="fill": {"Hero (hero) · x": "hero"})
     plate, _ = _plates(nuke, studio, mask=False)
     _right_click(nuke, EXTEND, plate)
     group = nuke.selectedNode()

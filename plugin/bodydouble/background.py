@@ -1,116 +1,158 @@
-"""Run a job off the host's UI thread and hand its events back to the UI thread.
+"""Follow a job off the host's UI thread: one worker thread per job, iterating ``job.events()``.
 
-Host UIs must never freeze, and host APIs (bpy, nuke) may only be called from their main
-thread. A :class:`BackgroundJob` talks to the server on a worker thread and puts events on a
-queue; the host drains it from its main-thread timer (``bpy.app.timers``, Nuke's
-``executeInMainThread``) with :meth:`poll`. Cancel is safe from any thread.
+Host UIs must never freeze, and host APIs (bpy, nuke) may only be called from their main thread. A
+:class:`BackgroundJob` connects, submits and follows the job on one worker thread; the thin client's
+connection does the socket I/O on its own thread. The host sees the job three ways:
 
-    job = BackgroundJob(address, request)
-    job.start()
-    ... every 0.1 s on the main thread:
-    for event in job.poll():
-        if event.kind == "progress": ui.progress(event.progress.fraction)
-        elif event.kind == "done":   ui.load(event.result)
-        elif event.kind == "error":  ui.report(event.error)
+- ``fraction`` / ``message`` / ``job_id``: plain attributes the worker keeps current (a host's UI timer may
+  read them at any time);
+- an optional progress *sink* (``update(percent, text)``, ``cancelled()``, ``close()``), made and used on the
+  worker thread: a host progress bar that has its own Cancel button (Nuke's ``ProgressTask``);
+- ``on_finish(outcome)``, called once on the worker thread when the job has ended, however it ended: the
+  host's hand-off to its main thread (``nuke.executeInMainThread``, a queue its ``bpy.app.timers`` drains).
+
+    job = BackgroundJob(address, request, on_finish=lambda outcome: main_thread_queue.put(outcome)).start()
+    job.cancel()          # from any thread: the worker sends the server-side cancel
+
+Cancel is a flag: the worker wakes every ``TICK`` seconds while it waits for the next event and, when the
+flag (or the sink's Cancel button) is set, sends the cancel itself, so no thread is made per cancel. In
+terminal mode (``nuke -t``, scripts) :meth:`run` follows the job on the calling thread.
 """
 from __future__ import annotations
 
-import queue
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Optional, Protocol
 
 from . import errors
-from .client import Client, JobResult, Progress
+from .client import Client, Job, JobResult
 from .curve import keys_for
+
+TICK = 0.1          # seconds between looks at the cancel flag while no event arrives
+
+
+class ProgressSink(Protocol):
+    def update(self, percent: int, text: str) -> None: ...
+
+    def cancelled(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
-class Event:
-    kind: str                      # "accepted" | "progress" | "done" | "error"
-    progress: Progress | None = None
-    result: JobResult | None = None
-    error: errors.BodyDoubleError | None = None
-    job_id: str | None = None
+class Outcome:
+    """How a job ended: its result, or the error to tell the artist about (JobCancelled for a cancel)."""
 
-    @property
-    def final(self) -> bool:
-        return self.kind in ("done", "error")
+    result: Optional[JobResult] = None
+    error: Optional[errors.BodyDoubleError] = None
+    job_id: Optional[str] = None
 
 
 class BackgroundJob:
     def __init__(self, address: str, request: Any, timeout: float = 10.0, client_name: str = "bodydouble-host",
-                 curve_certs: tuple[str, str] = ("", "")):
+                 curve_certs: tuple[str, str] = ("", ""), sink: Optional[Callable[[], ProgressSink]] = None,
+                 on_finish: Optional[Callable[[Outcome], None]] = None):
         self.address = address
-        self.curve_certs = curve_certs   # (server public, client secret) certificate files; empty: the environment's
         self.request = request
         self.timeout = timeout
         self.client_name = client_name
-        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        self.latest: Progress | None = None
-        self.finished = False
-        self._job = None
+        self.curve_certs = curve_certs   # (server public, client secret) certificate files; empty: the environment's
+        self.fraction = 0.0
+        self.message = "waiting for the server"
+        self.job_id: Optional[str] = None
+        self.outcome: Optional[Outcome] = None
+        self._sink_factory = sink
+        self._on_finish = on_finish
         self._cancel = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bodydouble-job", daemon=True)
+        # Named after the host's client ("bodydouble-nuke-wait"): what a thread dump shows.
+        self._thread = threading.Thread(target=self.run, name=f"{client_name}-wait", daemon=True)
 
-    def start(self) -> "BackgroundJob":
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def start(self, on_finish: Optional[Callable[[Outcome], None]] = None) -> "BackgroundJob":
+        """Follow the job on its worker thread; ``on_finish`` (if given here) replaces the constructor's."""
+        self._on_finish = on_finish or self._on_finish
         self._thread.start()
         return self
 
     def cancel(self) -> None:
-        """Ask for a stop; the job ends with an ``error`` event whose error is JobCancelled."""
+        """Ask for a stop, from any thread; the job ends with an outcome whose error is JobCancelled (or with
+        its result, when it finished first)."""
         self._cancel.set()
-        job = self._job
-        if job is not None:
-            threading.Thread(target=self._cancel_remote, args=(job,), daemon=True).start()
 
-    def poll(self) -> list[Event]:
-        """Events since the last poll; call from the host's main thread."""
-        out = []
-        while True:
-            try:
-                event = self.events.get_nowait()
-            except queue.Empty:
-                return out
-            if event.kind == "progress":
-                self.latest = event.progress
-            if event.final:
-                self.finished = True
-            out.append(event)
+    def join(self, timeout: Optional[float] = None) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+    def run(self) -> Outcome:
+        """Follow the job to its end on this thread; returns (and hands ``on_finish``) the outcome."""
+        sink = None
+        outcome = Outcome()
+        try:
+            sink = self._sink_factory() if self._sink_factory is not None else None
+            outcome.result = self._follow(sink)
+        except errors.BodyDoubleError as exc:
+            outcome.error = exc
+        except Exception as exc:  # a host must always hear how its job ended
+            outcome.error = errors.BodyDoubleError(f"{type(exc).__name__}: {exc}")
+        finally:
+            if sink is not None:
+                sink.close()
+        outcome.job_id = self.job_id
+        self.outcome = outcome
+        if self._on_finish is not None:
+            self._on_finish(outcome)
+        return outcome
 
-    # -- worker thread -----------------------------------------------------------------------
-    @staticmethod
-    def _cancel_remote(job) -> None:
+    # -- worker thread -------------------------------------------------------------------------
+    def _follow(self, sink: Optional[ProgressSink]) -> JobResult:
+        # Keys are read here, not by the host: an unreadable certificate is reported like any failed connection.
+        with Client(self.address, timeout=self.timeout, name=self.client_name,
+                    curve=keys_for(*self.curve_certs)) as client:
+            if self._cancel_wanted(sink):
+                raise errors.JobCancelled("cancelled before it was sent")
+            job = client.submit(self.request)
+            cancel_sent = False
+            while not job.done:
+                try:
+                    for progress in job.events(timeout=TICK):
+                        self._accepted(job, sink)
+                        if not cancel_sent:
+                            self._show(sink, progress.fraction, progress.message)
+                        cancel_sent = cancel_sent or self._send_cancel(job, sink)
+                except errors.RequestTimeout:
+                    pass          # no event within TICK: look at the cancel flag, then wait again
+                self._accepted(job, sink)
+                cancel_sent = cancel_sent or self._send_cancel(job, sink)
+            return job.wait()
+
+    def _cancel_wanted(self, sink: Optional[ProgressSink]) -> bool:
+        if sink is not None and sink.cancelled():
+            self._cancel.set()
+        return self._cancel.is_set()
+
+    def _send_cancel(self, job: Job, sink: Optional[ProgressSink]) -> bool:
+        if not self._cancel_wanted(sink):
+            return False
+        self._show(sink, self.fraction, "Cancelling…")
         try:
             job.cancel()
         except errors.BodyDoubleError:
-            pass  # the final event tells the host what happened
+            pass          # the job's final message says what happened
+        return True
 
-    def _run(self) -> None:
-        client = None
-        try:
-            # Keys are read here, not by the host: an unreadable certificate is reported like any failed connection.
-            client = Client(self.address, timeout=self.timeout, name=self.client_name, curve=keys_for(*self.curve_certs))
-            client.connect()
-            if self._cancel.is_set():
-                raise errors.JobCancelled("cancelled before it was sent")
-            self._job = job = client.submit(self.request)
-            if self._cancel.is_set():
-                self._cancel_remote(job)
-            announced = False
-            for progress in job.events():
-                if not announced and job.job_id:
-                    self.events.put(Event("accepted", job_id=job.job_id))
-                    announced = True
-                self.events.put(Event("progress", progress=progress, job_id=job.job_id))
-            self.events.put(Event("done", result=job.wait(), job_id=job.job_id))
-        except errors.BodyDoubleError as exc:
-            self.events.put(Event("error", error=exc))
-        except Exception as exc:  # a host must always get a final event
-            self.events.put(Event("error", error=errors.BodyDoubleError(f"{type(exc).__name__}: {exc}")))
-        finally:
-            if client is not None:
-                client.close()
+    def _accepted(self, job: Job, sink: Optional[ProgressSink]) -> None:
+        if self.job_id is None and job.job_id:
+            self.job_id = job.job_id
+            self._show(sink, 0.0, f"job {job.job_id} accepted")
+
+    def _show(self, sink: Optional[ProgressSink], fraction: float, message: str) -> None:
+        self.fraction, self.message = max(0.0, min(1.0, fraction)), message
+        if sink is not None:
+            sink.update(int(100 * self.fraction), message)

@@ -105,6 +105,11 @@ class AdapterRef:
 _SHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def safe_name(text: str) -> str:
+    """Any text as a name that can become a folder or node name: runs of other characters -> '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "untitled"
+
+
 def check_safe_name(value: str, what: str) -> None:
     """Names that become folder names (shots, adapters): no separators, no leading dot, no '..'."""
     if not _SHOT_NAME.match(value):

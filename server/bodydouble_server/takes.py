@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from bodydouble import __version__, atomic, errors
+from bodydouble.jobspec import safe_name
 
 from .paths import AllowedRoots, unwritable
 
@@ -29,8 +30,7 @@ STATUSES = ("running", "complete", "failed", "cancelled", "interrupted")
 _TAKE_DIR = re.compile(r"^take_(\d{3,})$")
 
 
-def safe_label(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "untitled"
+safe_label = safe_name      # one rule for names that become folders (bodydouble.jobspec.safe_name)
 
 
 @dataclass

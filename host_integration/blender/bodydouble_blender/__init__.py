@@ -17,7 +17,7 @@ bl_info = {
 if "bpy" in locals():  # reload (F3 > Reload Scripts)
     import importlib
 
-    for _name in ("sequences", "preferences", "adapters", "messages", "compositor", "nodes", "strips", "jobs",
+    for _name in ("sequences", "preferences", "adapters", "compositor", "nodes", "strips", "jobs",
                   "operators", "menus"):
         if _name in locals():
             importlib.reload(locals()[_name])

@@ -6,8 +6,8 @@ to stay referenced from Python, hence the module-level list.
 """
 from __future__ import annotations
 
-from bodydouble.client import AdapterInfo, Client
-from bodydouble.curve import keys_for
+from bodydouble import host
+from bodydouble.client import AdapterInfo
 
 _adapters: list[AdapterInfo] = []
 # Per operation: extend runs on the server's video model, fill on its image model, each with its own adapters.
@@ -17,9 +17,7 @@ _NONE = [("NONE", "(no adapters: refresh)", "Open the dialog again once the serv
 
 def fetch(address: str, timeout: float, curve_certs: tuple[str, str] = ("", "")) -> list[AdapterInfo]:
     """Ask the server for its adapters (blocking, bounded by ``timeout``) and cache them."""
-    with Client(address, timeout=timeout, name="bodydouble-blender", curve=keys_for(*curve_certs)) as client:
-        client.connect()
-        adapters = client.list_adapters()
+    adapters = host.fetch_adapters(address, timeout, "bodydouble-blender", curve_certs)
     set_cache(adapters)
     return adapters
 

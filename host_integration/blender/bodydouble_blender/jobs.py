@@ -1,56 +1,85 @@
-"""Running jobs: a worker thread each (bodydouble.background), drained on the main thread.
+"""Running jobs: each followed by its own worker thread (``bodydouble.background``), finished on the main thread.
 
-``bpy.app.timers`` calls :func:`pump` every 0.1 s while a job runs: it moves progress into the
-UI (status bar, window-manager progress, status text) and runs each job's completion on the
-main thread, the only thread allowed to touch bpy data. Scripts and tests may call
-:func:`pump` themselves (headless Blender has no event loop to fire timers).
+``bpy.app.timers`` calls :func:`pump` every 0.1 s while a job runs: it shows the jobs' progress (status bar,
+window-manager progress, status text) and runs each ended job's completion on the main thread, the only
+thread allowed to touch bpy data. Scripts and tests may call :func:`pump` themselves (headless Blender has no
+event loop to fire timers). What is not Blender (requests, following the job, advice) is ``bodydouble.host``.
 """
 from __future__ import annotations
 
 import itertools
+import queue
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import bpy
 
-from bodydouble.background import BackgroundJob
+from bodydouble import errors, host
+from bodydouble.background import BackgroundJob, Outcome
 from bodydouble.client import JobResult
 
-from . import messages
-
 INTERVAL = 0.1
+CLIENT = "bodydouble-blender"
+WORDS = host.HostWords(
+    host="Blender", connect="set the address in Preferences > Add-ons > BodyDouble",
+    refresh="Refresh the adapter list (the server may use another adapters folder).", retry="run it again",
+    paths_fix="Keep plates and the output folder under one of the server's allowed roots (bodydouble serve --root).",
+    colour_fix="Set the image's colour space to a name the server knows (e.g. ACEScg).",
+    certificates="Fix the certificate paths in Preferences > Add-ons > BodyDouble.")
+
+
+def describe(error: BaseException, address: str = "", params: Optional[host.Params] = None) -> tuple[str, str]:
+    """(report level, one-line message) for an error: Blender's report area shows one line."""
+    advice = host.advice(error, address, WORDS, params)
+    return advice.level, re.sub(r"\s*\n+\s*", " ", advice.text)
 
 
 @dataclass
 class HostJob:
     key: str
     title: str
-    address: str
     background: BackgroundJob
     on_done: Callable[[JobResult], str]
-    fraction: float = 0.0
-    message: str = "waiting for the server"
-    cancel_requested: bool = False
+    params: Optional[host.Params] = None
     started: float = field(default_factory=time.monotonic)
-    job_id: str | None = None
+
+    @property
+    def address(self) -> str:
+        return self.background.address
+
+    @property
+    def fraction(self) -> float:
+        return self.background.fraction
+
+    @property
+    def message(self) -> str:
+        return "cancelling" if self.cancel_requested else self.background.message
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.background.cancel_requested
+
+    @property
+    def job_id(self) -> Optional[str]:
+        return self.background.job_id
 
 
 _jobs: dict[str, HostJob] = {}
+_ended: "queue.SimpleQueue[tuple[str, Outcome]]" = queue.SimpleQueue()   # worker threads -> main thread
 _keys = itertools.count(1)
 REPORTS: list[tuple[str, str]] = []   # (level, message), newest last: what the artist was told
 _progress_open = False
 
 
 def start(title: str, address: str, request, timeout: float, on_done: Callable[[JobResult], str],
-          curve_certs: tuple[str, str] = ("", "")) -> HostJob:
+          curve_certs: tuple[str, str] = ("", ""), params: Optional[host.Params] = None) -> HostJob:
     """Run ``request`` on a worker thread; ``on_done(result)`` runs later on the main thread."""
     key = f"bd{next(_keys)}"
-    job = HostJob(key=key, title=title, address=address, on_done=on_done,
-                  background=BackgroundJob(address, request, timeout=timeout, client_name="bodydouble-blender",
-                                           curve_certs=curve_certs))
-    _jobs[key] = job
-    job.background.start()
+    background = BackgroundJob(address, request, timeout=timeout, client_name=CLIENT, curve_certs=curve_certs)
+    job = _jobs[key] = HostJob(key=key, title=title, background=background, on_done=on_done, params=params)
+    background.start(on_finish=lambda outcome: _ended.put((key, outcome)))
     if not bpy.app.timers.is_registered(_timer):
         bpy.app.timers.register(_timer, first_interval=INTERVAL, persistent=True)
     _update_ui()
@@ -65,29 +94,26 @@ def cancel(key: str | None = None) -> int:
     """Cancel one job (by key) or all; returns how many were asked to stop."""
     targets = [j for k, j in _jobs.items() if key in (None, "", k)]
     for job in targets:
-        job.cancel_requested = True
-        job.message = "cancelling"
         job.background.cancel()
     _update_ui()
     return len(targets)
 
 
 def pump() -> int:
-    """Handle every pending event on the main thread; returns how many jobs still run."""
-    for key, job in list(_jobs.items()):
-        for event in job.background.poll():
-            if event.kind == "accepted":
-                job.job_id = event.job_id
-                job.message = "queued"
-            elif event.kind == "progress" and event.progress is not None:
-                job.fraction = max(0.0, min(1.0, event.progress.fraction))
-                job.message = event.progress.message or f"{int(job.fraction * 100)}%"
-            elif event.kind == "done":
-                del _jobs[key]
-                _finish(job, event.result)
-            elif event.kind == "error":
-                del _jobs[key]
-                report(*messages.describe(event.error, job.address))
+    """Finish every ended job on the main thread; returns how many jobs still run."""
+    while True:
+        try:
+            key, outcome = _ended.get_nowait()
+        except queue.Empty:
+            break
+        job = _jobs.pop(key, None)
+        if job is None:
+            continue                  # shut down meanwhile: nothing is loaded
+        if outcome.error is not None or outcome.result is None:
+            report(*describe(outcome.error or errors.BodyDoubleError("the job ended without a result"),
+                             job.address, job.params))
+        else:
+            _finish(job, outcome.result)
     _update_ui()
     return len(_jobs)
 

@@ -5,6 +5,7 @@ import os
 
 import bpy
 
+from bodydouble import host
 from bodydouble.client import JobResult
 
 from . import compositor
@@ -16,10 +17,6 @@ NODE_STEP_Y = 320.0        # an Image node with its preview is about this tall
 def params_of(node) -> dict | None:
     value = node.get(PROP) if node is not None else None
     return value.to_dict() if hasattr(value, "to_dict") else None
-
-
-def label(adapter: str, seed: int, take: int) -> str:
-    return f"{adapter} · {seed} · take {take:03d}"
 
 
 def free_spot(tree, x: float, y: float) -> tuple[float, float]:
@@ -44,9 +41,9 @@ def load_take(tree_ref, source_name: str, params: dict, result: JobResult, wire:
     image.name = os.path.basename(result.pattern).split(".")[0]
     sequence = params.get("is_sequence", True) or result.last > result.first
     image.source = "SEQUENCE" if sequence else "FILE"
-    if params.get("colorspace"):
+    if params.get("image_colorspace"):
         try:
-            image.colorspace_settings.name = params["colorspace"]
+            image.colorspace_settings.name = params["image_colorspace"]
         except TypeError:
             pass  # that colour space is not in this Blender's config: keep Blender's default
 
@@ -58,7 +55,7 @@ def load_take(tree_ref, source_name: str, params: dict, result: JobResult, wire:
         node.frame_offset = result.first - 1
         node.frame_duration = result.last - result.first + 1
         node.frame_start = params.get("scene_start", result.first) + (result.first - params.get("first", result.first))
-    node.label = label(params["adapter"], params["seed"], result.take)
+    node.label = host.take_label(params["adapter"], params["seed"], result.take, compact=True)
     node.name = f"BodyDouble {image.name}"
     node[PROP] = dict(params, take=result.take, take_dir=result.take_dir, pattern=result.pattern,
                       take_first=result.first, take_last=result.last, job=result.job)

@@ -7,10 +7,10 @@ import random
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from bodydouble import errors
-from bodydouble.jobspec import MODEL_KINDS, AdapterRef, ExtendRequest, FillRequest, sequence_frames
+from bodydouble import errors, host
+from bodydouble.jobspec import MODEL_KINDS
 
-from . import adapters, compositor, jobs, messages, nodes, preferences, strips
+from . import adapters, compositor, jobs, nodes, preferences, strips
 
 # Keys of a take node's parameters that describe the take, not the request.
 _TAKE_KEYS = ("take", "take_dir", "pattern", "take_first", "take_last", "job")
@@ -26,7 +26,7 @@ def _load_adapters(op, context, operation: str | None = None) -> bool:
     try:
         found = adapters.fetch(prefs.server_address, prefs.connect_timeout, preferences.curve_certs(prefs))
     except errors.BodyDoubleError as exc:
-        level, message = messages.describe(exc, prefs.server_address)
+        level, message = jobs.describe(exc, prefs.server_address)
         op.report({level}, message)
         return False
     if not found:
@@ -45,28 +45,22 @@ def _load_adapters(op, context, operation: str | None = None) -> bool:
     return True
 
 
-def _output_dir(prefs, plate_pattern: str) -> str | None:
+def _output_dir(prefs, plate_pattern: str) -> str:
     root = prefs.output_root
     if not root:
-        return None
-    shot = os.path.basename(plate_pattern).split(".")[0].rstrip("_#") or "untitled"
-    return os.path.join(os.path.abspath(bpy.path.abspath(root)), shot)
+        return ""
+    return os.path.join(os.path.abspath(bpy.path.abspath(root)), host.shot_from_path(plate_pattern) or "untitled")
 
 
-def submit_fill(context, params: dict, tree_ref, source_name: str, wire: bool):
-    """Send a fill job built from ``params`` (what a take node stores); load the take when it ends."""
+def submit_fill(context, params: host.Params, extras: dict, tree_ref, source_name: str, wire: bool):
+    """Send a fill job; the take node it loads stores ``params`` and the Blender ``extras`` (for Regenerate)."""
     prefs = preferences.get(context)
-    request = FillRequest(
-        frames=sequence_frames(params["plate"], params["first"], params["last"], params.get("mask") or None),
-        adapters=[AdapterRef(params["adapter"])], prompt=params.get("prompt", ""),
-        negative_prompt=params.get("negative_prompt", ""), seed=int(params["seed"]), steps=int(params["steps"]),
-        strength=float(params["strength"]), output_dir=params.get("output_dir") or None,
-    )
-    request.validate()
-    title = f"Fill {params['adapter']} {params['first']}-{params['last']}"
+    request = params.request()
+    stored = {**params.to_dict(), **extras}
+    title = f"Fill {params.adapter} {params.first}-{params.last}"
     return jobs.start(title, prefs.server_address, request, prefs.connect_timeout,
-                      lambda result: nodes.load_take(tree_ref, source_name, params, result, wire),
-                      preferences.curve_certs(prefs))
+                      lambda result: nodes.load_take(tree_ref, source_name, stored, result, wire),
+                      preferences.curve_certs(prefs), params)
 
 
 class _GenerationProps:
@@ -188,15 +182,14 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
             return {"CANCELLED"}
         seed = new_seed() if self.new_seed else self.seed
         self.seed = seed
-        params = dict(
+        params = host.Params(
             operation="fill", adapter=self.adapter, prompt=self.prompt, negative_prompt=self.negative_prompt,
-            seed=seed, steps=steps, strength=strength, plate=foot.pattern, mask=mask_pattern,
-            mask_source=self.mask_source, first=first, last=last, is_sequence=foot.is_sequence,
-            scene_start=foot.scene_start + (first - foot.first), colorspace=foot.colorspace,
-            source_node=plate.name, output_dir=_output_dir(prefs, foot.pattern) or "",
-        )
+            seed=seed, steps=steps, strength=strength, first=first, last=last, plate=foot.pattern, mask=mask_pattern,
+            output_dir=_output_dir(prefs, foot.pattern))
+        extras = dict(mask_source=self.mask_source, is_sequence=foot.is_sequence, source_node=plate.name,
+                      scene_start=foot.scene_start + (first - foot.first), image_colorspace=foot.colorspace)
         try:
-            job = submit_fill(context, params, compositor.tree_ref(tree, context.scene), plate.name, wire)
+            job = submit_fill(context, params, extras, compositor.tree_ref(tree, context.scene), plate.name, wire)
         except ValueError as exc:
             self.report({"ERROR"}, f"BodyDouble: {exc}")
             return {"CANCELLED"}
@@ -222,18 +215,24 @@ class BODYDOUBLE_OT_regenerate(bpy.types.Operator):
     def execute(self, context):
         tree = compositor.tree_from_context(context)
         node = tree.nodes.get(self.node) if self.node else tree.nodes.active
-        params = nodes.params_of(node)
-        if params is None:
+        stored = nodes.params_of(node)
+        if stored is None:
             self.report({"ERROR"}, "BodyDouble: the node is not a BodyDouble take")
             return {"CANCELLED"}
-        for key in _TAKE_KEYS:
-            params.pop(key, None)
+        if "image_colorspace" not in stored:       # a take node from before: 'colorspace' was Blender's name
+            stored["image_colorspace"] = stored.pop("colorspace", "")
+        params = host.Params.from_dict(stored)
         if self.new_seed:
-            params["seed"] = new_seed()
-        params["regenerated_from"] = node.name
+            params.seed = new_seed()
+        extras = {k: v for k, v in stored.items() if k not in params.to_dict() and k not in _TAKE_KEYS}
+        extras["regenerated_from"] = node.name
         wire = preferences.get(context).wire_results
-        job = submit_fill(context, params, compositor.tree_ref(tree, context.scene), node.name, wire)
-        self.report({"INFO"}, f"BodyDouble: {job.title} (seed {params['seed']}) started")
+        try:
+            job = submit_fill(context, params, extras, compositor.tree_ref(tree, context.scene), node.name, wire)
+        except ValueError as exc:
+            self.report({"ERROR"}, f"BodyDouble: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"BodyDouble: {job.title} (seed {params.seed}) started")
         return {"FINISHED"}
 
 
@@ -284,23 +283,22 @@ class BODYDOUBLE_OT_extend(_GenerationProps, bpy.types.Operator):
             self.report({"ERROR"}, "BodyDouble: no adapter chosen (is the server running? refresh the list)")
             return {"CANCELLED"}
         frames = strips.frame_inputs(strip)
-        seed = new_seed() if self.new_seed else self.seed
         steps = self.steps if self.properties.is_property_set("steps") else prefs.default_steps
-        request = ExtendRequest(frames=frames, count=self.count, adapters=[AdapterRef(self.adapter)],
-                                prompt=self.prompt, negative_prompt=self.negative_prompt, seed=seed, steps=steps,
-                                fps=scene.render.fps / scene.render.fps_base)
+        params = host.Params(operation="extend", adapter=self.adapter, prompt=self.prompt,
+                             negative_prompt=self.negative_prompt, seed=new_seed() if self.new_seed else self.seed,
+                             steps=steps, count=self.count, fps=scene.render.fps / scene.render.fps_base,
+                             first=frames[0].frame if frames else 1, last=frames[-1].frame if frames else 1)
         try:
-            request.validate()
+            request = params.request(frames=frames)
         except ValueError as exc:
             self.report({"ERROR"}, f"BodyDouble: {exc}")
             return {"CANCELLED"}
-        params = dict(operation="extend", adapter=self.adapter, prompt=self.prompt, seed=seed, steps=steps,
-                      count=self.count, source_strip=strip.name)
+        stored = {**params.to_dict(), "source_strip": strip.name}
         title = f"Extend {strip.name} +{self.count}"
         scene_name, strip_name = scene.name, strip.name
         jobs.start(title, prefs.server_address, request, prefs.connect_timeout,
-                   lambda result: strips.load_extension(scene_name, strip_name, params, result),
-                   preferences.curve_certs(prefs))
+                   lambda result: strips.load_extension(scene_name, strip_name, stored, result),
+                   preferences.curve_certs(prefs), params)
         self.report({"INFO"}, f"BodyDouble: {title} started")
         return {"FINISHED"}
 

@@ -1,7 +1,8 @@
 """BodyDouble inside Nuke: a node that generates takes on a BodyDouble server.
 
-``nuke_api`` holds every call into Nuke; ``flow`` is the host-agnostic job logic; ``node`` lays
-out the BodyDouble group and its takes; ``commands`` is what menus and buttons run.
+``nuke_api`` holds every call into Nuke; ``node`` lays out the BodyDouble group and its takes;
+``commands`` is what menus and buttons run; ``timeline`` (with ``hiero_api``) is Nuke Studio's. What is not
+Nuke's (parameters -> request, following a job, advice, take records) is ``bodydouble.host``.
 Scripted use (also ``nuke -t``)::
 
     import bodydouble_nuke as bd
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    from .flow import TakeRecord
+    from bodydouble.host import TakeRecord
     from .nuke_api import Group, Node
 
 __all__ = ["create_node", "generate", "pick_adapter", "install_menus"]
@@ -24,10 +25,10 @@ __all__ = ["create_node", "generate", "pick_adapter", "install_menus"]
 
 def create_node(plate: "Node", mask: "Optional[Node]" = None, operation: str = "fill") -> "Group":
     """A BodyDouble node on ``plate`` (and ``mask``), its adapters listed from the server."""
-    from . import commands, flow, node, settings
+    from . import commands, node, settings
 
     group = node.create(plate, mask, operation, shot=commands._shot_for(plate))
-    node.set_adapters(group, flow.list_adapters(settings.address(), operation=operation))
+    node.set_adapters(group, commands.list_adapters(settings.address(), operation=operation))
     return group
 
 

@@ -3,25 +3,34 @@
 Generate, in the GUI::
 
     main thread:   knobs -> hello -> render plate (+ mask) with a temporary Write -> submit
-    worker thread: nuke.ProgressTask <- progress events; its Cancel -> server-side cancel
+    worker thread: (bodydouble.background, one per job) nuke.ProgressTask <- progress; its Cancel -> cancel
     main thread:   (nuke.executeInMainThread) Read + Keymix for the new take, or a message
 
 In terminal mode (``nuke -t``, farm) :func:`generate` runs the same steps on the calling
-thread, returns the take and raises :class:`NukeJobError` instead of showing messages.
+thread, returns the take and raises :class:`NukeJobError` instead of showing messages. What is not Nuke
+(parameters -> request, following the job, advice, take records) is ``bodydouble.host``.
 """
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass
+import re
+import time
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
-from bodydouble import errors
-from bodydouble.background import BackgroundJob
+from bodydouble import errors, host
+from bodydouble.background import BackgroundJob, Outcome
 
-from . import flow, settings
 from . import node as bd_node
 from . import nuke_api as api
+from . import settings
+
+CLIENT = "bodydouble-nuke"
+WORDS = host.HostWords(
+    host="Nuke", connect="point Nuke at it with BodyDouble ▸ Connect to server…",
+    refresh="Press 'Refresh adapters' on the node and pick one again.", retry="press Generate again",
+    paths_fix="Set the node's 'render folder' to a folder under one of the server's allowed roots.",
+    colour_fix="Set the node's 'colour space' knob to a name the server knows (e.g. ACEScg).")
 
 
 class NukeJobError(RuntimeError):
@@ -33,24 +42,45 @@ class NukeJobError(RuntimeError):
 
 
 @dataclass
+class Rendered:
+    """The inputs as files the server can read."""
+
+    plate: str                # '####' pattern
+    mask: Optional[str]       # None: the plate's alpha is the mask
+    colorspace: str           # OCIO name sent to the server
+    colorspace_knob: str      # what the Write node's colorspace knob said
+
+
+@dataclass
 class Running:
     group: api.Group
     job: BackgroundJob
-    params: flow.Params
-    rendered: flow.Rendered
-    thread: Optional[threading.Thread] = None
+    params: host.Params
+    rendered: Rendered
 
 
 _running: dict[str, Running] = {}      # node full name -> its job in flight (main thread only)
 
 
-def report(exc: BaseException, address: str, params: Optional[flow.Params] = None) -> None:
+def describe(exc: BaseException, address: str, params: Optional[host.Params] = None) -> str:
+    return host.advice(exc, address, WORDS, params).text
+
+
+def report(exc: BaseException, address: str, params: Optional[host.Params] = None, words: host.HostWords = WORDS) -> None:
     """Tell the user: a dialog in the GUI, an exception in terminal mode."""
-    text = flow.describe_error(exc, address, params)
+    text = host.advice(exc, address, words, params).text
     if api.is_gui():
         api.message(text)
     else:
         raise NukeJobError(text, exc) from exc
+
+
+def hello(address: str) -> dict[str, Any]:
+    return host.hello(address, client_name=CLIENT)
+
+
+def list_adapters(address: str, operation: str = "fill") -> dict[str, str]:
+    return host.list_adapters(address, operation=operation, client_name=CLIENT)
 
 
 # -- menu entries ----------------------------------------------------------------------------
@@ -69,7 +99,7 @@ def connect_command() -> Optional[dict[str, Any]]:
         return None
     address = answer.strip()
     try:
-        caps = flow.hello(address)
+        caps = hello(address)
     except errors.BodyDoubleError as exc:
         report(exc, address)
         return None
@@ -105,7 +135,7 @@ def create_from_selection(operation: str) -> Optional[api.Group]:
     group = bd_node.create(plate, mask, operation, shot=_shot_for(plate))
     api.select_only(group)
     try:
-        bd_node.set_adapters(group, flow.list_adapters(address, operation=operation))
+        bd_node.set_adapters(group, list_adapters(address, operation=operation))
     except errors.BodyDoubleError as exc:
         bd_node.set_status(group, "server not reachable: press Refresh adapters once it runs")
         report(exc, address)
@@ -117,15 +147,15 @@ def create_from_selection(operation: str) -> Optional[api.Group]:
 def _shot_for(plate: api.Node) -> str:
     """The shot name: from the plate's file if it is a Read, else the script's name."""
     if api.node_class(plate) == "Read" and api.has_knob(plate, "file"):
-        shot = flow.shot_from_path(str(api.get(plate, "file")))
+        shot = host.shot_from_path(str(api.get(plate, "file")))
         if shot:
             return shot
     script = api.script_name()
-    return flow.safe_name(os.path.splitext(os.path.basename(script))[0]) if script else ""
+    return host.safe_name(os.path.splitext(os.path.basename(script))[0]) if script else ""
 
 
 def _refresh_all(address: str) -> dict[str, str]:
-    choices = flow.list_adapters(address)
+    choices = list_adapters(address)
     for candidate in api.selected_nodes():
         if bd_node.is_bodydouble(candidate):
             bd_node.set_adapters(candidate, choices)
@@ -152,14 +182,14 @@ def refresh_button() -> None:
     group = api.this_node()
     address = settings.address()
     try:
-        bd_node.set_adapters(group, flow.list_adapters(address, operation=str(api.get(group, "operation"))))
+        bd_node.set_adapters(group, list_adapters(address, operation=str(api.get(group, "operation"))))
         bd_node.set_status(group, f"adapters from {address}")
     except errors.BodyDoubleError as exc:
         report(exc, address)
 
 
 # -- generate --------------------------------------------------------------------------------
-def generate(group: api.Group, address: Optional[str] = None) -> Optional[flow.TakeRecord]:
+def generate(group: api.Group, address: Optional[str] = None) -> Optional[host.TakeRecord]:
     """Start a job for ``group``. GUI: returns None at once (the take arrives later);
     terminal mode: blocks and returns the take."""
     address = address or settings.address()
@@ -169,45 +199,70 @@ def generate(group: api.Group, address: Optional[str] = None) -> Optional[flow.T
         return None
     params = bd_node.read_params(group)
     try:
-        caps = flow.hello(address)
-        flow.check_ready(caps, params)
+        caps = hello(address)
+        host.check_ready(caps, params)
         rendered = render_inputs(group, params, caps)
-        request = flow.build_request(params, rendered)
+        params = replace(params, plate=rendered.plate, mask=rendered.mask or "",
+                         colorspace=params.colorspace or rendered.colorspace)
+        request = params.request()
     except errors.BodyDoubleError as exc:
         report(exc, address, params)
         return None
     except (OSError, RuntimeError, ValueError) as exc:  # Nuke's render errors are RuntimeError
         report(errors.BodyDoubleError(f"rendering the inputs failed: {exc}", code="render_failed"), address, params)
         return None
-    job = BackgroundJob(address, request, client_name="bodydouble-nuke").start()
+    title = f"BodyDouble {host.OPERATION_TITLES.get(params.operation, params.operation)} · {params.adapter}"
+    job = BackgroundJob(address, request, client_name=CLIENT, sink=lambda: api.Progress(title))
     running = Running(group, job, params, rendered)
-    title = f"BodyDouble {flow.OPERATION_TITLES.get(params.operation, params.operation)} · {params.adapter}"
     if not api.is_gui():
-        outcome = flow.follow(job, api.Progress(title))
-        return _complete(running, outcome)
+        return _complete(running, job.run())
     _running[key] = running
     bd_node.set_status(group, f"running on {address}…")
-    running.thread = threading.Thread(target=_wait, args=(running, title), name="bodydouble-nuke-wait", daemon=True)
-    running.thread.start()
+    job.start(on_finish=lambda outcome: api.run_in_main_thread(_finish_in_main_thread, running, outcome))
     return None
 
 
-def render_inputs(group: api.Group, params: flow.Params, caps: dict[str, Any]) -> flow.Rendered:
+def render_folder(caps: dict[str, Any], params: host.Params, node: str, render_dir: str = "",
+                  now: Optional[float] = None) -> str:
+    """Where the temporary Write node renders this job's inputs: a new folder each time, under the node's
+    'render folder' (``render_dir``), else under the server's output root."""
+    base = render_dir
+    if not base:
+        root = caps.get("output_root") or next(iter(caps.get("roots") or []), None)
+        if not root:
+            raise errors.BodyDoubleError("The server reports no output root: set the node's 'render folder' to a "
+                                         "folder the server can read.", code="no_render_dir")
+        base = os.path.join(str(root), "_nuke_renders", host.safe_name(params.shot or "untitled"))
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    millis = int((now or time.time()) * 1000) % 1000
+    folder = os.path.join(base, f"{host.safe_name(node)}_{stamp}_{os.getpid()}_{millis:03d}")
+    return os.path.abspath(folder)
+
+
+def normalise_colorspace(knob_value: str) -> str:
+    """A Nuke colorspace knob value -> an OCIO name: 'default (scene_linear)' -> 'scene_linear'."""
+    value = knob_value.strip()
+    match = re.fullmatch(r"default \((.*)\)", value)
+    if match:
+        value = match.group(1).strip()
+    return value or "scene_linear"
+
+
+def render_inputs(group: api.Group, params: host.Params, caps: dict[str, Any]) -> Rendered:
     """Plate (and mask) as half-float EXRs in a fresh folder the server can read."""
     plate = api.input_of(group, 0)
     if plate is None:
         raise errors.BodyDoubleError("Connect a plate to the BodyDouble node's input 0.", code="no_plate")
     mask = api.input_of(group, 1) if params.operation == "fill" else None
-    folder = flow.render_folder(caps, params, api.node_name(group)).replace("\\", "/")  # Nuke wants '/'
-    os.makedirs(folder, exist_ok=True)
+    folder = render_folder(caps, params, api.node_name(group), bd_node.render_dir(group)).replace("\\", "/")
+    os.makedirs(folder, exist_ok=True)                                          # Nuke wants '/'
     plate_pattern = f"{folder}/plate.####.exr"
     knob = api.render(plate, plate_pattern, params.first, params.last, "rgba")
     mask_pattern = None
     if mask is not None:
         mask_pattern = f"{folder}/mask.####.exr"
         api.render(mask, mask_pattern, params.first, params.last, "alpha")
-    return flow.Rendered(plate=plate_pattern, mask=mask_pattern, colorspace=flow.normalise_colorspace(knob),
-                         colorspace_knob=knob)
+    return Rendered(plate=plate_pattern, mask=mask_pattern, colorspace=normalise_colorspace(knob), colorspace_knob=knob)
 
 
 def cancel(group: api.Node) -> bool:
@@ -219,13 +274,7 @@ def cancel(group: api.Node) -> bool:
     return True
 
 
-def _wait(running: Running, title: str) -> None:
-    """Worker thread: follow the job under a ProgressTask, then hand over to the main thread."""
-    flow.watch(running.job, api.Progress(title),
-               lambda outcome: api.run_in_main_thread(_finish_in_main_thread, running, outcome))
-
-
-def _finish_in_main_thread(running: Running, outcome: flow.Outcome) -> None:
+def _finish_in_main_thread(running: Running, outcome: Outcome) -> None:
     for key in [k for k, v in _running.items() if v is running]:
         del _running[key]
     try:
@@ -234,14 +283,14 @@ def _finish_in_main_thread(running: Running, outcome: flow.Outcome) -> None:
         pass  # GUI: already shown
 
 
-def _complete(running: Running, outcome: flow.Outcome) -> Optional[flow.TakeRecord]:
+def _complete(running: Running, outcome: Outcome) -> Optional[host.TakeRecord]:
     address = running.job.address
     group = running.group
     if outcome.error is not None or outcome.result is None:
         bd_node.set_status(group, "cancelled" if isinstance(outcome.error, errors.JobCancelled) else "failed")
         report(outcome.error or errors.BodyDoubleError("no result"), address, running.params)
         return None
-    record = flow.record_from_result(outcome.result, running.params, running.rendered.colorspace_knob)
+    record = host.TakeRecord.of(outcome.result, running.params, running.rendered.colorspace_knob)
     if not api.is_attached(group):
         report(errors.BodyDoubleError(f"the BodyDouble node was deleted while it ran; take {record.take} is at "
                                       f"{record.pattern}"), address, running.params)

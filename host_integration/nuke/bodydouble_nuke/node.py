@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:  # typing.TypeGuard needs Python 3.10; Nuke 14 runs 3.9
     from typing_extensions import TypeGuard
 
-from . import flow
+from bodydouble import host
+
 from . import nuke_api as api
 from .nuke_api import KnobSpec
 
@@ -35,7 +36,7 @@ _CMD = "import bodydouble_nuke.commands as bd; bd.{}()"
 KNOBS = [
     KnobSpec("bodydouble", "tab", "BodyDouble"),
     KnobSpec(MARKER, "string", "version", default=VERSION, hidden=True),
-    KnobSpec("operation", "enum", "operation", values=flow.OPERATIONS,
+    KnobSpec("operation", "enum", "operation", values=host.OPERATIONS,
              tooltip="fill: paint what the plate never showed, inside the mask. extend: new frames after the plate."),
     KnobSpec("adapter", "enum", "adapter", values=[NO_ADAPTERS],
              tooltip="Character adapters on the server: character (adapter) · base model."),
@@ -103,17 +104,22 @@ def create(plate: api.Node, mask: Optional[api.Node], operation: str, shot: str 
 
 
 # -- parameters ------------------------------------------------------------------------------
-def read_params(group: api.Node) -> flow.Params:
+def read_params(group: api.Node) -> host.Params:
     label = str(api.get(group, "adapter"))
-    return flow.Params(
+    return host.Params(
         operation=str(api.get(group, "operation")),
         adapter=adapter_names(group).get(label, ""),
-        prompt=str(api.get(group, "prompt")), negative=str(api.get(group, "negative")),
+        prompt=str(api.get(group, "prompt")), negative_prompt=str(api.get(group, "negative")),
         seed=int(api.get(group, "seed")), strength=float(api.get(group, "strength")),
         steps=int(api.get(group, "steps")), first=int(api.get(group, "first")), last=int(api.get(group, "last")),
         count=int(api.get(group, "count")), shot=str(api.get(group, "shot")).strip(),
-        render_dir=str(api.get(group, "render_dir")).strip(), colorspace=str(api.get(group, "colorspace")).strip(),
+        colorspace=str(api.get(group, "colorspace")).strip(),
     )
+
+
+def render_dir(group: api.Node) -> str:
+    """The node's 'render folder' knob ('' = under the server's output root)."""
+    return str(api.get(group, "render_dir")).strip()
 
 
 def adapter_names(group: api.Node) -> dict[str, str]:
@@ -154,21 +160,21 @@ def set_status(group: api.Node, text: str) -> None:
 
 
 # -- takes -----------------------------------------------------------------------------------
-def takes(group: api.Node) -> list[flow.TakeRecord]:
+def takes(group: api.Node) -> list[host.TakeRecord]:
     try:
         data: Any = json.loads(str(api.get(group, "bd_takes")) or "[]")
     except ValueError:
         return []
-    return [flow.TakeRecord.from_dict(d) for d in data if isinstance(d, dict)]
+    return [host.TakeRecord.from_dict(d) for d in data if isinstance(d, dict)]
 
 
-def add_take(group: api.Group, record: flow.TakeRecord) -> api.Node:
+def add_take(group: api.Group, record: host.TakeRecord) -> api.Node:
     """Wire a new take into the group and show it; earlier takes stay as they are."""
     history = takes(group)
     index = len(history) + 1                      # Switch input 0 is the plate
     has_mask = api.input_of(group, 1) is not None
     label = record.label
-    stem = f"{flow.safe_name(record.adapter)}_take{record.take:03d}"
+    stem = f"{host.safe_name(record.adapter)}_take{record.take:03d}"
     with api.inside(group):
         plate_in = api.child(group, "plate")
         mask_in = api.child(group, "mask")

@@ -5,7 +5,7 @@
     main thread:   (hiero.core.executeInMainThread) clip in the 'BodyDouble' bin, new track
                    right after the shot, tagged adapter · seed · take; or a message
 
-The job logic is :mod:`flow`'s, shared with the Node Graph; every ``hiero`` call is in
+The job logic is ``bodydouble.host``'s, shared with the Node Graph; every ``hiero`` call is in
 :mod:`hiero_api`. The plate is the shot's own media, sent by path: nothing is rendered.
 *Fill unseen angle…* opens the Node Graph flow on a Read of the shot's source.
 """
@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import random
 import re
-import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
-from bodydouble import errors
-from bodydouble.background import BackgroundJob
+from bodydouble import errors, host
+from bodydouble.background import BackgroundJob, Outcome
 from bodydouble.jobspec import split_frame
 
-from . import commands, flow, settings
+from . import commands, settings
 from . import hiero_api as hapi
 from . import nuke_api as api
 
@@ -51,9 +50,8 @@ class Shot:
 class Running:
     item: hapi.TrackItem
     shot: Shot
-    params: flow.Params
+    params: host.Params
     job: BackgroundJob
-    thread: Optional[threading.Thread] = None
 
 
 _running: dict[str, Running] = {}      # shot key -> job in flight (main thread only)
@@ -95,7 +93,7 @@ def media_pattern(filename: str) -> str:
 
 def shot_of(media: hapi.ItemMedia) -> Shot:
     return Shot(
-        name=flow.safe_name(media.name), pattern=media_pattern(media.filename),
+        name=host.safe_name(media.name), pattern=media_pattern(media.filename),
         source_in=media.media_first + int(round(media.source_in)),
         source_out=media.media_first + int(round(media.source_out)),
         timeline_out=media.timeline_out, handle_in=media.handle_in, handle_out=media.handle_out,
@@ -127,10 +125,10 @@ def extend_command(item: hapi.TrackItem) -> Optional[Running]:
     if shot.name in _running:
         api.message(f"BodyDouble: {shot.name} is already being extended; cancel it from its progress bar first.")
         return None
-    probe = flow.Params(operation="extend", adapter="-")     # check_ready wants an adapter; the form picks it
+    probe = host.Params(operation="extend", adapter="-")     # check_ready wants an adapter; the form picks it
     try:
-        flow.check_ready(flow.hello(address), probe)
-        adapters = sorted(set(flow.list_adapters(address, operation="extend").values()))
+        host.check_ready(commands.hello(address), probe)
+        adapters = sorted(set(commands.list_adapters(address, operation="extend").values()))
     except errors.BodyDoubleError as exc:
         report(exc, address, probe)
         return None
@@ -142,24 +140,18 @@ def extend_command(item: hapi.TrackItem) -> Optional[Running]:
     if params is None:
         return None
     try:
-        request = flow.build_request(params, flow.Rendered(
-            plate=shot.pattern, mask=None, colorspace=flow.normalise_colorspace(shot.colour_transform),
-            colorspace_knob=shot.colour_transform))
+        request = params.request()
     except (errors.BodyDoubleError, ValueError) as exc:
         report(errors.BodyDoubleError(str(exc), code="bad_request"), address, params)
         return None
-    job = BackgroundJob(address, request, client_name="bodydouble-hiero").start()
-    running = _running[shot.name] = Running(item, shot, params, job)
     title = f"BodyDouble Extend shot · {shot.name} · {params.adapter}"
-    running.thread = threading.Thread(
-        target=flow.watch, name="bodydouble-hiero-wait",
-        args=(job, api.Progress(title), lambda outcome: hapi.run_in_main_thread(_finish, running, outcome)),
-        daemon=True)
-    running.thread.start()
+    job = BackgroundJob(address, request, client_name="bodydouble-hiero", sink=lambda: api.Progress(title))
+    running = _running[shot.name] = Running(item, shot, params, job)
+    job.start(on_finish=lambda outcome: hapi.run_in_main_thread(_finish, running, outcome))
     return running
 
 
-def ask_params(shot: Shot, adapters: list[str]) -> Optional[flow.Params]:
+def ask_params(shot: Shot, adapters: list[str]) -> Optional[host.Params]:
     handles = f", {shot.handle_out} frame(s) of handle after the cut" if shot.handle_out else ""
     title = (f"BodyDouble: extend {shot.name} after frame {shot.source_out} "
              f"(source {shot.source_in}-{shot.source_out}{handles})")
@@ -174,10 +166,10 @@ def ask_params(shot: Shot, adapters: list[str]) -> Optional[flow.Params]:
         except ValueError:
             api.message("BodyDouble: new frames, seed and steps are whole numbers.")
             continue
-        return flow.Params(
+        return host.Params(
             operation="extend", adapter=answer[FORM_ADAPTER], prompt=answer[FORM_PROMPT], seed=seed, steps=steps,
             first=shot.source_in, last=shot.source_out, count=count, shot=shot.name, fps=shot.fps,
-            colorspace=flow.normalise_colorspace(shot.colour_transform))
+            colorspace=commands.normalise_colorspace(shot.colour_transform), plate=shot.pattern)
 
 
 def cancel(shot_name: str) -> bool:
@@ -188,19 +180,19 @@ def cancel(shot_name: str) -> bool:
     return True
 
 
-def _finish(running: Running, outcome: flow.Outcome) -> None:
+def _finish(running: Running, outcome: Outcome) -> None:
     """Main thread: the take goes onto the timeline, or the user hears why not."""
     _running.pop(running.shot.name, None)
     address = running.job.address
     if outcome.error is not None or outcome.result is None:
         report(outcome.error or errors.BodyDoubleError("the job ended without a result"), address, running.params)
         return
-    record = flow.record_from_result(outcome.result, running.params, running.shot.colour_transform)
+    record = host.TakeRecord.of(outcome.result, running.params, running.shot.colour_transform)
     hapi.place_after(running.item, placement(running.shot, record))
 
 
-def placement(shot: Shot, record: flow.TakeRecord) -> hapi.Placement:
-    name = f"{shot.name}_{flow.safe_name(record.adapter)}_take{record.take:03d}"
+def placement(shot: Shot, record: host.TakeRecord) -> hapi.Placement:
+    name = f"{shot.name}_{host.safe_name(record.adapter)}_take{record.take:03d}"
     return hapi.Placement(
         pattern=record.pattern, first=record.first, last=record.last, name=name,
         track=f"BodyDouble {record.adapter} take {record.take:03d}", bin=BIN, tag=record.label,
@@ -212,13 +204,14 @@ def placement(shot: Shot, record: flow.TakeRecord) -> hapi.Placement:
     )
 
 
-def report(exc: BaseException, address: str, params: Optional[flow.Params] = None) -> None:
-    """The Node Graph's messages; the one about paths names the shot's media instead of a render folder."""
-    if isinstance(exc, errors.RequestError) and exc.code == errors.PATH_NOT_ALLOWED:
-        api.message(f"BodyDouble: the server may not read this shot's media or write its take.\n\n{exc}\n\n"
-                    "The media must be under one of the server's allowed roots (bodydouble serve --root).")
-        return
-    commands.report(exc, address, params)
+WORDS = replace(commands.WORDS, retry="run Extend shot again",
+              paths_problem="the server may not read this shot's media or write its take.",
+              paths_fix="The media must be under one of the server's allowed roots (bodydouble serve --root).")
+
+
+def report(exc: BaseException, address: str, params: Optional[host.Params] = None) -> None:
+    """The Node Graph's messages, in the timeline's words (paths name the shot's media, not a render folder)."""
+    commands.report(exc, address, params, WORDS)
 
 
 # -- Fill unseen angle… ----------------------------------------------------------------------

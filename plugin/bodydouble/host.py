@@ -1,0 +1,243 @@
+"""What every host (Nuke, Hiero, Blender, the next one) needs that is not drawing UI.
+
+- **Parameters -> request**: :class:`Params` is what an artist sets (on a node, in a dialog), kept with a take
+  so it can be run again; :meth:`Params.request` is the ``FillRequest`` / ``ExtendRequest`` it means.
+- **Following a job**: :class:`~bodydouble.background.BackgroundJob` (one worker thread per job; the host gives
+  it a progress sink and a main-thread hand-off).
+- **Error -> advice**: :func:`advice` turns any error into what to tell the artist and what to do, in the
+  host's own words (:class:`HostWords`: where its Connect dialog or its Refresh button is).
+- **Takes**: :func:`take_label`, :class:`TakeRecord` (what a host keeps of a take), :func:`safe_name`.
+- **Adapters**: :func:`hello`, :func:`list_adapters`, :func:`adapter_choices` (the picker's entries).
+- **Frame sequences**: :mod:`bodydouble.frames` (patterns, ranges), re-exported here.
+
+A host's glue keeps only its menus, dialogs, node/strip creation and its hand-off to its main thread.
+Plain Python over the thin client: importable in any host's Python (no torch, no host module).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Optional, Union
+
+from . import curve, errors
+from .background import BackgroundJob, Outcome, ProgressSink  # noqa: F401  (the host API: one import)
+from .client import AdapterInfo, Client, JobResult
+from .jobspec import AdapterRef, ExtendRequest, FillRequest, FrameInput, safe_name, sequence_frames  # noqa: F401
+
+OPERATIONS = ("fill", "extend")
+OPERATION_TITLES = {"fill": "Fill unseen angle", "extend": "Extend shot"}
+
+Request = Union[FillRequest, ExtendRequest]
+
+
+# -- parameters -> request ---------------------------------------------------------------------
+@dataclass
+class Params:
+    """What the artist set for one take. ``plate``/``mask``: ``####`` patterns the server can read (a host that
+    renders its inputs sets them per run); ``''`` mask: the plate's alpha. ``colorspace`` ``''``: the request's
+    default (ACEScg)."""
+
+    operation: str
+    adapter: str                    # the adapter's name on the server ('' = none picked)
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 20
+    strength: float = 1.0           # fill
+    first: int = 1
+    last: int = 1
+    count: int = 24                 # extend: how many new frames
+    fps: float = 24.0               # extend: the plate's frame rate
+    shot: str = ""                  # '' = the server names the shot from the plate (or output_dir)
+    colorspace: str = ""
+    output_dir: str = ""            # '' = <server output root>/<shot>
+    plate: str = ""
+    mask: str = ""
+
+    def request(self, frames: Optional[list[FrameInput]] = None) -> Request:
+        """The request these parameters make, validated (ValueError says what is wrong). ``frames``: the plate
+        frames when they are not ``plate`` over ``first``-``last`` (a sequencer strip's files)."""
+        common = dict(adapters=[AdapterRef(self.adapter)], prompt=self.prompt, negative_prompt=self.negative_prompt,
+                      seed=int(self.seed), steps=int(self.steps), shot=safe_name(self.shot) if self.shot else None,
+                      output_dir=self.output_dir or None, **({"colorspace": self.colorspace} if self.colorspace else {}))
+        if self.operation == "fill":
+            request: Request = FillRequest(
+                frames=frames or sequence_frames(self.plate, self.first, self.last, self.mask or None),
+                strength=float(self.strength), **common)
+        elif self.operation == "extend":
+            request = ExtendRequest(frames=frames or sequence_frames(self.plate, self.first, self.last),
+                                    count=int(self.count), fps=float(self.fps), **common)
+        else:
+            raise ValueError(f"unknown operation {self.operation!r}; expected one of {OPERATIONS}")
+        request.validate()
+        return request
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Params":
+        """From what a host stored (its own extra keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def check_ready(caps: dict[str, Any], params: Params) -> None:
+    """Refuse early (before rendering or asking anything) what the server would refuse anyway."""
+    if not params.adapter:
+        raise errors.BodyDoubleError("Pick an adapter first (refresh the adapter list if it is empty).",
+                                     code="no_adapter")
+    if params.last < params.first:
+        raise errors.BodyDoubleError(f"The frame range {params.first}-{params.last} is empty.", code="bad_range")
+    if caps.get("state") == "ready" and params.operation not in caps.get("operations", []):
+        raise errors.RequestError(f"this server cannot do {params.operation!r} yet "
+                                  f"(it offers: {', '.join(caps.get('operations', [])) or 'nothing'})",
+                                  code=errors.NOT_SUPPORTED)
+
+
+def shot_from_path(path: str) -> str:
+    """``/shows/x/sh010_plate.####.exr`` -> ``sh010_plate``; '' when there is nothing to go on."""
+    if not path:
+        return ""
+    stem = os.path.basename(path).split(".")[0]
+    stem = re.sub(r"[._-]?(#+|%0?\d*d|\$F\d*)$", "", stem)
+    return safe_name(stem) if stem else ""
+
+
+# -- the server's adapters ---------------------------------------------------------------------
+def hello(address: str, timeout: float = 10.0, client_name: str = "bodydouble-host") -> dict[str, Any]:
+    """The server's capabilities (raises ServerNotRunning / ProtocolMismatch with clear text)."""
+    with Client(address, timeout=timeout, name=client_name) as client:
+        return client.server_info or {}
+
+
+def fetch_adapters(address: str, timeout: float = 10.0, client_name: str = "bodydouble-host",
+                   curve_certs: tuple[str, str] = ("", "")) -> list[AdapterInfo]:
+    with Client(address, timeout=timeout, name=client_name, curve=curve.keys_for(*curve_certs)) as client:
+        return client.list_adapters()
+
+
+def adapter_choices(adapters: list[AdapterInfo], operation: str = "fill") -> dict[str, str]:
+    """Picker label -> adapter name, for the adapters this server can use now for ``operation`` (extend runs on
+    the server's video model: only adapters trained for it). '/' would make a submenu in a Nuke enumeration,
+    so it is shown as '∕'."""
+    return {a.label.replace("/", "\u2215"): a.name for a in adapters if a.status == "ready" and a.serves(operation)}
+
+
+def list_adapters(address: str, timeout: float = 10.0, operation: str = "fill",
+                  client_name: str = "bodydouble-host") -> dict[str, str]:
+    return adapter_choices(fetch_adapters(address, timeout, client_name), operation)
+
+
+# -- takes -------------------------------------------------------------------------------------
+def take_label(adapter: str, seed: int, take: int, compact: bool = False) -> str:
+    """``adapter · seed 5 · take 001``, the label on a take; ``compact`` (a narrow node): ``adapter · 5 · take 001``."""
+    return f"{adapter} · {'' if compact else 'seed '}{seed} · take {take:03d}"
+
+
+@dataclass
+class TakeRecord:
+    """One take as a host keeps it (a Nuke node's history, a timeline clip's tags)."""
+
+    take: int
+    adapter: str
+    seed: int
+    operation: str
+    pattern: str
+    first: int
+    last: int
+    take_dir: str = ""
+    job: str = ""
+    prompt: str = ""
+    colorspace: str = ""
+    node: str = ""            # the host's node/clip that shows this take
+
+    @property
+    def label(self) -> str:
+        return take_label(self.adapter, self.seed, self.take)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TakeRecord":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def of(cls, result: JobResult, params: Params, colorspace: str = "") -> "TakeRecord":
+        return cls(take=result.take, adapter=params.adapter, seed=params.seed, operation=result.operation,
+                   pattern=result.pattern, first=result.first, last=result.last, take_dir=result.take_dir,
+                   job=result.job, prompt=params.prompt, colorspace=colorspace)
+
+
+# -- error -> advice ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HostWords:
+    """How a host's own UI is named in advice."""
+
+    host: str = "this host"                       # "Nuke", "Blender"
+    connect: str = "set the server address in the plugin's settings"
+    refresh: str = "Refresh the adapter list and pick one again."
+    retry: str = "run it again"
+    paths_problem: str = "the server may not read or write there."
+    paths_fix: str = "Use folders under one of the server's allowed roots (bodydouble serve --root)."
+    colour_fix: str = "Give the plate's colour space as a name the server knows (e.g. ACEScg)."
+    certificates: str = "Fix the CURVE certificate paths ($BODYDOUBLE_CURVE_SERVER / $BODYDOUBLE_CURVE_CLIENT)."
+
+
+@dataclass(frozen=True)
+class Advice:
+    level: str          # "ERROR" | "WARNING": how loudly a host shows it
+    text: str
+
+
+def advice(exc: BaseException, address: str = "", words: HostWords = HostWords(),
+           params: Optional[Params] = None) -> Advice:
+    """What to tell the artist about ``exc``, and what to do about it."""
+    adapter = params.adapter if params else ""
+    operation = params.operation if params else "fill"
+    where = f" at {address}" if address else ""
+    detail = str(exc)
+    start = (f"Start it on the GPU machine (bodydouble serve --root <project folder> --port <port>), or "
+             f"{words.connect}.")
+    if isinstance(exc, errors.ServerNotRunning):
+        return Advice("ERROR", f"BodyDouble: the server is not running{where}.\n\n{detail}\n\n{start}")
+    if isinstance(exc, errors.ServerLost):
+        return Advice("ERROR", f"BodyDouble: the server{where} stopped answering during the job ({detail}).\n"
+                               f"Check the server's console, restart it, and {words.retry}; earlier takes are "
+                               "untouched.")
+    if isinstance(exc, errors.ProtocolMismatch):
+        return Advice("ERROR", f"BodyDouble protocol mismatch: this {words.host} plugin and the server{where} speak "
+                               f"different protocol versions.\n\n{detail}\n\nInstall the same BodyDouble version "
+                               f"for {words.host} and for the server.")
+    if isinstance(exc, errors.UnknownAdapter):
+        return Advice("ERROR", f"Unknown adapter: the server has no adapter {adapter!r} (renamed or removed?).\n\n"
+                               f"{detail}\n\n{words.refresh}")
+    if isinstance(exc, errors.AdapterIncompatible):
+        return Advice("ERROR", f"BodyDouble: adapter {adapter!r} cannot be used with this server's model (trained "
+                               f"on another base model or for another model kind).\n\n{detail}")
+    if isinstance(exc, errors.JobCancelled):
+        return Advice("WARNING", "BodyDouble: cancelled. No take was added; earlier takes are untouched.")
+    if isinstance(exc, errors.JobFailed):
+        return Advice("ERROR", f"BodyDouble: the job failed on the server.\n\n{detail}\n\nEarlier takes are "
+                               "untouched.")
+    if isinstance(exc, errors.RequestTimeout):
+        return Advice("ERROR", f"BodyDouble: the server{where} did not answer in time: {detail}")
+    code = getattr(exc, "code", "")
+    if code == errors.NOT_SUPPORTED:
+        what = OPERATION_TITLES.get(operation, operation)
+        return Advice("ERROR", f"BodyDouble: '{what}' is not available on this server yet ({detail}).\n"
+                               "Ask for a server that offers it (extend needs a video model).")
+    if code == errors.PATH_NOT_ALLOWED:
+        return Advice("ERROR", f"BodyDouble: {words.paths_problem}\n\n{detail}\n\n{words.paths_fix}")
+    if code == errors.UNKNOWN_COLORSPACE:
+        return Advice("ERROR", f"BodyDouble: the server's OCIO config does not know the plate's colour space.\n\n"
+                               f"{detail}\n\n{words.colour_fix}")
+    if code == curve.CONFIG_ERROR:
+        return Advice("ERROR", f"BodyDouble connection settings: {detail}. {words.certificates}")
+    if isinstance(exc, errors.BodyDoubleError):
+        tag = f" [{exc.code}]" if exc.code not in ("error",) else ""
+        return Advice("ERROR", f"BodyDouble{tag}: {detail}")
+    return Advice("ERROR", f"BodyDouble: unexpected {type(exc).__name__}: {detail}")
