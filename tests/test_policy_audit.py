@@ -214,3 +214,29 @@ def test_doctor_prints_where_the_audit_log_is(tmp_path):
     _write(path, 2).close()
     line = next(c for c in diagnose(config, "tcp://127.0.0.1:1", 0.2) if c.what == "audit log")
     assert line.status == "OK" and str(path) in line.detail
+
+
+def test_show_filters_by_character_shot_user_and_date(tmp_path, capsys):
+    path = tmp_path / "audit.log"
+    log = audit.AuditLog(path)
+    rows = [("job-1", "Hero", "sh010", "alice", "2026-11-30T10:00:00.000+00:00"),
+            ("job-2", "Villain", "sh010", "bob", "2026-12-01T10:00:00.000+00:00"),
+            ("job-3", "Hero", "sh020", "bob", "2026-12-02T10:00:00.000+00:00")]
+    for job, character, shot, user, when in rows:
+        log.append("submit", job=job, user=user, shot=shot, time=when, decision="accepted",
+                   adapters=[{"name": character.lower(), "character": character}])
+    for job, *_ in rows:
+        log.append("outcome", job=job, outcome="complete", take_dir=f"/takes/{job}", frames_sha256={})
+    log.close()
+
+    def shown(*flags) -> list[tuple[str, str]]:
+        assert main(["audit", "show", "--audit-log", str(path), "--json", *flags]) == 0
+        return [(e["event"], e["job"]) for e in map(json.loads, capsys.readouterr().out.splitlines())]
+
+    assert shown("--character", "hero") == [("submit", "job-1"), ("submit", "job-3"), ("outcome", "job-1"),
+                                           ("outcome", "job-3")]
+    assert shown("--shot", "sh010", "--user", "b*") == [("submit", "job-2"), ("outcome", "job-2")]
+    assert shown("--since", "2026-12-01", "--until", "2026-12-01") == [("submit", "job-2"), ("outcome", "job-2")]
+    assert main(["audit", "show", "--audit-log", str(path), "--adapter", "villain"]) == 0
+    text = capsys.readouterr().out
+    assert "job-2" in text and "villain(Villain)" in text and "complete 0 frame(s) /takes/job-2" in text
