@@ -240,3 +240,23 @@ def test_show_filters_by_character_shot_user_and_date(tmp_path, capsys):
     assert main(["audit", "show", "--audit-log", str(path), "--adapter", "villain"]) == 0
     text = capsys.readouterr().out
     assert "job-2" in text and "villain(Villain)" in text and "complete 0 frame(s) /takes/job-2" in text
+
+
+def test_lines_of_a_batch_share_one_fsync(tmp_path, monkeypatch):
+    """Submit lines are written at once and fsynced together by sync(), which the socket loop calls before it
+    sends the batch's replies; other lines are fsynced one by one."""
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(audit.os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    log = audit.AuditLog(tmp_path / "audit.log")
+    log.append("outcome", job="job-0")
+    assert len(calls) == 1
+    for i in range(3):
+        log.append("submit", sync=False, job=f"job-{i + 1}")
+    assert len(calls) == 1 and len(list(audit.read_lines(tmp_path / "audit.log"))) == 4
+    log.sync()
+    log.sync()
+    assert len(calls) == 2
+    log.append("submit", sync=False, job="job-4")
+    log.close()                                       # closing never leaves a written line unsynced
+    assert len(calls) == 3 and audit.verify(tmp_path / "audit.log").ok

@@ -135,6 +135,7 @@ class Server:
                         self._read_batch()
                     else:
                         self._drain_wake()
+                self.engine.policy.audit.sync()   # the batch's audit lines on disk before its replies leave
                 self._flush()
                 self._beat()
         finally:

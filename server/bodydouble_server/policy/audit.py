@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -31,6 +32,10 @@ from pathlib import Path
 from typing import Iterator
 
 from filelock import FileLock
+
+from bodydouble import atomic
+
+log = logging.getLogger("bodydouble.audit")
 
 GENESIS = "0" * 64
 _HASH_SUFFIX = re.compile(rb',"hash":"([0-9a-f]{64})"\}$')
@@ -101,27 +106,47 @@ class AuditLog:
         self._fd: int | None = None
         self._head: tuple[int, str] | None = None        # (seq, hash) of the last line we know of
         self._seen: tuple[int, int] | None = None        # (inode, size) of the live file after our last write
+        self._dirty = False                              # lines written with sync=False, not yet fsynced
 
     # -- writing -------------------------------------------------------------------------
-    def append(self, event: str, **fields) -> dict:
-        """Write one line and fsync it; returns the record as written (with seq, prev, hash)."""
+    def append(self, event: str, sync: bool = True, **fields) -> dict:
+        """Write one line and fsync it; returns the record as written (with seq, prev, hash).
+
+        ``sync=False``: written and chained now, fsynced by the next :meth:`sync` (one fsync for a batch of
+        lines; the caller must call it before any reply the lines precede goes out)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock, self._file_lock:
             self._sync_head()
             seq, prev = self._head
             record = {**fields, "event": event, "seq": seq + 1, "prev": prev, "time": fields.get("time") or now_iso()}
             line, digest = seal_line(record)
-            self._write(line + b"\n")
+            self._write(line + b"\n", sync)
             self._head = (seq + 1, digest)
             if self._seen[1] >= self.rotate_bytes:
                 self._rotate()
             return {**record, "hash": digest}
 
+    def sync(self) -> None:
+        """fsync the lines written with ``sync=False`` (nothing to do, and cheap, when there are none)."""
+        with self._lock:
+            if self._dirty and self._fd is not None:
+                try:
+                    os.fsync(self._fd)
+                    self._dirty = False
+                except OSError as exc:      # a failing disk: say so loudly, keep serving, retry next time
+                    log.error("audit log %s could not be fsynced: %s", self.path, exc)
+
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            if self._dirty:
+                os.fsync(self._fd)
+                self._dirty = False
+            os.close(self._fd)
+            self._fd = None
 
     def head(self) -> tuple[int, str]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,11 +154,13 @@ class AuditLog:
             self._sync_head()
             return self._head
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, sync: bool = True) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view):]
-        os.fsync(self._fd)
+        if sync:
+            os.fsync(self._fd)
+        self._dirty = not sync
         st = os.fstat(self._fd)
         self._seen = (st.st_ino, st.st_size)
 
@@ -146,9 +173,7 @@ class AuditLog:
             current = None
         if self._fd is not None and current == self._seen:
             return
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._close_fd()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         self._recover_partial()
@@ -193,27 +218,16 @@ class AuditLog:
     def _rotate(self) -> None:
         index = 1 + max((int(_SEGMENT.match(p.name).group("index")) for p in segments(self.path)[:-1]), default=0)
         closed = self.path.with_name(f"{self.path.name}.{index:06d}")
-        os.close(self._fd)
-        self._fd = None
+        self._close_fd()
         os.rename(self.path, closed)
-        _fsync_dir(self.path.parent)
+        atomic.fsync_dir(self.path.parent)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         seq, prev = self._head
         line, digest = seal_line({"event": "rotated", "seq": seq + 1, "prev": prev, "time": now_iso(),
                                   "previous_file": closed.name, "previous_last_seq": seq})
         self._write(line + b"\n")
-        _fsync_dir(self.path.parent)
+        atomic.fsync_dir(self.path.parent)
         self._head = (seq + 1, digest)
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":   # directories cannot be opened for fsync on Windows; renames there are metadata-journaled
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- reading -------------------------------------------------------------------------------

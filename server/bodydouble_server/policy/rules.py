@@ -191,7 +191,8 @@ class Policy:
     # -- audit ---------------------------------------------------------------------------------
     def audit_submit(self, *, job: str | None, request_id: str, operation: str, request, adapters: list[dict],
                      requester: Requester, error: errors.BodyDoubleError | None = None) -> dict:
-        """The request's line, on disk before its first reply (``error``: it was refused)."""
+        """The request's line (``error``: it was refused). Written at once but fsynced by ``audit.sync()``,
+        which the socket loop calls before it sends the replies of its batch: one fsync per batch of submits."""
         shot, paths, extend_frames = _scope_of(operation, request)
         fields = {"job": job, "request": request_id, "operation": operation, **requester.to_dict(),
                   "adapters": adapters, "shot": shot, **_request_fields(operation, request)}
@@ -200,7 +201,7 @@ class Policy:
                           rule=(error.details or {}).get("rule"), record=(error.details or {}).get("record"))
         else:
             fields["decision"] = "accepted"
-        return self.audit.append("submit", **fields)
+        return self.audit.append("submit", sync=False, **fields)
 
     def audit_outcome(self, *, job: str, request_id: str, operation: str, state: str, take_dir: str | None,
                       frames_sha256: dict | None, error: str | None = None, adapter_dir: str | None = None) -> dict:
