@@ -27,8 +27,11 @@ os.environ["BODYDOUBLE_STANDIN_STEP_S"] = "0"
 class NullAudit:
     """A log that keeps nothing: the 'without' side."""
 
-    def append(self, event: str, **fields) -> dict:
+    def append(self, event: str, sync: bool = True, **fields) -> dict:
         return {**fields, "event": event, "seq": 0, "hash": ""}
+
+    def sync(self) -> None:
+        pass
 
 
 def main() -> None:

@@ -14,15 +14,12 @@ import functools
 import hashlib
 import io
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bodydouble import __version__, atomic
 
 from .certs import SigningFiles
-
-log = logging.getLogger("bodydouble.provenance")
 
 EXR_MIME, PNG_MIME = "image/x-exr", "image/png"
 SIDECAR_SUFFIX = ".c2pa"

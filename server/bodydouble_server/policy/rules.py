@@ -25,7 +25,6 @@ from .consent import ConsentBook, ConsentRecord, Requester
 log = logging.getLogger("bodydouble.policy")
 
 RETIRED_FILE = "retired.json"
-UNCONSENTED = ("refuse", "allow")
 
 
 def not_permitted(message: str, rule: str, record: str | None = None, **details) -> errors.RequestError:
@@ -150,6 +149,7 @@ class Policy:
         try:
             used = self.check(operation, request, adapters, requester, _is_test_model(self.config, kind))
         except errors.BodyDoubleError as exc:
+            log.info("refused %s from %s: %s", operation, requester.name, exc.message)
             self.audit_submit(job=None, request_id=request_id, operation=operation, request=request,
                               adapters=[_adapter_fields(a) for a in adapters], requester=requester, error=exc)
             raise
