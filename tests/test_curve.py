@@ -11,7 +11,7 @@ from bodydouble_server.cli import start_in_thread
 from bodydouble_server.config import ServerConfig
 
 
-def test_curve_encrypts_and_authorises(tmp_path):
+def test_curve_encrypts_and_authorises(tmp_path, caplog):
     keys, allowed = tmp_path / "keys", tmp_path / "clients"
     keys.mkdir()
     allowed.mkdir()
@@ -34,8 +34,11 @@ def test_curve_encrypts_and_authorises(tmp_path):
                 try:
                     client.connect()
                     raise AssertionError("an unauthorised client got an answer")
-                except errors.ServerNotRunning:
-                    pass
+                except errors.ServerNotRunning as exc:
+                    # The refused CURVE client is told why it may be, not only "is the server running?"
+                    assert ("CURVE key" in str(exc)) == (client is stranger), exc
+            # ... and the server's log says it refused one (pyzmq logs it at debug level only).
+            assert any("DENIED" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
         finally:
             for client in (stranger, plain):
                 t0 = time.monotonic()

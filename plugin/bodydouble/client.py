@@ -241,10 +241,13 @@ class Client:
             self.server_info = self.request("hello", {"client": self.name, "client_version": __version__},
                                             timeout=limit)
         except (errors.RequestTimeout, errors.ServerLost):
+            if self._conn.encrypted:   # a CURVE server that refuses a key says nothing, by design
+                why = ("The server may have refused this client's CURVE key (its log says DENIED): check that the "
+                       "server certificate is the right one and that this client's public key is authorised.")
+            else:
+                why = "Is `bodydouble serve` running there (and not another program on that port)?"
             raise errors.ServerNotRunning(
-                f"Nothing at {self.address} answered a BodyDouble hello within {limit:g} s. "
-                "Is `bodydouble serve` running there (and not another program on that port)?"
-            ) from None
+                f"Nothing at {self.address} answered a BodyDouble hello within {limit:g} s. {why}") from None
         except errors.RequestError as exc:
             if exc.code in (errors.PROTOCOL_MISMATCH, errors.BAD_TAG):
                 raise errors.ProtocolMismatch(exc.message) from None

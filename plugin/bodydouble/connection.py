@@ -103,6 +103,10 @@ class Connection:
             raise errors.BadAddress(f"cannot connect to {self.address}: {self._start_error}") from None
 
     # -- caller side ---------------------------------------------------------------------
+    @property
+    def encrypted(self) -> bool:
+        return bool(self._curve)
+
     def probe(self, timeout: float = 1.0) -> None:
         """Fail fast with a helpful message when nothing listens on a tcp:// address."""
         url = urlparse(self.address)

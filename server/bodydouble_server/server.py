@@ -112,7 +112,7 @@ class Server:
         public, secret = zmq.auth.load_certificate(self.config.curve_certificate)
         if secret is None:
             raise errors.BodyDoubleError(f"{self.config.curve_certificate} holds no secret key")
-        self._authenticator = ThreadAuthenticator(self._ctx, log=logging.getLogger("bodydouble.server.curve"))
+        self._authenticator = ThreadAuthenticator(self._ctx, log=_DeniedIsAWarning(log))
         self._authenticator.start()
         clients = self.config.curve_authorized_clients
         self._authenticator.configure_curve(domain="*", location=clients if clients else zmq.auth.CURVE_ALLOW_ANY)
@@ -375,6 +375,17 @@ def _curve_user_id(frame) -> str | None:
         return frame.get("User-Id") or None
     except (zmq.ZMQError, AttributeError, UnicodeDecodeError):
         return None
+
+
+class _DeniedIsAWarning(logging.LoggerAdapter):
+    """pyzmq's authenticator logs a refused CURVE client at debug level; an operator needs to see it."""
+
+    def __init__(self, logger: logging.Logger):
+        super().__init__(logger, {})
+
+    def debug(self, msg, *args, **kwargs):
+        text = str(msg) % args if args else str(msg)
+        self.log(logging.WARNING if text.startswith("DENIED") else logging.DEBUG, "CURVE: %s", text, **kwargs)
 
 
 def _job_ref(msg: protocol.Message) -> str:
