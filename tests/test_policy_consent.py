@@ -254,3 +254,17 @@ def test_training_needs_consent_for_the_character(tmp_path):
             error = _refused(client, request)
             assert error.details["rule"] == rule and error.details["adapter"] == character.lower()
     assert not (tmp_path / "adapters").exists()
+
+
+def test_a_changed_consent_document_is_noticed_at_once(tmp_path):
+    from bodydouble_server.policy.consent import ConsentBook
+
+    write_record(tmp_path, "hero", "Hero", "Show A", ["fill"], ["*"], "2099-12-31")
+    book = ConsentBook(tmp_path)
+    assert [r.error for r in book.for_character("hero")] == [""]
+    document = tmp_path / "documents" / "hero.pdf"
+    document.write_bytes(b"%PDF amended without a new sign-off")
+    (error,) = [r.error for r in book.for_character("Hero")]
+    assert "no longer matches document_sha256" in error
+    write_record(tmp_path, "hero", "Hero", "Show B", ["fill"], ["*"], "2099-12-31", document=document)
+    assert [(r.production, r.error) for r in book.for_character("Hero")] == [("Show B", "")]

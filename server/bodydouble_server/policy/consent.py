@@ -206,18 +206,19 @@ def _file_sha256(path: Path, cache: dict) -> str:
 
 @dataclass
 class ConsentBook:
-    """The consent folder, reread when a file in it changes (a stat per file per look-up)."""
+    """The consent folder, reread when a record or its consent document changes (a stat per file per look-up)."""
 
     folder: Path
     _records: list[ConsentRecord] = field(default_factory=list)
-    _stamp: tuple = ()
+    _files: tuple | None = None       # the record files as last read
+    _documents: tuple = ()            # their consent documents as last checked
     _hashes: dict = field(default_factory=dict)
 
     def records(self) -> list[ConsentRecord]:
-        stamp = self._scan_stamp()
-        if stamp != self._stamp:
-            self._records = [load_record(self.folder / name, self._hashes) for name, *_ in stamp]
-            self._stamp = stamp
+        files = self._scan_stamp()
+        if files != self._files or _document_stamp(self._records) != self._documents:
+            self._records = [load_record(self.folder / name, self._hashes) for name, *_ in files]
+            self._files, self._documents = files, _document_stamp(self._records)
         return self._records
 
     def for_adapter(self, name: str, character: str) -> list[ConsentRecord]:
@@ -227,6 +228,7 @@ class ConsentBook:
         return [r for r in self.records() if r.character.casefold() == character.casefold()]
 
     def _scan_stamp(self) -> tuple:
+        """(name, mtime, size) of each record file."""
         try:
             entries = sorted(os.scandir(self.folder), key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError):
@@ -237,3 +239,16 @@ class ConsentBook:
                 st = entry.stat()
                 stamp.append((entry.name, st.st_mtime_ns, st.st_size))
         return tuple(stamp)
+
+
+def _document_stamp(records: list[ConsentRecord]) -> tuple:
+    """(path, mtime, size) of each record's consent document readable here."""
+    stamp = []
+    for record in records:
+        document = Path(record.document)
+        try:
+            st = document.stat() if document.is_absolute() else None
+        except OSError:
+            st = None
+        stamp.append((record.document, st.st_mtime_ns if st else None, st.st_size if st else None))
+    return tuple(stamp)
