@@ -25,6 +25,7 @@ from .jobspec import AdapterRef, ExtendRequest, FillRequest, TrainRequest, parse
 COMMAND_MODULES: list[str] = [
     "bodydouble_server.cli",        # serve, demo, and train in this process
     "bodydouble_server.policy.cli",  # audit verify|show, provenance verify, adapters retire
+    "bodydouble_server.scale.farm",  # farm submit fill|extend|train, farm run, farm task (the steps' commands)
 ]
 
 

@@ -1,0 +1,121 @@
+"""Farm jobs: `bodydouble farm submit` writes an Open Job Description bundle (validated with openjd-model) and an
+OpenCue outline; the fill bundle runs for real here with openjd-sessions (the reference runtime), each step's
+commands as real `bodydouble farm task ...` processes, on the stand-in model."""
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bodydouble.cli import main
+
+BODYDOUBLE = str(Path(sys.executable).with_name("bodydouble"))
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    from bodydouble_server import samples
+    from bodydouble_server.models import testing
+    from bodydouble_server.models.identity import ModelIdentity, model_sha256
+
+    root = tmp_path_factory.mktemp("farm")
+    model = testing.resolve("test:standin", "image")
+    identity = ModelIdentity(name=model.label, family="test-standin", sha256=model_sha256(model.folder),
+                             path=model.path, test_model=True)
+    testing.test_adapter(root / "adapters" / "hero", identity, "Hero", 1)
+    plate, mask = samples.write_sequence(root / "plates", 1001, 1006, 96, 64)
+    config = root / "server.toml"
+    config.write_text(f'model = "test:standin"\nvideo_model = "test:passthrough"\nadapters = "{root}/adapters"\n'
+                      f'roots = ["{root}"]\noutput_root = "{root}/takes"\nresolution = 64\n'
+                      f'audit_log = "{root}/audit.log"\n')
+    return {"root": root, "plate": plate, "mask": mask, "config": str(config)}
+
+
+def _submit(studio, operation: str, bundle: Path, *extra: str) -> int:
+    return main(["farm", "submit", operation, "--config", studio["config"], "--bundle", str(bundle),
+                 "--command", BODYDOUBLE, *extra])
+
+
+def test_a_fill_bundle_runs_end_to_end_one_model_load_per_session(studio, monkeypatch):
+    from openjd.model import decode_job_template
+
+    from bodydouble import protocol
+    from bodydouble_server.imaging import frames as frame_io
+    from bodydouble_server.models import testing
+    from bodydouble_server.scale import farm
+
+    monkeypatch.setenv(testing.STEP_ENV, "0.02")      # the farm's task processes inherit it
+    bundle = studio["root"] / "fill-bundle"
+    assert _submit(studio, "fill", bundle, "--plate", studio["plate"], "--mask", studio["mask"], "--frames",
+                   "1001-1006", "--adapter", "hero", "--steps", "2", "--chunk", "3", "--shot", "sh020") == 0
+    template = json.loads((bundle / farm.TEMPLATE).read_text())
+    decode_job_template(template=template, supported_extensions=["TASK_CHUNKING"])        # valid OpenJD
+    assert [s["name"] for s in template["steps"]] == ["Prepare", "Render", "Assemble"]
+    render = template["steps"][1]
+    assert render["parameterSpace"]["taskParameterDefinitions"][0]["type"] == "CHUNK[INT]"
+    assert render["stepEnvironments"][0]["script"]["actions"]["onEnter"]["args"][2] == "worker-start"
+    spec = ET.fromstring((bundle / farm.OUTLINE).read_text())
+    layers = {layer.get("name"): layer for layer in spec.iter("layer")}
+    assert list(layers) == ["prepare", "render", "assemble"]
+    assert layers["render"].findtext("range") == "1001-1006" and layers["render"].findtext("chunk") == "3"
+    assert {(d.findtext("deplayer"), d.findtext("onlayer")) for d in spec.iter("depend")} == {
+        ("render", "prepare"), ("assemble", "render")}
+
+    farm.run_bundle(bundle)
+
+    ref = json.loads((bundle / farm.TAKE_REF).read_text())
+    take = json.loads((Path(ref["dir"]) / "take.json").read_text())
+    assert take["status"] == "complete" and sorted(map(int, take["frames"])) == list(range(1001, 1007))
+    assert take["farm"]["frames_written"] == 6
+    rendered = [json.loads(line) for line in (bundle / farm.RENDER_LOG).read_text().splitlines()]
+    assert sorted(r["frame"] for r in rendered) == list(range(1001, 1007))
+    assert len({r["pid"] for r in rendered}) == 1, "two chunks, one session: the model loaded once"
+    assert len(take["farm"]["workers"]) == 1
+    for frame, path in take["frames"].items():
+        out = frame_io.read_frame(Path(path), protocol.Limits()).wire()
+        plate = frame_io.read_frame(Path(studio["plate"].replace("####", frame)), protocol.Limits()).wire()
+        mask = frame_io.read_frame(Path(studio["mask"].replace("####", frame)), protocol.Limits()).wire()[..., 0] > 0
+        assert np.array_equal(out[~mask], plate[~mask]) and not np.array_equal(out[mask], plate[mask])
+
+    # A render task run again (a farm retry) finds its frames there and writes nothing.
+    before = {f: Path(p).read_bytes() for f, p in take["frames"].items()}
+    farm.task_render(bundle.resolve(), None, "1001-1002")
+    again = [json.loads(line) for line in (bundle / farm.RENDER_LOG).read_text().splitlines()][-2:]
+    assert [r["written"] for r in again] == [False, False]
+    assert {f: Path(p).read_bytes() for f, p in take["frames"].items()} == before
+
+
+def test_an_extend_bundle_runs_and_a_train_bundle_validates(studio):
+    from bodydouble_server.scale import farm
+
+    bundle = studio["root"] / "extend-bundle"
+    assert _submit(studio, "extend", bundle, "--plate", studio["plate"], "--frames", "1001-1006", "--count", "4",
+                   "--steps", "2", "--shot", "sh030") == 0
+    template = json.loads((bundle / farm.TEMPLATE).read_text())
+    assert [s["name"] for s in template["steps"]] == ["Extend"]
+    farm.run_bundle(bundle)
+    result = json.loads((bundle / "result.json").read_text())
+    take = json.loads((Path(result["take_dir"]) / "take.json").read_text())
+    assert take["status"] == "complete" and sorted(map(int, take["frames"])) == [1007, 1008, 1009, 1010]
+
+    bundle = studio["root"] / "train-bundle"
+    assert _submit(studio, "train", bundle, str(studio["root"] / "plates"), "--character", "Hero",
+                   "--rights-holder", "Studio", "--licence", "test") == 0
+    template = json.loads((bundle / farm.TEMPLATE).read_text())
+    farm.decode(template)
+    assert [s["name"] for s in template["steps"]] == ["Train"]
+    assert [layer.get("name") for layer in ET.fromstring((bundle / farm.OUTLINE).read_text()).iter("layer")] == ["train"]
+
+
+def test_submit_refuses_what_a_server_would(studio, tmp_path, capsys):
+    assert _submit(studio, "fill", tmp_path / "outside", "--plate", str(tmp_path / "p.####.exr"), "--frames", "1-2") == 1
+    assert "plate 1" in capsys.readouterr().err and not (tmp_path / "outside").exists()
+    bundle = studio["root"] / "used-bundle"
+    bundle.mkdir()
+    (bundle / "something").write_text("x")
+    assert _submit(studio, "fill", bundle, "--plate", studio["plate"], "--frames", "1001-1002") == 1
+    assert "not empty" in capsys.readouterr().err
