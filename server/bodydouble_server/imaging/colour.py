@@ -18,6 +18,7 @@ from bodydouble import errors
 RAW_NAMES = {"raw", "data", "none"}
 # OIIO spreads an image operation over scanlines: a long single row would run on one core.
 _ROW = 1024
+_CHUNK = 1 << 20          # pixels per conversion call: 12 MB of float32 RGB
 
 
 @functools.lru_cache(maxsize=8)
@@ -65,11 +66,16 @@ class ColourTransform:
         return np.asarray(out.get_pixels(oiio.FLOAT), dtype=np.float32).reshape(-1, 3)[:count].reshape(rgb.shape)
 
     def to_model(self, rgb: np.ndarray) -> np.ndarray:
-        """Never NaN or Inf: a non-finite plate sample is shown to the model as black, so it cannot spread
-        through the model (or a colour-match statistic) into generated pixels."""
-        rgb = np.where(np.isfinite(rgb), rgb, np.float32(0.0)).astype(np.float32, copy=False)
-        out = rgb if self.raw else self._apply(rgb, inverse=False)
-        return np.clip(np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        """Any (..., 3) array (half or float) -> float32 in [0, 1]. Never NaN or Inf: a non-finite plate sample is
+        shown to the model as black, so it cannot spread through the model (or a colour-match statistic) into
+        generated pixels."""
+        def convert(part: np.ndarray) -> np.ndarray:
+            part[~np.isfinite(part)] = 0.0
+            if not self.raw:
+                part = self._apply(part, inverse=False)
+            return np.clip(np.nan_to_num(part, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+        return _chunked(rgb, convert)
 
     def from_model(self, rgb: np.ndarray) -> np.ndarray:
         """Generated pixels back to the plate's space; a model that made NaN or Inf fails the job (never a take
@@ -77,4 +83,15 @@ class ColourTransform:
         if not np.isfinite(rgb).all():
             raise errors.RequestError("the model produced NaN or infinite pixels (a half-precision overflow or a "
                                       "diverged adapter?); nothing was written for this frame", code=errors.JOB_FAILED)
-        return rgb.astype(np.float32) if self.raw else self._apply(rgb, inverse=True)
+        return rgb.astype(np.float32) if self.raw else _chunked(rgb, lambda part: self._apply(part, inverse=True))
+
+
+def _chunked(rgb: np.ndarray, convert) -> np.ndarray:
+    """``convert`` (float32 (n, 3) -> (n, 3), may work in place) over ``rgb`` a bounded run of pixels at a time,
+    into one float32 result: the temporaries of a colour conversion stay small whatever the frame's size."""
+    out = np.empty(rgb.shape, np.float32)
+    source, target = rgb.reshape(-1, 3), out.reshape(-1, 3)
+    for start in range(0, len(source), _CHUNK):
+        part = source[start:start + _CHUNK].astype(np.float32)     # a copy: ``convert`` may write to it
+        target[start:start + len(part)] = convert(part)
+    return out

@@ -161,10 +161,13 @@ class Frame:
                                       code=errors.INVALID_REQUEST)
         return self.part.channels[name].astype(np.float32)
 
-    def rgb(self, ys: slice = slice(None), xs: slice = slice(None)) -> np.ndarray:
-        """The picture's R, G, B (of a region) as float32 (h, w, 3)."""
+    def rgb(self, ys: slice = slice(None), xs: slice = slice(None), native: bool = False) -> np.ndarray:
+        """The picture's R, G, B (of a region) as (h, w, 3): float32, or with ``native`` half when all three are
+        half (a large crop then costs half the memory)."""
         names = self.require_rgb("this operation")
-        return np.stack([self.part.channels[n][ys, xs].astype(np.float32) for n in names], axis=2)
+        dtypes = {self.part.channels[n].dtype for n in names}
+        dtype = np.float16 if native and dtypes == {np.dtype(np.float16)} else np.float32
+        return np.stack([self.part.channels[n][ys, xs].astype(dtype, copy=False) for n in names], axis=2)
 
     def require_rgb(self, operation: str) -> tuple[str, str, str]:
         names = self.rgb_names
@@ -178,14 +181,14 @@ class Frame:
         return names
 
     def set_rgb(self, ys: slice, xs: slice, values: np.ndarray, where: np.ndarray | None = None) -> None:
-        """Write float32 ``values`` (h, w, 3) into R, G, B of the region; with ``where`` (h, w), only where it is
-        set: every other sample keeps its bits."""
+        """Write float32 ``values`` into R, G, B of the region: (h, w, 3) for all of it, or with ``where`` (h, w)
+        the (n, 3) values of its set pixels only: every other sample keeps its bits."""
         for i, name in enumerate(self.require_rgb("writing")):
             region = self.part.channels[name][ys, xs]
             if where is None:
                 region[...] = values[:, :, i]
             else:
-                region[where] = values[:, :, i][where].astype(region.dtype)
+                region[where] = values[:, i].astype(region.dtype)
 
     def wire(self) -> np.ndarray:
         """The picture as it goes back to a client: (H, W, C) float16 for all-half pictures, else float32."""

@@ -57,9 +57,10 @@ def model_size(box: Box, pixel_aspect: float, resolution: int, multiple: int) ->
 
 
 def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """To (height, width), float32. Half input is resized as half (no float copy of a large crop)."""
     if pixels.shape[:2] == (height, width):
         return pixels.astype(np.float32, copy=True)
-    buf = oiio.ImageBuf(np.ascontiguousarray(pixels, dtype=np.float32))
+    buf = oiio.ImageBuf(np.ascontiguousarray(pixels, dtype=np.float16 if pixels.dtype == np.float16 else np.float32))
     nch = pixels.shape[2] if pixels.ndim == 3 else 1
     out = oiio.ImageBufAlgo.resize(buf, roi=oiio.ROI(0, width, 0, height, 0, 1, 0, nch))
     if out.has_error:
@@ -89,11 +90,12 @@ def feathered(mask: np.ndarray, radius: int) -> np.ndarray:
 
 def composite(plate: np.ndarray, generated_rgb: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Generated RGB over the plate's RGB by ``weight``; other channels and every weight-0 pixel untouched.
+    Images (h, w, C) with weights (h, w), or lists of pixels (n, C) with weights (n,).
 
     Where the weight is 1 the plate is not read at all, so a NaN or Inf there is filled over, not mixed in."""
     out = plate.copy()
-    w = weight[:, :, None]
+    w = weight[..., None]
     with np.errstate(invalid="ignore", over="ignore"):
-        mixed = np.where(w >= 1.0, generated_rgb, plate[:, :, :3] * (1.0 - w) + generated_rgb * w)
-    out[:, :, :3] = np.where(w > 0, mixed, plate[:, :, :3])
+        mixed = np.where(w >= 1.0, generated_rgb, plate[..., :3] * (1.0 - w) + generated_rgb * w)
+    out[..., :3] = np.where(w > 0, mixed, plate[..., :3])
     return out

@@ -122,7 +122,7 @@ def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, 
     box = regions.context_box(regions.mask_box(mask), height, width, req.context)
     gen_h, gen_w = regions.model_size(box, plate.pixel_aspect, engine.resolution, engine.family.multiple)
     ys, xs = box.slices()
-    crop_rgb = plate.rgb(ys, xs)
+    crop_rgb = plate.rgb(ys, xs, native=True)          # half stays half: an 8K crop is big
     crop_mask = mask[ys, xs]
     broken = ~np.isfinite(crop_rgb).all(axis=2)
     model_rgb = common.model_input(colour, crop_rgb, gen_h, gen_w)
@@ -136,13 +136,19 @@ def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, 
         guidance_scale=req.guidance, generator=generator, output_type="np",
         callback_on_step_end=step_callback(on_step, req.steps),
     ).images[0]
-    weight = regions.feathered(crop_mask, req.feather)
+    del model_rgb, model_mask
+    # From here on only the mask's own box matters (the weight is 0 elsewhere), and in it only the pixels the
+    # feathered mask reaches: the composite runs on those alone.
+    inner = regions.mask_box(crop_mask)
+    iy, ix = inner.slices()
+    weight = regions.feathered(crop_mask[iy, ix], req.feather)
     # A NaN/Inf inside the mask is filled over completely, even where the feather would keep some plate.
-    filled = broken & (crop_mask > 0)
+    filled = broken[iy, ix] & (crop_mask[iy, ix] > 0)
     weight[filled] = 1.0
     inside = weight > 0
     # The inverse view transform is the costly part: run it only where the result is used.
-    generated = np.zeros_like(crop_rgb)
-    generated[inside] = colour.from_model(regions.resize(np.asarray(out, dtype=np.float32), box.height, box.width)[inside])
-    plate.set_rgb(ys, xs, regions.composite(crop_rgb, generated, weight), inside)
-    return {"nonfinite_filled": int(filled.sum()), "nonfinite_context": int((broken & ~filled).sum())}
+    generated = colour.from_model(regions.resize(np.asarray(out, dtype=np.float32), box.height, box.width)[iy, ix][inside])
+    mixed = regions.composite(crop_rgb[iy, ix][inside].astype(np.float32), generated, weight[inside])
+    plate.set_rgb(slice(box.y0 + inner.y0, box.y0 + inner.y1), slice(box.x0 + inner.x0, box.x0 + inner.x1),
+                  mixed, inside)
+    return {"nonfinite_filled": int(filled.sum()), "nonfinite_context": int(broken.sum()) - int(filled.sum())}
