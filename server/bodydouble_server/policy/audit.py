@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -291,12 +292,15 @@ def _parse(file: Path, number: int, raw: bytes) -> Line:
 
 
 def verify(path: str | Path, expect_head: str | None = None) -> Verification:
-    """Walk the chain; stop at the first line that was changed, removed or reordered and name it."""
+    """Walk the chain; stop at the first line that was changed, removed or reordered and name it.
+
+    Streams the files (memory does not grow with the log); only a line out of place reads on to find where
+    the missing one went."""
     path = Path(path).expanduser()
     result = Verification(files=segments(path))
-    lines = list(read_lines(path))
     expected_seq, prev_hash = 1, GENESIS
-    for index, line in enumerate(lines):
+    before: Line | None = None
+    for index, line in enumerate(read_lines(path)):
         record = line.record
         if record is None:
             result.problem = Problem(line.file, line.number, None, "corrupt",
@@ -304,35 +308,32 @@ def verify(path: str | Path, expect_head: str | None = None) -> Verification:
             return result
         seq = record["seq"]
         if seq != expected_seq:
-            result.problem = _out_of_place(lines, index, expected_seq)
+            result.problem = _out_of_place(line, itertools.islice(read_lines(path), index + 1, None), expected_seq)
             return result
         if not line.own_hash_ok:
             result.problem = Problem(line.file, line.number, seq, "changed",
                                      f"line (seq {seq}) was changed: its content no longer matches its hash")
             return result
         if record["prev"] != prev_hash:
-            before = lines[index - 1] if index else None
             where = f"{before.file}:{before.number}" if before else "the start of the log"
             result.problem = Problem(before.file if before else line.file, before.number if before else line.number,
                                      seq - 1, "changed",
                                      f"line (seq {seq - 1}, at {where}) was changed and its hash recomputed: "
                                      f"the next line (seq {seq}) names a different predecessor")
             return result
-        expected_seq, prev_hash = seq + 1, record["hash"]
+        expected_seq, prev_hash, before = seq + 1, record["hash"], line
         result.lines += 1
     result.head_seq, result.head_hash = expected_seq - 1, prev_hash
     if expect_head and expect_head not in (prev_hash, f"{expected_seq - 1}:{prev_hash}"):
-        last = lines[-1] if lines else None
-        result.problem = Problem(last.file if last else path, last.number if last else 0, expected_seq - 1, "head",
-                                 f"the log ends at seq {expected_seq - 1} ({prev_hash[:16]}...), not at the head "
-                                 f"recorded elsewhere ({expect_head}): lines were cut from the end or rewritten")
+        result.problem = Problem(before.file if before else path, before.number if before else 0, expected_seq - 1,
+                                 "head", f"the log ends at seq {expected_seq - 1} ({prev_hash[:16]}...), not at the "
+                                 f"head recorded elsewhere ({expect_head}): lines were cut from the end or rewritten")
     return result
 
 
-def _out_of_place(lines: list[Line], index: int, expected: int) -> Problem:
-    line = lines[index]
+def _out_of_place(line: Line, rest: Iterator[Line], expected: int) -> Problem:
     seq = line.record["seq"]
-    later = next((other for other in lines[index + 1:] if other.record and other.record.get("seq") == expected), None)
+    later = next((other for other in rest if other.record and other.record.get("seq") == expected), None)
     if later is not None:
         return Problem(line.file, line.number, seq, "reordered",
                        f"seq {expected} belongs here but this line holds seq {seq}; seq {expected} is at "
