@@ -260,3 +260,51 @@ def test_lines_of_a_batch_share_one_fsync(tmp_path, monkeypatch):
     log.append("submit", sync=False, job="job-4")
     log.close()                                       # closing never leaves a written line unsynced
     assert len(calls) == 3 and audit.verify(tmp_path / "audit.log").ok
+
+
+def test_serve_audit_log_flag_and_lines_written_before_replies_survive_kill(tmp_path):
+    """``bodydouble serve --audit-log PATH --consent-dir DIR``: every request that got its reply is in the log
+    when the server is killed (-9) right after the last reply, and the chain verifies."""
+    import signal
+
+    from bodydouble.client import Client
+    from bodydouble.jobspec import AdapterRef, FillRequest, sequence_frames
+    from bodydouble_server import samples
+    from bodydouble_server.config import ServerConfig
+    from bodydouble_server.engine import Engine
+    from bodydouble_server.models import testing
+
+    from .support import start_server_process
+    from .test_policy_consent import write_record
+
+    plate, mask = samples.write_sequence(tmp_path / "plates", 1001, 1001, 32, 24)
+    consent = tmp_path / "consent"
+    consent.mkdir()
+    write_record(consent, "hero", "Hero", "Show", ["fill"], ["ok"], "2099-12-31")
+    engine = Engine(ServerConfig(port=0, model="test:standin", video_model="none", adapters=str(tmp_path / "none")))
+    engine.load()
+    testing.test_adapter(tmp_path / "adapters" / "hero", engine.identity, "Hero", 1)
+    log = tmp_path / "elsewhere" / "audit.log"
+    proc, address = start_server_process(tmp_path, tmp_path / "adapters", extra=[
+        "--model", "test:standin", "--video-model", "none", "--audit-log", str(log), "--consent-dir", str(consent)])
+    codes, jobs = [], []
+    try:
+        with Client(address, timeout=30, user="alice") as client:
+            for shot in ("no1", "no2", "ok", "no3"):
+                request = FillRequest(frames=sequence_frames(plate, 1001, 1001, mask), steps=1, shot=shot,
+                                      adapters=[AdapterRef("hero")])
+                try:
+                    jobs.append(client.submit(request).wait(timeout=60).job)
+                except errors.RequestError as exc:
+                    codes.append(exc.code)
+            proc.send_signal(signal.SIGKILL)     # at once after the last reply
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert codes == [errors.NOT_PERMITTED] * 3 and len(jobs) == 1
+    assert audit.verify(log).ok
+    records = [line.record for line in audit.read_lines(log)]
+    assert [(r["event"], r.get("shot"), r.get("decision")) for r in records] == [
+        ("submit", "no1", "refused"), ("submit", "no2", "refused"), ("submit", "ok", "accepted"),
+        ("outcome", None, None), ("submit", "no3", "refused")]
+    assert records[3]["job"] == jobs[0] and records[3]["outcome"] == "complete"
