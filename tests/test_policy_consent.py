@@ -268,3 +268,26 @@ def test_a_changed_consent_document_is_noticed_at_once(tmp_path):
     assert "no longer matches document_sha256" in error
     write_record(tmp_path, "hero", "Hero", "Show B", ["fill"], ["*"], "2099-12-31", document=document)
     assert [(r.production, r.error) for r in book.for_character("Hero")] == [("Show B", "")]
+
+
+def test_groups_are_the_users_os_groups_and_keys_can_be_listed(tmp_path):
+    import datetime as dt
+    import getpass
+
+    from bodydouble_server.policy.consent import Requester, load_record, os_groups
+
+    me = getpass.getuser()
+    groups = os_groups(me)
+    if not groups:
+        pytest.skip("no OS group database for this user here")
+    path = write_record(tmp_path, "crew", "Hero", "Show A", ["train"], ["*"], "2099-12-31",
+                        f'groups = ["{groups[0]}"]\nusers = ["key:abc123"]')
+    record = load_record(path)
+
+    def why(requester):
+        return record.refusal(operation="train", shot=None, paths=[], extend_frames=0, requester=requester,
+                              today=dt.date(2026, 12, 3))
+
+    assert why(Requester(me)) is None
+    assert why(Requester("no-such-user-bodydouble"))[0] == "user"
+    assert why(Requester("x", verified=True, key="abc123")) is None
