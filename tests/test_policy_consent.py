@@ -170,6 +170,7 @@ def test_listing_and_hello_show_each_adapters_scope(guarded):
     assert not listing["changed"]["usable"] and "document_sha256" in listing["changed"]["reason"]
     policy = info["policy"]
     assert policy["adapters_without_consent"] == "refuse" and policy["consent_exempt_test_models"] is False
+    assert policy["users"] == "self-asserted"           # no CURVE client list: names are the clients' word
     assert policy["adapters"]["stranger"]["usable"] is False and policy["adapters"]["hero"]["usable"] is True
 
 

@@ -90,6 +90,7 @@ class Policy:
         return {"consent_dir": str(self.consent.folder), "adapters_without_consent": self.config.adapters_without_consent,
                 "consent_exempt_test_models": self.config.consent_exempt_test_models, "audit": True,
                 "provenance": "c2pa",
+                "users": "verified" if self.config.curve_authorized_clients else "self-asserted",
                 "adapters": {e["name"]: {k: e["policy"][k] for k in ("usable", "reason")} for e in listing
                              if "policy" in e}}
 
