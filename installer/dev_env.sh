@@ -20,7 +20,7 @@ if [ "${BODYDOUBLE_SKIP_BLENDER:-0}" != "1" ]; then
     "$PY" -m venv .venv-blender
   fi
   .venv-blender/bin/python -m pip install -q --upgrade pip
-  .venv-blender/bin/python -m pip install -q "bpy==4.5.*" "numpy<2" pyzmq pytest
+  .venv-blender/bin/python -m pip install -q "bpy==4.5.*" "numpy<2" pyzmq "fileseq==3.4.0" pytest
   .venv-blender/bin/python -m pip install -q --no-deps -e .
 fi
 echo "dev environment ready: .venv (server, tests)$( [ "${BODYDOUBLE_SKIP_BLENDER:-0}" != "1" ] && echo ', .venv-blender (bpy 4.5)')"

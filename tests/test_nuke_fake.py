@@ -141,9 +141,9 @@ def _raises(call) -> bool:
     ("  ", "scene_linear"),
 ])
 def test_colorspace_knob_to_ocio_name(knob, name):
-    from bodydouble_nuke import commands
+    from bodydouble_nuke import flow
 
-    assert commands.normalise_colorspace(knob) == name
+    assert flow.normalise_colorspace(knob) == name
 
 
 @pytest.mark.parametrize("path, shot", [
@@ -185,14 +185,14 @@ def test_messages_say_what_to_do():
 
 def test_render_folder_is_fresh_and_under_the_output_root(tmp_path):
     from bodydouble import host
-    from bodydouble_nuke import commands
+    from bodydouble_nuke import flow
 
     caps = {"output_root": str(tmp_path / "takes"), "roots": [str(tmp_path)]}
     params = host.Params(operation="fill", adapter="hero", shot="sh010")
-    one = commands.render_folder(caps, params, "BodyDouble1", now=1000.0)
-    two = commands.render_folder(caps, params, "BodyDouble1", now=1000.5)
+    one = flow.render_folder(caps, params, "BodyDouble1", now=1000.0)
+    two = flow.render_folder(caps, params, "BodyDouble1", now=1000.5)
     assert one.startswith(str(tmp_path / "takes" / "_nuke_renders" / "sh010" / "BodyDouble1_")) and one != two
     mine = str(tmp_path / "mine")                 # the node's 'render folder' knob
-    assert commands.render_folder(caps, params, "Group1.BodyDouble1", mine).startswith(str(tmp_path / "mine" / "Group1.BodyDouble1_"))
+    assert flow.render_folder(caps, params, "Group1.BodyDouble1", mine).startswith(str(tmp_path / "mine" / "Group1.BodyDouble1_"))
     with pytest.raises(errors.BodyDoubleError, match="render folder"):
-        commands.render_folder({}, host.Params(operation="fill", adapter="hero"), "n")
+        flow.render_folder({}, host.Params(operation="fill", adapter="hero"), "n")

@@ -12,7 +12,8 @@ What goes in ``dist/bodydouble-<version>.zip``:
   (pure Python, pyzmq + numpy; never torch). Nothing of it is committed inside the extension;
 - ``wheels/pyzmq-*.whl``: from PyPI (``pip download``), a folder, or repacked from this interpreter.
 The manifest's ``wheels`` and ``platforms`` are rewritten to list exactly what was packed.
-Blender ships numpy; only pyzmq and the thin client need wheels. Blender 4.2-4.5 run Python 3.11.
+Blender ships numpy; pyzmq, fileseq (pure Python) and the thin client need wheels. Blender 4.2-4.5 run
+Python 3.11.
 Install the result with ``blender --command extension install-file -r user_default dist/bodydouble-*.zip``.
 """
 from __future__ import annotations
@@ -48,9 +49,11 @@ PLATFORMS = {
 }
 DEFAULT_PLATFORMS = ["linux-x64", "macos-arm64", "macos-x64", "windows-x64"]
 PYZMQ = "pyzmq>=26,<28"
+# Pure-Python dependencies of the thin client: repacked from this interpreter (one wheel serves every platform).
+PURE_DEPS = ("fileseq",)
 # The command line (`bodydouble serve|fill|doctor ...`) has no use inside Blender, and `serve` and `doctor`
 # reach for the server package when it is installed beside them.
-CLI_ONLY = {"cli.py", "__main__.py", "doctor.py", "doctor_local.py"}
+CLI_ONLY = {"cli.py", "cliflags.py", "__main__.py", "doctor.py", "doctor_local.py"}
 
 
 # -- wheels -----------------------------------------------------------------------------------------
@@ -93,8 +96,8 @@ def build_thin_client_wheel(dest: Path) -> Path:
     }
     files[f"{dist_info}/METADATA"] = (
         "Metadata-Version: 2.1\nName: bodydouble\nVersion: {v}\n"
-        "Summary: BodyDouble thin client (wire protocol and client; pyzmq + numpy only)\n"
-        "Requires-Python: >=3.10\nRequires-Dist: pyzmq>=25\nRequires-Dist: numpy>=1.23\n"
+        "Summary: BodyDouble thin client (wire protocol, client and host layer; pyzmq, numpy, fileseq)\n"
+        "Requires-Python: >=3.10\nRequires-Dist: pyzmq>=25\nRequires-Dist: numpy>=1.23\nRequires-Dist: fileseq>=3.4\n"
     ).format(v=version).encode()
     files[f"{dist_info}/WHEEL"] = (
         b"Wheel-Version: 1.0\nGenerator: bodydouble build_extension\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
@@ -222,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args.cache.mkdir(parents=True, exist_ok=True)
         wheels = fetch_pyzmq(args.cache, args.platform or DEFAULT_PLATFORMS)
+    pure = Path(tempfile.mkdtemp(prefix="bodydouble-pure-"))
+    wheels += [repack_installed(name, pure) for name in PURE_DEPS]
     target = build(args.out, wheels)
     print(target)
     return 0

@@ -71,11 +71,14 @@ def add_hiero_startup(rec: Record, base: Path, plugin: Path, address: str) -> Pa
 
 def install_client(site: Path, python_version: str, server_python: Path, offline: bool,
                    say=print) -> str | None:
-    """Thin client + pyzmq for one Python ABI into ``site``; the command to run by hand when pyzmq can't be had."""
+    """Thin client (+ fileseq) and pyzmq for one Python ABI into ``site``; the command to run by hand when pyzmq
+    can't be had."""
     site.mkdir(parents=True, exist_ok=True)
     tools = _build_extension()
     with tempfile.TemporaryDirectory() as tmp:
         zipfile.ZipFile(tools.build_thin_client_wheel(Path(tmp))).extractall(site)
+        for name in tools.PURE_DEPS:        # pure Python (fileseq): this Python's copy serves every Nuke
+            zipfile.ZipFile(tools.repack_installed(name, Path(tmp))).extractall(site)
     if (site / "zmq" / "__init__.py").is_file():
         return None   # a re-run keeps the pyzmq it already has
     server_version = subprocess.run([str(server_python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],

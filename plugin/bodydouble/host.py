@@ -8,19 +8,17 @@
   host's own words (:class:`HostWords`: where its Connect dialog or its Refresh button is).
 - **Takes**: :func:`take_label`, :class:`TakeRecord` (what a host keeps of a take), :func:`safe_name`.
 - **Adapters**: :func:`hello`, :func:`list_adapters`, :func:`adapter_choices` (the picker's entries).
-- **Frame sequences**: :mod:`bodydouble.frames` (patterns, ranges), re-exported here.
+- **Frame sequences**: :mod:`bodydouble.frames` (patterns, frame numbers in file names, ranges; fileseq).
 
 A host's glue keeps only its menus, dialogs, node/strip creation and its hand-off to its main thread.
 Plain Python over the thin client: importable in any host's Python (no torch, no host module).
 """
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional, Union
 
-from . import curve, errors
+from . import curve, errors, frames
 from .background import BackgroundJob, Outcome, ProgressSink  # noqa: F401  (the host API: one import)
 from .client import AdapterInfo, Client, JobResult
 from .jobspec import AdapterRef, ExtendRequest, FillRequest, FrameInput, safe_name, sequence_frames  # noqa: F401
@@ -98,10 +96,7 @@ def check_ready(caps: dict[str, Any], params: Params) -> None:
 
 def shot_from_path(path: str) -> str:
     """``/shows/x/sh010_plate.####.exr`` -> ``sh010_plate``; '' when there is nothing to go on."""
-    if not path:
-        return ""
-    stem = os.path.basename(path).split(".")[0]
-    stem = re.sub(r"[._-]?(#+|%0?\d*d|\$F\d*)$", "", stem)
+    stem = frames.stem(path) if path else ""
     return safe_name(stem) if stem else ""
 
 

@@ -5,7 +5,6 @@ calls each ``validate()``. Adding an operation = one request class + one ``OPERA
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Optional
@@ -13,6 +12,8 @@ from typing import Optional
 import numpy as np
 
 from . import errors
+# Frame patterns and numbers in file names live in frames.py (fileseq); here for the requests' users.
+from .frames import expand_pattern, format_frame, parse_range, split_frame  # noqa: F401
 
 MODEL_KINDS = {"fill": "image", "extend": "video"}     # which of the server's models runs each operation
 
@@ -332,56 +333,11 @@ class TrainRequest(TrainOptions):
 OPERATIONS: dict[str, type] = {"fill": FillRequest, "extend": ExtendRequest, "train": TrainRequest}
 
 
-def format_frame(frame: int, padding: int) -> str:
-    """The one way a frame number is written into a file name: a negative frame is its sign, then the padded
-    number (``-0002`` for padding 4), as take folders write them and :func:`split_frame` reads them back."""
-    return f"{'-' if frame < 0 else ''}{abs(frame):0{padding}d}"
-
-
-def expand_pattern(pattern: str, frame: int) -> str:
-    """``plate.####.exr`` / ``plate.%04d.exr`` / ``plate.$F4.exr`` -> the path of one frame."""
-    match = re.search(r"#+", pattern)
-    if match:
-        return pattern[: match.start()] + format_frame(frame, len(match.group())) + pattern[match.end():]
-    match = re.search(r"%0?(\d*)d", pattern)
-    if match:
-        return pattern[: match.start()] + format_frame(frame, int(match.group(1) or 1)) + pattern[match.end():]
-    match = re.search(r"\$F(\d*)", pattern)
-    if match:
-        return pattern[: match.start()] + format_frame(frame, int(match.group(1) or 1)) + pattern[match.end():]
-    return pattern
-
-
-# The last run of digits in the file name (not the folder): how Nuke, Hiero and Blender read sequences. A '-'
-# right after a '.' or '_' (or at the start) is the frame's sign: ``plate.-0002.exr`` is frame -2.
-_FRAME_NUMBER = re.compile(r"((?:(?<=[._])-|^-)?\d+)(?!.*\d)")
-
-
-def split_frame(path: str) -> tuple[str, Optional[int]]:
-    """``/a/plate.1001.exr`` -> (``/a/plate.####.exr``, 1001); a name without digits -> (path, None)."""
-    folder, name = os.path.split(path)
-    match = _FRAME_NUMBER.search(name)
-    if not match:
-        return path, None
-    digits = match.group(1).lstrip("-")
-    pattern = name[: match.start()] + "#" * len(digits) + name[match.end():]
-    return os.path.join(folder, pattern), int(match.group(1))
-
-
-_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
-
-
 def parse_frame_range(text: str) -> tuple[int, int]:
     """``1001-1010``, ``1001``, ``-5--1``, ``-3-2``: (first, last), as ranges are printed. ValueError if not one."""
-    match = _RANGE.match(text)
-    if not match:
-        raise ValueError(f"frame range {text!r} is not FIRST-LAST or FRAME (e.g. 1001-1010, -5--1)")
-    first = int(match.group(1))
-    last = int(match.group(2)) if match.group(2) is not None else first
+    first, last = parse_range(text)
     for value in (first, last):
         check_frame_number(value)
-    if last < first:
-        raise ValueError(f"frame range {text!r} ends before it starts")
     return first, last
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import bpy
 
-from bodydouble.jobspec import split_frame
+from bodydouble.frames import split_frame
 
 IMAGE_NODE = "CompositorNodeImage"
 

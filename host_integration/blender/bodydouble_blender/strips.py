@@ -6,7 +6,8 @@ import os
 import bpy
 
 from bodydouble.client import JobResult
-from bodydouble.jobspec import FrameInput, ImageRef, split_frame
+from bodydouble.frames import split_frame
+from bodydouble.jobspec import FrameInput, ImageRef
 
 PROP = "bodydouble"
 

@@ -1,7 +1,8 @@
 """BodyDouble inside Nuke: a node that generates takes on a BodyDouble server.
 
-``nuke_api`` holds every call into Nuke; ``node`` lays out the BodyDouble group and its takes;
-``commands`` is what menus and buttons run; ``timeline`` (with ``hiero_api``) is Nuke Studio's. What is not
+``nuke_api`` holds every call into Nuke; ``node`` lays out the BodyDouble group and its takes; ``flow``
+renders its inputs for the server; ``commands`` is what menus and buttons run; ``timeline`` (with
+``hiero_api``) is Nuke Studio's. What is not
 Nuke's (parameters -> request, following a job, advice, take records) is ``bodydouble.host``.
 Scripted use (also ``nuke -t``)::
 

@@ -13,14 +13,13 @@ thread, returns the take and raises :class:`NukeJobError` instead of showing mes
 from __future__ import annotations
 
 import os
-import re
-import time
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from bodydouble import errors, host
 from bodydouble.background import BackgroundJob, Outcome
 
+from . import flow
 from . import node as bd_node
 from . import nuke_api as api
 from . import settings
@@ -42,21 +41,11 @@ class NukeJobError(RuntimeError):
 
 
 @dataclass
-class Rendered:
-    """The inputs as files the server can read."""
-
-    plate: str                # '####' pattern
-    mask: Optional[str]       # None: the plate's alpha is the mask
-    colorspace: str           # OCIO name sent to the server
-    colorspace_knob: str      # what the Write node's colorspace knob said
-
-
-@dataclass
 class Running:
     group: api.Group
     job: BackgroundJob
     params: host.Params
-    rendered: Rendered
+    rendered: flow.Rendered
 
 
 _running: dict[str, Running] = {}      # node full name -> its job in flight (main thread only)
@@ -201,7 +190,7 @@ def generate(group: api.Group, address: Optional[str] = None) -> Optional[host.T
     try:
         caps = hello(address)
         host.check_ready(caps, params)
-        rendered = render_inputs(group, params, caps)
+        rendered = flow.render_inputs(group, params, caps)
         params = replace(params, plate=rendered.plate, mask=rendered.mask or "",
                          colorspace=params.colorspace or rendered.colorspace)
         request = params.request()
@@ -220,49 +209,6 @@ def generate(group: api.Group, address: Optional[str] = None) -> Optional[host.T
     bd_node.set_status(group, f"running on {address}…")
     job.start(on_finish=lambda outcome: api.run_in_main_thread(_finish_in_main_thread, running, outcome))
     return None
-
-
-def render_folder(caps: dict[str, Any], params: host.Params, node: str, render_dir: str = "",
-                  now: Optional[float] = None) -> str:
-    """Where the temporary Write node renders this job's inputs: a new folder each time, under the node's
-    'render folder' (``render_dir``), else under the server's output root."""
-    base = render_dir
-    if not base:
-        root = caps.get("output_root") or next(iter(caps.get("roots") or []), None)
-        if not root:
-            raise errors.BodyDoubleError("The server reports no output root: set the node's 'render folder' to a "
-                                         "folder the server can read.", code="no_render_dir")
-        base = os.path.join(str(root), "_nuke_renders", host.safe_name(params.shot or "untitled"))
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    millis = int((now or time.time()) * 1000) % 1000
-    folder = os.path.join(base, f"{host.safe_name(node)}_{stamp}_{os.getpid()}_{millis:03d}")
-    return os.path.abspath(folder)
-
-
-def normalise_colorspace(knob_value: str) -> str:
-    """A Nuke colorspace knob value -> an OCIO name: 'default (scene_linear)' -> 'scene_linear'."""
-    value = knob_value.strip()
-    match = re.fullmatch(r"default \((.*)\)", value)
-    if match:
-        value = match.group(1).strip()
-    return value or "scene_linear"
-
-
-def render_inputs(group: api.Group, params: host.Params, caps: dict[str, Any]) -> Rendered:
-    """Plate (and mask) as half-float EXRs in a fresh folder the server can read."""
-    plate = api.input_of(group, 0)
-    if plate is None:
-        raise errors.BodyDoubleError("Connect a plate to the BodyDouble node's input 0.", code="no_plate")
-    mask = api.input_of(group, 1) if params.operation == "fill" else None
-    folder = render_folder(caps, params, api.node_name(group), bd_node.render_dir(group)).replace("\\", "/")
-    os.makedirs(folder, exist_ok=True)                                          # Nuke wants '/'
-    plate_pattern = f"{folder}/plate.####.exr"
-    knob = api.render(plate, plate_pattern, params.first, params.last, "rgba")
-    mask_pattern = None
-    if mask is not None:
-        mask_pattern = f"{folder}/mask.####.exr"
-        api.render(mask, mask_pattern, params.first, params.last, "alpha")
-    return Rendered(plate=plate_pattern, mask=mask_pattern, colorspace=normalise_colorspace(knob), colorspace_knob=knob)
 
 
 def cancel(group: api.Node) -> bool:

@@ -16,11 +16,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
-from bodydouble import errors, host
+from bodydouble import errors, frames, host
 from bodydouble.background import BackgroundJob, Outcome
-from bodydouble.jobspec import split_frame
 
-from . import commands, settings
+from . import commands, flow, settings
 from . import hiero_api as hapi
 from . import nuke_api as api
 
@@ -77,18 +76,17 @@ def build_menu(menu: hapi.Menu, items: list[hapi.TrackItem]) -> None:
 
 
 # -- reading the shot ------------------------------------------------------------------------
-_RANGE_SUFFIX = re.compile(r"\s+\(-?\d+-\d+\)$")
 
 
 def media_pattern(filename: str) -> str:
     """Hiero's media file name -> a '####' pattern: drops the ' (1001-1048)' range Hiero appends
     and turns '%04d' or a plain frame number into hashes."""
-    path = _RANGE_SUFFIX.sub("", filename.strip())
-    path = re.sub(r"%0?(\d*)d", lambda m: "#" * int(m.group(1) or 1), path)
-    if "#" in path:
-        return path
-    pattern, frame = split_frame(path)
-    return pattern if frame is not None else path
+    path, _, suffix = filename.strip().rpartition(" (")
+    try:
+        frames.parse_range(suffix.removesuffix(")")) if path and suffix.endswith(")") else None
+    except ValueError:
+        path = ""                                 # not a range: part of the name
+    return frames.hash_pattern(path or filename.strip())
 
 
 def shot_of(media: hapi.ItemMedia) -> Shot:
@@ -169,7 +167,7 @@ def ask_params(shot: Shot, adapters: list[str]) -> Optional[host.Params]:
         return host.Params(
             operation="extend", adapter=answer[FORM_ADAPTER], prompt=answer[FORM_PROMPT], seed=seed, steps=steps,
             first=shot.source_in, last=shot.source_out, count=count, shot=shot.name, fps=shot.fps,
-            colorspace=commands.normalise_colorspace(shot.colour_transform), plate=shot.pattern)
+            colorspace=flow.normalise_colorspace(shot.colour_transform), plate=shot.pattern)
 
 
 def cancel(shot_name: str) -> bool:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 
 from bodydouble import __version__, errors, protocol
+from bodydouble import frames
 from bodydouble.jobspec import ImageRef
 
 from .. import takes
@@ -26,9 +26,6 @@ from ..imaging import regions
 from ..jobs import Cancelled
 
 log = logging.getLogger("bodydouble.operations")
-
-_FRAME_SUFFIX = re.compile(r"[._-]?(#+|%0?\d*d|\$F\d*|\d+)?$")
-
 
 def load_image(engine: Engine, ref: ImageRef, what: str) -> frame_io.Frame:
     if ref.pixels is not None:
@@ -87,8 +84,7 @@ def shot_name(explicit: str | None, output_dir: str | None, first_plate: ImageRe
     if output_dir:
         return takes.safe_label(Path(output_dir).name)
     if first_plate.path:
-        stem = Path(first_plate.path).name.split(".")[0]
-        return takes.safe_label(_FRAME_SUFFIX.sub("", stem) or stem)
+        return takes.safe_label(frames.stem(first_plate.path) or Path(first_plate.path).name.split(".")[0])
     return "untitled"
 
 
