@@ -10,8 +10,9 @@ if sys.version_info < (3, 11):
     sys.exit(f"installer/install.py needs Python 3.11+ (this is {sys.version.split()[0]})")
 
 HERE = Path(__file__).resolve().parent
-# The installer's own package, and the thin client's standard-library-only helpers (paths, GPU probe).
-sys.path[:0] = [str(HERE), str(HERE.parent / "plugin")]
+# The installer's own package, and the standard-library-only workstation helpers it shares with `bodydouble doctor`
+# (bodydouble_server.workstation: paths, GPU probe), which import the thin client's version.
+sys.path[:0] = [str(HERE), str(HERE.parent / "plugin"), str(HERE.parent / "server")]
 
 from bodydouble_install.cli import main  # noqa: E402
 

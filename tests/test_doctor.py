@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bodydouble.doctor import diagnose
+from bodydouble_server.workstation.doctor import diagnose
 
 from .support import REPO, free_port, make_adapters, make_video_adapters
 

@@ -21,8 +21,8 @@ sys.path.insert(0, str(REPO / "installer"))
 from bodydouble_install import server_env, torch_build  # noqa: E402
 from bodydouble_install.record import Record  # noqa: E402
 
-from bodydouble.gpus import parse_nvidia_smi  # noqa: E402
-from bodydouble.locations import NUKE_BEGIN, NUKE_END  # noqa: E402
+from bodydouble_server.workstation.gpus import parse_nvidia_smi  # noqa: E402
+from bodydouble_server.workstation.locations import NUKE_BEGIN, NUKE_END  # noqa: E402
 
 INSTALL = REPO / "installer" / "install.py"
 USER_INIT = "# the studio's own Nuke start-up\nimport nuke\nnuke.pluginAddPath('/studio/nuke')"   # no final newline
@@ -244,7 +244,7 @@ def test_torch_build_follows_the_driver(cuda, build, tag):
 
 
 def test_this_cpu_machine_gets_the_pinned_cpu_build(monkeypatch):
-    from bodydouble.gpus import detect_gpus
+    from bodydouble_server.workstation.gpus import detect_gpus
 
     monkeypatch.delenv("BODYDOUBLE_NVIDIA_SMI", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")

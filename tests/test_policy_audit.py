@@ -204,7 +204,7 @@ def test_concurrent_audited_requests_leave_a_verifying_chain(tmp_path, monkeypat
 
 
 def test_doctor_prints_where_the_audit_log_is(tmp_path):
-    from bodydouble.doctor import diagnose
+    from bodydouble_server.workstation.doctor import diagnose
 
     path = tmp_path / "state" / "audit.log"
     config = tmp_path / "server.toml"

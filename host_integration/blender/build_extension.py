@@ -51,9 +51,9 @@ DEFAULT_PLATFORMS = ["linux-x64", "macos-arm64", "macos-x64", "windows-x64"]
 PYZMQ = "pyzmq>=26,<28"
 # Pure-Python dependencies of the thin client: repacked from this interpreter (one wheel serves every platform).
 PURE_DEPS = ("fileseq",)
-# The command line (`bodydouble serve|fill|doctor ...`) has no use inside Blender, and `serve` and `doctor`
-# reach for the server package when it is installed beside them.
-CLI_ONLY = {"cli.py", "cliflags.py", "__main__.py", "doctor.py", "doctor_local.py"}
+# The command line (`bodydouble serve|fill ...`) has no use inside Blender, and `serve` reaches for the server
+# package when it is installed beside it.
+CLI_ONLY = {"cli.py", "cliflags.py", "__main__.py"}
 
 
 # -- wheels -----------------------------------------------------------------------------------------

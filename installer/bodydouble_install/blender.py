@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bodydouble.locations import BLENDER_REPO, EXTENSION_ID
+from bodydouble_server.workstation.locations import BLENDER_REPO, EXTENSION_ID
 
 from .record import Record
 from .steps import REPO, run

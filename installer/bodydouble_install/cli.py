@@ -7,8 +7,8 @@ import os
 import shlex
 from pathlib import Path
 
-from bodydouble.gpus import detect_gpus
-from bodydouble.locations import NUKE_PYTHONS, default_prefix, install_manifest_path, server_config_path
+from bodydouble_server.workstation.gpus import detect_gpus
+from bodydouble_server.workstation.locations import NUKE_PYTHONS, default_prefix, install_manifest_path, server_config_path
 
 from . import blender, nuke, server_env, service, torch_build
 from .record import Record

@@ -11,7 +11,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from bodydouble.locations import NUKE_BEGIN, NUKE_END, NUKE_PYTHONS, nuke_home
+from bodydouble_server.workstation.locations import NUKE_BEGIN, NUKE_END, NUKE_PYTHONS, nuke_home
 
 from .record import Record
 from .steps import REPO, run

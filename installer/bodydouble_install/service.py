@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bodydouble.locations import systemd_unit_path
+from bodydouble_server.workstation.locations import systemd_unit_path
 
 from .record import Record
 

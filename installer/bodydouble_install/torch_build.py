@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bodydouble.gpus import GPU
+from bodydouble_server.workstation.gpus import GPU
 
 # PyTorch's CUDA wheel indexes, newest first: (the CUDA version a driver must support, the index tag).
 # The driver reports the newest CUDA it supports; any index at or below that runs on it.

@@ -23,7 +23,7 @@ from .jobspec import AdapterRef, ExtendRequest, FillRequest, TrainRequest, parse
 # Modules that add subcommands, in order: each defines ``register(commands: Commands)``. One that a partial
 # install cannot import (no server extra) adds nothing, and ``bodydouble --help`` says why.
 COMMAND_MODULES: list[str] = [
-    "bodydouble_server.cli",        # serve, demo, and train in this process
+    "bodydouble_server.cli",        # serve, demo, doctor, and train in this process
     "bodydouble_server.policy.cli",  # audit verify|show, provenance verify, adapters retire
     "bodydouble_server.scale.farm",  # farm submit fill|extend|train, farm run, farm task (the steps' commands)
 ]
@@ -161,12 +161,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _doctor(args) -> int:
-    from .doctor import cmd_doctor   # only when asked: the checks need nothing the other commands load
-
-    return cmd_doctor(args)
-
-
 # Help of the generated flags (the fields themselves, their types and defaults, are in jobspec).
 GENERATION_FLAGS = {
     "negative_prompt": Flag(name="negative"),
@@ -264,12 +258,6 @@ def register(commands: Commands) -> None:
     p = commands.client("adapters", "list the server's character adapters", cmd_adapters)
     p.add_argument("--json", action="store_true")
     commands.client("rescan", "make the server rescan its adapters folder", cmd_rescan)
-    p = commands.add("doctor", "check this set-up (versions, GPU, model, adapters, server, folders, host plugins): "
-                     "one line per check with its fix; exit 1 on any FAIL", _doctor)
-    p.add_argument("--config", help="server config (default: the one the installer writes)")
-    p.add_argument("--server", help=f"server address (default: from the config, else {DEFAULT_ADDRESS})")
-    p.add_argument("--timeout", type=float, default=5.0)
-    p.add_argument("--json", action="store_true")
 
     def generating(name: str, help: str, frames_help: str, cls, func):
         """The flags every generating operation shares: plate, frames, adapters; the rest from ``cls``'s fields."""

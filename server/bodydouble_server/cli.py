@@ -1,4 +1,4 @@
-"""The server's commands: ``bodydouble serve``, ``bodydouble demo`` and ``bodydouble train`` in this process.
+"""The server's commands: ``bodydouble serve``, ``demo``, ``doctor`` and ``train`` in this process.
 
 ``register`` adds them to ``bodydouble``'s command line (``bodydouble.cli.COMMAND_MODULES`` lists this
 module). Importing this module must stay cheap and torch-free: it runs on every ``bodydouble`` call, thin
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from bodydouble.cliflags import Flag, add_fields, values
+from bodydouble.client import DEFAULT_ADDRESS
 
 from .config import DTYPES, ServerConfig
 
@@ -65,6 +66,13 @@ def register(commands) -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--extend", type=int, default=8, help="frames the demo's extend take adds after the plate")
 
+    p = commands.add("doctor", "check this set-up (versions, GPU, model, adapters, server, folders, host plugins): "
+                     "one line per check with its fix; exit 1 on any FAIL", cmd_doctor)
+    p.add_argument("--config", help="server config (default: the one the installer writes)")
+    p.add_argument("--server", help=f"server address (default: from the config, else {DEFAULT_ADDRESS})")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--json", action="store_true")
+
     p = commands.parser("train")     # the client's train command: these flags are for training in this process
     p.add_argument("--out", help="adapters folder to publish into (default: the server's)")
     p.add_argument("--work-dir", help="checkpoints folder (default: OUT/.training/NAME); rerun to resume")
@@ -87,6 +95,13 @@ def needs_server(command):
                   f"({exc})", file=sys.stderr)
             return 2
     return run
+
+
+def cmd_doctor(args) -> int:
+    """Works without the server's libraries: the checks say what is missing."""
+    from .workstation.doctor import cmd_doctor as doctor
+
+    return doctor(args)
 
 
 def cmd_serve(args) -> int:

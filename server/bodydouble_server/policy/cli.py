@@ -59,7 +59,7 @@ def _settings_flags(p) -> None:
 
 
 def _config(args):
-    from bodydouble.locations import server_config_path
+    from bodydouble_server.workstation.locations import server_config_path
 
     from ..config import ServerConfig
 

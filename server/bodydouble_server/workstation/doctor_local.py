@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from importlib import metadata, util
 from pathlib import Path
 
-from . import __version__
+from bodydouble import __version__
+
 from .gpus import detect_gpus
 from .locations import NUKE_BEGIN, NUKE_PYTHONS, installed_blender_extensions, nuke_home
 

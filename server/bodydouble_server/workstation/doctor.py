@@ -11,8 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, errors
-from .client import DEFAULT_ADDRESS, Client
+from bodydouble import __version__, errors
+from bodydouble.client import DEFAULT_ADDRESS, Client
+
 from .doctor_local import (INSTALLER, Check, check_blender, check_folder, check_gpu, check_nuke, check_python,
                            check_server_packages, server_installed)
 from .locations import install_manifest_path, server_config_path, systemd_unit_path
