@@ -52,15 +52,23 @@ def _output_dir(prefs, plate_pattern: str) -> str:
     return os.path.join(os.path.abspath(bpy.path.abspath(root)), host.shot_from_path(plate_pattern) or "untitled")
 
 
-def submit_fill(context, params: host.Params, extras: dict, tree_ref, source_name: str, wire: bool):
-    """Send a fill job; the take node it loads stores ``params`` and the Blender ``extras`` (for Regenerate)."""
+def start_fill(op, context, params: host.Params, extras: dict, tree, source_name: str, wire: bool,
+               note: str = "") -> set[str]:
+    """Send a fill job (Fill, Regenerate) and return the operator's result; the take node it loads stores
+    ``params`` and the Blender ``extras`` (what Regenerate runs again)."""
     prefs = preferences.get(context)
-    request = params.request()
+    try:
+        request = params.request()
+    except ValueError as exc:
+        op.report({"ERROR"}, f"BodyDouble: {exc}")
+        return {"CANCELLED"}
     stored = {**params.to_dict(), **extras}
-    title = f"Fill {params.adapter} {params.first}-{params.last}"
-    return jobs.start(title, prefs.server_address, request, prefs.connect_timeout,
-                      lambda result: nodes.load_take(tree_ref, source_name, stored, result, wire),
-                      preferences.curve_certs(prefs), params)
+    tree_ref = compositor.tree_ref(tree, context.scene)
+    job = jobs.start(f"Fill {params.adapter} {params.first}-{params.last}", prefs.server_address, request,
+                     prefs.connect_timeout, lambda result: nodes.load_take(tree_ref, source_name, stored, result, wire),
+                     preferences.curve_certs(prefs), params)
+    op.report({"INFO"}, f"BodyDouble: {job.title} (seed {params.seed}) started{note}")
+    return {"FINISHED"}
 
 
 class _GenerationProps:
@@ -188,13 +196,8 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
             output_dir=_output_dir(prefs, foot.pattern))
         extras = dict(mask_source=self.mask_source, is_sequence=foot.is_sequence, source_node=plate.name,
                       scene_start=foot.scene_start + (first - foot.first), image_colorspace=foot.colorspace)
-        try:
-            job = submit_fill(context, params, extras, compositor.tree_ref(tree, context.scene), plate.name, wire)
-        except ValueError as exc:
-            self.report({"ERROR"}, f"BodyDouble: {exc}")
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"BodyDouble: {job.title} (seed {seed}) started; keep working, it loads when done")
-        return {"FINISHED"}
+        return start_fill(self, context, params, extras, tree, plate.name, wire,
+                          note="; keep working, it loads when done")
 
 
 class BODYDOUBLE_OT_regenerate(bpy.types.Operator):
@@ -227,13 +230,7 @@ class BODYDOUBLE_OT_regenerate(bpy.types.Operator):
         extras = {k: v for k, v in stored.items() if k not in params.to_dict() and k not in _TAKE_KEYS}
         extras["regenerated_from"] = node.name
         wire = preferences.get(context).wire_results
-        try:
-            job = submit_fill(context, params, extras, compositor.tree_ref(tree, context.scene), node.name, wire)
-        except ValueError as exc:
-            self.report({"ERROR"}, f"BodyDouble: {exc}")
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"BodyDouble: {job.title} (seed {params.seed}) started")
-        return {"FINISHED"}
+        return start_fill(self, context, params, extras, tree, node.name, wire)
 
 
 class BODYDOUBLE_OT_extend(_GenerationProps, bpy.types.Operator):
