@@ -54,10 +54,9 @@ def test_composite_touches_only_weighted_rgb():
 
 def test_colour_round_trip_keeps_overbrights_and_rejects_unknown_names():
     rgb = np.array([[[0.18, 0.18, 0.18], [4.0, 2.0, 1.0], [12.0, 12.0, 12.0]]], np.float32)
-    colour = ColourTransform("ACEScg")
-    display = colour.to_model(rgb)
+    encoding, display = ColourTransform("ACEScg").encode(rgb)
     assert display.min() >= 0 and display.max() <= 1
-    back = colour.from_model(display)
+    back = encoding.from_model(display)
     assert np.allclose(back, rgb, rtol=0.02)
     assert np.array_equal(ColourTransform("Raw").to_model(np.clip(rgb, 0, 1)), np.clip(rgb, 0, 1))
     with pytest.raises(errors.RequestError) as info:

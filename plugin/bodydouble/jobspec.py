@@ -103,6 +103,9 @@ class AdapterRef:
             raise ValueError(f"adapter weight {self.weight} is outside [-4, 4]")
 
 
+HIGHLIGHT_CEILING = 16.0
+
+
 _SHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -128,6 +131,8 @@ def _check_generation(req) -> None:
     check_text(req.prompt, "prompt", "prompt")
     check_text(req.negative_prompt, "negative_prompt", "prompt")
     check_text(req.colorspace, "colorspace", "colorspace")
+    if not 1.0 <= req.highlight_ceiling <= 65504.0:
+        raise ValueError(f"highlight_ceiling must be in [1, 65504] (scene-linear), got {req.highlight_ceiling}")
     if req.output_dir is not None:
         check_text(req.output_dir, "output_dir", "path")
     if req.shot is not None:
@@ -151,8 +156,11 @@ class FillRequest:
     steps: int = 20
     strength: float = 1.0
     guidance: float = 7.5
-    # Colour space of the plate pixels (an OCIO name); plates are scene-linear ACEScg by default.
+    # Colour space of the plate pixels (an OCIO name, alias, role or the host's usual name); ACEScg by default.
     colorspace: str = "ACEScg"
+    # Generated pixels are never brighter than this (or than the brightest plate value in the crop), in the
+    # plate's units (scene-linear for scene-linear plates): pure model white comes back as this (docs/colour.md).
+    highlight_ceiling: float = HIGHLIGHT_CEILING
     # Channel of the mask image to use; None: alpha if present, else the first channel.
     mask_channel: Optional[str] = None
     # Context around the mask's bounding box, as a fraction of its size, given to the model.
@@ -203,6 +211,7 @@ class ExtendRequest:
     # Match the generated frames' per-channel mean/spread to the last plate frame (measured at the seam).
     colour_match: bool = True
     colorspace: str = "ACEScg"
+    highlight_ceiling: float = HIGHLIGHT_CEILING   # as FillRequest's (the conditioning frames' brightest value)
     shot: Optional[str] = None
     output_dir: Optional[str] = None
     return_pixels: bool = False

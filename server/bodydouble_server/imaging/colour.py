@@ -1,12 +1,29 @@
 """Scene-linear plates <-> the display-referred [0, 1] pixels image models were trained on.
 
-The forward path is an OCIO display view (what artists see, and what the model learned from);
-its inverse brings generated pixels back to scene-linear. Generated highlights are therefore
-bounded by the inverse view (about 16.0 for ACES SDR). ``Raw`` skips colour management for
-plates that are already display-referred.
+**Names.** A request names the plate's colour space the way its host does ("Linear Rec.709" in Blender,
+"linear" in Nuke's default colour management, "ACEScg", a role such as "scene_linear"). :func:`resolve` finds
+it in the OCIO config in use (its names, aliases and roles, then :data:`HOST_ALIASES`) or refuses it with
+``unknown_colorspace`` listing every name the config has.
+
+**The model encoding** (docs/colour.md). Forward: the OCIO display view (what artists see, and what the model
+learned from); its top, from a knee to the display value of the *ceiling*, is stretched smoothly to fill
+[knee, 1.0]. Inverse: the stretch undone, then the view's inverse, then capped at the ceiling. So:
+
+- pure display white comes back as the ceiling, never more (the view's own inverse sends 0.98 -> 19.7,
+  0.99 -> 34.5, 1.0 -> 128: a white collar would be a blow-out);
+- the inverse is well conditioned: the display codes near white, where a model's whites land, now span
+  [knee, ceiling] instead of [ceiling, 128] (bench/colour_encoding.py prints the amplification of a one-code
+  display error, old and new);
+- below the knee the model sees exactly the view; plate values up to the ceiling round-trip exactly;
+- the ceiling is ``max(request's highlight_ceiling, the crop's brightest plate value)``: generated pixels are
+  never brighter than the ceiling or than what the crop already holds, and a passthrough gives the plate back.
+
+Everything is per channel and monotonic, so gradients stay ordered. ``Raw`` (and data spaces) skip colour
+management for plates that are already display-referred.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -14,8 +31,38 @@ import numpy as np
 import OpenImageIO as oiio
 
 from bodydouble import errors
+from bodydouble.jobspec import HIGHLIGHT_CEILING
 
-RAW_NAMES = {"raw", "data", "none"}
+# The knee (the plate's units, scene-linear for scene-linear plates): the model sees the plain view below it.
+# Chosen with bench/colour_encoding.py (see docs/colour.md for its table).
+KNEE = 4.0
+DEFAULT_CEILING = HIGHLIGHT_CEILING      # the requests' highlight_ceiling default (16.0)
+RAW_NAMES = {"raw", "data", "none", "non-color", "utility - raw"}
+
+# Names hosts use that OCIO configs spell otherwise: each maps to candidates tried in order against the
+# config in use (OCIO 2 interop aliases first: every ACES cg/studio config has them; then the names of
+# ACES 1.x and nuke-default configs). Only true equivalents are listed: the same primaries and encoding.
+HOST_ALIASES: dict[str, tuple[str, ...]] = {
+    # Blender (its bundled config's names)
+    "linear rec.709": ("lin_rec709_srgb", "Linear Rec.709 (sRGB)", "Utility - Linear - sRGB", "linear"),
+    "linear rec.2020": ("lin_rec2020", "Linear Rec.2020", "Utility - Linear - Rec.2020"),
+    "linear dci-p3 d65": ("lin_p3d65", "Linear P3-D65", "Utility - Linear - P3-D65"),
+    "linear cie-xyz d65": ("lin_ciexyzd65_scene", "CIE XYZ-D65 - Scene-referred"),
+    "srgb": ("srgb_tx", "sRGB Encoded Rec.709 (sRGB)", "Utility - sRGB - Texture", "sRGB"),
+    "display p3": ("srgb_p3d65", "sRGB Encoded P3-D65"),
+    "rec.1886": ("g24_rec709", "Gamma 2.4 Encoded Rec.709", "Gamma2.4"),
+    "non-color": ("Raw", "raw"),
+    # Nuke's default colour management (nuke-default config)
+    "linear": ("lin_rec709_srgb", "Linear Rec.709 (sRGB)", "Utility - Linear - sRGB", "linear"),
+    "gamma1.8": ("g18_rec709", "Gamma 1.8 Encoded Rec.709", "Gamma1.8"),
+    "gamma2.2": ("g22_rec709", "Gamma 2.2 Encoded Rec.709", "Gamma2.2"),
+    "gamma2.4": ("g24_rec709", "Gamma 2.4 Encoded Rec.709", "Gamma2.4"),
+    "raw": ("Raw", "raw"),
+    # Either way round: an ACES name sent to a nuke-default server
+    "linear rec.709 (srgb)": ("linear",),
+    "srgb encoded rec.709 (srgb)": ("sRGB",),
+}
+
 # OIIO spreads an image operation over scanlines: a long single row would run on one core.
 _ROW = 1024
 _CHUNK = 1 << 20          # pixels per conversion call: 12 MB of float32 RGB
@@ -25,28 +72,68 @@ _CHUNK = 1 << 20          # pixels per conversion call: 12 MB of float32 RGB
 def _config(ocio: str | None) -> tuple:
     """The OCIO config and its colour spaces: parsing it costs ~25 ms a request, and it changes only with $OCIO."""
     config = oiio.ColorConfig()
-    return config, frozenset(config.getColorSpaceNames())
+    return config, tuple(config.getColorSpaceNames())
+
+
+def config_in_use() -> tuple:
+    """(OIIO ColorConfig, its colour-space names) of this process's OCIO config ($OCIO, else OCIO's default)."""
+    return _config(os.environ.get("OCIO"))
+
+
+def resolve(name: str) -> str:
+    """The config's own name for ``name`` (a name, alias, role or a host's usual name); unknown_colorspace
+    listing every valid name otherwise. Raw/data names come back as "raw"."""
+    if name.strip().lower() in RAW_NAMES:
+        return "raw"
+    config, known = config_in_use()
+    by_lower = {n.lower(): n for n in known}
+    for candidate in (name, *HOST_ALIASES.get(name.strip().lower(), ())):
+        for form in (candidate, config.resolve(candidate)):
+            found = form if form in known else by_lower.get(form.lower())
+            if found:
+                return "raw" if found.lower() in RAW_NAMES else found
+    roles = sorted(config.getRoles())
+    raise errors.RequestError(
+        f"unknown colour space {name!r} in the server's OCIO config ({config.configname()}). Valid names: "
+        f"{', '.join(known)}; roles: {', '.join(roles)}. Set $OCIO on the server to use the studio's config.",
+        code=errors.UNKNOWN_COLORSPACE, details={"colorspace": name, "config": config.configname(),
+                                                 "valid": list(known), "roles": roles})
+
+
+def server_colour() -> dict:
+    """What hello tells hosts about colour: the config, its working space, the view models see, the encoding."""
+    config, known = config_in_use()
+    display = config.getDefaultDisplayName()
+    return {"config": config.configname(), "scene_linear": config.getColorSpaceNameByRole("scene_linear") or "",
+            "display": display, "view": config.getDefaultViewName(display), "colorspaces": list(known),
+            "encoding": "view, top stretched to the highlight ceiling", "knee": KNEE,
+            "default_highlight_ceiling": DEFAULT_CEILING}
+
+
+def same_config(host: str, server: str) -> bool:
+    """Whether a host's config (a path or an ocio:// name; '' for none known) is the server's."""
+    def norm(text: str) -> str:
+        text = text.strip()
+        return text if text.startswith("ocio://") else os.path.normcase(os.path.normpath(os.path.expanduser(text)))
+    return bool(host) and norm(host) == norm(server)
 
 
 class ColourTransform:
+    """The plate's colour space, and the config's display view the model sees it through."""
+
     def __init__(self, colorspace: str, display: str | None = None, view: str | None = None):
-        config, known = _config(os.environ.get("OCIO"))
-        self.colorspace = colorspace
-        self.raw = colorspace.lower() in RAW_NAMES
+        config, _ = config_in_use()
+        self.colorspace = colorspace                    # as asked (what provenance records)
+        self.space = resolve(colorspace)                # the config's own name
+        self.raw = self.space == "raw"
         self.display = display or config.getDefaultDisplayName()
         self.view = view or config.getDefaultViewName(self.display)
-        if not self.raw:
-            resolved = config.resolve(colorspace) if hasattr(config, "resolve") else colorspace
-            if colorspace not in known and resolved not in known:
-                names = ", ".join(sorted(known)[:12])
-                raise errors.RequestError(
-                    f"unknown colour space {colorspace!r} in the OCIO config ({config.configname() if hasattr(config, 'configname') else 'default'}); "
-                    f"known include: {names}, ...; set $OCIO for a studio config",
-                    code=errors.UNKNOWN_COLORSPACE,
-                )
 
     def describe(self) -> str:
-        return "raw (no colour management)" if self.raw else f"{self.colorspace} -> {self.display} / {self.view}"
+        if self.raw:
+            return "raw (no colour management)"
+        named = self.colorspace if self.colorspace == self.space else f"{self.colorspace} ({self.space})"
+        return f"{named} -> {self.display} / {self.view}"
 
     def _apply(self, rgb: np.ndarray, inverse: bool) -> np.ndarray:
         """Any (..., 3) array; pixels are independent, so a flat list of them works as well as an image."""
@@ -59,31 +146,133 @@ class ColourTransform:
         padded = np.zeros((rows * width, 3), np.float32)
         padded[:count] = flat
         buf = oiio.ImageBuf(padded.reshape(rows, width, 3))
-        out = oiio.ImageBufAlgo.ociodisplay(buf, self.display, self.view, fromspace=self.colorspace,
+        out = oiio.ImageBufAlgo.ociodisplay(buf, self.display, self.view, fromspace=self.space,
                                             unpremult=False, inverse=inverse)
-        if out.has_error:
-            raise errors.RequestError(f"colour conversion failed: {out.geterror()}", code=errors.UNKNOWN_COLORSPACE)
+        if out.has_error or out.spec().width == 0:     # an unknown name gives an empty image and no error
+            raise errors.RequestError(f"colour conversion failed: {out.geterror() or 'empty result'}",
+                                      code=errors.UNKNOWN_COLORSPACE)
         return np.asarray(out.get_pixels(oiio.FLOAT), dtype=np.float32).reshape(-1, 3)[:count].reshape(rgb.shape)
 
-    def to_model(self, rgb: np.ndarray) -> np.ndarray:
-        """Any (..., 3) array (half or float) -> float32 in [0, 1]. Never NaN or Inf: a non-finite plate sample is
-        shown to the model as black, so it cannot spread through the model (or a colour-match statistic) into
-        generated pixels."""
-        def convert(part: np.ndarray) -> np.ndarray:
-            part[~np.isfinite(part)] = 0.0
-            if not self.raw:
-                part = self._apply(part, inverse=False)
-            return np.clip(np.nan_to_num(part, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    def display_of(self, value: float) -> float:
+        """The view's display value of a neutral ``value`` of this colour space."""
+        return float(self._apply(np.full((1, 3), value, np.float32), inverse=False)[0].max())
 
-        return _chunked(rgb, convert)
+    def to_model(self, rgb: np.ndarray) -> np.ndarray:
+        """The plain view, clipped to [0, 1]: what the artist sees (review proxies, training frames)."""
+        return _chunked(rgb, lambda part: np.clip(self._view(part), 0.0, 1.0))
 
     def from_model(self, rgb: np.ndarray) -> np.ndarray:
-        """Generated pixels back to the plate's space; a model that made NaN or Inf fails the job (never a take
-        with holes in it)."""
+        """Model pixels back with the default encoding (ceiling 16, no crop to raise it): bounded."""
+        return self.encoding().from_model(rgb)
+
+    def _view(self, part: np.ndarray) -> np.ndarray:
+        """float32 (n, 3) -> the view's display values. A non-finite plate sample is shown as black, so it
+        cannot spread through the model (or a colour-match statistic) into generated pixels."""
+        part[~np.isfinite(part)] = 0.0
+        if not self.raw:
+            part = self._apply(part, inverse=False)
+        return np.nan_to_num(part, nan=0.0, posinf=1.0, neginf=0.0)
+
+    def encoding(self, brightest: float = 0.0, ceiling: float = DEFAULT_CEILING, knee: float = KNEE,
+                 display_max: float = 0.0) -> "ModelEncoding":
+        """The model encoding for pixels whose brightest plate value is ``brightest`` and whose brightest view
+        channel is ``display_max`` (a saturated highlight can show brighter than a neutral of the same value:
+        it must not be clipped). The knee sits at most two stops below the ceiling, so a low ceiling still has
+        a stretch to make."""
+        if self.raw:
+            return ModelEncoding(self, 1.0, 1.0, 1.0)
+        top_value = max(float(ceiling), float(brightest))
+        top = min(max(self.display_of(top_value), float(display_max)), 1.0)
+        return ModelEncoding(self, top_value, min(self.display_of(min(knee, top_value / 4.0)), top), top)
+
+    def encode(self, rgb: np.ndarray, ceiling: float = DEFAULT_CEILING,
+               knee: float = KNEE) -> tuple["ModelEncoding", np.ndarray]:
+        """A crop's own encoding and its model pixels in one pass of the view: (encoding, float32 in [0, 1])."""
+        seen = {"plate": 0.0, "display": 0.0}
+
+        def view(part: np.ndarray) -> np.ndarray:
+            seen["plate"] = max(seen["plate"], brightest(part))
+            shown = self._view(part)
+            seen["display"] = max(seen["display"], float(shown.max(initial=0.0)))
+            return shown
+        display = _chunked(rgb, view)
+        encoding = self.encoding(seen["plate"], ceiling, knee, display_max=seen["display"])
+        flat = display.reshape(-1, 3)
+        for start in range(0, len(flat), _CHUNK):
+            flat[start:start + _CHUNK] = np.clip(encoding._stretch(flat[start:start + _CHUNK]), 0.0, 1.0)
+        return encoding, display
+
+
+def brightest(rgb: np.ndarray) -> float:
+    """The largest finite sample of an (..., 3) array (0 for none), a bounded run of pixels at a time."""
+    flat, best = rgb.reshape(-1, rgb.shape[-1]), 0.0
+    for start in range(0, len(flat), _CHUNK):
+        part = flat[start:start + _CHUNK]
+        finite = part[np.isfinite(part)]
+        if finite.size:
+            best = max(best, float(finite.max()))
+    return best
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEncoding:
+    """Plate values <-> model pixels with a bounded, well-conditioned inverse (the module's doc).
+
+    ``ceiling``: the largest value ``from_model`` returns (plate units); ``knee``/``top``: display values
+    between which the view is stretched to [knee, 1] (top = the view of the ceiling)."""
+
+    colour: ColourTransform
+    ceiling: float
+    knee: float
+    top: float
+
+    @property
+    def _ratio(self) -> float:
+        """The stretch's slope at the knee, relative to the straight line knee->1 (1: no stretch)."""
+        return 1.0 if self.top >= 1.0 else (self.top - self.knee) / (1.0 - self.knee)
+
+    def _stretch(self, display: np.ndarray) -> np.ndarray:
+        """[knee, top] -> [knee, 1] by h(t) = r t + (1 - r) t^2: slope 1 at the knee (no kink), monotonic."""
+        r, k = self._ratio, self.knee
+        if r >= 1.0:
+            return display
+        out = display.astype(np.float32, copy=True)
+        above = out > k
+        t = np.clip((out[above] - k) / (self.top - k), 0.0, 1.0)
+        out[above] = k + (1.0 - k) * (r * t + (1.0 - r) * t * t)
+        return out
+
+    def _unstretch(self, display: np.ndarray) -> np.ndarray:
+        r, k = self._ratio, self.knee
+        if r >= 1.0:
+            return display
+        out = display.astype(np.float32, copy=True)
+        above = out > k
+        u = np.clip((out[above].astype(np.float64) - k) / (1.0 - k), 0.0, 1.0)
+        t = 2.0 * u / (r + np.sqrt(r * r + 4.0 * (1.0 - r) * u))     # the root of (1-r)t^2 + rt - u, stably
+        out[above] = k + t * (self.top - k)
+        return out
+
+    def to_model(self, rgb: np.ndarray) -> np.ndarray:
+        """Any (..., 3) array (half or float) -> float32 in [0, 1]; never NaN or Inf."""
+        return _chunked(rgb, lambda part: np.clip(self._stretch(self.colour._view(part)), 0.0, 1.0))
+
+    def from_model(self, rgb: np.ndarray) -> np.ndarray:
+        """Model pixels back to the plate's space, never above the ceiling; a model that made NaN or Inf fails
+        the job (never a take with holes in it)."""
         if not np.isfinite(rgb).all():
             raise errors.RequestError("the model produced NaN or infinite pixels (a half-precision overflow or a "
                                       "diverged adapter?); nothing was written for this frame", code=errors.JOB_FAILED)
-        return rgb.astype(np.float32) if self.raw else _chunked(rgb, lambda part: self._apply(part, inverse=True))
+        if self.colour.raw:
+            return rgb.astype(np.float32)
+
+        def back(part: np.ndarray) -> np.ndarray:
+            linear = self.colour._apply(self._unstretch(np.clip(part, 0.0, 1.0)), inverse=True)
+            return np.minimum(linear, np.float32(self.ceiling))
+        return _chunked(rgb, back)
+
+    def to_dict(self) -> dict:
+        return {"ceiling": self.ceiling, "knee": self.knee, "top": self.top, "view": self.colour.describe()}
 
 
 def _chunked(rgb: np.ndarray, convert) -> np.ndarray:

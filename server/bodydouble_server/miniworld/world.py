@@ -78,7 +78,7 @@ def model_view(colour: ColourTransform, rgb: np.ndarray, mask: np.ndarray, conte
     box = regions.context_box(regions.mask_box(mask), height, width, context)
     gen_h, gen_w = regions.model_size(box, pixel_aspect, resolution, multiple)
     ys, xs = box.slices()
-    model_rgb = common.model_input(colour, rgb[ys, xs], gen_h, gen_w)
+    model_rgb = common.model_input(colour.encode(rgb[ys, xs])[1], gen_h, gen_w)
     model_mask = (regions.resize(mask[ys, xs][:, :, None], gen_h, gen_w)[:, :, 0] > 0.01).astype(np.float32)
     return box, model_rgb, model_mask
 

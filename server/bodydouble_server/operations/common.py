@@ -34,13 +34,13 @@ def load_image(engine: Engine, ref: ImageRef, what: str) -> frame_io.Frame:
     return frame_io.read_frame(path, engine.config.limits, what)
 
 
-def model_input(colour, rgb: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Scene-linear RGB -> the model's display-referred [0, 1] pixels at its size.
+def model_input(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The model encoding's [0, 1] pixels (imaging/colour.py) at the model's size.
 
     Clipped after resizing too: the resize filter rings past 0 and 1 at hard edges, and diffusers' image
     processors skip their [0, 1] -> [-1, 1] scaling for any input that dips below 0.
     """
-    return np.clip(regions.resize(colour.to_model(rgb), height, width), 0.0, 1.0)
+    return np.clip(regions.resize(pixels, height, width), 0.0, 1.0)
 
 
 def check_inputs(engine: Engine, refs: list[tuple[ImageRef, str]]) -> None:
@@ -117,6 +117,7 @@ def provenance(engine: Engine, operation: str, adapters, req, take: takes.Take, 
         "strength": float(getattr(req, "strength", 1.0)),
         "guidance": float(req.guidance),
         "colorspace": req.colorspace,
+        "highlight_ceiling": float(getattr(req, "highlight_ceiling", 0.0)),
         "take": take.number,
         "job": job.id,
         "tool_version": __version__,

@@ -6,7 +6,8 @@ exists (chunks.py) -> colour matched across the seam (seam.py) -> resized back -
 numbered after the plate, with the plate's resolution, pixel aspect, channels and pixel type. Every
 finished chunk is on disk at once; the take is marked complete only after the last one.
 
-Generated highlights are bounded by the inverse display view (about 16.0 for ACES SDR), as in fill.
+Generated highlights never exceed the request's highlight_ceiling or the conditioning frames' brightest value
+(imaging/colour.py's model encoding), as in fill.
 """
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ from bodydouble.jobspec import ExtendRequest
 from ..engine import Engine
 from ..imaging import frames as frame_io
 from ..imaging import regions, seam
-from ..imaging.colour import ColourTransform
+from ..imaging import colour as colour_mod
+from ..imaging.colour import ColourTransform, ModelEncoding
 from . import chunks as chunking
 from . import common
 
 _SETTINGS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "fps", "count", "conditioning", "overlap",
-             "colour_match", "colorspace")
+             "colour_match", "colorspace", "highlight_ceiling")
 
 
 def validate(req: ExtendRequest, engine: Engine) -> None:
@@ -52,7 +54,9 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     plan = chunking.plan(req.count, req.conditioning, req.overlap, video.window, video.family.temporal_multiple)
     common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames])
     conditioning = req.frames[-req.conditioning:]
-    context, last, broken = _conditioning(engine, colour, conditioning, video)
+    # One encoding for the whole take: the request's ceiling, raised to the conditioning frames' brightest value.
+    encoding = colour.encoding(_brightest(engine, conditioning), req.highlight_ceiling)
+    context, last, broken = _conditioning(engine, encoding, conditioning, video)
     gen_h, gen_w = context.shape[1:3]
 
     pipe = video.pipeline()
@@ -100,7 +104,7 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
             tail = np.concatenate([tail[:len(tail) - chunk.overlap], made])[-keep:]
             # Overlap frames are written again, blended: a take is only read once it says complete.
             for index, model_rgb in enumerate(made, start=chunk.start):
-                writer.put(first + index, _to_plate(colour, last, model_rgb),
+                writer.put(first + index, _to_plate(encoding, last, model_rgb),
                            {**attributes, "frame": first + index, "chunk": chunk.index + 1})
             writer.flush()      # every finished chunk is on disk and in take.json before the next starts
     return common.result_message(job, "extend", take, {
@@ -113,7 +117,17 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     }, returned)
 
 
-def _conditioning(engine: Engine, colour: ColourTransform, items, video) -> tuple[np.ndarray, frame_io.Frame, int]:
+def _brightest(engine: Engine, items) -> float:
+    """The largest finite R, G, B value of the conditioning plates (read one at a time, like _conditioning)."""
+    best = 0.0
+    for item in items:
+        plate = common.load_image(engine, item.plate, f"plate {item.frame}")
+        best = max(best, colour_mod.brightest(plate.rgb(native=True)))
+        del plate
+    return best
+
+
+def _conditioning(engine: Engine, encoding: ModelEncoding, items, video) -> tuple[np.ndarray, frame_io.Frame, int]:
     """The last K plate frames at the model's size (read and converted one at a time), the last plate's layout
     (what every generated frame is written as), and how many of their pixels were NaN/Inf (shown as black)."""
     context, layout, broken = [], None, 0
@@ -132,7 +146,7 @@ def _conditioning(engine: Engine, colour: ColourTransform, items, video) -> tupl
                 code=errors.INVALID_REQUEST)
         rgb = plate.rgb()
         broken += int((~np.isfinite(rgb)).any(axis=2).sum())
-        context.append(common.model_input(colour, rgb, gen_h, gen_w))
+        context.append(common.model_input(encoding.to_model(rgb), gen_h, gen_w))
         layout = plate.layout()
         del plate, rgb
     return np.stack(context), layout, broken
@@ -206,10 +220,10 @@ def _seam_attributes(qc: dict) -> dict:
             "colour_match_gain": rgb(qc["match"].gain), "colour_match_offset": rgb(qc["match"].offset)}
 
 
-def _to_plate(colour: ColourTransform, layout: frame_io.Frame, model_rgb: np.ndarray) -> frame_io.Frame:
+def _to_plate(encoding: ModelEncoding, layout: frame_io.Frame, model_rgb: np.ndarray) -> frame_io.Frame:
     """One generated frame in the plate's layout (every part, channel type and window): scene-linear RGB,
     opaque alpha, other channels zero."""
     frame = layout.blank()
     height, width = frame.shape
-    frame.set_rgb(slice(None), slice(None), colour.from_model(regions.resize(model_rgb, height, width)))
+    frame.set_rgb(slice(None), slice(None), encoding.from_model(regions.resize(model_rgb, height, width)))
     return frame

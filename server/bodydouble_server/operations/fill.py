@@ -2,7 +2,7 @@
 
 Per frame: read plate + mask -> crop to the mask's box plus context -> plate colour space to the
 model's display-referred encoding -> resize to the model's size -> inpaint with the adapter(s)
--> resize back -> inverse display transform -> composite in scene-linear through a feather
+-> resize back -> the encoding's bounded inverse (never above the ceiling) -> composite in scene-linear through a feather
 that is zero outside the mask -> write the EXR atomically into the take.
 
 Only the plate's R, G, B samples the feathered mask reaches are rewritten (in their own type); every other
@@ -66,7 +66,8 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                     "operation": "fill", "adapters": [a.describe() for a, _ in adapters],
                     "base_model": engine.identity.to_dict(),
                     "request": {k: getattr(req, k) for k in ("prompt", "negative_prompt", "seed", "steps", "strength",
-                                                              "guidance", "colorspace", "context", "feather")},
+                                                              "guidance", "colorspace", "highlight_ceiling",
+                                                              "context", "feather")},
                     "nonfinite": {"total": repaired, "frames": {}},
                 })
                 finishing.enter_context(common.completing(take))
@@ -125,7 +126,10 @@ def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, 
     crop_rgb = plate.rgb(ys, xs, native=True)          # half stays half: an 8K crop is big
     crop_mask = mask[ys, xs]
     broken = ~np.isfinite(crop_rgb).all(axis=2)
-    model_rgb = common.model_input(colour, crop_rgb, gen_h, gen_w)
+    # The crop's own encoding: the request's ceiling, raised to the crop's brightest value (imaging/colour.py).
+    encoding, shown = colour.encode(crop_rgb, req.highlight_ceiling)
+    model_rgb = common.model_input(shown, gen_h, gen_w)
+    del shown
     model_mask = (regions.resize(crop_mask[:, :, None], gen_h, gen_w)[:, :, 0] > 0.01).astype(np.float32)
 
     generator = torch.Generator(device="cpu").manual_seed(req.seed)
@@ -147,7 +151,7 @@ def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, 
     weight[filled] = 1.0
     inside = weight > 0
     # The inverse view transform is the costly part: run it only where the result is used.
-    generated = colour.from_model(regions.resize(np.asarray(out, dtype=np.float32), box.height, box.width)[iy, ix][inside])
+    generated = encoding.from_model(regions.resize(np.asarray(out, dtype=np.float32), box.height, box.width)[iy, ix][inside])
     mixed = regions.composite(crop_rgb[iy, ix][inside].astype(np.float32), generated, weight[inside])
     plate.set_rgb(slice(box.y0 + inner.y0, box.y0 + inner.y1), slice(box.x0 + inner.x0, box.x0 + inner.x1),
                   mixed, inside)
