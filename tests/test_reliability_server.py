@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import zmq
 
-from bodydouble import errors, protocol
+from bodydouble import codec, errors, protocol
 from bodydouble.client import Client
 from bodydouble.jobspec import AdapterRef, FillRequest, FrameInput, ImageRef, sequence_frames
-from bodydouble import codec
+
+from .fuzzing import mutations, request
 
 
 def dealer(server, timeout_ms=20000):
@@ -33,10 +34,6 @@ def dealer(server, timeout_ms=20000):
 def recv(sock):
     return protocol.decode(sock.recv_multipart(), protocol.Limits(max_frame_pixels=1 << 40),
                            expect=protocol.REPLY_TYPES)
-
-
-def request(mtype, rid, body=None, buffers=()):
-    return protocol.encode(protocol.Message(type=mtype, id=rid, body=body or {}, buffers=list(buffers)))
 
 
 def submit_frames(rid, req):
@@ -70,32 +67,6 @@ def small_queue(server):
 
 
 # -- fuzz ---------------------------------------------------------------------------------------
-def mutations(rng: random.Random, count: int):
-    templates = [request("hello", "h", {"client": "fuzz"}), request("heartbeat", "b"), request("list_adapters", "l"),
-                 request("status", "s", {"job": "job-x-1"}), request("cancel", "c", {"job": "job-x-2"}),
-                 request("follow", "f", {"job": "job-x-3"})]
-    for i in range(count):
-        frames = [bytes(f) for f in rng.choice(templates)]
-        kind = i % 6
-        if kind == 0:
-            frames = [rng.randbytes(rng.randint(0, 40)) for _ in range(rng.randint(1, 4))]
-        elif kind == 1:
-            header = bytearray(frames[1])
-            for _ in range(rng.randint(1, 6)):
-                header[rng.randrange(len(header))] = rng.randrange(256)
-            frames[1] = bytes(header)
-        elif kind == 2:
-            frames[1] = frames[1][: rng.randrange(len(frames[1]))]
-        elif kind == 3:
-            frames.append(rng.randbytes(rng.randint(0, 64)))
-        elif kind == 4:
-            header = json.loads(frames[1])
-            header[rng.choice(["protocol", "type", "id", "body", "buffers"])] = rng.choice(
-                [None, True, 1.5, "x" * 200, [], {"a": [1]}, -1, 2**70])
-            frames[1] = json.dumps(header).encode()
-        yield frames
-
-
 def test_bounded_socket_fuzz_every_message_answered(server, client):
     sock = dealer(server)
     try:

@@ -31,6 +31,7 @@ from bodydouble.jobspec import OPERATIONS as REQUEST_TYPES
 
 from .config import ServerConfig
 from .engine import Engine
+from .imaging import colour
 from .jobs import Job, JobManager
 from .operations import OPERATIONS
 from .takes import Journal
@@ -63,6 +64,7 @@ class Server:
         self._router: zmq.Socket | None = None
         self._outbox: collections.deque = collections.deque()     # (peer, frames), any thread appends
         self._backlog: dict[bytes, collections.deque] = {}         # loop thread only
+        self._dropping: set[bytes] = set()                          # peers whose backlog overflowed
         self._wake_addr = f"inproc://bodydouble-wake-{self.instance}"
         self._wake_pull: zmq.Socket | None = None
         self._wake_push: zmq.Socket | None = None
@@ -185,6 +187,7 @@ class Server:
                 queue.popleft()
             if not queue:
                 self._backlog.pop(peer, None)
+                self._dropping.discard(peer)
         while True:
             try:
                 peer, frames = self._outbox.popleft()
@@ -197,7 +200,9 @@ class Server:
                 queue = self._backlog[peer] = collections.deque()
             if len(queue) >= _BACKLOG_LIMIT:
                 queue.popleft()
-                log.warning("connection %s reads no replies; dropped its oldest", peer.hex())
+                if peer not in self._dropping:        # one line per episode, not per reply
+                    self._dropping.add(peer)
+                    log.warning("connection %s reads no replies; dropping its oldest", peer.hex())
             queue.append(frames)
 
     def _try_send(self, peer: bytes, frames: list) -> bool:
@@ -210,7 +215,8 @@ class Server:
         except zmq.ZMQError as exc:
             if exc.errno != errno.EHOSTUNREACH and exc.errno != zmq.EHOSTUNREACH:
                 raise
-            log.info("client %s went away; dropped a reply (a job's files are still written)", peer.hex())
+            # Debug only: a flood of replies to a vanished client must not become a flood of log lines.
+            log.debug("client %s went away; dropped a reply (a job's files are still written)", peer.hex())
             self._backlog.pop(peer, None)
             self.jobs.forget_peer(peer)
             return True
@@ -250,7 +256,7 @@ class Server:
         try:
             msg = protocol.decode(frames, self.limits)
         except errors.BodyDoubleError as exc:
-            log.info("refused a malformed message from %s: %s", peer.hex(), exc)
+            log.debug("refused a malformed message from %s: %s", peer.hex(), exc)   # answered; not worth a line each
             self.send(peer, protocol.error_message(protocol.peek_id(frames), exc))
             return
         try:
@@ -290,6 +296,7 @@ class Server:
             "roots": [str(r) for r in engine.roots.roots],
             "adapters_dir": self.config.adapters,
             "policy": engine.policy.describe(engine.adapter_listing() if ready else []),
+            "colour": colour.server_colour(),       # hosts compare their OCIO config with it (host.colour_note)
         }
 
     def _on_heartbeat(self, peer: bytes, msg: protocol.Message) -> None:
@@ -314,7 +321,8 @@ class Server:
         operation, request, admission = self.admit(peer, msg)
         run = self.operations[operation].run
         self.jobs.submit(peer, msg.id, operation, request, lambda job: run(self.engine, job, request), self.send,
-                         on_admit=admission.record, on_finish=admission.finished)    # the audit lines
+                         on_admit=admission.record, on_finish=admission.finished,    # the audit lines
+                         beside=self.operations[operation].beside)
 
     def admit(self, peer: bytes, msg: protocol.Message) -> tuple[str, object]:
         """Every check a submit passes before ``accepted``, cheapest first; any failure is its only reply.

@@ -1,0 +1,116 @@
+"""Light requests from 8 clients while a fill runs on a real ``bodydouble serve`` process (#12).
+
+Each client is its own process with a raw DEALER socket, sending ``hello`` and ``status`` one at a time and
+checking every reply is its own (same id, the job it asked about). Prints ``hello`` latency p50/p99 with the
+worker idle and with a fill running (goal: p99 at most 5 ms on loopback), and the crossed or lost replies
+(goal 0).
+
+    .venv/bin/python bench/load.py --seconds 10
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def light_client(address: str, job_id: str, seconds: float, index: int, out) -> None:
+    import zmq
+
+    from bodydouble import protocol
+
+    sock = zmq.Context().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    latencies, crossed, lost, sent = [], 0, 0, 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sent += 1
+        rid = f"c{index}-{sent}"
+        ask_status = job_id and sent % 5 == 0
+        msg = protocol.Message(type="status", id=rid, body={"job": job_id}) if ask_status else \
+            protocol.Message(type="hello", id=rid, body={"client": f"load-{index}"})
+        t0 = time.perf_counter()
+        sock.send_multipart(protocol.encode(msg))
+        if not sock.poll(5000):
+            lost += 1
+            continue
+        reply = protocol.decode(sock.recv_multipart(), expect=protocol.REPLY_TYPES)
+        elapsed = time.perf_counter() - t0
+        while reply.type == "heartbeat":   # not ours to count
+            reply = protocol.decode(sock.recv_multipart(), expect=protocol.REPLY_TYPES)
+        mine = reply.id == rid and reply.type == "result" and (
+            reply.body.get("job") == job_id if ask_status else reply.body.get("server") == "bodydouble")
+        crossed += not mine
+        if not ask_status:
+            latencies.append(elapsed)
+    sock.close()
+    out.put((latencies, crossed, lost, sent))
+
+
+def run_clients(address: str, job_id: str, seconds: float, clients: int) -> tuple[list[float], int, int, int]:
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=light_client, args=(address, job_id, seconds, i, out)) for i in range(clients)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=seconds + 60) for _ in procs]
+    for p in procs:
+        p.join(10)
+    latencies = sorted(x for r in results for x in r[0])
+    return latencies, sum(r[1] for r in results), sum(r[2] for r in results), sum(r[3] for r in results)
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--size", default="512x288", help="plate WIDTHxHEIGHT of the fill that runs meanwhile")
+    args = parser.parse_args()
+
+    from bench.fuzz_soak import drain_output
+    from bodydouble.client import Client
+    from bodydouble.jobspec import FillRequest, sequence_frames
+    from bodydouble_server import samples
+    from tests.support import start_server_process, stop_process
+
+    width, height = (int(v) for v in args.size.split("x"))
+    root = Path(tempfile.mkdtemp(prefix="bd-load-"))
+    (root / "adapters").mkdir()
+    plate, mask = samples.write_sequence(root / "plates", 1, 200, width, height)
+    proc, address = start_server_process(root, root / "adapters", extra=["--resolution", "256"])
+    drain_output(proc)
+    try:
+        idle = run_clients(address, "", args.seconds / 2, args.clients)
+        with Client(address, timeout=30) as client:
+            job = client.submit(FillRequest(frames=sequence_frames(plate, 1, 200, mask), steps=50, seed=1))
+            job_id = job.accepted(timeout=60)
+            while not (client.status(job_id).get("progress") or {}).get("step"):
+                time.sleep(0.1)
+            busy = run_clients(address, job_id, args.seconds, args.clients)
+            running = client.status(job_id)["state"]
+            job.cancel()
+    finally:
+        stop_process(proc)
+
+    print(f"{args.clients} clients, hello + status one at a time; fill {width}x{height} running: {running}")
+    print(f"{'worker':<14} {'requests':>9} {'hello p50 ms':>13} {'hello p99 ms':>13} {'crossed':>8} {'lost':>5}")
+    for label, (lat, crossed, lost, sent) in (("idle", idle), ("running fill", busy)):
+        print(f"{label:<14} {sent:>9} {pct(lat, 0.5):>13.2f} {pct(lat, 0.99):>13.2f} {crossed:>8} {lost:>5}")
+    print(f"p99 during the fill / idle: {pct(busy[0], 0.99) / pct(idle[0], 0.99):.2f}  (goal: p99 <= 5 ms; "
+          "crossed and lost 0)")
+
+
+if __name__ == "__main__":
+    main()
