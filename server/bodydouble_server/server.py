@@ -31,7 +31,6 @@ from bodydouble.jobspec import OPERATIONS as REQUEST_TYPES
 
 from .config import ServerConfig
 from .engine import Engine
-from .imaging import colour
 from .jobs import Job, JobManager
 from .operations import OPERATIONS
 from .takes import Journal
@@ -296,7 +295,6 @@ class Server:
             "roots": [str(r) for r in engine.roots.roots],
             "adapters_dir": self.config.adapters,
             "policy": engine.policy.describe(engine.adapter_listing() if ready else []),
-            "colour": colour.server_colour(),       # hosts compare their OCIO config with it (host.colour_note)
         }
 
     def _on_heartbeat(self, peer: bytes, msg: protocol.Message) -> None:
@@ -321,8 +319,7 @@ class Server:
         operation, request, admission = self.admit(peer, msg)
         run = self.operations[operation].run
         self.jobs.submit(peer, msg.id, operation, request, lambda job: run(self.engine, job, request), self.send,
-                         on_admit=admission.record, on_finish=admission.finished,    # the audit lines
-                         beside=self.operations[operation].beside)
+                         on_admit=admission.record, on_finish=admission.finished)    # the audit lines
 
     def admit(self, peer: bytes, msg: protocol.Message) -> tuple[str, object]:
         """Every check a submit passes before ``accepted``, cheapest first; any failure is its only reply.
