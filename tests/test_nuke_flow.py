@@ -130,7 +130,8 @@ def test_right_click_fill_generate_brings_back_the_servers_take(nuke, studio):
         assert spec.getattribute("bodydouble:take") == 1 and spec.getattribute("bodydouble:frame") == frame
     # what the server read: the plate and mask the temporary Write nodes rendered (and then deleted)
     assert not [n for n in nuke.allNodes() if n.Class() == "Write"]
-    assert take["request"]["colorspace"] == "scene_linear"
+    # the Write's "default (scene_linear)" resolved through the root's working space (#14)
+    assert take["request"]["colorspace"] == "ACEScg"
     assert take["request"]["seed"] == 7 and take["request"]["steps"] == 2
 
     keymix = nuke.toNode(f"{group.name()}.hero_take001_keymix")

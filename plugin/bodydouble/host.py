@@ -8,6 +8,8 @@
   host's own words (:class:`HostWords`: where its Connect dialog or its Refresh button is).
 - **Takes**: :func:`take_label`, :class:`TakeRecord` (what a host keeps of a take), :func:`safe_name`.
 - **Adapters**: :func:`hello`, :func:`list_adapters`, :func:`adapter_choices` (the picker's entries).
+- **Colour**: :class:`HostColour` (the host's config, working space, display/view), :func:`colour_note` (what to
+  say when the host's OCIO config is not the server's).
 - **Frame sequences**: :mod:`bodydouble.frames` (patterns, frame numbers in file names, ranges; fileseq).
 
 A host's glue keeps only its menus, dialogs, node/strip creation and its hand-off to its main thread.
@@ -15,6 +17,7 @@ Plain Python over the thin client: importable in any host's Python (no torch, no
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional, Union
 
@@ -79,6 +82,41 @@ class Params:
         """From what a host stored (its own extra keys are ignored)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# -- colour -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HostColour:
+    """What the artist works in, as the host knows it: its OCIO config (a path, an ``ocio://`` URI, or a host
+    name such as ``nuke-default`` / ``blender``; '' unknown), working space, display and view."""
+
+    config: str = ""
+    working: str = ""
+    display: str = ""
+    view: str = ""
+
+
+def _same_config(host: str, server: str) -> bool:
+    def norm(text: str) -> str:
+        text = text.strip()
+        if "://" in text:
+            return text
+        return os.path.normcase(os.path.normpath(os.path.expanduser(text))) if text else ""
+    return bool(host) and norm(host) == norm(server)
+
+
+def colour_note(caps: dict[str, Any], colour: HostColour) -> str:
+    """'' when the host's OCIO config is the server's (from hello's ``colour``); else what the artist should know:
+    the server reads colour-space names against its own config (host names it knows as aliases, others are
+    refused with the valid names), and the model sees the server's view, not the host's."""
+    server = caps.get("colour") or {}
+    if not server or _same_config(colour.config, server.get("config", "")):
+        return ""
+    looks = f" (you view {colour.display} / {colour.view})" if colour.display or colour.view else ""
+    return (f"Colour: this {colour.config or 'host'} config is not the server's ({server.get('config')}). Plate colour "
+            f"spaces are read by name on the server (its working space: {server.get('scene_linear') or '?'}); the "
+            f"model sees the server's view {server.get('display')} / {server.get('view')}{looks}. Generated "
+            f"highlights stop at {server.get('default_highlight_ceiling', 16):g} (or the plate's own brightest).")
 
 
 def check_ready(caps: dict[str, Any], params: Params) -> None:

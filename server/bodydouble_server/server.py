@@ -31,6 +31,7 @@ from bodydouble.jobspec import OPERATIONS as REQUEST_TYPES
 
 from .config import ServerConfig
 from .engine import Engine
+from .imaging import colour
 from .jobs import Job, JobManager
 from .operations import OPERATIONS
 from .takes import Journal
@@ -295,6 +296,7 @@ class Server:
             "roots": [str(r) for r in engine.roots.roots],
             "adapters_dir": self.config.adapters,
             "policy": engine.policy.describe(engine.adapter_listing() if ready else []),
+            "colour": colour.server_colour(),       # hosts compare their OCIO config with it (host.colour_note)
         }
 
     def _on_heartbeat(self, peer: bytes, msg: protocol.Message) -> None:

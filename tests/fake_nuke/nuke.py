@@ -64,6 +64,21 @@ def _reset(gui: bool = True, script: str = "") -> None:
     _script_name = script
     _root = Root()
     _root._name = "root"
+    _root._knobs["colorManagement"]._index = 1          # OCIO, Nuke's built-in ACES cg config
+    _root_colour_defaults(_root)
+
+
+def _colour_management(mode: str, config: str = "") -> None:
+    """Set the script's colour management as an artist would: 'Nuke', or 'OCIO' (``config``: one of Nuke's
+    built-in config names, or a path to a custom one)."""
+    _root["colorManagement"].setValue(mode)
+    if mode == "OCIO" and config:
+        if config in _BUILTIN_CONFIGS:
+            _root["OCIO_config"].setValue(config)
+        else:
+            _root["OCIO_config"].setValue("custom")
+            _root["customOCIOConfigPath"].setValue(config)
+            _root_colour_defaults(_root)       # Nuke re-reads the roles of the new config
 
 
 def _on_main_thread() -> bool:
@@ -331,6 +346,89 @@ class Enumeration_Knob(Knob):
         return float(self._index)
 
 
+# -- colour management -------------------------------------------------------------------------
+# Nuke colour management ("Nuke") uses nuke-default (here: the same colour spaces as a real OCIO config beside this
+# file); OCIO mode uses the root's OCIO_config: Nuke's built-in ones are OCIO's own ocio:// configs, "custom" the
+# file in customOCIOConfigPath. A colorspace knob accepts only that config's names (and aliases and roles, and
+# "default (<one of them>)"), as Nuke's do.
+_NUKE_DEFAULT_CONFIG = str(Path(__file__).with_name("nuke-default") / "config.ocio")
+_BUILTIN_CONFIGS = ("fn-nuke_cg-config-v1.0.0_aces-v1.3_ocio-v2.1", "fn-nuke_studio-config-v1.0.0_aces-v1.3_ocio-v2.1")
+_ROOT_DEFAULTS = {
+    "Nuke": {"workingSpaceLUT": "linear", "floatLut": "linear", "logLut": "Cineon", "int8Lut": "sRGB",
+             "int16Lut": "sRGB", "monitorLut": "sRGB"},
+    "OCIO": {"workingSpaceLUT": "ACEScg", "floatLut": "scene_linear", "logLut": "compositing_log",
+             "int8Lut": "matte_paint", "int16Lut": "texture_paint", "monitorLut": "ACES 1.0 - SDR Video (sRGB - Display)"},
+}
+_config_names: dict[str, frozenset] = {}
+
+
+def _active_config() -> str:
+    knobs = _root._knobs
+    if knobs["colorManagement"].value() != "OCIO":
+        return _NUKE_DEFAULT_CONFIG
+    chosen = knobs["OCIO_config"].value()
+    return str(knobs["customOCIOConfigPath"].value()) if chosen == "custom" else "ocio://" + chosen[len("fn-nuke_"):]
+
+
+def _colourspaces(config: str) -> frozenset:
+    """Every name a colorspace knob accepts under ``config``: colour spaces, their aliases, roles."""
+    if config not in _config_names:
+        import OpenImageIO as oiio
+
+        cfg = oiio.ColorConfig(config)
+        if cfg.geterror():
+            raise RuntimeError(f"OCIO config {config}: {cfg.geterror()}")
+        names = set(cfg.getColorSpaceNames()) | set(cfg.getRoles())
+        for name in cfg.getColorSpaceNames():
+            names |= set(cfg.getAliases(name))
+        _config_names[config] = frozenset(names)
+    return _config_names[config]
+
+
+class _ColourspaceKnob(String_Knob):
+    """A colour-space knob: a name of the active config, or 'default (<name>)'."""
+
+    def Class(self) -> str:
+        return "String_Knob"
+
+    def _convert(self, value: Any) -> Any:
+        value = super()._convert(value)
+        match = re.fullmatch(r"default \((.*)\)", value.strip())
+        name = match.group(1) if match else value
+        config = _active_config()
+        if name not in _colourspaces(config):
+            raise ValueError(f"{self._name}: {value!r} is not a colour space of the OCIO config {config}")
+        return value
+
+
+class _ColourManagementKnob(Enumeration_Knob):
+    """Root colorManagement / OCIO_config: changing them resets the root's default colour spaces, as Nuke does."""
+
+    def Class(self) -> str:
+        return "Enumeration_Knob"
+
+    def setValue(self, val: Any, chan: int = -1) -> bool:
+        done = super().setValue(val, chan)
+        if self._node is not None and "monitorLut" in self._node._knobs:
+            _root_colour_defaults(self._node)
+        return done
+
+
+def _root_colour_defaults(root: "Node") -> None:
+    mode = root._knobs["colorManagement"].value()
+    for name, value in _ROOT_DEFAULTS[mode].items():
+        root._knobs[name]._value = value
+    if mode == "OCIO":            # the working space: the config's scene_linear colour space
+        import OpenImageIO as oiio
+
+        root._knobs["workingSpaceLUT"]._value = oiio.ColorConfig(_active_config()).getColorSpaceNameByRole("scene_linear")
+
+
+def _default_colourspace() -> str:
+    """A new Read/Write's colorspace: 'default (<the root's float default>)'."""
+    return f"default ({_root._knobs['floatLut'].value()})"
+
+
 class _FileTypeKnob(Enumeration_Knob):
     """A Write's file_type: Nuke adds the format's options (exr: ``datatype``) when it is set."""
 
@@ -351,7 +449,7 @@ def _knob_table(cls: str) -> list[Knob]:
     if cls == "Read":
         return common + [File_Knob("file", "file"), Int_Knob("first", "frame range"), Int_Knob("last", ""),
                          Int_Knob("origfirst", "original range"), Int_Knob("origlast", ""),
-                         String_Knob("colorspace", "colorspace", "default (scene_linear)"),
+                         _ColourspaceKnob("colorspace", "colorspace", _default_colourspace()),
                          Enumeration_Knob("on_error", "missing frames", ["error", "black", "checkerboard", "nearest frame"]),
                          Enumeration_Knob("before", "before", ["hold", "loop", "bounce", "black"]),
                          Enumeration_Knob("after", "after", ["hold", "loop", "bounce", "black"]),
@@ -360,7 +458,7 @@ def _knob_table(cls: str) -> list[Knob]:
         return common + [File_Knob("file", "file"),
                          _FileTypeKnob("file_type", "file type", [" ", "exr", "dpx", "jpeg", "png", "tiff", "mov"]),
                          Enumeration_Knob("channels", "channels", ["rgb", "rgba", "alpha", "all"]),
-                         String_Knob("colorspace", "colorspace", "default (scene_linear)"),
+                         _ColourspaceKnob("colorspace", "colorspace", _default_colourspace()),
                          Boolean_Knob("create_directories", "create directories"), Boolean_Knob("raw", "raw data")]
     if cls == "Keymix":
         return common + [Enumeration_Knob("maskChannel", "maskChannel", ["rgba.alpha", "rgba.red", "none"]),
@@ -372,7 +470,13 @@ def _knob_table(cls: str) -> list[Knob]:
                          Double_Knob("mix", "mix")]
     if cls == "Input":
         return common + [Int_Knob("number", "number")]
-    if cls in ("Output", "Dot", "Group", "Root"):
+    if cls == "Root":
+        return common + [_ColourManagementKnob("colorManagement", "color management", ["Nuke", "OCIO"]),
+                         _ColourManagementKnob("OCIO_config", "OCIO config", [*_BUILTIN_CONFIGS, "custom"]),
+                         File_Knob("customOCIOConfigPath", "custom OCIO config"),
+                         *(_ColourspaceKnob(name, name) for name in _ROOT_DEFAULTS["Nuke"] if name != "monitorLut"),
+                         String_Knob("monitorLut", "monitor")]
+    if cls in ("Output", "Dot", "Group"):
         return common
     raise RuntimeError(f"fake nuke: unknown node class {cls!r}")
 

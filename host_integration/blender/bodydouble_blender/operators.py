@@ -52,6 +52,12 @@ def _output_dir(prefs, plate_pattern: str) -> str:
     return os.path.join(os.path.abspath(bpy.path.abspath(root)), host.shot_from_path(plate_pattern) or "untitled")
 
 
+def scene_view(scene) -> dict:
+    """What the artist looks through, kept with the take: the scene's display device and view transform (the
+    model sees the server's own view: hello's ``colour`` says which)."""
+    return {"display": scene.display_settings.display_device, "view": scene.view_settings.view_transform}
+
+
 def start_fill(op, context, params: host.Params, extras: dict, tree, source_name: str, wire: bool,
                note: str = "") -> set[str]:
     """Send a fill job (Fill, Regenerate) and return the operator's result; the take node it loads stores
@@ -193,9 +199,10 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
         params = host.Params(
             operation="fill", adapter=self.adapter, prompt=self.prompt, negative_prompt=self.negative_prompt,
             seed=seed, steps=steps, strength=strength, first=first, last=last, plate=foot.pattern, mask=mask_pattern,
-            output_dir=_output_dir(prefs, foot.pattern))
+            output_dir=_output_dir(prefs, foot.pattern), colorspace=foot.colorspace)
         extras = dict(mask_source=self.mask_source, is_sequence=foot.is_sequence, source_node=plate.name,
-                      scene_start=foot.scene_start + (first - foot.first), image_colorspace=foot.colorspace)
+                      scene_start=foot.scene_start + (first - foot.first), image_colorspace=foot.colorspace,
+                      **scene_view(context.scene))
         return start_fill(self, context, params, extras, tree, plate.name, wire,
                           note="; keep working, it loads when done")
 
@@ -284,13 +291,14 @@ class BODYDOUBLE_OT_extend(_GenerationProps, bpy.types.Operator):
         params = host.Params(operation="extend", adapter=self.adapter, prompt=self.prompt,
                              negative_prompt=self.negative_prompt, seed=new_seed() if self.new_seed else self.seed,
                              steps=steps, count=self.count, fps=scene.render.fps / scene.render.fps_base,
-                             first=frames[0].frame if frames else 1, last=frames[-1].frame if frames else 1)
+                             first=frames[0].frame if frames else 1, last=frames[-1].frame if frames else 1,
+                             colorspace=strip.colorspace_settings.name)
         try:
             request = params.request(frames=frames)
         except ValueError as exc:
             self.report({"ERROR"}, f"BodyDouble: {exc}")
             return {"CANCELLED"}
-        stored = {**params.to_dict(), "source_strip": strip.name}
+        stored = {**params.to_dict(), "source_strip": strip.name, **scene_view(scene)}
         title = f"Extend {strip.name} +{self.count}"
         scene_name, strip_name = scene.name, strip.name
         jobs.start(title, prefs.server_address, request, prefs.connect_timeout,

@@ -95,8 +95,9 @@ def connect_command() -> Optional[dict[str, Any]]:
     settings.set_address(address)
     adapters = _refresh_all(address)
     model = (caps.get("model") or {}).get("name", "?") if isinstance(caps.get("model"), dict) else caps.get("model")
+    note = host.colour_note(caps, flow.host_colour(api.root_colour()))
     api.message(f"BodyDouble: connected to {address}\nserver {caps.get('version')} · protocol {caps.get('protocol')} · "
-                f"state {caps.get('state')} · model {model}\n{len(adapters)} adapter(s) ready.")
+                f"state {caps.get('state')} · model {model}\n{len(adapters)} adapter(s) ready." + (f"\n\n{note}" if note else ""))
     return caps
 
 

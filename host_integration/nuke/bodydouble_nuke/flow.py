@@ -52,6 +52,43 @@ def normalise_colorspace(knob_value: str) -> str:
     return value or "scene_linear"
 
 
+# An OCIO role (or Nuke's "default") -> the root knob that holds the colour space Nuke uses for it.
+_ROLE_KNOBS = {"scene_linear": "workingSpaceLUT", "compositing_linear": "workingSpaceLUT",
+               "rendering": "workingSpaceLUT", "reference": "workingSpaceLUT", "default": "floatLut",
+               "compositing_log": "logLut", "color_timing": "logLut", "matte_paint": "int8Lut",
+               "texture_paint": "int8Lut", "color_picking": "int8Lut"}
+# Nuke's built-in OCIO configs that OCIO also ships (ocio:// URIs), so the server can tell it runs the same one.
+_BUILTIN_PREFIX = "fn-nuke_"
+
+
+def resolve_colorspace(knob_value: str, root: dict[str, str]) -> str:
+    """What a colorspace knob means in this script, as a name to send: 'default (linear)' -> 'linear',
+    'default (scene_linear)' (a role) -> the root's working space, 'data' -> 'raw'. ``root``:
+    :func:`nuke_api.root_colour`."""
+    value = normalise_colorspace(knob_value)
+    for _ in range(3):                    # a root knob may itself say 'default (role)'
+        knob = _ROLE_KNOBS.get(value)
+        held = normalise_colorspace(root.get(knob, "")) if knob and root.get(knob, "").strip() else ""
+        if not held or held == value:
+            break
+        value = held
+    return "raw" if value == "data" else value
+
+
+def host_colour(root: dict[str, str]) -> host.HostColour:
+    """The script's config as the server can compare it: 'nuke-default' (Nuke colour management), a custom
+    config's path, or Nuke's built-in OCIO config as OCIO's own ocio:// name."""
+    if root.get("colorManagement", "Nuke") != "OCIO":
+        config = "nuke-default"
+    elif root.get("OCIO_config") == "custom":
+        config = root.get("customOCIOConfigPath", "")
+    else:
+        name = root.get("OCIO_config", "")
+        config = f"ocio://{name[len(_BUILTIN_PREFIX):]}" if name.startswith(_BUILTIN_PREFIX) else name
+    return host.HostColour(config=config, working=resolve_colorspace("scene_linear", root),
+                           view=root.get("monitorLut", ""))
+
+
 def render_inputs(group: api.Group, params: host.Params, caps: dict[str, Any]) -> Rendered:
     """Plate (and mask) as half-float EXRs in a fresh folder the server can read."""
     plate = api.input_of(group, 0)
@@ -66,4 +103,5 @@ def render_inputs(group: api.Group, params: host.Params, caps: dict[str, Any]) -
     if mask is not None:
         mask_pattern = f"{folder}/mask.####.exr"
         api.render(mask, mask_pattern, params.first, params.last, "alpha")
-    return Rendered(plate=plate_pattern, mask=mask_pattern, colorspace=normalise_colorspace(knob), colorspace_knob=knob)
+    return Rendered(plate=plate_pattern, mask=mask_pattern, colorspace=resolve_colorspace(knob, api.root_colour()),
+                    colorspace_knob=knob)

@@ -296,6 +296,17 @@ def render(source: Node, path_pattern: str, first: int, last: int, channels: str
     return colorspace
 
 
+# The root's colour-management knobs BodyDouble reads (absent ones read as '').
+ROOT_COLOUR_KNOBS = ("colorManagement", "OCIO_config", "customOCIOConfigPath", "workingSpaceLUT", "floatLut",
+                     "logLut", "int8Lut", "int16Lut", "monitorLut")
+
+
+def root_colour() -> dict[str, str]:
+    """The script's colour management: 'Nuke' or 'OCIO', the config, and its default colour spaces by role."""
+    root = nuke.root()
+    return {name: str(root[name].value()) if name in root.knobs() else "" for name in ROOT_COLOUR_KNOBS}
+
+
 # -- threads ---------------------------------------------------------------------------------
 def run_in_main_thread(call: Callable[..., None], *args: Any) -> None:
     """From a worker thread: queue ``call(*args)`` for Nuke's main thread and return at once."""
