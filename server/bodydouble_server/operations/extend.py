@@ -38,9 +38,9 @@ def validate(req: ExtendRequest, engine: Engine) -> None:
     common.check_headers(engine, [(f.plate, f"plate {f.frame}") for f in req.frames[-req.conditioning:]])
     ColourTransform(req.colorspace)
     common.check_output(engine, req.output_dir, common.shot_name(req.shot, req.output_dir, req.frames[0].plate))
-    if engine.video is None and engine.video_error is None:
+    if engine.loading:
         return                                # still loading: the worker checks the rest
-    video = engine.video_model()              # not_supported / model_unavailable
+    video = engine.model_for("extend")        # not_supported / model_unavailable
     common.check_adapters(video.adapters, req.adapters)
     chunking.plan(req.count, req.conditioning, req.overlap, video.window, video.family.temporal_multiple)
 
@@ -48,7 +48,7 @@ def validate(req: ExtendRequest, engine: Engine) -> None:
 def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     import torch
 
-    video = engine.video_model()
+    video = engine.model_for("extend")
     video.adapters.resolve(req.adapters)      # refuse unknown and image adapters before loading anything
     colour = ColourTransform(req.colorspace)
     plan = chunking.plan(req.count, req.conditioning, req.overlap, video.window, video.family.temporal_multiple)

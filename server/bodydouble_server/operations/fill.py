@@ -40,12 +40,13 @@ def validate(req: FillRequest, engine: Engine) -> None:
 
 
 def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
-    adapters = engine.adapters.resolve(req.adapters)
+    model = engine.model_for("fill")
+    adapters = model.adapters.resolve(req.adapters)
     colour = ColourTransform(req.colorspace)
     common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames]
                         + [(f.mask, f"mask {f.frame}") for f in req.frames if f.mask is not None])
-    pipe = engine.pipeline("fill")
-    engine.adapters.activate(pipe, adapters)
+    pipe = model.pipeline("fill")
+    model.adapters.activate(pipe, adapters)
     shot = common.shot_name(req.shot, req.output_dir, req.frames[0].plate)
     take, attributes = None, {}
     returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
@@ -64,7 +65,7 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                 regions.mask_box(mask)
                 take = common.open_take(engine, job, req.output_dir, shot, common.adapter_label(adapters), {
                     "operation": "fill", "adapters": [a.describe() for a, _ in adapters],
-                    "base_model": engine.identity.to_dict(),
+                    "base_model": model.identity.to_dict(),
                     "request": {k: getattr(req, k) for k in ("prompt", "negative_prompt", "seed", "steps", "strength",
                                                               "guidance", "colorspace", "highlight_ceiling",
                                                               "context", "feather")},
@@ -94,7 +95,7 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                 returned[item.frame] = plate.wire()
             del plate
     return common.result_message(job, "fill", take, {"adapter": attributes["adapter"], "seed": req.seed,
-                                                     "test_model": engine.identity.test_model,
+                                                     "test_model": model.identity.test_model,
                                                      "nonfinite": dict(repaired)}, returned)
 
 
@@ -121,7 +122,8 @@ def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, 
 
     height, width = plate.shape
     box = regions.context_box(regions.mask_box(mask), height, width, req.context)
-    gen_h, gen_w = regions.model_size(box, plate.pixel_aspect, engine.resolution, engine.family.multiple)
+    model = engine.model_for("fill")
+    gen_h, gen_w = regions.model_size(box, plate.pixel_aspect, model.resolution, model.family.multiple)
     ys, xs = box.slices()
     crop_rgb = plate.rgb(ys, xs, native=True)          # half stays half: an 8K crop is big
     crop_mask = mask[ys, xs]

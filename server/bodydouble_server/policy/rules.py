@@ -158,10 +158,8 @@ class Policy:
 
     def _adapter_entry(self, engine, name: str) -> dict:
         """The listing entry the engine has (with the weights' sha256), else the manifest as the folder has it."""
-        library = engine.adapters
-        adapter = library.adapters.get(name) if library is not None else None
-        if adapter is None and engine.video is not None:
-            adapter = engine.video.adapters.adapters.get(name)
+        adapter = next((slot.adapters.adapters[name] for slot in engine.available() if name in slot.adapters.adapters),
+                       None)
         if adapter is not None:
             return adapter.describe()
         try:
