@@ -27,6 +27,7 @@ class ScriptedServer:
         self.alive = threading.Event()
         self.alive.set()
         self.seen: list[str] = []
+        self.knows_job = False          # follow: answered with job-1's result instead of unknown_job
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -55,7 +56,12 @@ class ScriptedServer:
                 "hello": [("result", {"instance": self.instance, "state": "ready", "protocol": 1})],
                 "heartbeat": [("result", {"instance": self.instance, "state": "ready"})],
                 "submit": [("accepted", {"job": "job-1", "queue_position": 0, "seq": 0})],
-                "follow": [("error", {"code": "unknown_job", "message": "no job 'job-1' on this server"})],
+                "follow": [("accepted", {"job": "job-1", "state": "running", "seq": 3}),
+                           ("result", {"job": "job-1", "operation": "fill", "take_dir": "/t", "take": 1,
+                                       "pattern": "/t/f.####.exr", "first": 1, "last": 1,
+                                       "frames": [{"frame": 1, "path": "/t/f.0001.exr"}], "seq": 4})]
+                if self.knows_job else
+                [("error", {"code": "unknown_job", "message": "no job 'job-1' on this server"})],
             }.get(msg.type, [])
             for mtype, body in replies:
                 sock.send_multipart([peer, *protocol.encode(protocol.Message(type=mtype, id=msg.id, body=body))])
@@ -153,3 +159,22 @@ def test_a_restarted_server_is_asked_about_the_job_never_silence(scripted):
             job.wait(timeout=10)
         assert info.value.code == errors.UNKNOWN_JOB
         assert "follow" in scripted.seen
+
+
+def test_a_background_job_re_attaches_after_the_server_stops_answering(scripted):
+    """A host's BackgroundJob rides out a server that goes silent: it re-attaches by job id and gets the result."""
+    from bodydouble.background import BackgroundJob
+
+    scripted.knows_job = True
+    job = BackgroundJob(scripted.address, a_fill(), timeout=5).start()
+    deadline = time.monotonic() + 10
+    while job.job_id is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.job_id == "job-1"
+    scripted.alive.clear()
+    time.sleep(4)                    # > 3 heartbeats of 1 s: the client declares the server lost
+    scripted.alive.set()
+    job.join(30)
+    assert job.outcome is not None and job.outcome.error is None, job.outcome
+    assert job.outcome.result.take == 1 and job.outcome.job_id == "job-1"
+    assert scripted.seen.count("follow") >= 1

@@ -17,10 +17,15 @@ connection does the socket I/O on its own thread. The host sees the job three wa
 Cancel is a flag: the worker wakes every ``TICK`` seconds while it waits for the next event and, when the
 flag (or the sink's Cancel button) is set, sends the cancel itself, so no thread is made per cancel. In
 terminal mode (``nuke -t``, scripts) :meth:`run` follows the job on the calling thread.
+
+When the server stops answering (``ServerUnavailable``) the worker re-attaches to the job by its id for up to
+``REATTACH`` seconds (the connection reconnects by itself): a network blip costs nothing; a server that came
+back without the job ends it with ``unknown_job``.
 """
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
@@ -29,6 +34,7 @@ from .client import Client, Job, JobResult
 from .curve import keys_for
 
 TICK = 0.1          # seconds between looks at the cancel flag while no event arrives
+REATTACH = 30.0     # seconds to keep re-attaching to a job whose server stopped answering
 
 
 class ProgressSink(Protocol):
@@ -118,19 +124,41 @@ class BackgroundJob:
             if self._cancel_wanted(sink):
                 raise errors.JobCancelled("cancelled before it was sent")
             job = client.submit(self.request)
-            cancel_sent = False
-            while not job.done:
+            give_up = None
+            while True:
                 try:
-                    for progress in job.events(timeout=TICK):
-                        self._accepted(job, sink)
-                        if not cancel_sent:
-                            self._show(sink, progress.fraction, progress.message)
-                        cancel_sent = cancel_sent or self._send_cancel(job, sink)
-                except errors.RequestTimeout:
-                    pass          # no event within TICK: look at the cancel flag, then wait again
-                self._accepted(job, sink)
-                cancel_sent = cancel_sent or self._send_cancel(job, sink)
-            return job.wait()
+                    return self._watch(job, sink)
+                except errors.ServerUnavailable:
+                    if job.job_id is None or self._cancel_wanted(sink):
+                        raise
+                    give_up = give_up or time.monotonic() + REATTACH
+                    while True:
+                        if time.monotonic() > give_up:
+                            raise
+                        self._show(sink, self.fraction, "the server is not answering: re-attaching…")
+                        time.sleep(1.0)
+                        job = job.reattach()
+                        try:     # the server answers a follow at once; one sent while it was down is asked again
+                            job.accepted(timeout=self.timeout)
+                            break
+                        except (errors.RequestTimeout, errors.ServerUnavailable):
+                            continue
+
+    def _watch(self, job: Job, sink: Optional[ProgressSink]) -> JobResult:
+        """Events until the job ends, sending the cancel when it is asked for; its result or its error."""
+        cancel_sent = False
+        while not job.done:
+            try:
+                for progress in job.events(timeout=TICK):
+                    self._accepted(job, sink)
+                    if not cancel_sent:
+                        self._show(sink, progress.fraction, progress.message)
+                    cancel_sent = cancel_sent or self._send_cancel(job, sink)
+            except errors.RequestTimeout:
+                pass          # no event within TICK: look at the cancel flag, then wait again
+            self._accepted(job, sink)
+            cancel_sent = cancel_sent or self._send_cancel(job, sink)
+        return job.wait()
 
     def _cancel_wanted(self, sink: Optional[ProgressSink]) -> bool:
         if sink is not None and sink.cancelled():

@@ -108,6 +108,7 @@ class Job:
         self.queue_position: int | None = None
         self.progress: Progress | None = None
         self._final: protocol.Message | None = None
+        self._answered = False       # an `accepted` arrived
         self._lock = threading.Lock()
 
     @property
@@ -122,8 +123,8 @@ class Job:
                 yield self.progress  # type: ignore[misc]
 
     def accepted(self, timeout: float | None = None) -> str:
-        """Block until the server has queued the job; returns its server-side id."""
-        while self.job_id is None and self._final is None:
+        """Block until the server answered the submit (or follow): queued, or ended; returns the job's id."""
+        while not self._answered and self._final is None:
             self._next(timeout)
         return self.job_id or self.request_id
 
@@ -165,6 +166,7 @@ class Job:
     def _apply(self, msg: protocol.Message) -> None:
         body = msg.body
         if msg.type == "accepted":
+            self._answered = True
             self.job_id = body.get("job")
             self.queue_position = body.get("queue_position")
             if self.job_id:
