@@ -22,9 +22,13 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional, Union
 
 from . import curve, errors, frames
-from .background import BackgroundJob, Outcome, ProgressSink  # noqa: F401  (the host API: one import)
+from .background import BackgroundJob, Outcome, ProgressSink   # the host API in one import (__all__)
 from .client import AdapterInfo, Client, JobResult
-from .jobspec import AdapterRef, ExtendRequest, FillRequest, FrameInput, safe_name, sequence_frames  # noqa: F401
+from .jobspec import AdapterRef, ExtendRequest, FillRequest, FrameInput, safe_name, sequence_frames
+
+__all__ = ["OPERATIONS", "OPERATION_TITLES", "Request", "Params", "HostColour", "colour_note", "check_ready",
+           "shot_from_path", "hello", "fetch_adapters", "adapter_choices", "list_adapters", "take_label", "TakeRecord",
+           "HostWords", "Advice", "advice", "safe_name", "BackgroundJob", "Outcome", "ProgressSink", "frames"]
 
 OPERATIONS = ("fill", "extend")
 OPERATION_TITLES = {"fill": "Fill unseen angle", "extend": "Extend shot"}

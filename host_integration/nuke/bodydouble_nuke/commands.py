@@ -191,7 +191,7 @@ def generate(group: api.Group, address: Optional[str] = None) -> Optional[host.T
     try:
         caps = hello(address)
         host.check_ready(caps, params)
-        rendered = flow.render_inputs(group, params, caps)
+        rendered = render_inputs(group, params, caps)
         params = replace(params, plate=rendered.plate, mask=rendered.mask or "",
                          colorspace=params.colorspace or rendered.colorspace)
         request = params.request()
@@ -210,6 +210,24 @@ def generate(group: api.Group, address: Optional[str] = None) -> Optional[host.T
     bd_node.set_status(group, f"running on {address}…")
     job.start(on_finish=lambda outcome: api.run_in_main_thread(_finish_in_main_thread, running, outcome))
     return None
+
+
+def render_inputs(group: api.Group, params: host.Params, caps: dict[str, Any]) -> flow.Rendered:
+    """Plate (and mask) as half-float EXRs in a fresh folder the server can read."""
+    plate = api.input_of(group, 0)
+    if plate is None:
+        raise errors.BodyDoubleError("Connect a plate to the BodyDouble node's input 0.", code="no_plate")
+    mask = api.input_of(group, 1) if params.operation == "fill" else None
+    folder = flow.render_folder(caps, params, api.node_name(group), bd_node.render_dir(group)).replace("\\", "/")
+    os.makedirs(folder, exist_ok=True)                                          # Nuke wants '/'
+    plate_pattern = f"{folder}/plate.####.exr"
+    knob = api.render(plate, plate_pattern, params.first, params.last, "rgba")
+    mask_pattern = None
+    if mask is not None:
+        mask_pattern = f"{folder}/mask.####.exr"
+        api.render(mask, mask_pattern, params.first, params.last, "alpha")
+    return flow.Rendered(plate=plate_pattern, mask=mask_pattern,
+                         colorspace=flow.resolve_colorspace(knob, api.root_colour()), colorspace_knob=knob)
 
 
 def cancel(group: api.Node) -> bool:

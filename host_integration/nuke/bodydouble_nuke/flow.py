@@ -1,6 +1,6 @@
-"""A BodyDouble node's inputs as files the server can read: a fresh render folder, the plate (and mask)
-rendered there by a temporary Write node, and the OCIO name of what it wrote. Nuke's half of "parameters ->
-request"; the rest (the request itself, following the job, the take) is ``bodydouble.host``.
+"""Plain Python for a BodyDouble node's inputs as files the server can read: where they are rendered (a fresh
+folder each time) and the OCIO name of what the Write node wrote. No ``nuke`` here (commands.py renders);
+the rest of the job (the request, following it, the take) is ``bodydouble.host``.
 """
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from bodydouble import errors, host
-
-from . import node as bd_node
-from . import nuke_api as api
 
 
 @dataclass
@@ -87,21 +84,3 @@ def host_colour(root: dict[str, str]) -> host.HostColour:
         config = f"ocio://{name[len(_BUILTIN_PREFIX):]}" if name.startswith(_BUILTIN_PREFIX) else name
     return host.HostColour(config=config, working=resolve_colorspace("scene_linear", root),
                            view=root.get("monitorLut", ""))
-
-
-def render_inputs(group: api.Group, params: host.Params, caps: dict[str, Any]) -> Rendered:
-    """Plate (and mask) as half-float EXRs in a fresh folder the server can read."""
-    plate = api.input_of(group, 0)
-    if plate is None:
-        raise errors.BodyDoubleError("Connect a plate to the BodyDouble node's input 0.", code="no_plate")
-    mask = api.input_of(group, 1) if params.operation == "fill" else None
-    folder = render_folder(caps, params, api.node_name(group), bd_node.render_dir(group)).replace("\\", "/")
-    os.makedirs(folder, exist_ok=True)                                          # Nuke wants '/'
-    plate_pattern = f"{folder}/plate.####.exr"
-    knob = api.render(plate, plate_pattern, params.first, params.last, "rgba")
-    mask_pattern = None
-    if mask is not None:
-        mask_pattern = f"{folder}/mask.####.exr"
-        api.render(mask, mask_pattern, params.first, params.last, "alpha")
-    return Rendered(plate=plate_pattern, mask=mask_pattern, colorspace=resolve_colorspace(knob, api.root_colour()),
-                    colorspace_knob=knob)
