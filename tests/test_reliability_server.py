@@ -317,3 +317,41 @@ def test_a_take_folder_swapped_for_a_link_is_refused_when_writing(studio, tmp_pa
     with pytest.raises(errors.RequestError):
         take.finish("complete")
     assert list(outside.iterdir()) == []
+
+
+def test_model_kinds_and_the_extend_window_are_checked_before_accepted(server, studio, tmp_path):
+    from bodydouble.jobspec import ExtendRequest, TrainRequest
+    from bodydouble_server.config import ServerConfig
+
+    from .support import server_thread
+
+    def first_reply(address, req):
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 30000)
+        sock.connect(address)
+        try:
+            sock.send_multipart(submit_frames("k1", req))
+            return recv(sock)
+        finally:
+            sock.close()
+
+    frames = sequence_frames(studio["plate"], 1001, 1003)
+    window = server.engine.video_model().window
+    many = [FrameInput(i, ImageRef(pixels=np.ones((8, 8, 3), np.float16))) for i in range(window)]
+    # K + overlap + 1 > window, even for a one-chunk extend (count 1)
+    too_wide = first_reply(server.bound_address, ExtendRequest(frames=many, count=1, conditioning=window - 2,
+                                                               overlap=2))
+    assert too_wide.type == "error" and too_wide.body["code"] == "invalid_request", too_wide.body
+    assert "window" in too_wide.body["message"]
+
+    config = ServerConfig(port=0, model="test:passthrough", video_model="none", resolution=64,
+                          roots=[str(studio["root"]), str(tmp_path)], adapters=str(tmp_path / "adapters"),
+                          output_root=str(tmp_path / "takes"))
+    with server_thread(config) as plain:
+        train = TrainRequest(frames=[str(studio["root"])], character="Hero", model_kind="video",
+                             rights_holder="Studio", licence="test")
+        for req in (train, ExtendRequest(frames=frames, count=2)):
+            reply = first_reply(plain.bound_address, req)
+            assert reply.type == "error" and reply.body["code"] == "not_supported", reply.body
+    assert not (tmp_path / "takes").exists()
