@@ -164,7 +164,10 @@ def cmd_train(args) -> int:
 # Help of the generated flags (the fields themselves, their types and defaults, are in jobspec).
 GENERATION_FLAGS = {
     "negative_prompt": Flag(name="negative"),
-    "colorspace": Flag(help="the plate's colour space (an OCIO name)"),
+    "colorspace": Flag(help="the plate's colour space: an OCIO name, alias or role of the server's config, or a "
+                            "host's usual name (Linear Rec.709, linear, sRGB...)"),
+    "highlight_ceiling": Flag(help="generated pixels are never brighter than this (or the crop's brightest plate "
+                                   "value); pure model white comes back as it (docs/colour.md)"),
     "shot": Flag(help="shot name: takes go to <output root>/<shot>/ unless --output-dir"),
     "mask_channel": Flag(help="channel of the mask image (default: alpha, else the first)"),
     "context": Flag(help="context around the mask's box, as a fraction of its size"),
