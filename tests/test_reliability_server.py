@@ -355,3 +355,17 @@ def test_model_kinds_and_the_extend_window_are_checked_before_accepted(server, s
             reply = first_reply(plain.bound_address, req)
             assert reply.type == "error" and reply.body["code"] == "not_supported", reply.body
     assert not (tmp_path / "takes").exists()
+
+
+def test_every_documented_exr_attribute_is_present_even_when_empty(client, studio):
+    """No holes: a fill without adapters or prompts still writes every bodydouble:* attribute ('' when empty)."""
+    import OpenEXR
+
+    result = client.submit(a_fill(studio, prompt="", negative_prompt="")).wait(timeout=120)
+    header = OpenEXR.File(result.frames[1001]).header()
+    documented = ("operation adapter adapter_sha256 adapter_weights adapter_character base_model base_model_sha256 "
+                  "base_model_family test_model prompt negative_prompt seed steps strength guidance colorspace take "
+                  "job frame source mask_source tool_version time").split()
+    missing = [key for key in documented if f"bodydouble:{key}" not in header]
+    assert missing == []
+    assert header["bodydouble:negative_prompt"] == "" and header["bodydouble:adapter_sha256"] == ""
