@@ -133,3 +133,35 @@ def tiny_sdxl_inpaint():
                                          beta_schedule="scaled_linear", timestep_spacing="leading"),
         requires_aesthetics_score=False,
     )
+
+
+NUKE_DIR = REPO / "host_integration" / "nuke"
+FAKE_NUKE_DIR = REPO / "tests" / "fake_nuke"
+
+
+@contextlib.contextmanager
+def fake_nuke_session(address: str, tmp_path: Path, monkeypatch):
+    """A fresh fake Nuke GUI session with the plugin installed as NUKE_PATH would (init.py, menu.py), talking to
+    ``address``; jobs still running at the end are cancelled."""
+    import runpy
+
+    for path in (str(FAKE_NUKE_DIR), str(NUKE_DIR)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    import nuke as fake
+
+    assert Path(fake.__file__).parent == FAKE_NUKE_DIR, "the fake nuke must shadow any other"
+    fake._reset(gui=True, script=str(tmp_path / "comp_v001.nk"))
+    monkeypatch.setenv("BODYDOUBLE_ADDRESS", address)
+    monkeypatch.setenv("BODYDOUBLE_NUKE_PREFS", str(tmp_path / "prefs.json"))
+    runpy.run_path(str(NUKE_DIR / "init.py"))
+    runpy.run_path(str(NUKE_DIR / "menu.py"))
+    try:
+        yield fake
+    finally:
+        from bodydouble_nuke import commands
+
+        for running in list(commands._running.values()):
+            running.job.cancel()
+            running.job.join(30)
+        commands._running.clear()

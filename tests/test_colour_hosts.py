@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import runpy
 import sys
 import uuid
 from pathlib import Path
@@ -21,10 +20,8 @@ import OpenImageIO as oiio
 import pytest
 
 from .blender_scripts.launcher import blender_python, run_script
-from .support import REPO, server_thread
+from .support import NUKE_DIR, fake_nuke_session, server_thread
 
-NUKE_DIR = REPO / "host_integration" / "nuke"
-FAKE_DIR = REPO / "tests" / "fake_nuke"
 FILL, CONNECT = "BodyDouble/Fill unseen angle…", "BodyDouble/Connect to server…"
 H, W = 96, 128
 MASK = (slice(32, 64), slice(40, 72))      # 32x32, context 0.5 -> a 64x64 crop = the model's size
@@ -81,23 +78,8 @@ def _check_take(take_dir: Path, plate_file: str) -> dict:
 # -- Nuke ----------------------------------------------------------------------------------------
 @pytest.fixture
 def nuke(studio, tmp_path, monkeypatch):
-    for path in (str(FAKE_DIR), str(NUKE_DIR)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    import nuke as fake
-
-    fake._reset(gui=True, script=str(tmp_path / "comp_v001.nk"))
-    monkeypatch.setenv("BODYDOUBLE_ADDRESS", studio["address"])
-    monkeypatch.setenv("BODYDOUBLE_NUKE_PREFS", str(tmp_path / "prefs.json"))
-    runpy.run_path(str(NUKE_DIR / "init.py"))
-    runpy.run_path(str(NUKE_DIR / "menu.py"))
-    yield fake
-    from bodydouble_nuke import commands
-
-    for running in list(commands._running.values()):
-        running.job.cancel()
-        running.job.join(30)
-    commands._running.clear()
+    with fake_nuke_session(studio["address"], tmp_path, monkeypatch) as fake:
+        yield fake
 
 
 def _nuke_fill(nuke, studio) -> dict:

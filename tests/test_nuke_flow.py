@@ -18,7 +18,7 @@ import pytest
 
 from bodydouble.jobspec import expand_pattern
 
-from .support import REPO, free_port
+from .support import REPO, fake_nuke_session, free_port
 
 NUKE_DIR = REPO / "host_integration" / "nuke"
 FAKE_DIR = REPO / "tests" / "fake_nuke"
@@ -30,24 +30,8 @@ CONNECT = "BodyDouble/Connect to server…"
 @pytest.fixture
 def nuke(server, tmp_path, monkeypatch):
     """A fresh fake Nuke GUI session with the plugin installed as NUKE_PATH would (init.py, menu.py)."""
-    for path in (str(FAKE_DIR), str(NUKE_DIR)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    import nuke as fake
-
-    assert Path(fake.__file__).parent == FAKE_DIR, "the fake nuke must shadow any other"
-    fake._reset(gui=True, script=str(tmp_path / "comp_v001.nk"))
-    monkeypatch.setenv("BODYDOUBLE_ADDRESS", server.bound_address)
-    monkeypatch.setenv("BODYDOUBLE_NUKE_PREFS", str(tmp_path / "prefs.json"))
-    runpy.run_path(str(NUKE_DIR / "init.py"))
-    runpy.run_path(str(NUKE_DIR / "menu.py"))
-    yield fake
-    from bodydouble_nuke import commands
-
-    for running in list(commands._running.values()):
-        running.job.cancel()
-        running.job.join(30)
-    commands._running.clear()
+    with fake_nuke_session(server.bound_address, tmp_path, monkeypatch) as fake:
+        yield fake
 
 
 def _plates(nuke, studio, mask=True):
