@@ -201,3 +201,33 @@ def test_unknown_colour_space_lists_the_valid_names(studio):
     assert info.value.code == errors.UNKNOWN_COLORSPACE
     assert "ACEScg" in info.value.message and "Linear Rec.709 (sRGB)" in info.value.message
     assert "ACEScg" in info.value.details["valid"] and "scene_linear" in info.value.details["roles"]
+
+
+def test_extended_white_frames_stop_at_the_ceiling(studio, monkeypatch, tmp_path):
+    """Extend: a video model that paints pure white gives the ceiling (raised to the conditioning frames'
+    brightest value), never the view's 128."""
+    from bodydouble.jobspec import ExtendRequest
+    from bodydouble_server.models import testing
+
+    monkeypatch.setattr(testing.PASSTHROUGH_VIDEO, "extend",
+                        lambda pipe, context, count, **_: np.ones((count, *context.shape[1:]), np.float32))
+    plates = tmp_path / "clip"
+    plates.mkdir()
+    rng = np.random.default_rng(5)
+    for frame in (1, 2):           # 128x64: the test video model's own size
+        pixels = np.ones((64, 128, 4), np.float32)
+        pixels[..., :3] = np.exp(rng.uniform(np.log(0.01), np.log(5.0), (64, 128, 1))) * rng.uniform(0.9, 1.1, (64, 128, 3))
+        _write(plates / f"clip.{frame}.exr", pixels, ("R", "G", "B", "A"))
+    brightest = max(float(_read(plates / f"clip.{f}.exr")[..., :3].max()) for f in (1, 2))
+    config = _config(studio)
+    config.video_model = "test:passthrough"
+    config.roots.append(str(tmp_path))
+    with server_thread(config) as srv, Client(srv.bound_address, timeout=30) as client:
+        client.wait_ready()
+        for ceiling, expected in ((16.0, 16.0), (2.0, brightest)):
+            result = client.submit(ExtendRequest(
+                frames=sequence_frames(str(plates / "clip.#.exr"), 1, 2), count=2, conditioning=2, steps=1,
+                colour_match=False, colorspace="Linear Rec.709", highlight_ceiling=ceiling)).wait(timeout=120)
+            for path in result.frames.values():
+                rgb = _read(path)[..., :3]
+                assert np.allclose(rgb, expected, rtol=2e-3), (ceiling, float(rgb.min()), float(rgb.max()))
