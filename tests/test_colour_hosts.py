@@ -164,3 +164,19 @@ def test_blender_default_linear_rec709_is_accepted(studio, tmp_path):
     take = _check_take(Path(result["take"]["take_dir"]), studio["plate_file"])
     assert take["request"]["colorspace"] == "Linear Rec.709"
     assert (result["take"]["display"], result["take"]["view"]) == (result["display"], result["view"])
+
+
+def test_doctor_compares_this_workstations_ocio_with_the_servers(studio, monkeypatch):
+    from bodydouble.client import Client
+    from bodydouble_server.workstation import doctor
+
+    with Client(studio["address"], timeout=10) as client:
+        info = client.server_info
+    assert info["colour"]["config"] == "ocio://default" and info["colour"]["scene_linear"] == "ACEScg"
+    monkeypatch.delenv("OCIO", raising=False)
+    assert doctor.check_colour(info).status == "OK"
+    monkeypatch.setenv("OCIO", "ocio://default")
+    assert doctor.check_colour(info).status == "OK"
+    monkeypatch.setenv("OCIO", "/studio/ocio/show.ocio")
+    check = doctor.check_colour(info)
+    assert check.status == "WARN" and "/studio/ocio/show.ocio" in check.detail and "ocio://default" in check.detail

@@ -100,7 +100,8 @@ class HostColour:
     view: str = ""
 
 
-def _same_config(host: str, server: str) -> bool:
+def same_config(host: str, server: str) -> bool:
+    """Whether two OCIO config references (paths or ocio:// URIs) name the same config."""
     def norm(text: str) -> str:
         text = text.strip()
         if "://" in text:
@@ -114,7 +115,7 @@ def colour_note(caps: dict[str, Any], colour: HostColour) -> str:
     the server reads colour-space names against its own config (host names it knows as aliases, others are
     refused with the valid names), and the model sees the server's view, not the host's."""
     server = caps.get("colour") or {}
-    if not server or _same_config(colour.config, server.get("config", "")):
+    if not server or same_config(colour.config, server.get("config", "")):
         return ""
     looks = f" (you view {colour.display} / {colour.view})" if colour.display or colour.view else ""
     return (f"Colour: this {colour.config or 'host'} config is not the server's ({server.get('config')}). Plate colour "

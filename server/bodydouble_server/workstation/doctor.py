@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from bodydouble import __version__, errors
+from bodydouble import __version__, errors, host
 from bodydouble.client import DEFAULT_ADDRESS, Client
 
 from .doctor_local import (INSTALLER, Check, check_blender, check_folder, check_gpu, check_nuke, check_python,
@@ -99,6 +99,25 @@ def check_video_served(model: dict, configured: str | None) -> Check:
         return Check("WARN", "video model", "the embedded TEST video model (random weights): extended frames are noise",
                      VIDEO_FIX)
     return Check("OK", "video model", f"{video.get('name')} ({video.get('family_title', video.get('family'))})")
+
+
+def check_colour(info: dict) -> Check:
+    """The server's OCIO config against this workstation's $OCIO (what Nuke and Blender read here when it is set)."""
+    server = info.get("colour") or {}
+    if not server:
+        return Check("WARN", "colour", "the server does not say which OCIO config it uses (an older server)",
+                     "update the server")
+    detail = (f"server reads colour with {server.get('config')} (working space {server.get('scene_linear')}; the model "
+              f"sees {server.get('display')} / {server.get('view')})")
+    local = os.environ.get("OCIO", "")
+    if not local:
+        return Check("OK", "colour", f"{detail}; no $OCIO here: Nuke and Blender use their own configs, and the "
+                                     "server maps their default names (docs/colour.md)")
+    if host.same_config(local, server.get("config", "")):
+        return Check("OK", "colour", f"{detail}; $OCIO here is the same config")
+    return Check("WARN", "colour", f"{detail}; $OCIO here is {local}: plate colour-space names are read against "
+                                   "the server's config, and the model sees the server's view",
+                 "give the server the same $OCIO (its service environment) so names and views agree")
 
 
 def local_video_model(data: dict):
@@ -202,6 +221,7 @@ def diagnose(config_path: Path, address: str | None, timeout: float) -> list[Che
     if info and info.get("model"):
         checks.append(check_model_served(info["model"], data.get("model")))
         checks.append(check_video_served(info["model"], data.get("video_model")))
+        checks.append(check_colour(info))
         checks += adapter_checks([a.raw for a in listing or []], (info or {}).get("adapters_dir", adapters_dir))
     elif server_installed() and data:
         model_check, identity, family = local_model(data)
