@@ -66,9 +66,7 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                 take = common.open_take(engine, job, req.output_dir, shot, common.adapter_label(adapters), {
                     "operation": "fill", "adapters": [a.describe() for a, _ in adapters],
                     "base_model": model.identity.to_dict(),
-                    "request": {k: getattr(req, k) for k in ("prompt", "negative_prompt", "seed", "steps", "strength",
-                                                              "guidance", "colorspace", "highlight_ceiling",
-                                                              "context", "feather")},
+                    "request": {k: getattr(req, k) for k in TAKE_SETTINGS},
                     "nonfinite": {"total": repaired, "frames": {}},
                 })
                 finishing.enter_context(common.completing(take))
@@ -100,6 +98,9 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
 
 
 NONFINITE_KEYS = ("nonfinite_filled", "nonfinite_context", "nonfinite_mask")
+# The request's settings a fill take records in take.json (here, in the pool and in farm jobs).
+TAKE_SETTINGS = ("prompt", "negative_prompt", "seed", "steps", "strength", "guidance", "colorspace",
+                 "highlight_ceiling", "context", "feather")
 
 
 def _mask_for(engine: Engine, item, plate: frame_io.Frame, channel: str | None) -> tuple[np.ndarray, int]:

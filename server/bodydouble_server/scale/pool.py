@@ -28,6 +28,7 @@ from ..config import ServerConfig
 from ..engine import Engine
 from ..jobs import Cancelled
 from ..operations import OPERATIONS, Operation, common
+from ..operations.fill import TAKE_SETTINGS
 from . import worker
 from .serve_app import APP
 
@@ -111,8 +112,7 @@ class Pool:
         take = common.open_take(engine, job, req.output_dir, shot, common.adapter_label(adapters), {
             "operation": "fill", "adapters": [a.describe() for a, _ in adapters],
             "base_model": engine.identity.to_dict(), "pool": {"address": self.address, "app": self.app},
-            "request": {k: getattr(req, k) for k in ("prompt", "negative_prompt", "seed", "steps", "strength",
-                                                      "guidance", "colorspace", "context", "feather")},
+            "request": {k: getattr(req, k) for k in TAKE_SETTINGS},
         })
         frames = [f.frame for f in req.frames]
         with common.completing(take):
