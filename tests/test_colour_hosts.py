@@ -164,6 +164,8 @@ def test_blender_default_linear_rec709_is_accepted(studio, tmp_path):
     take = _check_take(Path(result["take"]["take_dir"]), studio["plate_file"])
     assert take["request"]["colorspace"] == "Linear Rec.709"
     assert (result["take"]["display"], result["take"]["view"]) == (result["display"], result["view"])
+    # Refresh says that Blender's own config is not the server's, and what the model sees instead.
+    assert "Colour: this Blender's own config is not the server's (ocio://default)" in result["_output"]
 
 
 def test_doctor_compares_this_workstations_ocio_with_the_servers(studio, monkeypatch):

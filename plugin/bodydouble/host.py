@@ -151,8 +151,11 @@ def hello(address: str, timeout: float = 10.0, client_name: str = "bodydouble-ho
 
 
 def fetch_adapters(address: str, timeout: float = 10.0, client_name: str = "bodydouble-host",
-                   curve_certs: tuple[str, str] = ("", "")) -> list[AdapterInfo]:
+                   curve_certs: tuple[str, str] = ("", ""), server_info: Optional[dict] = None) -> list[AdapterInfo]:
+    """The server's adapters; ``server_info``, when given, is filled with its hello (colour, model, ...)."""
     with Client(address, timeout=timeout, name=client_name, curve=curve.keys_for(*curve_certs)) as client:
+        if server_info is not None:
+            server_info.update(client.server_info or {})
         return client.list_adapters()
 
 

@@ -10,6 +10,7 @@ from bodydouble import host
 from bodydouble.client import AdapterInfo
 
 _adapters: list[AdapterInfo] = []
+_server: dict = {}              # the server's hello from the last fetch (its colour set-up, model, ...)
 # Per operation: extend runs on the server's video model, fill on its image model, each with its own adapters.
 _items: dict[str, list[tuple[str, str, str]]] = {"fill": [], "extend": []}
 _NONE = [("NONE", "(no adapters: refresh)", "Open the dialog again once the server is running")]
@@ -17,9 +18,16 @@ _NONE = [("NONE", "(no adapters: refresh)", "Open the dialog again once the serv
 
 def fetch(address: str, timeout: float, curve_certs: tuple[str, str] = ("", "")) -> list[AdapterInfo]:
     """Ask the server for its adapters (blocking, bounded by ``timeout``) and cache them."""
-    adapters = host.fetch_adapters(address, timeout, "bodydouble-blender", curve_certs)
+    info: dict = {}
+    adapters = host.fetch_adapters(address, timeout, "bodydouble-blender", curve_certs, info)
+    _server.clear()
+    _server.update(info)
     set_cache(adapters)
     return adapters
+
+
+def server_info() -> dict:
+    return dict(_server)
 
 
 def set_cache(adapters: list[AdapterInfo]) -> None:

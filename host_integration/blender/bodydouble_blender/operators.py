@@ -337,6 +337,11 @@ class BODYDOUBLE_OT_refresh_adapters(bpy.types.Operator):
             return {"CANCELLED"}
         self.report({"INFO"}, f"BodyDouble: {len(adapters.cached())} adapter(s): "
                               + ", ".join(a.name for a in adapters.cached()))
+        view = scene_view(context.scene)
+        note = host.colour_note(adapters.server_info(), host.HostColour(
+            config=os.environ.get("OCIO") or "Blender's own", display=view["display"], view=view["view"]))
+        if note:
+            self.report({"INFO"}, f"BodyDouble: {note}")
         return {"FINISHED"}
 
 
