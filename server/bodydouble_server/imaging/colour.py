@@ -11,10 +11,11 @@ learned from); its top, from a knee to the display value of the *ceiling*, is st
 
 - pure display white comes back as the ceiling, never more (the view's own inverse sends 0.98 -> 19.7,
   0.99 -> 34.5, 1.0 -> 128: a white collar would be a blow-out);
-- the inverse is well conditioned: the display codes near white, where a model's whites land, now span
-  [knee, ceiling] instead of [ceiling, 128] (bench/colour_encoding.py prints the amplification of a one-code
-  display error, old and new);
-- below the knee the model sees exactly the view; plate values up to the ceiling round-trip exactly;
+- the inverse is well conditioned: the display codes from the knee to white, where a model's whites land, span
+  the plate values knee..ceiling, not ..128 (bench/colour_encoding.py prints what a one-code display error
+  does, old and new);
+- below the knee the model sees exactly the view; plate values up to the ceiling round-trip (to OCIO's float
+  precision, ~3e-4);
 - the ceiling is ``max(request's highlight_ceiling, the crop's brightest plate value)``: generated pixels are
   never brighter than the ceiling or than what the crop already holds, and a passthrough gives the plate back.
 
@@ -37,7 +38,7 @@ from bodydouble.jobspec import HIGHLIGHT_CEILING
 # Chosen with bench/colour_encoding.py (see docs/colour.md for its table).
 KNEE = 4.0
 DEFAULT_CEILING = HIGHLIGHT_CEILING      # the requests' highlight_ceiling default (16.0)
-RAW_NAMES = {"raw", "data", "none", "non-color", "utility - raw"}
+RAW_NAMES = {"raw", "data", "none", "non-color", "utility - raw"}     # Blender's Non-Color, nuke-default's raw
 
 # Names hosts use that OCIO configs spell otherwise: each maps to candidates tried in order against the
 # config in use (OCIO 2 interop aliases first: every ACES cg/studio config has them; then the names of
@@ -51,13 +52,11 @@ HOST_ALIASES: dict[str, tuple[str, ...]] = {
     "srgb": ("srgb_tx", "sRGB Encoded Rec.709 (sRGB)", "Utility - sRGB - Texture", "sRGB"),
     "display p3": ("srgb_p3d65", "sRGB Encoded P3-D65"),
     "rec.1886": ("g24_rec709", "Gamma 2.4 Encoded Rec.709", "Gamma2.4"),
-    "non-color": ("Raw", "raw"),
     # Nuke's default colour management (nuke-default config)
     "linear": ("lin_rec709_srgb", "Linear Rec.709 (sRGB)", "Utility - Linear - sRGB", "linear"),
     "gamma1.8": ("g18_rec709", "Gamma 1.8 Encoded Rec.709", "Gamma1.8"),
     "gamma2.2": ("g22_rec709", "Gamma 2.2 Encoded Rec.709", "Gamma2.2"),
     "gamma2.4": ("g24_rec709", "Gamma 2.4 Encoded Rec.709", "Gamma2.4"),
-    "raw": ("Raw", "raw"),
     # Either way round: an ACES name sent to a nuke-default server
     "linear rec.709 (srgb)": ("linear",),
     "srgb encoded rec.709 (srgb)": ("sRGB",),
@@ -108,14 +107,6 @@ def server_colour() -> dict:
             "display": display, "view": config.getDefaultViewName(display), "colorspaces": list(known),
             "encoding": "view, top stretched to the highlight ceiling", "knee": KNEE,
             "default_highlight_ceiling": DEFAULT_CEILING}
-
-
-def same_config(host: str, server: str) -> bool:
-    """Whether a host's config (a path or an ocio:// name; '' for none known) is the server's."""
-    def norm(text: str) -> str:
-        text = text.strip()
-        return text if text.startswith("ocio://") else os.path.normcase(os.path.normpath(os.path.expanduser(text)))
-    return bool(host) and norm(host) == norm(server)
 
 
 class ColourTransform:
