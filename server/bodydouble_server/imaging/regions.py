@@ -56,16 +56,31 @@ def model_size(box: Box, pixel_aspect: float, resolution: int, multiple: int) ->
     return snap(phys_h * scale), snap(phys_w * scale)
 
 
+# Rows per copy into or out of OpenImageIO: a copy holds the GIL, so a large frame goes in short bands and the
+# server's socket loop keeps answering heartbeats meanwhile.
+_BAND = 128
+
+
 def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     """To (height, width), float32. Half input is resized as half (no float copy of a large crop)."""
     if pixels.shape[:2] == (height, width):
         return pixels.astype(np.float32, copy=True)
-    buf = oiio.ImageBuf(np.ascontiguousarray(pixels, dtype=np.float16 if pixels.dtype == np.float16 else np.float32))
-    nch = pixels.shape[2] if pixels.ndim == 3 else 1
+    source = pixels if pixels.ndim == 3 else pixels[:, :, None]
+    src_h, src_w, nch = source.shape
+    dtype, fmt = (np.float16, oiio.HALF) if pixels.dtype == np.float16 else (np.float32, oiio.FLOAT)
+    buf = oiio.ImageBuf(oiio.ImageSpec(src_w, src_h, nch, fmt))
+    for y in range(0, src_h, _BAND):
+        rows = np.ascontiguousarray(source[y:y + _BAND], dtype=dtype)
+        buf.set_pixels(oiio.ROI(0, src_w, y, y + len(rows), 0, 1, 0, nch), rows)
     out = oiio.ImageBufAlgo.resize(buf, roi=oiio.ROI(0, width, 0, height, 0, 1, 0, nch))
     if out.has_error:
         raise errors.RequestError(f"resize failed: {out.geterror()}", code=errors.JOB_FAILED)
-    return np.asarray(out.get_pixels(oiio.FLOAT), dtype=np.float32).reshape(height, width, *pixels.shape[2:])
+    result = np.empty((height, width, nch), np.float32)
+    for y in range(0, height, _BAND):
+        end = min(y + _BAND, height)
+        result[y:end] = np.asarray(out.get_pixels(oiio.FLOAT, oiio.ROI(0, width, y, end, 0, 1, 0, nch))).reshape(
+            end - y, width, nch)
+    return result.reshape(height, width, *pixels.shape[2:])
 
 
 def _box_sum(image: np.ndarray, radius: int) -> np.ndarray:
