@@ -92,3 +92,11 @@ def test_the_ceiling_is_a_checked_request_field():
     for bad in (0.5, 1e6):
         with pytest.raises(ValueError, match="highlight_ceiling"):
             FillRequest(frames=frames, highlight_ceiling=bad).validate()
+
+
+def test_a_saturated_light_the_view_clips_does_not_switch_the_stretch_off():
+    crop = np.array([[2.0, 0.1, 0.1], [16.0, 14.0, 12.0], [0.18, 0.18, 0.18]], np.float32)   # red: view white
+    encoding, pixels = ColourTransform("ACEScg").encode(crop)
+    assert encoding.top < 0.99 and encoding.ceiling == 16.0
+    assert np.allclose(encoding.from_model(pixels)[1:], crop[1:], rtol=1e-3)
+    assert encoding.from_model(_neutral([0.99]))[0, 0] < 14.0     # near white stays well conditioned

@@ -65,6 +65,7 @@ HOST_ALIASES: dict[str, tuple[str, ...]] = {
 # OIIO spreads an image operation over scanlines: a long single row would run on one core.
 _ROW = 1024
 _CHUNK = 1 << 20          # pixels per conversion call: 12 MB of float32 RGB
+_CLIPPED = 0.9999         # a view value at least this is display white
 
 
 @functools.lru_cache(maxsize=8)
@@ -184,7 +185,8 @@ class ColourTransform:
         def view(part: np.ndarray) -> np.ndarray:
             seen["plate"] = max(seen["plate"], brightest(part))
             shown = self._view(part)
-            seen["display"] = max(seen["display"], float(shown.max(initial=0.0)))
+            # Values the view itself clipped to white (a saturated light) cannot round-trip whatever the top is.
+            seen["display"] = max(seen["display"], float(shown.max(initial=0.0, where=shown < _CLIPPED)))
             return shown
         display = _chunked(rgb, view)
         encoding = self.encoding(seen["plate"], ceiling, knee, display_max=seen["display"])
