@@ -11,6 +11,7 @@ Tolerances, inside the mask, against the plate as read back (half):
   |out - plate| <= 2 % * max(|plate|, 1): resampling up and down again smooths a smooth field by well under 1 %.
 
 Outside the mask the take is the plate bit for bit, and alpha everywhere (the plates' alpha is random).
+A model made to paint pure white (fill and extend) or a near-white ramp checks the ceiling and the order.
 """
 from __future__ import annotations
 
