@@ -51,6 +51,7 @@ NOT_PERMITTED = "not_permitted"        # outside a consent record, a retired ada
 CANCELLED = "cancelled"
 MODEL_UNAVAILABLE = "model_unavailable"
 JOB_FAILED = "job_failed"
+TRAINING_DIVERGED = "training_diverged"   # the loss or the LoRA weights stopped being finite; nothing published
 INTERNAL = "internal"
 
 

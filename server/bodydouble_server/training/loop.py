@@ -139,12 +139,29 @@ class Trainer:
     def save_checkpoint(self, loss: float | None) -> Path:
         from peft import get_peft_model_state_dict
 
+        self.check_finite()          # a diverged state is never saved: resuming starts from the last good one
         metric = {"step": self.step, "loss": loss, "heldout": self.heldout_score(), "time": time.time()}
         self.metrics = [m for m in self.metrics if m["step"] != self.step] + [metric]
         lora = {f"{component}.{k}": v for component, module in self.lora_modules().items()
                 for k, v in get_peft_model_state_dict(module, adapter_name=ADAPTER).items()}
         return checkpoints.save(self.work_dir, self.step, lora, self.optimizer.state_dict(),
                                 {"fingerprint": self.fingerprint, "metrics": self.metrics})
+
+    def check_finite(self) -> None:
+        """Every trained LoRA weight is a number: else ``training_diverged`` (never saved, never published)."""
+        import torch
+
+        for component, module in self.lora_modules().items():
+            for name, param in module.named_parameters():
+                if param.requires_grad and not torch.isfinite(param.detach()).all():
+                    self._diverged(f"{component} weight {name} holds NaN or Inf after step {self.step}")
+
+    def _diverged(self, what: str) -> None:
+        last = checkpoints.latest(self.work_dir)
+        raise errors.RequestError(
+            f"training diverged: {what}; nothing was published. Lower learning_rate (or check the base model and "
+            f"the frames); " + (f"the last good checkpoint is step {last.step}" if last else "no checkpoint was kept"),
+            code=errors.TRAINING_DIVERGED, details={"step": self.step, "checkpoint_step": last.step if last else None})
 
     def heldout_score(self) -> float | None:
         """Masked denoising error on the held-out frames at fixed timesteps and noise: lower is better."""
@@ -178,6 +195,8 @@ class Trainer:
             generator = step_generator(s.seed, self.step + 1)
             index = torch.randint(0, len(self.train_frames), (s.batch,), generator=generator)
             loss = self._loss(self.data, index, generator)
+            if not torch.isfinite(loss.detach()).all():
+                self._diverged(f"the loss became {float(loss.detach().float().mean())} at step {self.step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -209,6 +228,7 @@ class Trainer:
     def write(self, adapters_dir: Path, dataset: Dataset, report: dict, forced: bool,
               base_check: dict | None = None) -> Path:
         s = self.settings
+        self.check_finite()
         held = {id(f) for f in self.heldout_frames()}
         manifest = {
             "name": s.name, "character": s.character, "trigger": s.trigger,
