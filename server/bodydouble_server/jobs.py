@@ -52,6 +52,7 @@ class Job:
     subscribers: list = field(default_factory=list)    # (peer, request id) that receive this job's events
     on_take: Callable | None = None                    # the manager's journal hook
     on_finish: Callable | None = None                  # (job, final msg, state) before the final reply: the audit
+    beside: bool = False                               # runs beside the worker thread (training: its own process)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -164,6 +165,9 @@ class JobManager:
         self.state = "loading"
         self.load_error: str | None = None
         self.running: Job | None = None
+        # Jobs that run beside the worker (``beside``), one at a time: two trainings side by side starve each other.
+        self._beside_lock = threading.Lock()
+        self._beside: dict[str, Job] = {}
         self._thread = threading.Thread(target=self._work, name="bodydouble-worker", daemon=True)
 
     def start(self) -> None:
@@ -172,8 +176,9 @@ class JobManager:
     def stop(self, timeout: float = 10.0) -> None:
         with self._cv:
             self._stopping = True
-            if self.running:
-                self.running.cancel_event.set()
+            for job in [self.running, *self._beside.values()]:
+                if job is not None:
+                    job.cancel_event.set()
             self._cv.notify_all()
         self._thread.join(timeout)
 
@@ -198,14 +203,14 @@ class JobManager:
 
     def submit(self, peer: bytes, request_id: str, operation: str, request: object,
                run: Callable[[Job], protocol.Message], send: Send, on_admit: Callable[[Job], None] | None = None,
-               on_finish: Callable | None = None) -> Job:
+               on_finish: Callable | None = None, beside: bool = False) -> Job:
         """Queue a job that passed every check; its ``accepted`` is sent before the worker can see it.
 
         ``on_admit(job)`` runs first (the audit line; if it raises, nothing is queued), ``on_finish`` before the
         job's final reply."""
         job = Job(id=f"job-{self._prefix}-{next(self._ids)}", peer=peer, request_id=request_id,
                   operation=operation, request=request, run=run, send=send, on_take=self._take_opened,
-                  on_finish=on_finish)
+                  on_finish=on_finish, beside=beside)
         if on_admit is not None:
             on_admit(job)
         with self._cv:
@@ -234,8 +239,8 @@ class JobManager:
             raise errors.RequestError(f"job {job.id} already ended ({job.state})", code=errors.UNKNOWN_JOB)
         with self._cv:
             job.cancel_event.set()
-            queued = job in self._queue
-            if queued:
+            queued = job in self._queue or job.state == "queued"     # a job beside may wait for its turn
+            if job in self._queue:
                 self._queue.remove(job)
         if queued:   # it never started: nothing to stop, no take exists
             job.finish(protocol.error_message(None, errors.JobCancelled(f"job {job.id} cancelled before it started")),
@@ -255,7 +260,7 @@ class JobManager:
 
     def counts(self) -> dict:
         with self._cv:
-            return {"queued": len(self._queue), "running": 1 if self.running else 0}
+            return {"queued": len(self._queue), "running": (1 if self.running else 0) + len(self._beside)}
 
     def _trim(self) -> None:
         ended = [j for j in self._jobs.values() if not j.live]
@@ -287,6 +292,10 @@ class JobManager:
                     self._queue.clear()
                     return
                 job = self._queue.popleft()
+                if job.beside:
+                    threading.Thread(target=self._run_beside, args=(job,), name=f"bodydouble-{job.id}",
+                                     daemon=True).start()
+                    continue
                 self.running = job
                 job.state = "running"
             started = time.monotonic()
@@ -298,6 +307,21 @@ class JobManager:
                     self._journal.closed(job.id)
                 with self._cv:
                     self.running = None
+
+    def _run_beside(self, job: Job) -> None:
+        with self._beside_lock:
+            with self._cv:
+                if not job.live or job.cancel_event.is_set():
+                    return                 # cancelled while it waited for its turn (cancel() replied)
+                job.state = "running"
+                self._beside[job.id] = job
+            try:
+                self._run(job)
+            finally:
+                if self._journal is not None:
+                    self._journal.closed(job.id)
+                with self._cv:
+                    self._beside.pop(job.id, None)
 
     def _run(self, job: Job) -> None:
         if self.state == "failed":

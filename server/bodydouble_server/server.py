@@ -321,7 +321,8 @@ class Server:
         operation, request, admission = self.admit(peer, msg)
         run = self.operations[operation].run
         self.jobs.submit(peer, msg.id, operation, request, lambda job: run(self.engine, job, request), self.send,
-                         on_admit=admission.record, on_finish=admission.finished)    # the audit lines
+                         on_admit=admission.record, on_finish=admission.finished,    # the audit lines
+                         beside=self.operations[operation].beside)
 
     def admit(self, peer: bytes, msg: protocol.Message) -> tuple[str, object]:
         """Every check a submit passes before ``accepted``, cheapest first; any failure is its only reply.

@@ -3,6 +3,7 @@ at submit time on the socket loop (before ``accepted``; see ``common``). ``OPERA
 from dataclasses import dataclass
 from typing import Callable
 
+from ..scale import offload
 from . import extend, fill, train
 
 
@@ -10,8 +11,10 @@ from . import extend, fill, train
 class Operation:
     run: Callable       # (engine, job, request) -> final protocol.Message; the worker thread
     validate: Callable  # (request, engine) -> None or raises RequestError; the socket loop, before accepted
+    beside: bool = False  # run beside the worker thread, so other jobs keep running (training: its own process)
 
 
 OPERATIONS = {"extend": Operation(extend.run_extend, extend.validate),
               "fill": Operation(fill.run_fill, fill.validate),
-              "train": Operation(train.run_train, train.validate)}
+              # Training runs in its own process (scale/offload.py) so fill and extend keep answering meanwhile.
+              "train": Operation(offload.run_train, train.validate, beside=True)}

@@ -1,8 +1,8 @@
-"""Train: a character adapter trained by the server's worker and published into its adapters folder.
+"""Train: a character adapter trained and published into the server's adapters folder.
 
-The server has one worker (one GPU, one model), so fill jobs queued behind a training wait until it
-ends; progress streams every step and cancel stops it between steps, keeping a checkpoint that the
-same request resumes from. Training builds its own denoiser (the image model's UNet, or the video
+A server runs this in its own process beside its worker (scale/offload.py), so fills keep running meanwhile;
+a farm task runs it directly. Progress streams every step and cancel stops it between steps, keeping a
+checkpoint that the same request resumes from. Training builds its own denoiser (the image model's UNet, or the video
 model's transformer for ``model_kind: video``): the resident pipeline's adapters are not touched, only
 its VAE and text encoder are borrowed, with the served adapters switched off.
 """

@@ -299,14 +299,14 @@ def task_assemble(bundle: Path) -> None:
 def task_operation(bundle: Path) -> None:
     """An extend or a train job: the server's own operation, in this process (the model loaded once)."""
     from ..engine import Engine
-    from ..operations import OPERATIONS
+    from ..operations import extend, train
 
     operation, req, config = load_bundle(bundle)
     engine = Engine(config)
     engine.load()
     job = ConsoleJob(f"farm-{bundle.name}")
     _stop_on_signals(job)
-    result = OPERATIONS[operation].run(engine, job, req)
+    result = {"extend": extend.run_extend, "train": train.run_train}[operation](engine, job, req)
     atomic.write_json(bundle / "result.json", result.body)
 
 
