@@ -59,3 +59,17 @@ def test_a_fill_whose_model_makes_nan_fails_without_a_nan_take(served):
     assert caught.value.code == "job_failed" and "NaN" in str(caught.value)
     for take in served["root"].glob("**/take.json"):
         assert '"complete"' not in take.read_text()
+
+
+def test_a_report_on_frames_with_nan_pixels_answers(served):
+    import numpy as np
+
+    from .test_training import VIEWS, frame_pixels
+
+    folder = write_frames(served["root"] / "nan_frames")
+    pixels = frame_pixels(0)
+    pixels[2:6, 2:6, :3] = np.nan
+    samples.write_exr(folder / VIEWS[0] / "hero_00.exr", pixels, ("R", "G", "B", "A"))
+    result = served["client"].submit(TrainRequest(frames=[str(folder)], character="Hero", resolution=SIZE,
+                                                  report_only=True)).wait(timeout=120)
+    assert result.report["frame_count"] == len(VIEWS) * 2
