@@ -143,7 +143,10 @@ class Server:
         finally:
             self.jobs.stop()
             self._flush()
-            for sock in (self._router, self._wake_pull, self._wake_push):
+            with self._wake_lock:        # a worker may be waking us right now
+                self._wake_push.close(linger=0)
+                self._wake_push = None
+            for sock in (self._router, self._wake_pull):
                 sock.close(linger=0)
             if self._authenticator is not None:
                 self._authenticator.stop()
@@ -161,16 +164,13 @@ class Server:
             self._wake()
 
     def _wake(self) -> None:
-        push = self._wake_push
-        if push is None:
-            return
         with self._wake_lock:
+            if self._wake_push is None:   # not bound yet, or closed
+                return
             try:
-                push.send(b"", zmq.NOBLOCK)
+                self._wake_push.send(b"", zmq.NOBLOCK)
             except zmq.Again:
                 pass        # the wake-up pipe is full: a wake-up is already pending
-            except zmq.ZMQError:
-                pass        # closing
 
     def _drain_wake(self) -> None:
         while True:
