@@ -62,7 +62,7 @@ class BakeSettings:
     vae_steps: int = 800
     vae_batch: int = 32
     vae_patch: int = 32
-    unet_steps: int = 2000
+    unet_steps: int = 1200
     batch: int = 32
     learning_rate: float = 1e-3
     ema: float = 0.998
@@ -225,7 +225,7 @@ def vae_phase(settings: BakeSettings, vae, data: dict, work: Path, log) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for group in optimizer.param_groups:
-            group["lr"] = settings.learning_rate * _lr_scale(step, settings.vae_steps)
+            group["lr"] = settings.learning_rate * _lr_scale(step, settings.vae_steps, max(1, settings.vae_steps // 20))
         optimizer.step()
         step += 1
         losses.append(float(loss.detach()))
@@ -244,9 +244,10 @@ def vae_phase(settings: BakeSettings, vae, data: dict, work: Path, log) -> dict:
     return {"steps": settings.vae_steps, "curve": metrics, "eval_psnr_db": 10 * math.log10(1 / max(mse, 1e-10))}
 
 
-def _lr_scale(step: int, total: int) -> float:
-    """Linear warm-up over 5%, constant, linear decay to 10% over the last 30%."""
-    warm = max(1, total // 20)
+def _lr_scale(step: int, total: int, warm: int) -> float:
+    """Linear warm-up over ``warm`` steps, constant, linear decay to 10% over the last 30%. With a fixed
+    ``warm``, the schedule does not depend on ``total`` until the decay starts: a bake can be lengthened or
+    shortened from a checkpoint taken before then and still equal a fresh bake of that length."""
     if step < warm:
         return (step + 1) / warm
     tail = int(total * 0.7)
@@ -341,7 +342,8 @@ def unet_phase(settings: BakeSettings, unet, text_encoder, tok, scheduler, vae, 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         for group in optimizer.param_groups:
-            group["lr"] = settings.learning_rate * _lr_scale(step, settings.unet_steps)
+            group["lr"] = settings.learning_rate * _lr_scale(step, settings.unet_steps,
+                                                             min(100, max(1, settings.unet_steps // 10)))
         optimizer.step()
         step += 1
         decay = min(settings.ema, (1 + step) / (10 + step))
