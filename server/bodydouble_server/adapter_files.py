@@ -15,15 +15,24 @@ from .adapters import MANIFEST_FILE, WEIGHTS_FILE
 from .models.identity import ModelIdentity
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]             # the denoiser's attention
+# A UNet's LoRA also on its ResNet blocks' convolutions: what a character looks like from an angle the base model
+# never drew for it lives there as much as in attention (the miniature world: attention-only LoRA named the
+# character from the back half as often; see docs/likeness.md).
+UNET_LORA_TARGETS = LORA_TARGETS + ["conv1", "conv2"]
 TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]   # a CLIP text encoder's attention
 
 
 def export_lora(component: str, peft_state: dict) -> dict:
     """A component's peft LoRA state as its weights file keeps it: UNets and text encoders in diffusers'
-    classic key names (what ``load_lora_weights`` converts back), DiT transformers in peft's."""
+    classic key names (what ``load_lora_weights`` converts back), DiT transformers in peft's. A LoRA with
+    layers the classic names do not cover (a UNet's ResNet convs) stays in peft's names throughout: diffusers'
+    converter leaves those keys as they are, and a file mixing both namings loads only one of them."""
     from diffusers.utils import convert_state_dict_to_diffusers
 
-    return peft_state if component == "transformer" else convert_state_dict_to_diffusers(peft_state)
+    if component == "transformer":
+        return peft_state
+    converted = convert_state_dict_to_diffusers(peft_state)
+    return peft_state if any(".lora_A." in key or ".lora_B." in key for key in converted) else converted
 
 
 def write_adapter(folder: Path, pipeline_cls, lora_layers: dict[str, dict], manifest: dict,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import numpy as np
 import OpenImageIO as oiio
 
 from bodydouble import errors, protocol
+from bodydouble.jobspec import FillRequest
 
 from ..imaging import frames as frame_io
 from ..imaging import regions
@@ -30,6 +31,7 @@ from ..imaging.colour import ColourTransform
 from ..models.identity import file_sha256
 from ..paths import AllowedRoots
 
+FILL_CONTEXT = next(f.default for f in fields(FillRequest) if f.name == "context")   # fill's framing
 STANDARD_VIEWS = ("front", "three-quarter-left", "three-quarter-right", "profile-left", "profile-right", "back", "top")
 IMAGE_SUFFIXES = {".exr", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".dpx"}
 SIDECAR = "frames.json"
@@ -175,8 +177,8 @@ def load(inputs: list[str | Path], resolution: int, roots: AllowedRoots | None =
         dataset.frames.append(TrainingFrame(
             path=path, sha256=file_sha256(path), content_hash=hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest(),
             width=frame.shape[1], height=frame.shape[0], channels=pixels.shape[2], colourspace=space,
-            rgb=square(transform.to_model(rgb), resolution),
-            mask=None if mask is None else np.clip(square(mask[:, :, None], resolution)[:, :, 0], 0.0, 1.0),
+            rgb=framed(transform.to_model(rgb), mask, resolution),
+            mask=None if mask is None else np.clip(framed(mask[:, :, None], mask, resolution)[:, :, 0], 0.0, 1.0),
             caption=_caption_of(path, side), view=_view_of(path, side),
         ))
     counts = sorted({f.channels for f in dataset.frames})
@@ -186,6 +188,20 @@ def load(inputs: list[str | Path], resolution: int, roots: AllowedRoots | None =
             f"{c} channels ({', '.join(names)}...)" for c, names in by_count.items())
             + ". Convert the set to one layout (RGB or RGBA) first")
     return dataset
+
+
+def framed(pixels: np.ndarray, matte: np.ndarray | None, size: int) -> np.ndarray:
+    """A training frame at ``size`` x ``size``: with a matte, framed as fill frames a plate (the matte's box plus
+    fill's default context, grown to a square), so the character is learned at the scale fill generates it;
+    without one (or an empty one), the centre square."""
+    if matte is None or not (matte > 0).any():
+        return square(pixels, size)
+    height, width = matte.shape
+    box = regions.context_box(regions.mask_box(matte), height, width, FILL_CONTEXT)
+    side = min(max(box.height, box.width), height, width)
+    top = min(max(0, (box.y0 + box.y1 - side) // 2), height - side)
+    left = min(max(0, (box.x0 + box.x1 - side) // 2), width - side)
+    return regions.resize(pixels[top:top + side, left:left + side], size, size)
 
 
 def square(pixels: np.ndarray, size: int) -> np.ndarray:

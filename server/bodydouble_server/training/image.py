@@ -24,6 +24,8 @@ from .samples import FrameTensors, frame_prompt, inpaint_masks
 class ImageTrainer(Trainer):
     """The server's image (fill) model: its UNet (SD 1.5 or SDXL) and, optionally, its text encoder(s)."""
 
+    lora_targets = adapter_files.UNET_LORA_TARGETS
+
     def load_denoiser(self):
         from diffusers import UNet2DConditionModel
 

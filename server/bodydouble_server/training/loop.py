@@ -35,6 +35,17 @@ class TrainingCancelled(Exception):
         self.step, self.checkpoint = step, checkpoint
 
 
+def view_balanced_weights(samples: list):
+    """Sampling weights giving every view tag the same share of the batches, however few frames it has: a set
+    of 200 front frames and 2 back views still trains on the back 1/(number of views) of the time."""
+    import torch
+
+    counts: dict[str, int] = {}
+    for sample in samples:
+        counts[sample.view] = counts.get(sample.view, 0) + 1
+    return torch.tensor([1.0 / counts[sample.view] for sample in samples], dtype=torch.float64)
+
+
 def step_generator(seed: int, step: int):
     import torch
 
@@ -47,6 +58,7 @@ class Trainer:
     and ``objective``."""
 
     component = "unet"      # the pipeline component the LoRA trains (how the weights file names it)
+    lora_targets = adapter_files.LORA_TARGETS   # the denoiser's modules that get a LoRA
     model_kind = "image"    # manifest ``model_kind``: the server model the adapter is for
 
     def __init__(self, pipe, identity: ModelIdentity, dataset: Dataset, settings: TrainSettings, work_dir: Path,
@@ -72,7 +84,7 @@ class Trainer:
             torch.manual_seed(settings.seed)
             self.denoiser.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.rank,
                                                  init_lora_weights="gaussian",
-                                                 target_modules=adapter_files.LORA_TARGETS), adapter_name=ADAPTER)
+                                                 target_modules=self.lora_targets), adapter_name=ADAPTER)
         if gpu and settings.gradient_checkpointing:
             self.denoiser.enable_gradient_checkpointing()
         self.prepare()
@@ -84,6 +96,7 @@ class Trainer:
         self.fingerprint = hashlib.sha256(json.dumps({
             "settings": settings.fingerprint_fields(), "base": identity.sha256,
             "frames": [f.sha256 for f in dataset.frames]}, sort_keys=True).encode()).hexdigest()
+        self.sample_weights = view_balanced_weights(self.train_frames)
         self.step = 0
         self.metrics: list[dict] = []
 
@@ -193,7 +206,7 @@ class Trainer:
                     else checkpoints.latest(self.work_dir).folder
                 raise TrainingCancelled(self.step, path)
             generator = step_generator(s.seed, self.step + 1)
-            index = torch.randint(0, len(self.train_frames), (s.batch,), generator=generator)
+            index = torch.multinomial(self.sample_weights, s.batch, replacement=True, generator=generator)
             loss = self._loss(self.data, index, generator)
             if not torch.isfinite(loss.detach()).all():
                 self._diverged(f"the loss became {float(loss.detach().float().mean())} at step {self.step + 1}")
