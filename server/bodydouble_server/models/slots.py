@@ -140,9 +140,10 @@ class ModelSlot:
         forced = getattr(cfg, self.kind.family_setting) if self.kind.family_setting else None
         self.path = path
         self.family = get_family(forced) if forced else detect_family(path, kind=self.kind.name)
-        self.identity = ModelIdentity(name=test.label if test else path.name, family=self.family.name,
+        label = test.label if test else self.family.test_label      # a test family's models are TEST models too
+        self.identity = ModelIdentity(name=label or path.name, family=self.family.name,
                                       sha256=model_sha256(path), path=test.path if test else str(path),
-                                      test_model=test is not None)
+                                      test_model=bool(label))
         self.adapters = AdapterLibrary(Path(cfg.adapters), self.identity, self.kind.name)
 
     def _load_pipelines(self) -> None:
