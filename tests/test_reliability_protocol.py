@@ -133,3 +133,17 @@ def test_staged_dir_replace_has_no_gap_and_recovers(tmp_path):
         with atomic.staged_dir(target) as staging:
             (staging / "w").write_text("never")
     assert [p.name for p in tmp_path.iterdir()] == ["step_0000005"]
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"frames": [{"frame": 1, "plate": {"path": 5}}]}, "frames[0].plate.path: expected str, got int"),
+    ({"frames": [{"frame": 1, "plate": {"path": "/a"}, "mask": 3}]}, "frames[0].mask: expected an object, got int"),
+    ({"frames": [{"frame": 1, "plate": {"path": "/a"}}], "shot": 7}, "shot: expected str, got int"),
+])
+def test_codec_errors_name_the_field_once(body, message):
+    from bodydouble import codec
+    from bodydouble.jobspec import FillRequest
+
+    with pytest.raises(errors.RequestError) as info:
+        codec.from_wire(FillRequest, body, [])
+    assert str(info.value) == message and info.value.code == errors.INVALID_REQUEST

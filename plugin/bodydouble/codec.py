@@ -59,8 +59,12 @@ def _decode(tp: Any, data: Any, buffers: list[np.ndarray], path: str) -> Any:
             try:
                 return _decode(option, data, buffers, path)
             except errors.RequestError as exc:
-                problems.append(str(exc))
-        raise _invalid(path, " / ".join(problems) or "must not be null")
+                problems.append(exc)
+        if len(problems) == 1:          # Optional[X]: X's own error already names the field
+            raise problems[0]
+        # Each option's error already starts with the path: join them as they are, not under it again.
+        raise errors.RequestError(" / ".join(str(p) for p in problems) or f"{path}: must not be null",
+                                  code=errors.INVALID_REQUEST)
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(data, list):
