@@ -54,14 +54,11 @@ def main() -> int:
     from bodydouble_server import samples
     from bodydouble_server.config import ServerConfig
     from bodydouble_server.models import testing
-    from bodydouble_server.models.identity import ModelIdentity, model_sha256
     from bodydouble_server.scale.serve_app import APP, build_app
 
     root = Path(tempfile.mkdtemp(prefix="bodydouble-pool-bench-"))
     os.environ.setdefault("BODYDOUBLE_CACHE", str(root / "cache"))
-    model = testing.resolve("test:standin", "image")
-    identity = ModelIdentity(name=model.label, family="test-standin", sha256=model_sha256(model.folder),
-                             path=model.path, test_model=True)
+    identity = testing.identity_of("test:standin")
     names = ["hero", "villain", "sidekick"]
     for seed, name in enumerate(names):
         testing.test_adapter(root / "adapters" / name, identity, name.title(), seed)
@@ -100,7 +97,8 @@ def main() -> int:
                 stats = result.info["pool"]
                 after = dict(stats["loads"])
                 for index in range(24):
-                    after.update(client.submit(fill(1001, 1001, names[index % 3])).wait(timeout=600).info["pool"]["loads"])
+                    one = client.submit(fill(1001, 1001, names[index % 3])).wait(timeout=600)
+                    after.update(one.info["pool"]["loads"])
             # A miss is a load: each replica's load counter, before and after.
             job_misses = sum(n - warm.info["pool"]["loads"].get(r, 0) for r, n in stats["loads"].items())
             cycle_misses = sum(n - stats["loads"].get(r, 0) for r, n in after.items())

@@ -20,13 +20,9 @@ BODYDOUBLE = str(Path(sys.executable).with_name("bodydouble"))
 def studio(tmp_path_factory):
     from bodydouble_server import samples
     from bodydouble_server.models import testing
-    from bodydouble_server.models.identity import ModelIdentity, model_sha256
 
     root = tmp_path_factory.mktemp("farm")
-    model = testing.resolve("test:standin", "image")
-    identity = ModelIdentity(name=model.label, family="test-standin", sha256=model_sha256(model.folder),
-                             path=model.path, test_model=True)
-    testing.test_adapter(root / "adapters" / "hero", identity, "Hero", 1)
+    testing.test_adapter(root / "adapters" / "hero", testing.identity_of("test:standin"), "Hero", 1)
     plate, mask = samples.write_sequence(root / "plates", 1001, 1006, 96, 64)
     config = root / "server.toml"
     config.write_text(f'model = "test:standin"\nvideo_model = "test:passthrough"\nadapters = "{root}/adapters"\n'
@@ -108,11 +104,13 @@ def test_an_extend_bundle_runs_and_a_train_bundle_validates(studio):
     template = json.loads((bundle / farm.TEMPLATE).read_text())
     farm.decode(template)
     assert [s["name"] for s in template["steps"]] == ["Train"]
-    assert [layer.get("name") for layer in ET.fromstring((bundle / farm.OUTLINE).read_text()).iter("layer")] == ["train"]
+    layers = ET.fromstring((bundle / farm.OUTLINE).read_text()).iter("layer")
+    assert [layer.get("name") for layer in layers] == ["train"]
 
 
 def test_submit_refuses_what_a_server_would(studio, tmp_path, capsys):
-    assert _submit(studio, "fill", tmp_path / "outside", "--plate", str(tmp_path / "p.####.exr"), "--frames", "1-2") == 1
+    outside = str(tmp_path / "p.####.exr")
+    assert _submit(studio, "fill", tmp_path / "outside", "--plate", outside, "--frames", "1-2") == 1
     assert "plate 1" in capsys.readouterr().err and not (tmp_path / "outside").exists()
     bundle = studio["root"] / "used-bundle"
     bundle.mkdir()

@@ -38,13 +38,10 @@ def pool(tmp_path_factory):
     from bodydouble_server import samples
     from bodydouble_server.config import ServerConfig
     from bodydouble_server.models import testing
-    from bodydouble_server.models.identity import ModelIdentity, model_sha256
     from bodydouble_server.scale.serve_app import APP, build_app
 
     root = tmp_path_factory.mktemp("pool")
-    model = testing.resolve("test:standin", "image")
-    identity = ModelIdentity(name=model.label, family="test-standin", sha256=model_sha256(model.folder),
-                             path=model.path, test_model=True)
+    identity = testing.identity_of("test:standin")
     for name, seed in (("hero", 1), ("villain", 2)):
         testing.test_adapter(root / "adapters" / name, identity, name.title(), seed)
     plate, mask = samples.write_sequence(root / "plates", 1001, 1016, 96, 64)
@@ -133,23 +130,38 @@ def test_cancel_reaches_every_task(pool):
         assert time.monotonic() - started < 5.0
 
 
+def test_an_adapter_published_while_the_pool_runs_is_served_without_a_restart(pool):
+    from bodydouble_server.models import testing
+
+    testing.test_adapter(pool["root"] / "adapters" / "sidekick", testing.identity_of("test:standin"), "Sidekick", 3)
+    with Client(pool["address"], timeout=30) as client:
+        assert "sidekick" in {a.name for a in client.rescan()}        # the gateway's listing and checks
+        result = client.submit(_fill(pool, 1001, 1002, "sidekick", steps=1, shot="new")).wait(timeout=60)
+    assert result.info["adapter"] == "sidekick" and len(result.frames) == 2
+
+
 def test_a_replica_killed_mid_job_costs_a_retry_not_a_frame(pool):
-    pid = pool["handle"].describe.remote().result(timeout_s=30)["pid"]
+    pids = {}
+    while len(pids) < 2:                 # each replica's process
+        info = pool["handle"].describe.remote().result(timeout_s=30)
+        pids[info["replica"]] = info["pid"]
     with Client(pool["address"], timeout=30) as client:
         killed = False
-        job = client.submit(_fill(pool, 1001, 1016, steps=4, shot="kill"))      # 0.2 s a frame
+        job = client.submit(_fill(pool, 1001, 1012, steps=20, shot="kill"))     # 1 s a frame
         for progress in job.events(timeout=120):
-            if progress.raw.get("frames_done", 0) >= 2 and not killed:
-                os.kill(pid, signal.SIGKILL)     # mid-frame: a replica always has one while frames are queued
+            if progress.raw.get("frames_done", 0) >= 1 and not killed:
+                # The replica that just finished a frame takes the next one (frames are queued): kill it mid-frame.
+                time.sleep(0.4)
+                os.kill(pids[progress.raw["replica"]], signal.SIGKILL)
                 killed = True
         result = job.wait(timeout=120)
     stats = result.info["pool"]
     assert killed and stats["retries"] >= 1
-    assert stats["frames_written"] == 16, "every frame published exactly once"
+    assert stats["frames_written"] == 12, "every frame published exactly once"
     take = json.loads((Path(result.take_dir) / "take.json").read_text())
-    assert take["status"] == "complete" and sorted(map(int, take["frames"])) == list(range(1001, 1017))
+    assert take["status"] == "complete" and sorted(map(int, take["frames"])) == list(range(1001, 1013))
     files = sorted(p.name for p in Path(result.take_dir).iterdir())
-    assert len(_frame_files(result.take_dir)) == 16 and not [f for f in files if ".bdtmp" in f]
+    assert len(_frame_files(result.take_dir)) == 12 and not [f for f in files if ".bdtmp" in f]
 
 
 def test_a_pool_that_is_down_is_a_clear_error(tmp_path):

@@ -97,15 +97,12 @@ def test_passthrough_fill_gives_back_the_plate(shot):
 
 
 def test_standin_is_deterministic_follows_adapters_and_waits_without_the_cpu(shot, monkeypatch):
-    from bodydouble_server.engine import Engine
     from bodydouble_server.models import testing
 
     config = _config(shot, "test:standin", resolution=64)
-    engine = Engine(config)
-    engine.load()
     for name, seed in (("hero", 1), ("villain", 2)):
         if not (Path(config.adapters) / name).exists():
-            testing.test_adapter(Path(config.adapters) / name, engine.identity, name.title(), seed)
+            testing.test_adapter(Path(config.adapters) / name, testing.identity_of("test:standin"), name.title(), seed)
     monkeypatch.setenv(testing.STEP_ENV, "0.2")
     with server_thread(config) as srv, Client(srv.bound_address, timeout=30) as client:
         assert {a.name: a.status for a in client.list_adapters()} == {"hero": "ready", "villain": "ready"}

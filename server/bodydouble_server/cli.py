@@ -48,6 +48,8 @@ SERVE_FLAGS = {
     "signing_cert": Flag(help="C2PA signing certificate chain, PEM (default: a local chain made on first use)"),
     "signing_key": Flag(help="its private key, PEM (PKCS#8)"),
     "trust_anchors": Flag(help="PEM of the CA(s) provenance verification trusts"),
+    "pool": Flag(help="hand fill jobs to a Ray Serve GPU pool: ray://HOST:PORT, HOST:PORT or auto "
+                      "(docs/scale-out.md)"),
 }
 LOCAL_TRAIN_FLAGS = ("out", "work_dir", "model")   # train in this process only; refused with --server
 

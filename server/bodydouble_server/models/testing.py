@@ -45,7 +45,8 @@ def step_seconds() -> float:
     try:
         seconds = float(value) if value else DEFAULT_STEP_S
     except ValueError:
-        raise errors.RequestError(f"{STEP_ENV}={value!r} is not a number of seconds", code=errors.INVALID_REQUEST) from None
+        raise errors.RequestError(f"{STEP_ENV}={value!r} is not a number of seconds",
+                                  code=errors.INVALID_REQUEST) from None
     return max(0.0, seconds)
 
 
@@ -304,6 +305,16 @@ def resolve(model: str | None, kind: str) -> TestModel | None:
     label = _label(name, kind)
     return TestModel(label=label, folder=cached_build(f"bodydouble-test-{name}-{kind}", REVISION, label, cls),
                      path=model)
+
+
+def identity_of(model: str, kind: str = "image"):
+    """The identity a server gives the test model ``model`` (what an adapter's manifest must name to run on it)."""
+    from .identity import ModelIdentity, model_sha256
+    from .registry import detect_family
+
+    test = resolve(model, kind)
+    return ModelIdentity(name=test.label, family=detect_family(test.folder, kind).name,
+                         sha256=model_sha256(test.folder), path=test.path, test_model=True)
 
 
 def test_adapter(folder: Path, identity, character: str, seed: int, kind: str = "image") -> Path:

@@ -21,7 +21,6 @@ do). Nothing here submits to a farm unless asked: ``--cuebot HOST`` submits the 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -58,7 +57,8 @@ def template_for(operation: str, name: str) -> dict:
          "description": "this bundle's folder, on storage every node sees"},
     ]
     if operation != "fill":
-        steps = [{"name": operation.title(), "script": {"actions": {"onRun": _action("operation", "--bundle", bundle)}}}]
+        steps = [{"name": operation.title(),
+                  "script": {"actions": {"onRun": _action("operation", "--bundle", bundle)}}}]
     else:
         params += [{"name": "Frames", "type": "STRING", "description": "the frames to fill, e.g. 1001-1048"},
                    {"name": "ChunkSize", "type": "INT", "default": 8, "minValue": 1,
@@ -360,13 +360,13 @@ def task_render(bundle: Path, session: Path | None, frames: str) -> None:
 
     from bodydouble.jobspec import parse_frame_range
 
+    from .worker import raise_if_error
+
     first, last = parse_frame_range(frames)
     wanted = list(range(first, last + 1))
     local = None if session is not None else _SessionWorker(bundle)
     for index, frame in enumerate(wanted):
-        reply = _ask(session, {"frame": frame}) if local is None else local.handle({"frame": frame})
-        if "error" in reply:
-            raise errors.error_from_reply(reply["error"]["code"], reply["error"]["message"], reply["error"].get("details"))
+        reply = raise_if_error(_ask(session, {"frame": frame}) if local is None else local.handle({"frame": frame}))
         record = {"frame": frame, "written": reply["written"], "pid": reply["pid"], "host": socket.gethostname()}
         with open(bundle / RENDER_LOG, "a") as handle:       # one short line per write: appends do not interleave
             handle.write(json.dumps(record) + "\n")
@@ -393,14 +393,15 @@ class _SessionWorker:
     def handle(self, message: dict) -> dict:
         import dataclasses
 
-        item = self.frames.get(message.get("frame"))
-        if item is None:
-            return {"error": {"code": errors.INVALID_REQUEST, "message": f"frame {message.get('frame')} is not in "
-                              "this job"}}
+        from .worker import error_reply
+
         try:
+            item = self.frames.get(message.get("frame"))
+            if item is None:
+                raise errors.RequestError(f"frame {message.get('frame')} is not in this job", code=errors.INVALID_REQUEST)
             [done] = self.worker.fill(self.take, dataclasses.replace(self.request, frames=[item]))
         except errors.BodyDoubleError as exc:
-            return {"error": {"code": exc.code, "message": str(exc), "details": exc.details}}
+            return error_reply(exc)
         return {"written": done["written"], "pid": os.getpid(), "loads": self.worker.loads}
 
 
@@ -452,9 +453,9 @@ def run_bundle(folder: Path, environment: dict[str, str] | None = None) -> None:
                     time.sleep(0.02)
                 status = session.action_status
                 if status is None or status.state != ActionState.SUCCESS:
-                    raise errors.RequestError(f"OpenJD step {step.name}: {what} failed "
-                                              f"({status.state if status else 'no status'}):\n" + "\n".join(lines[-40:]),
-                                              code=errors.JOB_FAILED)
+                    state = status.state if status else "no status"
+                    raise errors.RequestError(f"OpenJD step {step.name}: {what} failed ({state}):\n"
+                                              + "\n".join(lines[-40:]), code=errors.JOB_FAILED)
 
             entered = []
             try:

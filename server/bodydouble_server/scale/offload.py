@@ -20,6 +20,8 @@ import threading
 from bodydouble import codec, errors, protocol
 from bodydouble.jobspec import TrainRequest
 
+from .worker import error_reply, raise_if_error
+
 log = logging.getLogger("bodydouble.offload")
 
 MARK = "BODYDOUBLE "        # the prefix of this protocol's lines (libraries may print their own)
@@ -72,9 +74,7 @@ def run_train(engine, job, req: TrainRequest) -> protocol.Message:
     if final is None:
         raise errors.JobFailed(f"the training process of job {job.id} ended without a result "
                                f"(exit status {child.returncode})")
-    if "error" in final:
-        raise errors.error_from_reply(final["error"]["code"], final["error"]["message"], final["error"].get("details"))
-    result = final["result"]
+    result = raise_if_error(final)["result"]
     if not result.get("report_only"):
         engine.rescan()           # listed and resident in this server at once
         adapter = engine.adapters.adapters.get(result.get("adapter", ""))
@@ -115,12 +115,12 @@ def _child() -> int:
         request = codec.from_wire(TrainRequest, spec["request"], [])
         say({"result": train.run_train(engine, job, request).body})
     except errors.BodyDoubleError as exc:
-        say({"error": {"code": exc.code, "message": str(exc), "details": exc.details}})
+        say(error_reply(exc))
     except Cancelled:
-        say({"error": {"code": errors.CANCELLED, "message": f"job {spec['job']} cancelled", "details": {}}})
+        say(error_reply(errors.JobCancelled(f"job {spec['job']} cancelled")))
     except Exception as exc:  # noqa: BLE001  (reported to the server, which fails the job with it)
         log.exception("training failed")
-        say({"error": {"code": errors.JOB_FAILED, "message": f"{type(exc).__name__}: {exc}", "details": {}}})
+        say(error_reply(errors.JobFailed(f"{type(exc).__name__}: {exc}")))
     return 0
 
 

@@ -26,7 +26,6 @@ from bodydouble.jobspec import FillRequest
 
 from ..config import ServerConfig
 from ..engine import Engine
-from ..jobs import Cancelled
 from ..operations import OPERATIONS, Operation, common
 from ..operations.fill import TAKE_SETTINGS
 from . import worker
@@ -163,10 +162,7 @@ class Pool:
                         retries += 1
                         send(index, attempt + 1)
                         continue
-                    if "error" in out:
-                        raise errors.error_from_reply(out["error"]["code"], out["error"]["message"],
-                                                      out["error"].get("details"))
-                    for entry in out["frames"]:
+                    for entry in worker.raise_if_error(out)["frames"]:
                         take.add(entry["frame"], entry["path"])
                         written += entry["written"]
                     replicas[out["replica"]] = replicas.get(out["replica"], 0) + 1
@@ -178,7 +174,10 @@ class Pool:
         except BaseException:
             for _, _, response in running.values():
                 response.cancel()          # queued tasks never start; running ones stop at their next step
-            await asyncio.wait(running, timeout=30)
+            if running:
+                finished, _ = await asyncio.wait(running, timeout=30)
+                for future in finished:
+                    future.exception()     # retrieved: they ended as cancelled, as asked
             raise
         return {"tasks": total, "retries": retries, "frames_written": written, "by_replica": replicas,
                 "loads": loads, "seconds": round(time.monotonic() - started, 3)}

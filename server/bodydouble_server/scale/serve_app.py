@@ -19,14 +19,10 @@ import threading
 
 from bodydouble import errors
 
-from .worker import FrameWorker, TakeRef, adapter_names
+from .worker import FrameWorker, TakeRef, adapter_names, error_reply
 
 APP = "bodydouble"                  # the Serve application name the gateway looks up
 DEPLOYMENT = "BodyDoubleReplica"
-
-
-def error_reply(exc: errors.BodyDoubleError) -> dict:
-    return {"error": {"code": exc.code, "message": str(exc), "details": exc.details or {}}}
 
 
 class _Held:

@@ -48,6 +48,20 @@ class TakeRef:
         return takes.Take(dir=Path(self.dir), number=self.number, shot=self.shot, label=self.label, info={})
 
 
+def error_reply(exc: errors.BodyDoubleError) -> dict:
+    """An error as data between our processes (Serve replicas, farm workers, training processes): never a
+    pickled exception."""
+    return {"error": {"code": exc.code, "message": str(exc), "details": exc.details or {}}}
+
+
+def raise_if_error(reply: dict) -> dict:
+    """``reply``, unless it is an ``error_reply``: then the error it carries, raised as the client would."""
+    if "error" in reply:
+        error = reply["error"]
+        raise errors.error_from_reply(error["code"], error["message"], error.get("details"))
+    return reply
+
+
 def publish_once(staged: Path, target: Path) -> bool:
     """Move a finished file onto ``target`` unless a file is there: True when this call published it.
 
@@ -139,7 +153,8 @@ class FrameWorker:
         self.adapters.sync(self.pipe)
 
     # -- work ------------------------------------------------------------------------------------------
-    def fill(self, take: TakeRef, req: FillRequest, on_step: Callable[[int, int, int], None] | None = None) -> list[dict]:
+    def fill(self, take: TakeRef, req: FillRequest,
+             on_step: Callable[[int, int, int], None] | None = None) -> list[dict]:
         """Render ``req.frames`` into the take: ``[{frame, path, written, worker}]``. A frame whose file is
         there already (a retried task) is reported with ``written: False`` and not rendered again.
 
@@ -170,11 +185,10 @@ class FrameWorker:
             step = (lambda s, n, _frame=item.frame: on_step(_frame, s, n)) if on_step else (lambda s, n: None)
             counts = fill_op.fill_frame(self.engine, self.pipe, req, colour, plate, mask, step)
             staged = path.with_name(f".{path.name}.{os.urandom(4).hex()}{atomic.TEMP_MARK}.exr")
+            mask_source = item.mask.path if item.mask and item.mask.path else ("buffer" if item.mask else "plate alpha")
             frame_io.write_exr_atomic(staged, plate, {
                 **attributes, "frame": item.frame, "source": plate.source, **counts,
-                "nonfinite_mask": mask_repaired, "worker": self.name,
-                "mask_source": item.mask.path if item.mask and item.mask.path else ("buffer" if item.mask else "plate alpha"),
-            })
+                "nonfinite_mask": mask_repaired, "worker": self.name, "mask_source": mask_source})
             written = publish_once(staged, path)
             self.frames_written += written
             done.append({"frame": item.frame, "path": str(path), "written": written, "worker": self.name})
