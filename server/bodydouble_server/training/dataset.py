@@ -23,6 +23,7 @@ import numpy as np
 import OpenImageIO as oiio
 
 from bodydouble import errors, protocol
+from bodydouble.jobspec import TEXT_LIMITS
 from bodydouble.jobspec import FillRequest
 
 from ..imaging import frames as frame_io
@@ -120,7 +121,13 @@ def _caption_of(path: Path, sidecar: dict) -> str:
     if sidecar.get("caption"):
         return str(sidecar["caption"])
     text = path.with_suffix(".txt")
-    return text.read_text().strip() if text.is_file() else ""
+    if not text.is_file():
+        return ""
+    # A caption is a line or two of text: read a bounded amount, and bytes that are not UTF-8 (a caption saved
+    # in a legacy code page) become U+FFFD instead of ending the job; capped like a request's prompt.
+    with open(text, "rb") as handle:
+        data = handle.read(4 * TEXT_LIMITS["prompt"])
+    return data.decode("utf-8", errors="replace").replace("\x00", "").strip()[:TEXT_LIMITS["prompt"]]
 
 
 def default_colourspace(spec: oiio.ImageSpec, path: Path) -> str:
