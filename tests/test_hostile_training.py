@@ -61,7 +61,7 @@ def test_a_fill_whose_model_makes_nan_fails_without_a_nan_take(served):
         assert '"complete"' not in take.read_text()
 
 
-def test_a_report_on_frames_with_nan_pixels_answers(served):
+def test_a_report_on_frames_with_nan_pixels_and_a_latin1_caption_answers(served):
     import numpy as np
 
     from .test_training import VIEWS, frame_pixels
@@ -70,6 +70,7 @@ def test_a_report_on_frames_with_nan_pixels_answers(served):
     pixels = frame_pixels(0)
     pixels[2:6, 2:6, :3] = np.nan
     samples.write_exr(folder / VIEWS[0] / "hero_00.exr", pixels, ("R", "G", "B", "A"))
+    (folder / VIEWS[0] / "hero_01.txt").write_bytes(b"caf\xe9 cr\xe8me, back view\x00")   # Latin-1, not UTF-8
     result = served["client"].submit(TrainRequest(frames=[str(folder)], character="Hero", resolution=SIZE,
                                                   report_only=True)).wait(timeout=120)
     assert result.report["frame_count"] == len(VIEWS) * 2
