@@ -140,6 +140,17 @@ def test_an_adapter_published_while_the_pool_runs_is_served_without_a_restart(po
     assert result.info["adapter"] == "sidekick" and len(result.frames) == 2
 
 
+def test_the_gateway_runs_several_jobs_at_once(pool):
+    """A second artist's job uses an idle replica at once instead of waiting behind the first job."""
+    with Client(pool["address"], timeout=30) as first_artist, Client(pool["address"], timeout=30) as second_artist:
+        long = first_artist.submit(_fill(pool, 1001, 1001, steps=60, shot="long"))       # 3 s on one replica
+        time.sleep(0.5)
+        short = second_artist.submit(_fill(pool, 1002, 1002, "villain", steps=1, shot="short"))
+        assert short.wait(timeout=60).frames
+        assert not long.done, "the second job ended while the first was still rendering"
+        assert long.wait(timeout=60).frames
+
+
 def test_a_replica_killed_mid_job_costs_a_retry_not_a_frame(pool):
     pids = {}
     while len(pids) < 2:                 # each replica's process

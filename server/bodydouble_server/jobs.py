@@ -52,7 +52,7 @@ class Job:
     subscribers: list = field(default_factory=list)    # (peer, request id) that receive this job's events
     on_take: Callable | None = None                    # the manager's journal hook
     on_finish: Callable | None = None                  # (job, final msg, state) before the final reply: the audit
-    beside: bool = False                               # runs beside the worker thread (training: its own process)
+    beside: int = 0       # > 0: runs beside the worker thread, at most this many of its operation at once
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -165,8 +165,9 @@ class JobManager:
         self.state = "loading"
         self.load_error: str | None = None
         self.running: Job | None = None
-        # Jobs that run beside the worker (``beside``), one at a time: two trainings side by side starve each other.
-        self._beside_lock = threading.Lock()
+        # Jobs that run beside the worker (``beside``: training in its own process, one at a time since two
+        # side by side starve each other; pool jobs, which only wait on their replicas, several at once).
+        self._beside_slots: dict[str, threading.BoundedSemaphore] = {}     # by operation
         self._beside: dict[str, Job] = {}
         self._thread = threading.Thread(target=self._work, name="bodydouble-worker", daemon=True)
 
@@ -203,7 +204,7 @@ class JobManager:
 
     def submit(self, peer: bytes, request_id: str, operation: str, request: object,
                run: Callable[[Job], protocol.Message], send: Send, on_admit: Callable[[Job], None] | None = None,
-               on_finish: Callable | None = None, beside: bool = False) -> Job:
+               on_finish: Callable | None = None, beside: int = 0) -> Job:
         """Queue a job that passed every check; its ``accepted`` is sent before the worker can see it.
 
         ``on_admit(job)`` runs first (the audit line; if it raises, nothing is queued), ``on_finish`` before the
@@ -309,7 +310,9 @@ class JobManager:
                     self.running = None
 
     def _run_beside(self, job: Job) -> None:
-        with self._beside_lock:
+        with self._cv:
+            slots = self._beside_slots.setdefault(job.operation, threading.BoundedSemaphore(job.beside))
+        with slots:
             with self._cv:
                 if not job.live or job.cancel_event.is_set():
                     return                 # cancelled while it waited for its turn (cancel() replied)

@@ -11,10 +11,10 @@ from . import extend, fill, train
 class Operation:
     run: Callable       # (engine, job, request) -> final protocol.Message; the worker thread
     validate: Callable  # (request, engine) -> None or raises RequestError; the socket loop, before accepted
-    beside: bool = False  # run beside the worker thread, so other jobs keep running (training: its own process)
+    beside: int = 0     # > 0: run beside the worker thread, so other jobs keep running; at most this many at once
 
 
 OPERATIONS = {"extend": Operation(extend.run_extend, extend.validate),
               "fill": Operation(fill.run_fill, fill.validate),
               # Training runs in its own process (scale/offload.py) so fill and extend keep answering meanwhile.
-              "train": Operation(offload.run_train, train.validate, beside=True)}
+              "train": Operation(offload.run_train, train.validate, beside=1)}

@@ -36,6 +36,7 @@ log = logging.getLogger("bodydouble.pool")
 ATTEMPTS = 3                  # tries per frame task when replicas die under it
 CONNECT_TIMEOUT = 5.0         # seconds to reach the cluster's address before saying it is down
 CALL_TIMEOUT = 60.0           # seconds for a small call (describe, listing)
+CONCURRENT_JOBS = 16          # fill jobs the gateway hands to the pool at once (each waits on replicas, not a CPU)
 
 
 def _died(exc: BaseException) -> bool:
@@ -227,5 +228,6 @@ def gateway(config: ServerConfig) -> tuple[GatewayEngine, dict[str, Operation]]:
         return Operation(refuse, lambda request, engine: refuse())
 
     return GatewayEngine(config), {
-        "fill": Operation(lambda engine, job, req: engine.pool.run_fill(engine, job, req), OPERATIONS["fill"].validate),
+        "fill": Operation(lambda engine, job, req: engine.pool.run_fill(engine, job, req), OPERATIONS["fill"].validate,
+                          beside=CONCURRENT_JOBS),
         "extend": elsewhere("extend"), "train": elsewhere("train")}
