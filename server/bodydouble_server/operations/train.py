@@ -46,8 +46,8 @@ def validate(req: TrainRequest, engine: Engine) -> None:
     if req.contact_sheet:
         engine.roots.writable_dir(Path(req.contact_sheet).parent, "contact_sheet")
     if not req.report_only:              # a data report needs no model and no rights yet
-        missing = [what for what, value in (("rights_holder", req.rights_holder), ("licence", req.licence))
-                   if not value.strip()]
+        missing = [what for what, value in (("rights holder (rights_holder)", req.rights_holder),
+                                            ("licence/consent note (licence)", req.licence)) if not value.strip()]
         if missing:
             raise errors.RequestError(f"an adapter must say its {' and '.join(missing)}: set them before training",
                                       code=errors.INVALID_REQUEST)
