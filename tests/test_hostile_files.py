@@ -35,7 +35,8 @@ def served(tmp_path_factory):
     config = ServerConfig(port=0, model="test:standin", video_model="test:standin", roots=[str(root)],
                           adapters=str(root / "adapters"), output_root=str(root / "takes"), resolution=64)
     try:
-        with server_thread(config) as srv, Client(srv.bound_address, timeout=30) as client:
+        # A long heartbeat: on a loaded CI box a busy server may miss 1 s beats; liveness is not what is tested here.
+        with server_thread(config) as srv, Client(srv.bound_address, timeout=30, heartbeat_interval=3.0) as client:
             client.wait_ready()
             yield {"root": root, "client": client}
     finally:

@@ -34,7 +34,8 @@ def served(tmp_path_factory):
     config = ServerConfig(port=0, model=str(model), video_model="none", roots=[str(root)],
                           adapters=str(root / "adapters"), output_root=str(root / "takes"), resolution=SIZE,
                           device="cpu", adapters_without_consent="allow")    # consent is not what is tested
-    with server_thread(config) as srv, Client(srv.bound_address, timeout=60) as client:
+    # A long heartbeat: on a loaded CI box a busy server may miss 1 s beats; liveness is not what is tested here.
+    with server_thread(config) as srv, Client(srv.bound_address, timeout=60, heartbeat_interval=3.0) as client:
         client.wait_ready()
         yield {"root": root, "client": client, "frames": write_frames(root / "frames"), "plate": plate, "mask": mask}
 
