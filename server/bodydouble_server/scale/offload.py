@@ -77,7 +77,8 @@ def run_train(engine, job, req: TrainRequest) -> protocol.Message:
     result = raise_if_error(final)["result"]
     if not result.get("report_only"):
         engine.rescan()           # listed and resident in this server at once
-        adapter = engine.adapters.adapters.get(result.get("adapter", ""))
+        library = engine.model(result.get("model_kind", "image")).adapters     # the model the adapter is for
+        adapter = library.adapters.get(result.get("adapter", ""))
         if adapter is not None:
             result.update(adapter_status=adapter.status, adapter_reason=adapter.reason)
     return protocol.Message(type="result", id=job.request_id, body=result)

@@ -83,6 +83,7 @@ class VideoTrainer(Trainer):
                                       f"(VAE / 8 x transformer patch 2), got {settings.resolution}",
                                       code=errors.INVALID_REQUEST)
         self.clips = self._cut_clips(family, dataset, settings) if settings.clip_frames != 1 else None
+        self._controls: dict[tuple, object] = {}     # 1-frame samples' controls that repeat (_sample_control)
         super().__init__(pipe, identity, dataset, settings, work_dir, device)
 
     @staticmethod
@@ -224,6 +225,23 @@ class VideoTrainer(Trainer):
                 control.append(torch.cat([latents, self.pipe.prepare_masks(mask, [[]]).to(latents.dtype)], dim=1))
         return torch.cat(control).to(self.weight_dtype)
 
+    def _sample_control(self, tensors: FrameTensors, frame: int, mask):
+        """One 1-frame sample's control. The whole frame and the character's matte come back every time a frame
+        is drawn (2 of 3 draws): their controls are made once and kept (the VAE encodes are most of a step on
+        small models); a random box is made each time."""
+        import torch
+
+        region = mask > 0.5
+        whole = bool(region.all())
+        key = ("whole",) if whole else (id(tensors), frame) \
+            if tensors.has_matte[frame] and torch.equal(region, tensors.mattes[frame] > 0.5) else None
+        control = self._controls.get(key) if key else None
+        if control is None:
+            control = self._control(tensors.pixels[frame][None, :, None], mask[None, :, None])
+            if key:
+                self._controls[key] = control
+        return control
+
     def _loss(self, tensors: FrameTensors, index, generator, timesteps=None):
         import torch
         import torch.nn.functional as F
@@ -240,8 +258,9 @@ class VideoTrainer(Trainer):
         sigma = sigma.to(self.device)
         if self.clips is None:
             # The region to generate is drawn as the image trainer draws its inpaint mask (matte / box / all).
-            control = self._control(tensors.pixels[index][:, :, None],
-                                    inpaint_masks(tensors, index, generator)[:, :, None])
+            masks = inpaint_masks(tensors, index, generator)
+            control = torch.cat([self._sample_control(tensors, frame, mask)
+                                 for frame, mask in zip(index.tolist(), masks)])
             weight = F.interpolate(tensors.mattes[index], size=x0.shape[-2:], mode="area").float()[:, :, None]
         else:   # extend's control, fixed per clip: encoded once
             control, weight = tensors.control[index], tensors.weight[index]
