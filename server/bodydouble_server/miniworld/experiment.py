@@ -201,10 +201,14 @@ def train_sets(data: CharacterData) -> dict[str, list[str]]:
             "e": [str(refs["side"])]}
 
 
-def train(client, data: CharacterData, row: str, s: ExperimentSettings, log) -> dict:
+def train(client, data: CharacterData, row: str, s: ExperimentSettings, adapters: Path, log) -> dict:
     from bodydouble.jobspec import TrainRequest
 
     c = data.character
+    folder = adapters / adapter_name(c, row)
+    if (folder / "manifest.json").is_file():      # a kept run (--keep) picked up again
+        log(f"reusing {folder.name} ({row})")
+        return {"adapter": folder.name, "seconds": 0.0, "gaps": []}
     request = TrainRequest(
         frames=train_sets(data)[row], character=c.name, name=adapter_name(c, row), trigger=f"<{c.name}>",
         resolution=s.resolution, rank=s.rank, steps=s.train_steps, batch=s.train_batch,
@@ -261,7 +265,7 @@ def run(settings: ExperimentSettings, root: Path, model: Path = BASE_MODEL, judg
             for data in datas:
                 for row in ("b", "d", "e"):
                     if row in settings.rows or (row == "b" and "c" in settings.rows):
-                        trained[data.character.name, row] = train(client, data, row, settings, log)["adapter"]
+                        trained[data.character.name, row] = train(client, data, row, settings, root / "adapters", log)["adapter"]
             timings["train_s"] = time.monotonic() - t
             t = time.monotonic()
             scorer = Scorer(judge)

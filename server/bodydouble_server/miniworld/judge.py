@@ -35,11 +35,11 @@ GREY = 0.5
 class JudgeSettings:
     seed: int = 20261203            # the world's seed: which characters exist
     characters: int = 12            # the held-out characters it knows (look-alike groups of 3)
-    renders_per_character: int = 400
-    test_renders_per_character: int = 60
+    renders_per_character: int = 160
+    test_renders_per_character: int = 40
     plate: int = 96
-    steps: int = 1500
-    batch: int = 64
+    steps: int = 600
+    batch: int = 32
     learning_rate: float = 2e-3
     threads: int = 1
 
@@ -142,7 +142,7 @@ def train(out: Path, settings: JudgeSettings, log=print) -> dict:
         loss.backward()
         optimizer.step()
         schedule.step()
-        if (step + 1) % 250 == 0:
+        if (step + 1) % 100 == 0:
             log(f"judge: step {step + 1}/{settings.steps} loss {float(loss.detach()):.3f}")
     net.eval()
     with torch.no_grad():
