@@ -1,0 +1,46 @@
+"""The quality gate: through the real train job and fill (ZeroMQ, EXR plates, the committed miniature-world base
+model and judge), an adapter must put *its* character's back of the head into a plate that never showed it.
+
+Two held-out look-alikes (they differ only in the back marking), each trained on front/side views plus two
+back views; two back-facing frames each of a held-out shot whose plate shows a stand-in. The full table is
+bench/likeness.py's (docs/likeness.md).
+
+Today the product does not meet the likeness goals in this world (measured: own adapter +0.6 dB over the base
+model, judge identity 0 for every row; docs/likeness.md, "What the world found"): that test is a strict xfail,
+so it fails the suite the day it starts passing and the bar must be raised to stay a gate. The mask test holds.
+"""
+import pytest
+
+from bodydouble_server.miniworld import experiment
+
+GATE = experiment.ExperimentSettings(characters=2, side_shots=2, test_frames=2, train_steps=150,
+                                     rows=("a", "b", "c"))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    results = experiment.run(GATE, tmp_path_factory.mktemp("likeness"))
+    print("\n" + experiment.format_table(results))
+    return results
+
+
+def test_fill_puts_a_head_where_the_stand_in_was(results):
+    rows = results["rows"]
+    assert results["model"]["test_model"] is True and results["model"]["family"] == "miniworld"
+    # A fill that ignored the mask would leave the stand-in (the "plate" row); a grey or black fill scores lower.
+    for row in ("a", "b", "c"):
+        assert rows[row]["psnr_db"] >= rows["plate"]["psnr_db"] + 2.0
+        assert rows[row]["psnr_db"] >= rows["grey"]["psnr_db"] + 2.0
+
+
+@pytest.mark.xfail(strict=True, reason="measured gap: the adapters do not carry the back of the head yet "
+                                       "(docs/likeness.md, 'What the world found')")
+def test_own_adapter_keeps_the_likeness_on_the_unseen_side(results):
+    rows = results["rows"]
+    # Identity from the back of the head: this character, not a generic head and not its look-alike.
+    assert rows["b"]["identity"] >= 0.75
+    assert rows["b"]["identity"] >= rows["a"]["identity"] + 0.5
+    assert rows["b"]["identity"] >= rows["c"]["identity"] + 0.5
+    # Pixels: the own adapter closer to the truth than the base model and than its look-alike's adapter.
+    assert rows["b"]["psnr_db"] >= rows["a"]["psnr_db"] + 3.0
+    assert rows["b"]["psnr_db"] >= rows["c"]["psnr_db"] + 1.0
