@@ -142,7 +142,7 @@ def test_kill_9_mid_train_resumes_from_the_last_checkpoint(shot):
                 job.wait(timeout=30)
         work = shot["root"] / "adapters" / ".training" / "hero_crash" / "checkpoints"
         assert (work / "step_0000004").is_dir()
-        staging = work / f".step_0000008.dead{atomic.TEMP_MARK}"     # a save cut short by the kill
+        staging = work / f".step_0000012.dead{atomic.TEMP_MARK}"     # a save cut short by the kill
         staging.mkdir()
         (staging / "lora.safetensors").write_bytes(b"half")
         proc, address = serve(shot)
@@ -150,7 +150,8 @@ def test_kill_9_mid_train_resumes_from_the_last_checkpoint(shot):
             steps = []
             result = client.submit(request).wait(timeout=300, on_progress=lambda p: steps.append(p.step)
                                                  if p.raw.get("phase") == "train" else None)
-        assert steps[0] == 5 and steps[-1] == 12          # resumed after the step-4 checkpoint, not from zero
+        # Resumed right after a checkpoint (4, or 8 if the server ran ahead of the client), not from zero.
+        assert steps[0] in (5, 9) and steps[-1] == 12, steps
         assert result.adapter == "hero_crash" and result.info["adapter_status"] == "ready"
         assert not staging.exists() and temporaries(shot["root"] / "adapters") == []
     finally:

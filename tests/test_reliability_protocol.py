@@ -35,13 +35,13 @@ def decode_or_code(frames):
     return "ok"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=64), max_size=5))
 def test_any_frames_are_a_message_or_a_coded_error(frames):
     decode_or_code(frames)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(header=st.dictionaries(header_keys, json_values | st.lists(descriptor, max_size=3), max_size=6),
        valid_type=st.sampled_from(sorted(protocol.REQUEST_TYPES)), buffers=st.lists(st.binary(max_size=64), max_size=3),
        make_valid=st.booleans())
@@ -52,7 +52,7 @@ def test_structured_headers_are_a_message_or_a_coded_error(header, valid_type, b
     decode_or_code([protocol.TAG, json.dumps(header).encode(), *buffers])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(min_size=1, max_size=200), st.integers(0, 199))
 def test_mutated_valid_messages_are_a_message_or_a_coded_error(noise, at):
     array = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
