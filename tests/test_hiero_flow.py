@@ -148,7 +148,7 @@ def test_the_startup_script_installs_the_menu_once(studio_app, plate):
     ("/shows/x/sh010.####.exr (1001-1048)", "/shows/x/sh010.####.exr"),
     ("/shows/x/sh010.%04d.exr", "/shows/x/sh010.####.exr"),
     ("/shows/x/sh010.1001.exr", "/shows/x/sh010.####.exr"),
-    ("/shows/x/sh010.-0005.exr (-5-20)", "/shows/x/sh010.-####.exr"),
+    ("/shows/x/sh010.-0005.exr (-5-20)", "/shows/x/sh010.####.exr"),   # the sign is part of the frame token
 ])
 def test_media_file_names_become_hash_patterns(filename, pattern):
     from bodydouble_nuke import timeline
