@@ -134,14 +134,22 @@ def _proxy_png(frame_path: str, colorspace: str) -> bytes:
     import OpenImageIO as oiio
     from PIL import Image
 
-    from ..imaging.regions import resize
-
-    pixels = oiio.ImageBuf(str(frame_path)).get_pixels(oiio.FLOAT)
-    rgb = pixels[:, :, :3] if pixels.shape[2] >= 3 else np.repeat(pixels[:, :, :1], 3, axis=2)
-    height, width = rgb.shape[:2]
-    scale = min(1.0, PROXY_SIDE / max(height, width))
+    # Only the colour channels, shrunk by OpenImageIO (GIL released) before anything is float in Python:
+    # decoding every channel of an 8K 16-channel take to float here cost 5x the plate and stalled heartbeats.
+    source = oiio.ImageBuf(str(frame_path))
+    spec = source.spec()
+    channels = 3 if spec.nchannels >= 3 else 1
+    scale = min(1.0, PROXY_SIDE / max(spec.height, spec.width))
     if scale < 1.0:
-        rgb = resize(rgb, max(1, round(height * scale)), max(1, round(width * scale)))
+        small = (max(1, round(spec.width * scale)), max(1, round(spec.height * scale)))
+        shrunk = oiio.ImageBufAlgo.resize(source, roi=oiio.ROI(0, small[0], 0, small[1], 0, 1, 0, spec.nchannels))
+        if shrunk.has_error:
+            raise RuntimeError(f"proxy of {frame_path}: {shrunk.geterror()}")
+        pixels = shrunk.get_pixels(oiio.FLOAT)[:, :, :channels]
+    else:
+        pixels = source.get_pixels(oiio.FLOAT, oiio.ROI(spec.x, spec.x + spec.width, spec.y, spec.y + spec.height,
+                                                        0, 1, 0, channels))
+    rgb = pixels[:, :, :3] if channels == 3 else np.repeat(pixels[:, :, :1], 3, axis=2)
     try:
         display = _colour(colorspace).to_model(rgb)
     except Exception:          # a colour space this OCIO config lacks: the raw values, clipped
