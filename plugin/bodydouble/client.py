@@ -207,7 +207,7 @@ class Client:
     (those get ServerUnavailable) and the connection reconnects by itself."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 10.0, name: str = "bodydouble-python",
-                 heartbeat_interval: float = 1.0, curve: dict | None = None, connect_timeout: float = 5.0,
+                 heartbeat_interval: float = 2.0, curve: dict | None = None, connect_timeout: float = 5.0,
                  user: str | None = None):
         from .connection import Connection
 

@@ -70,7 +70,7 @@ class _Route:
 
 
 class Connection:
-    def __init__(self, address: str, curve: dict | None = None, heartbeat_interval: float = 1.0, liveness: int = 3):
+    def __init__(self, address: str, curve: dict | None = None, heartbeat_interval: float = 2.0, liveness: int = 3):
         self.address = normalize_address(address)
         self.heartbeat_interval = heartbeat_interval
         self.liveness = liveness
