@@ -164,7 +164,8 @@ def test_a_server_without_a_video_model_refuses_video_training_and_keeps_serving
 
     frames = write_frames(tmp_path / "frames", views=["front"], per_view=2)
     config = ServerConfig(port=0, roots=[str(tmp_path)], adapters=str(tmp_path / "adapters"),
-                          output_root=str(tmp_path / "takes"), resolution=SIZE, video_model="none", device="cpu")
+                          output_root=str(tmp_path / "takes"), resolution=SIZE, video_model="none", device="cpu",
+                          adapters_without_consent="allow")   # a model-kind test, not a consent one
     with server_thread(config) as server, Client(server.bound_address, timeout=60) as client:
         with pytest.raises(errors.RequestError) as caught:
             client.submit(TrainRequest(frames=[str(frames)], force=True, **TRAIN)).wait(timeout=60)

@@ -92,7 +92,7 @@ def test_sdxl_adapter_with_text_encoder_lora_trains_loads_and_changes_fill(tmp_p
     plate, mask = samples.write_sequence(tmp_path / "plates", 1001, 1001, 64, 64)
     config = ServerConfig(port=0, model=str(sdxl_folder), video_model="none", roots=[str(tmp_path)],
                           adapters=str(tmp_path / "adapters"), output_root=str(tmp_path / "takes"), resolution=64,
-                          device="cpu")
+                          device="cpu", adapters_without_consent="allow")   # a real (tiny) SDXL folder: no record
     with server_thread(config) as srv:
         with_adapter, without = fills(srv.bound_address, plate, mask, [["hero"], []])
     assert not np.array_equal(with_adapter, without)

@@ -53,7 +53,8 @@ def ltx_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("ltx")
     model = tiny_ltx(root / "tiny-ltx")
     config = ServerConfig(port=0, roots=[str(root)], adapters=str(root / "adapters"), output_root=str(root / "takes"),
-                          resolution=64, video_model=str(model), video_resolution=32, video_window=17)
+                          resolution=64, video_model=str(model), video_resolution=32, video_window=17,
+                          adapters_without_consent="allow")   # a real (tiny) LTX folder: no consent record
     video = open_model("video", config, "cpu", torch.float32)
     synthetic_adapter(video.pipeline(), video.identity, root / "adapters" / "hero_ltx", character="Hero", seed=2)
     with server_thread(config) as server:

@@ -301,13 +301,14 @@ class JobManager:
                 job.state = "running"
             started = time.monotonic()
             try:
-                self._run(job)
+                reply, state = self._outcome(job)
             finally:
                 self._durations.append(time.monotonic() - started)
                 if self._journal is not None:
                     self._journal.closed(job.id)
                 with self._cv:
                     self.running = None
+            job.finish(reply, state)      # after the bookkeeping: the final reply means the worker is free
 
     def _run_beside(self, job: Job) -> None:
         with self._cv:
@@ -319,27 +320,28 @@ class JobManager:
                 job.state = "running"
                 self._beside[job.id] = job
             try:
-                self._run(job)
+                reply, state = self._outcome(job)
             finally:
                 if self._journal is not None:
                     self._journal.closed(job.id)
                 with self._cv:
                     self._beside.pop(job.id, None)
+            job.finish(reply, state)
 
-    def _run(self, job: Job) -> None:
+    def _outcome(self, job: Job) -> tuple[protocol.Message, str]:
+        """Run the job; its final reply and state (sent by the caller once the job's slot is free)."""
         if self.state == "failed":
-            job.finish(protocol.error_message(None, errors.RequestError(
-                f"the server's model failed to load: {self.load_error}", code=errors.MODEL_UNAVAILABLE)), "failed")
-            return
+            return protocol.error_message(None, errors.RequestError(
+                f"the server's model failed to load: {self.load_error}", code=errors.MODEL_UNAVAILABLE)), "failed"
         try:
-            job.finish(job.run(job), "complete")
+            return job.run(job), "complete"
         except Cancelled:
-            job.finish(protocol.error_message(None, errors.JobCancelled(f"job {job.id} cancelled")), "cancelled")
+            return protocol.error_message(None, errors.JobCancelled(f"job {job.id} cancelled")), "cancelled"
         except errors.JobCancelled as exc:   # a job that says what it kept (training: the last checkpoint)
-            job.finish(protocol.error_message(None, exc), "cancelled")
+            return protocol.error_message(None, exc), "cancelled"
         except errors.BodyDoubleError as exc:
-            job.finish(protocol.error_message(None, exc), "failed")
+            return protocol.error_message(None, exc), "failed"
         except Exception as exc:  # the server survives any job
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
-            job.finish(protocol.error_message(None, errors.JobFailed(
-                f"job {job.id} failed: {type(exc).__name__}: {exc}")), "failed")
+            return protocol.error_message(None, errors.JobFailed(
+                f"job {job.id} failed: {type(exc).__name__}: {exc}")), "failed"
