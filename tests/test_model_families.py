@@ -35,7 +35,8 @@ def test_local_diffusers_folder_loads_and_fills(tmp_path, studio, family):
         shutil.copytree(embedded.embedded_model_path(), folder)
     assert detect_family(folder).name == family
     server, thread = start_in_thread(ServerConfig(port=0, model=str(folder), roots=[str(tmp_path)],
-                                                  adapters=str(studio["adapters"]), resolution=64))
+                                                  adapters=str(studio["adapters"]), resolution=64,
+                                                  adapters_without_consent="allow"))   # family test, not consent
     try:
         info, result, adapters = fill_once(server.bound_address)
         assert info["model"]["family"] == family and info["model"]["test_model"] is False
