@@ -242,15 +242,21 @@ def check_header(path: Path, limits: protocol.Limits, what: str = "plate") -> No
     if _is_exr(path):
         _exr_headers(path, limits, what)
         return
+    _open_checked(path, limits, what).close()
+
+
+def _open_checked(path: Path, limits: protocol.Limits, what: str):
+    """An OpenImageIO input whose header passed the limits (closed again if it did not)."""
     inp = oiio.ImageInput.open(str(path))
     if inp is None:
         raise errors.RequestError(f"{what} {path} is not an image OpenImageIO can read: {oiio.geterror()}",
                                   code=errors.UNREADABLE_FILE)
     try:
-        spec = inp.spec()
-        _check_spec(spec, path, limits, what)
-    finally:
+        _check_spec(inp.spec(), path, limits, what)
+    except BaseException:
         inp.close()
+        raise
+    return inp
 
 
 def _check_spec(spec: oiio.ImageSpec, path: Path, limits: protocol.Limits, what: str) -> None:
@@ -322,13 +328,9 @@ def _read_exr(path: Path, limits: protocol.Limits, what: str) -> Frame:
 
 
 def _read_other(path: Path, limits: protocol.Limits, what: str) -> Frame:
-    inp = oiio.ImageInput.open(str(path))
-    if inp is None:
-        raise errors.RequestError(f"{what} {path} is not an image OpenImageIO can read: {oiio.geterror()}",
-                                  code=errors.UNREADABLE_FILE)
+    inp = _open_checked(path, limits, what)
     try:
         spec = inp.spec()
-        _check_spec(spec, path, limits, what)
         pixels = inp.read_image(0, 0, 0, spec.nchannels, oiio.FLOAT)
         if pixels is None:
             raise errors.RequestError(f"{what} {path} could not be decoded: {inp.geterror()}", code=errors.UNREADABLE_FILE)
