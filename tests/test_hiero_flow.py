@@ -44,7 +44,7 @@ def studio_app(server, tmp_path, monkeypatch):
     import nuke
 
     assert Path(hiero.__file__).parent == FAKE_DIR / "hiero"
-    nuke._reset(gui=True, script=str(tmp_path / "comp_v001.nk"))
+    nuke._reset(gui=True, script=str(tmp_path / "comp_v001.nk"), studio=True)
     hiero._reset()
     from bodydouble_nuke import timeline
 
@@ -133,14 +133,39 @@ def test_right_click_offers_extend_and_fill_on_one_video_item(studio_app, plate)
     assert nuke._messages == [] and nuke._forms == []
 
 
-def test_the_startup_script_installs_the_menu_once(studio_app, plate):
-    """Hiero runs <HIERO_PLUGIN_PATH>/Python/Startup/*.py; with NUKE_PATH's menu.py as well, one entry only."""
+def test_the_startup_script_installs_the_menu_once(studio_app, plate, tmp_path, monkeypatch):
+    """Hiero loads <HIERO_PLUGIN_PATH>/Python/Startup/*.py (Foundry's loader, as the fake mirrors it); with
+    NUKE_PATH's menu.py as well, one entry only."""
     _, hiero = studio_app
-    runpy.run_path(str(NUKE_DIR / "Python" / "Startup" / "bodydouble_timeline.py"))
+    import hiero.core.find_plugins as loader
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("HIERO_PLUGIN_PATH", str(NUKE_DIR))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    loader.findPlugins()
+    assert loader._errors == [] and hasattr(hiero.plugins, "bodydouble_timeline")
     _, sequence, _, item = _edit(hiero, plate)
     menu = hiero._right_click(sequence, item)
     assert len(menu._entries) == 1 and [a.text() for a in menu._entries[0]._entries] == [
         "Extend shot…", "Fill unseen angle…"]
+
+
+def test_plain_nuke_gets_no_timeline_menu_though_hiero_imports(server, tmp_path, monkeypatch):
+    """In plain Nuke ``hiero`` imports too; only ``nuke.env['studio']`` says Nuke Studio."""
+    for path in (str(FAKE_DIR), str(NUKE_DIR)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    import hiero
+    import nuke
+    from bodydouble_nuke import timeline
+
+    nuke._reset(gui=True, script=str(tmp_path / "comp.nk"), studio=False)
+    hiero._reset()
+    timeline._handler.clear()
+    monkeypatch.setenv("BODYDOUBLE_NUKE_PREFS", str(tmp_path / "prefs.json"))
+    runpy.run_path(str(NUKE_DIR / "init.py"))
+    runpy.run_path(str(NUKE_DIR / "menu.py"))
+    assert timeline._handler == [] and nuke.menu("Node Graph").findItem("BodyDouble/Fill unseen angle…") is not None
 
 
 # -- reading the shot ------------------------------------------------------------------------
@@ -165,6 +190,28 @@ def test_the_shot_is_read_in_file_frames(studio_app, plate):
     assert (shot.name, shot.pattern, shot.source_in, shot.source_out) == ("sh020", plate, *CUT)
     assert (shot.handle_in, shot.handle_out, shot.timeline_out) == (2, 2, 1004)
     assert (shot.fps, shot.colour_transform, shot.track) == (24.0, "ACEScg", "Video 1")
+
+
+def test_source_in_counts_from_the_clips_first_frame(studio_app, plate):
+    """A clip that starts 2 frames into media numbered from 1001 (whose scans carry a timecode): the item's
+    sourceIn 1 is the clip's second frame, file 1004 (not 1002, counting from the media's first frame)."""
+    from bodydouble_nuke import hiero_api, timeline
+
+    _, hiero = studio_app
+    core = hiero.core
+    project = core.Project("show")
+    sequence = core.Sequence("edit")
+    project.clipsBin().addItem(core.BinItem(sequence))
+    clip = core.Clip(plate, MEDIA[0] + 2, MEDIA[1])
+    clip.mediaSource()._timecode = 86400          # 01:00:00:00 at 24 fps
+    project.clipsBin().addItem(core.BinItem(clip))
+    track = core.VideoTrack("Video 1")
+    sequence.addTrack(track)
+    item = track.addTrackItem(clip, 1001)
+    assert (item.sourceIn(), clip.mediaSource().fileinfos()[0].startFrame()) == (0, 1001)
+    item.setTimes(1001, 1003, 1, 3)
+    shot = timeline.shot_of(hiero_api.read_item(item))
+    assert (shot.source_in, shot.source_out) == (1004, 1006)
 
 
 # -- extend ----------------------------------------------------------------------------------

@@ -128,36 +128,49 @@ def test_nuke_plugin_and_init_block(installed):
 
 
 HIERO_START = """
-import glob, json, os, runpy, sys
-sys.path.insert(0, sys.argv[2])             # the fake hiero / nuke modules
-import hiero
-runpy.run_path(sys.argv[1])                 # what Hiero does with ~/.nuke/Python/Startup/*.py ...
-scripts = []
-for path in hiero.core.pluginPath():        # ... then with each added plug-in path's Python/Startup
-    for script in sorted(glob.glob(os.path.join(path, "Python", "Startup", "*.py"))):
-        runpy.run_path(script)
-        scripts.append(script)
-import bodydouble_nuke
+import json, os, sys
+sys.path.insert(0, sys.argv[1])             # the fake hiero / nuke modules
+import hiero, hiero.core.find_plugins as loader    # Foundry's loader, as the fake mirrors it
+loader.findPlugins()                        # ~/.nuke/Python/Startup/*.py, then each added path's Python/Startup
+import bodydouble
 from bodydouble_nuke import timeline
-print(json.dumps({"paths": hiero.core.pluginPath(), "scripts": scripts, "menus": len(timeline._handler),
-                  "glue": bodydouble_nuke.__file__, "pythonpath": os.environ["BODYDOUBLE_PYTHONPATH"],
+print(json.dumps({"paths": hiero.core.pluginPath(), "plugins": sorted(k for k in vars(hiero.plugins) if not k.startswith("__")), "errors": loader._errors,
+                  "menus": len(timeline._handler), "client": bodydouble.__file__,
+                  "glue": sys.modules["bodydouble_nuke"].__file__, "pythonpath": os.environ["BODYDOUBLE_PYTHONPATH"],
                   "address": os.environ["BODYDOUBLE_ADDRESS"]}))
 """
 
 
 def test_hiero_startup_file_loads_the_timeline_menu(installed):
+    """Through a loader that imports every start-up script as a module named after its stem, as Hiero does: the
+    installer's start-up file must not become sys.modules['bodydouble'] (it hid the client: no menu)."""
     home = installed["home"]
     plugin = home / ".local" / "share" / "bodydouble" / "nuke" / "plugin"
-    startup = home / ".nuke" / "Python" / "Startup" / "bodydouble.py"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BODYDOUBLE_")}
-    out = subprocess.run([sys.executable, "-c", HIERO_START, str(startup), str(REPO / "tests" / "fake_nuke")],
+    assert not (home / ".nuke" / "Python" / "Startup" / "bodydouble.py").exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BODYDOUBLE_", "HIERO_"))}
+    env["HOME"] = str(home)
+    out = subprocess.run([sys.executable, "-c", HIERO_START, str(REPO / "tests" / "fake_nuke")],
                          capture_output=True, text=True, timeout=60, env=env, cwd=home)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["paths"] == [str(plugin)] and r["menus"] == 1
-    assert r["scripts"] == [str(plugin / "Python" / "Startup" / "bodydouble_timeline.py")]
-    assert r["glue"].startswith(str(plugin))
+    assert r["errors"] == [] and r["menus"] == 1
+    assert r["paths"] == [str(home / ".nuke"), str(plugin)]
+    assert r["plugins"] == ["bodydouble_hiero_startup", "bodydouble_timeline"]
+    assert r["client"].startswith(str(plugin.parent / "site-3.11")) and r["glue"].startswith(str(plugin))
     assert r["pythonpath"] == str(plugin.parent / "site-3.11") and r["address"] == "tcp://127.0.0.1:5599"
+
+
+def test_an_upgrade_removes_the_old_hiero_startup_file(tmp_path, monkeypatch):
+    """Installers before the fix wrote ~/.nuke/Python/Startup/bodydouble.py: a re-run removes it (when unedited)."""
+    from bodydouble_install import nuke as nuke_install
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    rec = Record(path=tmp_path / "install.json")
+    old = rec.write(tmp_path / ".nuke" / "Python" / "Startup" / "bodydouble.py", "import hiero.core\n")
+    said: list[str] = []
+    new = nuke_install.add_hiero_startup(rec, tmp_path / "base", tmp_path / "base" / "plugin", "tcp://h:1", said.append)
+    assert not old.exists() and str(old) not in rec.files and str(new) in rec.files
+    assert new.name == "bodydouble_hiero_startup.py" and "removed" in said[0]
 
 
 def test_extension_installed_with_blenders_command_registers_in_bpy(installed, monkeypatch):

@@ -59,14 +59,32 @@ def _client_env(base: Path, address: str) -> list[str]:
     ]
 
 
-def add_hiero_startup(rec: Record, base: Path, plugin: Path, address: str) -> Path:
-    """``~/.nuke/Python/Startup/bodydouble.py``: Hiero and Nuke Studio scan that folder at start (Nuke's
-    init.py is not run by Hiero); it points them at the plugin, whose Python/Startup adds the timeline menu."""
+# Hiero loads each Startup script as a module named after its file's stem (hiero/core/find_plugins.py), so the
+# file must not be named like a package the plugin imports: 'bodydouble.py' became sys.modules['bodydouble'] and hid
+# the thin client. OLD_STARTUP is what installers before that fix wrote; a re-run removes it.
+HIERO_STARTUP = "bodydouble_hiero_startup.py"
+OLD_STARTUP = "bodydouble.py"
+
+
+def add_hiero_startup(rec: Record, base: Path, plugin: Path, address: str, say=print) -> Path:
+    """``~/.nuke/Python/Startup/bodydouble_hiero_startup.py``: Hiero and Nuke Studio scan that folder at start
+    (Nuke's init.py is not run by Hiero); it points them at the plugin, whose Python/Startup adds the timeline
+    menu."""
+    startup = nuke_home() / "Python" / "Startup"
+    old = startup / OLD_STARTUP
+    if rec.ours_unchanged(old):
+        old.unlink()
+        del rec.files[str(old)]
+        say(f"removed {old} (an earlier BodyDouble's start-up file: it hid the client from Hiero)")
+    elif str(old) in rec.files and old.exists():
+        say(f"WARNING: {old} was written by an earlier BodyDouble and edited since: delete or rename it, or Hiero "
+            "loads it as the module 'bodydouble' and the timeline menu cannot import the client")
     lines = ["# Hiero / Nuke Studio: BodyDouble's timeline menu (right-click a shot > BodyDouble).",
+             "# Hiero imports this file as a module named after it: never name it like a package (bodydouble.py).",
              *_client_env(base, address),
              "import hiero.core",
              f"hiero.core.addPluginPath({str(plugin)!r})   # Hiero then runs its Python/Startup scripts", ""]
-    return rec.write(nuke_home() / "Python" / "Startup" / "bodydouble.py", "\n".join(lines))
+    return rec.write(startup / HIERO_STARTUP, "\n".join(lines))
 
 
 def install_client(site: Path, python_version: str, server_python: Path, offline: bool,
@@ -129,7 +147,7 @@ def install(rec: Record, prefix: Path, server_python: Path, offline: bool, pytho
     say(f"Nuke plugin in {plugin}; client for {nukes or 'no Nuke yet'}")
     if edit_init:
         say(f"added BodyDouble to {add_to_init(rec, plugin)} (Nuke: right-click > BodyDouble)")
-        say(f"added {add_hiero_startup(rec, base, plugin, address)} (Hiero / Nuke Studio timeline)")
+        say(f"added {add_hiero_startup(rec, base, plugin, address, say)} (Hiero / Nuke Studio timeline)")
     else:
         todo.append(f"export NUKE_PATH={shlex.quote(str(plugin))}${{NUKE_PATH:+:$NUKE_PATH}}")
         todo.append(f"export HIERO_PLUGIN_PATH={shlex.quote(str(plugin))}${{HIERO_PLUGIN_PATH:+:$HIERO_PLUGIN_PATH}}")

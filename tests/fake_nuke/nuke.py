@@ -31,7 +31,7 @@ GUI = True
 INVISIBLE = 1 << 10
 STARTLINE = 1 << 12
 READ_ONLY = 1 << 28
-env: dict[str, Any] = {"gui": True}
+env: dict[str, Any] = {"gui": True, "studio": False}   # 'studio': Nuke Studio, not plain Nuke (hiero imports in both)
 
 # -- state (reset per test) --------------------------------------------------------------------
 _main_thread: threading.Thread = threading.main_thread()
@@ -51,11 +51,12 @@ _script_name = ""
 _root: "Root"
 
 
-def _reset(gui: bool = True, script: str = "") -> None:
-    """A fresh, empty session; the calling thread becomes Nuke's main thread."""
+def _reset(gui: bool = True, script: str = "", studio: bool = False) -> None:
+    """A fresh, empty session (``studio``: Nuke Studio); the calling thread becomes Nuke's main thread."""
     global GUI, _main_thread, _main_queue, _root, _script_name
     GUI = gui
     env["gui"] = gui
+    env["studio"] = studio
     _main_thread = threading.current_thread()
     _main_queue = queue.SimpleQueue()
     for store in (_messages, _answers, _form_answers, _forms, _progress_tasks, _executed, _panels, _context, _this_node, _last_selected):

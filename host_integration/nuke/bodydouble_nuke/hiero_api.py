@@ -10,8 +10,11 @@ lists what still needs a check in a real Nuke Studio.
 
 Timeline facts this relies on (from the same reference):
 
-- ``TrackItem.sourceIn()/sourceOut()`` count from the media's first frame (0 = first frame), so
-  the file frame is ``MediaFileInfo.startFrame() + sourceIn()``; they are floats after retimes.
+- ``TrackItem.sourceIn()/sourceOut()`` count from the **clip's** first frame (0), not the media's (a clip may
+  start after its media: ``Clip(media, first, last)``); Foundry's own examples take the source timecode as
+  ``sourceIn() + clip.timecodeStart()``. So the file frame is ``MediaFileInfo.startFrame()`` plus the clip's
+  offset into its media (``Clip.timecodeStart() - MediaSource.timecodeStart()``, which cancels any timecode the
+  scans carry) plus ``sourceIn()``; they are floats after retimes.
 - ``MediaFileInfo.filename()`` of an image sequence reads ``/path/name.####.exr (1001-1048)``.
 - ``VideoTrack.addTrackItem(clip, position)`` works only once the track is in a sequence.
 - A clip's colour transform can be set only after it is in a bin (``BinItem.activeItem()``).
@@ -53,12 +56,14 @@ DOCUMENTED: dict[str, str] = {
     "core.TrackItem.addTag": "(tag)",
     "core.Clip": "(mediaSource, first, last)",
     "core.Clip.mediaSource": "()",
+    "core.Clip.timecodeStart": "()",
     "core.Clip.framerate": "()",
     "core.Clip.setName": "(name)",
     "core.Clip.addTag": "(tag)",
     "core.Clip.setSourceMediaColourTransform": "(colourTransform)",
     "core.TimeBase.toFloat": "()",
     "core.MediaSource.fileinfos": "()",
+    "core.MediaSource.timecodeStart": "()",
     "core.MediaFileInfo.filename": "()",
     "core.MediaFileInfo.startFrame": "()",
     "core.MediaFileInfo.endFrame": "()",
@@ -131,7 +136,8 @@ class ItemMedia:
     filename: str            # MediaFileInfo.filename(): '/p/name.####.exr (1001-1048)' for a sequence
     media_first: int         # MediaFileInfo.startFrame()
     media_last: int          # MediaFileInfo.endFrame()
-    source_in: float         # from the media's first frame
+    clip_first: int          # the file frame of the clip's first frame (sourceIn 0)
+    source_in: float         # from the clip's first frame
     source_out: float
     timeline_in: int
     timeline_out: int
@@ -145,11 +151,13 @@ class ItemMedia:
 
 def read_item(item: TrackItem) -> ItemMedia:
     clip = item.source()
-    info = clip.mediaSource().fileinfos()[0]
+    media = clip.mediaSource()
+    info = media.fileinfos()[0]
     track = item.parent()
     return ItemMedia(
         name=str(item.name()), filename=str(info.filename()),
         media_first=int(info.startFrame()), media_last=int(info.endFrame()),
+        clip_first=int(info.startFrame()) + int(clip.timecodeStart()) - int(media.timecodeStart()),
         source_in=float(item.sourceIn()), source_out=float(item.sourceOut()),
         timeline_in=int(item.timelineIn()), timeline_out=int(item.timelineOut()),
         handle_in=int(item.handleInLength()), handle_out=int(item.handleOutLength()),

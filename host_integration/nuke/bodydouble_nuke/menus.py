@@ -1,7 +1,6 @@
 """Menu entries: the Nuke menu bar and the Node Graph's right-click menu (GUI only)."""
 from __future__ import annotations
 
-import importlib.util
 from typing import Callable
 
 from . import commands
@@ -28,7 +27,7 @@ def install() -> None:
     for menu_name in MENUS:
         for path, command, tooltip in ENTRIES:
             api.add_command(menu_name, path, _entry(command), tooltip)
-    if importlib.util.find_spec("hiero") is not None:   # Nuke Studio / Hiero: the timeline too
+    if api.is_studio():   # Nuke Studio: the timeline too (``hiero`` imports in plain Nuke as well)
         from . import timeline
 
         timeline.install()

@@ -30,6 +30,12 @@ def is_gui() -> bool:
     return bool(nuke.GUI)
 
 
+def is_studio() -> bool:
+    """True in Nuke Studio (and Hiero Player's Nuke), False in plain Nuke: ``hiero`` imports in both, so only
+    ``nuke.env['studio']`` tells them apart."""
+    return bool(nuke.env.get("studio", False))
+
+
 def message(text: str) -> None:
     nuke.message(text)
 

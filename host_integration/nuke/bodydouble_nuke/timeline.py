@@ -92,8 +92,8 @@ def media_pattern(filename: str) -> str:
 def shot_of(media: hapi.ItemMedia) -> Shot:
     return Shot(
         name=host.safe_name(media.name), pattern=media_pattern(media.filename),
-        source_in=media.media_first + int(round(media.source_in)),
-        source_out=media.media_first + int(round(media.source_out)),
+        source_in=media.clip_first + int(round(media.source_in)),
+        source_out=media.clip_first + int(round(media.source_out)),
         timeline_out=media.timeline_out, handle_in=media.handle_in, handle_out=media.handle_out,
         fps=media.fps, colour_transform=media.colour_transform, track=media.track,
     )

@@ -140,6 +140,11 @@ class MediaSource:
     def __init__(self, path: str) -> None:
         self._pattern, self._first, self._last = _scan(path)
         self._offline = not os.path.exists(_nuke._frame_path(self._pattern, self._first))
+        self._timecode = self._first      # no timecode in the files: Hiero counts from the frame number
+
+    def timecodeStart(self) -> int:
+        """The media's start timecode, in frames (a scan's EXR timecode, else its first frame number)."""
+        return self._timecode
 
     def fileinfos(self) -> tuple:
         return (MediaFileInfo(self._pattern, self._first, self._last),)
@@ -188,6 +193,10 @@ class Clip(_Named, _Tagged):
 
     def mediaSource(self) -> MediaSource:
         return self._media
+
+    def timecodeStart(self) -> int:
+        """The clip's start timecode, in frames: its media's, moved to the clip's first frame."""
+        return self._media.timecodeStart() + self._first - self._media.startTime()
 
     def framerate(self) -> TimeBase:
         return self._framerate
@@ -320,6 +329,7 @@ class TrackItem(_Named, _Tagged):
         return self._times[1]
 
     def sourceIn(self) -> float:
+        """From the clip's first frame (0), not the media's: file frame = the clip's first frame + sourceIn."""
         return self._times[2]
 
     def sourceOut(self) -> float:
@@ -367,8 +377,8 @@ class VideoTrack(_Named, _Tagged):
                 raise TypeError("addTrackItem(clip, position): position is required for a Clip")
             item = TrackItem(clip.name(), TrackItem.MediaType.kVideo)
             item.setSource(clip)
-            offset = clip._first - clip.mediaSource().startTime()
-            item.setTimes(position, position + clip.duration() - 1, offset, offset + clip.duration() - 1)
+            # source times count from the clip's first frame, not from the media's first frame
+            item.setTimes(position, position + clip.duration() - 1, 0, clip.duration() - 1)
         elif isinstance(clip, TrackItem):
             if position is not None:
                 raise TypeError("addTrackItem(trackItem): no position for a TrackItem")
@@ -412,6 +422,7 @@ class Sequence(_Named, _Tagged):
         return track
 
 
+GUI = True
 _plugin_paths: list[str] = []
 
 
@@ -422,7 +433,10 @@ def addPluginPath(path: str) -> None:
 
 
 def pluginPath() -> list[str]:
-    return list(_plugin_paths)
+    """``$HIERO_PLUGIN_PATH``'s folders and ``~/.nuke`` (read now, as at Hiero's start), then the added ones."""
+    standard = [p for p in os.environ.get("HIERO_PLUGIN_PATH", "").split(os.pathsep) if p]
+    standard.append(os.path.join(os.path.expanduser("~"), ".nuke"))
+    return standard + [p for p in _plugin_paths if p not in standard]
 
 
 def _reset() -> None:
