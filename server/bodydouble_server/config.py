@@ -16,6 +16,7 @@
     device = "auto"                    # auto | cpu | cuda | cuda:1
     dtype = "auto"                     # auto | float32 | float16 | bfloat16
     resolution = 512                   # generation long side; default: the model family's
+    fill_batch = 0                     # frames per fill pipeline call; 0 = auto (a CUDA GPU with memory to spare: 2-4; CPU: 1)
     # Remote use (opt-in): CURVE encryption with this server certificate (zmq.auth.create_certificates), and
     # optionally only the clients whose public certificates are in this folder.
     curve_certificate = "/etc/bodydouble/server.key_secret"
@@ -61,6 +62,7 @@ class ServerConfig:
     device: str = "auto"
     dtype: str = "auto"
     resolution: int | None = None
+    fill_batch: int = 0                     # frames per fill pipeline call; 0 = auto (operations/common.fill_batch)
     video_model: str | None = None
     video_resolution: int | None = None
     video_window: int | None = None
@@ -91,6 +93,8 @@ class ServerConfig:
             self.roots = [self.output_root]
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if not 0 <= self.fill_batch <= 16:
+            raise ValueError(f"fill_batch must be in 0..16 (0 = auto), got {self.fill_batch}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range")
 

@@ -9,6 +9,8 @@ import OpenImageIO as oiio
 
 from bodydouble import errors
 
+from . import resample
+
 
 @dataclass(frozen=True)
 class Box:
@@ -56,15 +58,20 @@ def model_size(box: Box, pixel_aspect: float, resolution: int, multiple: int) ->
     return snap(phys_h * scale), snap(phys_w * scale)
 
 
-# Rows per copy into or out of OpenImageIO: a copy holds the GIL, so a large frame goes in short bands and the
-# server's socket loop keeps answering heartbeats meanwhile.
+def resize(pixels: np.ndarray, height: int, width: int, device=None) -> np.ndarray:
+    """To (height, width), float32, with OpenImageIO's resize filters (imaging/resample.py), on ``device``."""
+    if pixels.shape[:2] == (height, width):
+        return pixels.astype(np.float32, copy=True)
+    return resample.resize(pixels, height, width, device)
+
+
+# Rows per copy into or out of OpenImageIO: a copy holds the GIL, so a large frame goes in short bands.
 _BAND = 128
 
 
-def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """To (height, width), float32. Half input is resized as half (no float copy of a large crop)."""
-    if pixels.shape[:2] == (height, width):
-        return pixels.astype(np.float32, copy=True)
+def resize_oiio(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """OpenImageIO's own ``ImageBufAlgo.resize`` (default filters): the reference ``resize`` is tested against.
+    Half input is resized into a half buffer, as the server did before #16."""
     source = pixels if pixels.ndim == 3 else pixels[:, :, None]
     src_h, src_w, nch = source.shape
     dtype, fmt = (np.float16, oiio.HALF) if pixels.dtype == np.float16 else (np.float32, oiio.FLOAT)

@@ -8,10 +8,13 @@ while the server is still loading; the worker checks everything again when it ru
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -176,3 +179,113 @@ def result_message(job, operation: str, take: takes.Take, info: dict,
     body = result_body(job, operation, take, info, pixels, buffers)
     return protocol.Message(type="result", id=job.request_id, body=body, buffers=buffers,
                             meanings=[f"frame {f}" for f in sorted(pixels or {})])
+
+
+# -- the frame pipeline (docs/frame-pipeline.md) ----------------------------------------------------------------
+def fill_batch(engine: Engine) -> int:
+    """Frames per fill pipeline call: the server's ``fill_batch`` setting; 0 (auto) batches only on a CUDA device
+    with memory to spare (4 frames with 16 GiB free, 2 with 8 GiB), never on the CPU, where a batch of B costs
+    B frames' time and only delays the first frame's write."""
+    setting = int(getattr(engine.config, "fill_batch", 0) or 0)
+    if setting > 0:
+        return setting
+    if not str(engine.device).startswith("cuda"):
+        return 1
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(torch.device(engine.device))
+    return 4 if free >= 16 * 2**30 else 2 if free >= 8 * 2**30 else 1
+
+
+class Prefetcher:
+    """``prepare(item)`` for each item on one background thread, at most ``ahead`` items ahead of the caller:
+    while the worker generates frame N, frame N+1 is read, checked, cropped, converted and resized.
+
+    An item's error is raised where the worker asks for that item, so frames before it are generated and
+    written as if it were read in line. Leaving the block cancels what has not started and waits for what has
+    (one frame at most)."""
+
+    def __init__(self, prepare: Callable, items: Iterable, ahead: int = 1):
+        self._prepare, self._items, self._ahead = prepare, iter(items), max(1, ahead)
+        self._pending: collections.deque = collections.deque()
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bodydouble-read")
+
+    def __enter__(self) -> "Prefetcher":
+        self._top_up()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _top_up(self) -> None:
+        while len(self._pending) < self._ahead:
+            item = next(self._items, None)
+            if item is None:
+                return
+            self._pending.append(self._pool.submit(self._prepare, item))
+
+    def next_batch(self, most: int) -> list:
+        """The next prepared items, up to ``most`` of one model size (``.size``); the next ones start at once."""
+        group = [self._pending.popleft().result()]
+        self._top_up()
+        while len(group) < most and self._pending:
+            if self._pending[0].result().size != group[0].size:
+                break
+            group.append(self._pending.popleft().result())
+            self._top_up()
+        return group
+
+
+class TakeWriter:
+    """Finishes and writes frames on one thread while the worker generates the next ones.
+
+    ``put(frame, make)``: ``make()`` runs on the writer thread and returns ``(Frame, attributes, note)``; the
+    frame is written atomically into the take. Frames enter take.json in order, once on disk, on the worker's
+    thread (``after(frame, note)`` first). At most ``depth`` frames wait: the worker blocks beyond that, so
+    memory holds a few frames whatever the shot's length. On an error every started write finishes (or
+    fails) and what reached the disk is listed before the take is marked."""
+
+    def __init__(self, take, returned: dict | None, depth: int = 2, after: Callable | None = None):
+        self.take, self.returned, self.depth, self.after = take, returned, depth, after
+        self._pending: collections.deque = collections.deque()
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bodydouble-write")
+
+    def put(self, frame: int, make: Callable) -> None:
+        path = self.take.frame_path(frame)
+        self._pending.append((frame, path, self._pool.submit(self._write, path, make)))
+        while len(self._pending) > self.depth:
+            self._finish_one()
+
+    def _write(self, path: Path, make: Callable):
+        pixels, attributes, note = make()
+        frame_io.write_exr_atomic(path, pixels, attributes)
+        return note, (pixels.wire() if self.returned is not None else None)
+
+    def _finish_one(self) -> None:
+        frame, path, future = self._pending.popleft()
+        self._add(frame, path, *future.result())
+
+    def _add(self, frame: int, path: Path, note, wire) -> None:
+        if self.after is not None:
+            self.after(frame, note)
+        self.take.add(frame, path)
+        if wire is not None:
+            self.returned[frame] = wire
+
+    def __enter__(self) -> "TakeWriter":
+        return self
+
+    def flush(self) -> None:
+        while self._pending:
+            self._finish_one()
+
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            if kind is None:
+                self.flush()
+            else:   # what reached the disk before the error is listed in the (failed or cancelled) take
+                for frame, path, future in self._pending:
+                    if future.exception() is None:
+                        self._add(frame, path, *future.result())
+        finally:
+            self._pool.shutdown(wait=True)

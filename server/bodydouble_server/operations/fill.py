@@ -13,6 +13,8 @@ and each frame's header and take.json count both (docs/protocol.md, "Non-finite 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 
 import numpy as np
 
@@ -40,6 +42,10 @@ def validate(req: FillRequest, engine: Engine) -> None:
 
 
 def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
+    """The shot through the frame pipeline (docs/frame-pipeline.md): frame N+1 is read and prepared on one
+    thread and frame N-1 composited and written on another while frame N generates, so a GPU waits on the
+    CPU only for the first frame's preparation and the last frame's write. At most four frames are in memory:
+    one being prepared, one (or one batch) generating, two finishing."""
     model = engine.model_for("fill")
     adapters = model.adapters.resolve(req.adapters)
     colour = ColourTransform(req.colorspace)
@@ -52,17 +58,30 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
     returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
     repaired = {key: 0 for key in NONFINITE_KEYS}
     total = len(req.frames)
+    batch = common.fill_batch(engine)
+
+    def read(item) -> _Prepared:
+        # One frame at a time, in its own pixel types: only what the model needs becomes float.
+        plate = common.load_image(engine, item.plate, f"plate {item.frame}")
+        plate.require_rgb("fill")
+        mask, mask_repaired = _mask_for(engine, item, plate, req.mask_channel)
+        return prepare_frame(model, req, colour, plate, mask, item=item, mask_repaired=mask_repaired)
+
+    def record(frame: int, counts: dict) -> None:     # the worker's thread, in frame order, before take.add
+        if any(counts.values()):
+            take.info["nonfinite"]["frames"][str(frame)] = counts
+            for key, value in counts.items():
+                repaired[key] += value
+
     with contextlib.ExitStack() as finishing:
-        for index, item in enumerate(req.frames):
+        reader = finishing.enter_context(common.Prefetcher(read, req.frames, ahead=batch))
+        index = 0
+        while index < total:
             job.check_cancelled()
-            # One frame at a time, in its own pixel types: only what the model needs becomes float.
-            plate = common.load_image(engine, item.plate, f"plate {item.frame}")
-            plate.require_rgb("fill")
-            mask, mask_repaired = _mask_for(engine, item, plate, req.mask_channel)
+            group = reader.next_batch(batch)
             if take is None:
                 # The take opens once the first frame's inputs are read and checked: a plate or mask that cannot
                 # be used leaves no folder and uses no take number (a cancel or a model failure marks the take).
-                regions.mask_box(mask)
                 take = common.open_take(engine, job, req.output_dir, shot, common.adapter_label(adapters), {
                     "operation": "fill", "adapters": [a.describe() for a, _ in adapters],
                     "base_model": model.identity.to_dict(),
@@ -71,30 +90,32 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                 })
                 finishing.enter_context(common.completing(take))
                 attributes = common.provenance(engine, "fill", adapters, req, take, job)
+                writer = finishing.enter_context(common.TakeWriter(take, returned, after=record))
 
-            def on_step(step: int, steps: int, _index=index, _frame=item.frame) -> None:
+            def on_step(step: int, steps: int, _index=index, _frame=group[0].item.frame) -> None:
                 job.check_cancelled()
                 job.report((_index + step / steps) / total, f"frame {_frame}: step {step}/{steps}",
                            frame=_frame, frame_index=_index, frames=total, step=step, steps=steps)
 
-            counts = {**fill_frame(engine, pipe, req, colour, plate, mask, on_step), "nonfinite_mask": mask_repaired}
-            del mask
-            path = take.frame_path(item.frame)
-            frame_io.write_exr_atomic(path, plate, {
-                **attributes, "frame": item.frame, "source": plate.source, **counts,
-                "mask_source": item.mask.path if item.mask and item.mask.path else ("buffer" if item.mask else "plate alpha"),
-            })
-            if any(counts.values()):
-                take.info["nonfinite"]["frames"][str(item.frame)] = counts
-                for key, value in counts.items():
-                    repaired[key] += value
-            take.add(item.frame, path)
-            if returned is not None:
-                returned[item.frame] = plate.wire()
-            del plate
+            images = generate(pipe, req, group, on_step)
+            for prepared, image in zip(group, images):
+                writer.put(prepared.item.frame, functools.partial(_finished, req, prepared, image, attributes))
+            index += len(group)
+            del group, images
+        writer.flush()
     return common.result_message(job, "fill", take, {"adapter": attributes["adapter"], "seed": req.seed,
                                                      "test_model": model.identity.test_model,
                                                      "nonfinite": dict(repaired)}, returned)
+
+
+def _finished(req: FillRequest, prepared: "_Prepared", image: np.ndarray, attributes: dict):
+    """The writer thread's part of a frame: the composite, and what its EXR says (common.TakeWriter)."""
+    counts = {**finish_frame(req, prepared, image), "nonfinite_mask": prepared.mask_repaired}
+    item = prepared.item
+    return prepared.plate, {
+        **attributes, "frame": item.frame, "source": prepared.plate.source, **counts,
+        "mask_source": item.mask.path if item.mask and item.mask.path else ("buffer" if item.mask else "plate alpha"),
+    }, counts
 
 
 NONFINITE_KEYS = ("nonfinite_filled", "nonfinite_context", "nonfinite_mask")
@@ -114,16 +135,32 @@ def _mask_for(engine: Engine, item, plate: frame_io.Frame, channel: str | None) 
     return frame_io.clean_mask(frame_io.place_mask(mask_frame, values, plate, f"mask {item.frame}"))
 
 
-def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, plate: frame_io.Frame,
-               mask: np.ndarray, on_step) -> dict:
-    """Inpaint inside ``mask`` and write the result into ``plate``'s R, G, B in place (only the pixels the
-    feathered mask reaches). Returns the non-finite counts: RGB samples inside the mask filled over, and
-    those in the model's context, which the model saw as black and which stay as they were in the frame."""
-    import torch
+@dataclasses.dataclass
+class _Prepared:
+    """One frame made ready for the model (the reader thread's work): the plate, where the model works and
+    what it sees there."""
 
+    item: object                    # the request's FrameInput (None outside a request's frame list)
+    plate: frame_io.Frame
+    mask_repaired: int
+    box: regions.Box
+    crop_mask: np.ndarray           # the mask over the box
+    broken: np.ndarray              # the box's RGB samples that are NaN/Inf (shown to the model as black)
+    encoding: object                # the crop's ModelEncoding
+    model_rgb: np.ndarray           # (gen_h, gen_w, 3) in [0, 1]
+    model_mask: np.ndarray          # (gen_h, gen_w) 0/1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.model_rgb.shape[:2]
+
+
+def prepare_frame(model, req: FillRequest, colour: ColourTransform, plate: frame_io.Frame, mask: np.ndarray, *,
+                  item=None, mask_repaired: int = 0) -> _Prepared:
+    """Crop to the mask's box plus context, the crop's model encoding, both resized to the model's size.
+    Colour runs on the crop only, never on the whole frame."""
     height, width = plate.shape
     box = regions.context_box(regions.mask_box(mask), height, width, req.context)
-    model = engine.model_for("fill")
     gen_h, gen_w = regions.model_size(box, plate.pixel_aspect, model.resolution, model.family.multiple)
     ys, xs = box.slices()
     crop_rgb = plate.rgb(ys, xs, native=True)          # half stays half: an 8K crop is big
@@ -131,19 +168,45 @@ def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, 
     broken = ~np.isfinite(crop_rgb).all(axis=2)
     # The crop's own encoding: the request's ceiling, raised to the crop's brightest value (imaging/colour.py).
     encoding, shown = colour.encode(crop_rgb, req.highlight_ceiling)
+    del crop_rgb
     model_rgb = common.model_input(shown, gen_h, gen_w)
     del shown
-    model_mask = (regions.resize(crop_mask[:, :, None], gen_h, gen_w)[:, :, 0] > 0.01).astype(np.float32)
+    model_mask = (regions.resize(crop_mask, gen_h, gen_w) > 0.01).astype(np.float32)
+    return _Prepared(item, plate, mask_repaired, box, crop_mask, broken, encoding, model_rgb, model_mask)
 
-    generator = torch.Generator(device="cpu").manual_seed(req.seed)
+
+def generate(pipe, req: FillRequest, group: list[_Prepared], on_step) -> list[np.ndarray]:
+    """One pipeline call for the group (frames of one model size): each frame's (gen_h, gen_w, 3) picture.
+
+    Every frame gets its own generator seeded with the request's seed, so a frame comes out the same whether
+    it was generated alone or in a batch (up to the batch's floating-point summation order)."""
+    import torch
+
+    gen_h, gen_w = group[0].size
+    one = len(group) == 1
+    generator = [torch.Generator(device="cpu").manual_seed(req.seed) for _ in group]
     out = pipe(
-        prompt=req.prompt, negative_prompt=req.negative_prompt or None,
-        image=model_rgb[None], mask_image=model_mask[None, :, :, None],
+        prompt=req.prompt if one else [req.prompt] * len(group),
+        negative_prompt=(req.negative_prompt or None) if one else [req.negative_prompt] * len(group)
+        if req.negative_prompt else None,
+        image=np.stack([p.model_rgb for p in group]), mask_image=np.stack([p.model_mask for p in group])[..., None],
         height=gen_h, width=gen_w, num_inference_steps=req.steps, strength=req.strength,
-        guidance_scale=req.guidance, generator=generator, output_type="np",
+        guidance_scale=req.guidance, generator=generator[0] if one else generator, output_type="np",
         callback_on_step_end=step_callback(on_step, req.steps),
-    ).images[0]
-    del model_rgb, model_mask
+    ).images
+    if len(out) != len(group):
+        raise errors.RequestError(f"the model returned {len(out)} pictures for {len(group)} frames (does it take "
+                                  "batches? set fill_batch = 1)", code=errors.JOB_FAILED)
+    for prepared in group:                       # what only the model needed
+        prepared.model_rgb = prepared.model_mask = None
+    return [np.asarray(image, dtype=np.float32) for image in out[:len(group)]]
+
+
+def finish_frame(req: FillRequest, prepared: _Prepared, image: np.ndarray) -> dict:
+    """Write the model's ``image`` into the plate's R, G, B in place (only the pixels the feathered mask
+    reaches). Returns the non-finite counts: RGB samples inside the mask filled over, and those in the model's
+    context, which the model saw as black and which stay as they were in the frame."""
+    box, crop_mask, broken, plate = prepared.box, prepared.crop_mask, prepared.broken, prepared.plate
     # From here on only the mask's own box matters (the weight is 0 elsewhere), and in it only the pixels the
     # feathered mask reaches: the composite runs on those alone.
     inner = regions.mask_box(crop_mask)
@@ -154,8 +217,16 @@ def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, 
     weight[filled] = 1.0
     inside = weight > 0
     # The inverse view transform is the costly part: run it only where the result is used.
-    generated = encoding.from_model(regions.resize(np.asarray(out, dtype=np.float32), box.height, box.width)[iy, ix][inside])
-    mixed = regions.composite(crop_rgb[iy, ix][inside].astype(np.float32), generated, weight[inside])
-    plate.set_rgb(slice(box.y0 + inner.y0, box.y0 + inner.y1), slice(box.x0 + inner.x0, box.x0 + inner.x1),
-                  mixed, inside)
+    generated = prepared.encoding.from_model(regions.resize(image, box.height, box.width)[iy, ix][inside])
+    ys, xs = slice(box.y0 + inner.y0, box.y0 + inner.y1), slice(box.x0 + inner.x0, box.x0 + inner.x1)
+    mixed = regions.composite(plate.rgb(ys, xs)[inside], generated, weight[inside])
+    plate.set_rgb(ys, xs, mixed, inside)
     return {"nonfinite_filled": int(filled.sum()), "nonfinite_context": int(broken.sum()) - int(filled.sum())}
+
+
+def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, plate: frame_io.Frame,
+               mask: np.ndarray, on_step) -> dict:
+    """One frame, start to end, on the calling thread (a pool replica's or farm worker's frame): inpaint inside
+    ``mask`` and write the result into ``plate``'s R, G, B in place. Returns the non-finite counts."""
+    prepared = prepare_frame(engine.model_for("fill"), req, colour, plate, mask)
+    return finish_frame(req, prepared, generate(pipe, req, [prepared], on_step)[0])
