@@ -33,6 +33,23 @@ class Progress:
     step: int | None = None
     steps: int | None = None
     raw: dict = field(default_factory=dict)
+    # A live preview (docs/protocol.md, "Live previews"): (H, W, 3) uint8 RGB, display-referred, top row first;
+    # None on most events (the server sends one at most every PreviewOptions.every_ms).
+    preview: np.ndarray | None = None
+
+
+def preview_of(body: dict, buffers: list[np.ndarray]) -> np.ndarray | None:
+    """A progress event's preview picture, or None when it has none (or one that is not what it says)."""
+    spec = body.get("preview")
+    if not isinstance(spec, dict) or not buffers:
+        return None
+    index = spec.get("buffer", 0)
+    if type(index) is not int or not 0 <= index < len(buffers):
+        return None
+    image = buffers[index]
+    if image.dtype != np.uint8 or image.shape != (spec.get("height"), spec.get("width"), 3):
+        return None
+    return image
 
 
 @dataclass
@@ -175,6 +192,7 @@ class Job:
             self.progress = Progress(
                 job=body.get("job", ""), fraction=float(body.get("fraction", 0.0)), message=body.get("message", ""),
                 frame=body.get("frame"), step=body.get("step"), steps=body.get("steps"), raw=body,
+                preview=preview_of(body, msg.buffers),
             )
         elif msg.final:
             self._final = msg

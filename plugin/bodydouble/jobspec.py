@@ -106,6 +106,24 @@ class AdapterRef:
 HIGHLIGHT_CEILING = 16.0
 
 
+@dataclass
+class PreviewOptions:
+    """Live previews on a job's progress events (docs/protocol.md, "Live previews"): a small RGB picture of the
+    model's work so far, at most one every ``every_ms``, its longest side at most ``max_side`` pixels. A request
+    with ``preview: null`` gets none."""
+
+    every_ms: int = 500
+    max_side: int = 128
+
+    MAX_SIDE = 256
+
+    def validate(self) -> None:
+        if not 50 <= self.every_ms <= 600_000:
+            raise ValueError(f"preview.every_ms must be in 50..600000, got {self.every_ms}")
+        if not 8 <= self.max_side <= self.MAX_SIDE:
+            raise ValueError(f"preview.max_side must be in 8..{self.MAX_SIDE}, got {self.max_side}")
+
+
 _SHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -140,6 +158,8 @@ def _check_generation(req) -> None:
         check_safe_name(req.shot, "shot name")
     check_count(req.frames, "'frames'", MAX_FRAMES)
     check_count(req.adapters, "'adapters'", MAX_ADAPTERS)
+    if req.preview is not None:
+        req.preview.validate()
     if len({a.name for a in req.adapters}) != len(req.adapters):
         raise ValueError("an adapter is named twice")
 
@@ -171,6 +191,8 @@ class FillRequest:
     shot: Optional[str] = None
     output_dir: Optional[str] = None
     return_pixels: bool = False
+    # Live previews on progress events; None: none.
+    preview: Optional[PreviewOptions] = field(default_factory=PreviewOptions)
 
     operation = "fill"
 
@@ -215,6 +237,7 @@ class ExtendRequest:
     shot: Optional[str] = None
     output_dir: Optional[str] = None
     return_pixels: bool = False
+    preview: Optional[PreviewOptions] = field(default_factory=PreviewOptions)   # as FillRequest's
 
     operation = "extend"
 

@@ -64,14 +64,22 @@ class Job:
         if self.cancel_event.is_set():
             raise Cancelled()
 
-    def report(self, fraction: float, message: str = "", **extra) -> None:
+    def report(self, fraction: float, message: str = "", preview=None, **extra) -> None:
+        """A progress event; ``preview``: an (H, W, 3) uint8 picture sent with it as one buffer (previews.py).
+        ``progress`` (what status and follow show) keeps no picture."""
         with self._lock:
             if not self.live:
                 return
             self.seq += 1
             self.progress = {"job": self.id, "fraction": round(min(max(fraction, 0.0), 1.0), 5), "message": message,
                              **extra, "seq": self.seq}
-            self._publish("progress", self.progress)
+            if preview is None:
+                self._publish("progress", self.progress)
+                return
+            height, width = preview.shape[:2]
+            described = {"width": width, "height": height, "channels": 3, "dtype": "uint8",
+                         "frame": extra.get("frame"), "buffer": 0}
+            self._publish("progress", {**self.progress, "preview": described}, [preview], ["preview"])
 
     def opened_take(self, take) -> None:
         self.take_dir = str(take.dir)

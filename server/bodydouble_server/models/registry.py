@@ -33,6 +33,9 @@ class Family:
     test_label: str = ""
     # Detection tries higher priorities first: a family that refines another (same pipelines) claims its folders.
     priority: int = 0
+    # Live previews: (factors, bias), the linear map from this family's denoising latents (C channels) to RGB in
+    # [-1, 1]: factors C x 3, bias 3 (previews.py). None: fitted from the model's own VAE, or no previews.
+    latent_rgb: tuple | None = None
 
     def load_dtypes(self, dtype):
         """``torch_dtype`` for ``from_pretrained``: ``dtype``, with this family's float32 components."""
@@ -58,8 +61,13 @@ class Family:
 
 
 def step_callback(on_step, steps: int):
-    """diffusers' ``callback_on_step_end`` -> ``on_step(step, steps)``; a cancel raises from inside it."""
+    """diffusers' ``callback_on_step_end`` -> ``on_step(step, steps)``; a cancel raises from inside it. An
+    ``on_step`` with a ``latents(latents, pipeline)`` method (previews.StepHook) gets the step's latents first."""
+    see = getattr(on_step, "latents", None)
+
     def callback(pipeline, step, timestep, kwargs):
+        if see is not None and kwargs.get("latents") is not None:
+            see(kwargs["latents"], pipeline)
         on_step(step + 1, getattr(pipeline, "num_timesteps", None) or steps)
         return kwargs
     return callback

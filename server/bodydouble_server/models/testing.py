@@ -151,15 +151,16 @@ class TestPipeline:
         return tuple((self.loras[n], w) for n, w in self.active) if self.lora_enabled else ()
 
     # -- a denoising loop ------------------------------------------------------------------------
-    def _steps(self, steps: int, callback, sleep: bool) -> None:
-        """``steps`` steps, each a GIL-free wait (stand-in) and a ``callback_on_step_end`` (progress, cancel)."""
+    def _steps(self, steps: int, callback, sleep: bool, latents=None) -> None:
+        """``steps`` steps, each a GIL-free wait (stand-in) and a ``callback_on_step_end`` (progress, cancel;
+        ``latents`` as diffusers hands them over, for live previews)."""
         self.num_timesteps = steps
         seconds = step_seconds() if sleep else 0.0
         for step in range(steps):
             if seconds:
                 time.sleep(seconds)
             if callback is not None:
-                callback(self, step, 1000 - step * 1000 // max(steps, 1), {})
+                callback(self, step, 1000 - step * 1000 // max(steps, 1), {} if latents is None else {"latents": latents})
 
 
 def _inpaint_steps(num_inference_steps: int, strength: float) -> int:
@@ -201,8 +202,18 @@ class PassthroughPipeline(TestPipeline):
     def __call__(self, *, image, num_inference_steps: int = 20, strength: float = 1.0, callback_on_step_end=None,
                  output_type: str = "np", **_kwargs):
         self.calls += 1
-        self._steps(_inpaint_steps(num_inference_steps, strength), callback_on_step_end, sleep=False)
+        self._steps(_inpaint_steps(num_inference_steps, strength), callback_on_step_end, sleep=False,
+                    latents=_rgb_latents(image))
         return SimpleNamespace(images=np.array(image, dtype=np.float32, copy=True))
+
+
+def _rgb_latents(image) -> "object":
+    """The passthrough's "latents": its image in [-1, 1], area-averaged 8x like a VAE's grid, (1, 3, H/8, W/8);
+    its family's preview projection is the identity, so a preview shows the model's input."""
+    import torch
+
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)[:1]).permute(0, 3, 1, 2) * 2.0 - 1.0
+    return torch.nn.functional.avg_pool2d(pixels, 8) if min(pixels.shape[2:]) >= 8 else pixels
 
 
 class StandInVideoPipeline(StandInPipeline):
@@ -253,7 +264,7 @@ STANDIN = register(Family(
 PASSTHROUGH = register(Family(
     name="test-passthrough", title="TEST passthrough (returns its input; checks colour, crop, resize)",
     resolution=512, multiple=8, pipelines={"fill": _module_class(PassthroughPipeline)},
-    detect=_detects(PassthroughPipeline)))
+    detect=_detects(PassthroughPipeline), latent_rgb=(np.eye(3).tolist(), [0.0, 0.0, 0.0])))
 STANDIN_VIDEO = register(Family(
     name="test-standin-video", title="TEST stand-in video (sleeps per step like a GPU; fixed pixels)",
     resolution=832, multiple=16, pipelines={"extend": _module_class(StandInVideoPipeline)},

@@ -25,6 +25,7 @@ from ..imaging import frames as frame_io
 from ..imaging import regions, seam
 from ..imaging import colour as colour_mod
 from ..imaging.colour import ColourTransform, ModelEncoding
+from ..previews import Previewer
 from . import chunks as chunking
 from . import common
 
@@ -62,6 +63,7 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     pipe = video.pipeline()
     adapters = video.adapters.resolve(req.adapters)     # again: the first load may have found broken weights
     video.adapters.activate(pipe, adapters)
+    previews = Previewer.for_model(req.preview, pipe, video)
     shot = common.shot_name(req.shot, req.output_dir, req.frames[0].plate)
     take = common.open_take(engine, job, req.output_dir, shot, common.adapter_label(adapters), {
         "operation": "extend", "adapters": [a.describe() for a, _ in adapters], "base_model": video.identity.to_dict(),
@@ -91,7 +93,7 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
             made = video.family.extend(
                 pipe, known, chunk.outputs + chunk.pad, height=gen_h, width=gen_w, prompt=req.prompt,
                 negative_prompt=req.negative_prompt, steps=req.steps, guidance=req.guidance, fps=req.fps,
-                generator=generator, on_step=_progress(job, chunk, len(plan), first, req.count),
+                generator=generator, on_step=previews.hook(_progress(job, chunk, len(plan), first, req.count)),
             )[:chunk.outputs]
             if chunk.index == 0:
                 qc = _seam_qc(context[-1], made[0], req.colour_match)
@@ -195,11 +197,11 @@ class _TakeWriter:
 
 
 def _progress(job, chunk: chunking.Chunk, chunks: int, first: int, count: int):
-    def on_step(step: int, steps: int) -> None:
+    def on_step(step: int, steps: int, preview=None) -> None:
         job.check_cancelled()
         job.report((chunk.index + step / steps) / chunks, f"chunk {chunk.index + 1}/{chunks}: step {step}/{steps}",
-                   chunk=chunk.index + 1, chunks=chunks, step=step, steps=steps, frame=first + chunk.start,
-                   frames=count)
+                   preview=preview, chunk=chunk.index + 1, chunks=chunks, step=step, steps=steps,
+                   frame=first + chunk.start, frames=count)
     return on_step
 
 

@@ -26,6 +26,7 @@ from ..imaging import frames as frame_io
 from ..imaging import regions
 from ..imaging.colour import ColourTransform
 from ..models.registry import step_callback
+from ..previews import Previewer
 from . import common
 
 
@@ -53,6 +54,7 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                         + [(f.mask, f"mask {f.frame}") for f in req.frames if f.mask is not None])
     pipe = model.pipeline("fill")
     model.adapters.activate(pipe, adapters)
+    previews = Previewer.for_model(req.preview, pipe, model)
     shot = common.shot_name(req.shot, req.output_dir, req.frames[0].plate)
     take, attributes = None, {}
     returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
@@ -92,12 +94,12 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                 attributes = common.provenance(engine, "fill", adapters, req, take, job)
                 writer = finishing.enter_context(common.TakeWriter(take, returned, after=record))
 
-            def on_step(step: int, steps: int, _index=index, _frame=group[0].item.frame) -> None:
+            def on_step(step: int, steps: int, preview=None, _index=index, _frame=group[0].item.frame) -> None:
                 job.check_cancelled()
-                job.report((_index + step / steps) / total, f"frame {_frame}: step {step}/{steps}",
+                job.report((_index + step / steps) / total, f"frame {_frame}: step {step}/{steps}", preview=preview,
                            frame=_frame, frame_index=_index, frames=total, step=step, steps=steps)
 
-            images = generate(pipe, req, group, on_step)
+            images = generate(pipe, req, group, previews.hook(on_step))
             for prepared, image in zip(group, images):
                 writer.put(prepared.item.frame, functools.partial(_finished, req, prepared, image, attributes))
             index += len(group)
