@@ -259,3 +259,24 @@ def test_killed_training_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp
     metrics_a = json.loads((tmp_path / "straight" / "hero" / "manifest.json").read_text())["training"]["metrics"]
     metrics_b = json.loads((tmp_path / "resumed" / "hero" / "manifest.json").read_text())["training"]["metrics"]
     assert [m["heldout"] for m in metrics_a] == [m["heldout"] for m in metrics_b]
+
+
+def test_training_frames_hold_the_pixels_fill_hands_the_model(tmp_path):
+    """An adapter must learn what fill shows the model: the crop's encoding with its highlight stretch, not
+    the plain view (which squeezes a 6.0 and a 12.0 highlight together and would teach the adapter other pixels)."""
+    from bodydouble_server.imaging.colour import ColourTransform
+    from bodydouble_server.miniworld import world
+
+    size = 32
+    rng = np.random.default_rng(3)
+    rgb = rng.uniform(0.02, 0.8, (size, size, 3)).astype(np.float32)
+    rgb[4:12, 4:12] = 6.0
+    rgb[20:28, 20:28] = 12.0                      # highlights above the knee (4.0), below the ceiling (16.0)
+    world.write_plate(tmp_path / "frames" / "front" / "f.exr", rgb)
+    frame, = dataset_mod.load([tmp_path / "frames"], size, colourspace="ACEScg").frames
+    colour = ColourTransform("ACEScg")
+    _, fill_pixels = colour.encode(rgb.copy())
+    assert np.allclose(frame.rgb, fill_pixels, atol=2e-3)          # half-float plate: a rounding step
+    plain = colour.to_model(rgb.copy())
+    assert np.abs(plain - fill_pixels).max() > 0.01                # the plain view really is other pixels
+    assert frame.rgb[24, 24, 1] - frame.rgb[8, 8, 1] > 1.3 * (plain[24, 24, 1] - plain[8, 8, 1])

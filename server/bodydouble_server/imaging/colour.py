@@ -150,7 +150,7 @@ class ColourTransform:
         return float(self._apply(np.full((1, 3), value, np.float32), inverse=False)[0].max())
 
     def to_model(self, rgb: np.ndarray) -> np.ndarray:
-        """The plain view, clipped to [0, 1]: what the artist sees (review proxies, training frames)."""
+        """The plain view, clipped to [0, 1]: what the artist sees (review proxies, contact sheets)."""
         return _chunked(rgb, lambda part: np.clip(self._view(part), 0.0, 1.0))
 
     def from_model(self, rgb: np.ndarray) -> np.ndarray:

@@ -184,7 +184,9 @@ def load(inputs: list[str | Path], resolution: int, roots: AllowedRoots | None =
         dataset.frames.append(TrainingFrame(
             path=path, sha256=file_sha256(path), content_hash=hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest(),
             width=frame.shape[1], height=frame.shape[0], channels=pixels.shape[2], colourspace=space,
-            rgb=framed(transform.to_model(rgb), mask, resolution),
+            # Fill's encoding (the view with its highlight stretch), not the plain view: an adapter learns the
+            # pixels fill will hand the model.
+            rgb=framed(transform.encode(rgb)[1], mask, resolution),
             mask=None if mask is None else np.clip(framed(mask[:, :, None], mask, resolution)[:, :, 0], 0.0, 1.0),
             caption=_caption_of(path, side), view=_view_of(path, side),
         ))

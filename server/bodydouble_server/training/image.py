@@ -39,7 +39,8 @@ class ImageTrainer(Trainer):
     def prepare(self) -> None:
         from diffusers import DDPMScheduler
 
-        self.inpaint = self.denoiser.config.in_channels == 9
+        # An inpainting UNet takes noisy latents + the mask + the masked image's latents (SD-inpaint: 4 + 1 + 4).
+        self.inpaint = self.denoiser.config.in_channels == 2 * self.denoiser.config.out_channels + 1
         self.sdxl = self.denoiser.config.addition_embed_type == "text_time"   # pooled text + size ids
         self.scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
         self.vae = self._encoding_vae()
