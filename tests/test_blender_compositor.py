@@ -1,4 +1,4 @@
-"""The BodyDouble Blender extension in real Blender (bpy 4.5, headless) against a real server.
+"""The BodyDouble Blender extension in real Blender (bpy 4.5 and bpy 5.0, headless) against a real server.
 
 Each Blender session is a subprocess of the bpy venv's Python with a timeout (a bpy process
 can hang at exit); its script prints one JSON result that these tests check. The server is a
@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .blender_scripts.launcher import blender_python, run_script
+from .blender_scripts.launcher import BLENDERS, blender_python, run_script
 from .support import free_port, make_adapters, make_video_adapters, start_server_process, stop_process
 
 FIRST, LAST = 1001, 1003
 
 
-@pytest.fixture(scope="module")
-def bpy_python():
-    return blender_python()
+@pytest.fixture(scope="module", params=sorted(BLENDERS))
+def bpy_python(request):
+    """Every test here runs once per supported Blender (its own venv)."""
+    return blender_python(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,11 @@ def address(studio):
     stop_process(proc)
 
 
-def script_args(studio, address, out: Path, **extra) -> dict:
+def script_args(studio, address, out: Path, python: str, **extra) -> dict:
+    """The scripts' arguments; each Blender's takes go to their own folder (numbers start at take 001 in each)."""
+    blender = Path(python).parents[2].name          # its venv: .venv-blender, .venv-blender5
     return dict(address=address, first=FIRST, last=LAST, out=str(out),
+                output_root=str(studio["root"] / "takes" / blender.lstrip(".")),
                 plate_first_file=studio["plate"].replace("####", str(FIRST)),
                 matte_first_file=studio["mask"].replace("####", str(FIRST)), **extra)
 
@@ -68,7 +72,7 @@ def frame_file(pattern: str, frame: int) -> str:
 
 # -- the artist's loop -------------------------------------------------------------------------------
 def test_fill_from_compositor_context_menu(bpy_python, studio, address, tmp_path):
-    r = run_script(bpy_python, "fill_compositor.py", script_args(studio, address, tmp_path))
+    r = run_script(bpy_python, "fill_compositor.py", script_args(studio, address, tmp_path, bpy_python))
 
     # Right-click menus: BodyDouble in the compositor's node editor and the sequencer, not in shader editors.
     assert r["appended"] == {"NODE_MT_context_menu": True, "SEQUENCER_MT_context_menu": True}
@@ -155,7 +159,7 @@ def test_fill_from_compositor_context_menu(bpy_python, studio, address, tmp_path
 
 # -- cancel and errors -------------------------------------------------------------------------------
 def test_cancel_mid_job_loads_nothing(bpy_python, studio, address, tmp_path):
-    r = run_script(bpy_python, "cancel_job.py", script_args(studio, address, tmp_path, steps_long=60))
+    r = run_script(bpy_python, "cancel_job.py", script_args(studio, address, tmp_path, bpy_python, steps_long=60))
     assert r["fill"]["result"] == ["FINISHED"]
     assert r["cancel_poll_idle"] is False and r["cancel_poll_running"] is True
     assert 0 < r["fraction_at_cancel"] < 1
@@ -206,7 +210,7 @@ def test_errors_are_reported_and_blender_stays_usable(bpy_python, studio, addres
     other = _OtherProtocolServer()
     try:
         r = run_script(bpy_python, "error_reports.py", script_args(
-            studio, address, tmp_path, down_address=f"tcp://127.0.0.1:{free_port()}", mismatch_address=other.address))
+            studio, address, tmp_path, bpy_python, down_address=f"tcp://127.0.0.1:{free_port()}", mismatch_address=other.address))
     finally:
         other.close()
 
@@ -233,7 +237,7 @@ def test_errors_are_reported_and_blender_stays_usable(bpy_python, studio, addres
 
 
 def test_sequencer_extend_runs_on_the_video_model_and_continues_the_strip(bpy_python, studio, address, tmp_path):
-    r = run_script(bpy_python, "sequencer_extend.py", script_args(studio, address, tmp_path))
+    r = run_script(bpy_python, "sequencer_extend.py", script_args(studio, address, tmp_path, bpy_python))
     assert r["menu"] == ["---", "menu:SEQUENCER_MT_bodydouble"]
     assert r["submenu"] == ["op:bodydouble.extend:Extend Shot…"]
     assert r["frame_inputs"] == [[f, frame_file(studio["plate"], f)] for f in range(FIRST, LAST + 1)]
@@ -285,7 +289,7 @@ def curve_server(studio, tmp_path_factory):
 
 def test_a_remote_encrypted_server_with_certificates_from_the_preferences(bpy_python, studio, curve_server, tmp_path):
     r = run_script(bpy_python, "remote_server.py", script_args(
-        studio, curve_server["address"], tmp_path, server_cert=curve_server["server_cert"],
+        studio, curve_server["address"], tmp_path, bpy_python, server_cert=curve_server["server_cert"],
         client_cert=curve_server["client_cert"], missing_cert=str(curve_server["keys"] / "nope.key")))
     assert r["plain"]["result"] == ["CANCELLED"] and r["missing"]["result"] == ["CANCELLED"]
     [(level, message)] = r["missing_reports"]

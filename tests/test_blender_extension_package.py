@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .blender_scripts.launcher import REPO, blender_python, run_script
+from .blender_scripts.launcher import BLENDERS, REPO, blender_python, run_script
 
 BUILD = REPO / "host_integration" / "blender" / "build_extension.py"
 PACKAGE = REPO / "host_integration" / "blender" / "bodydouble_blender"
@@ -39,7 +39,8 @@ def test_manifest_and_contents(built):
 
     assert manifest["schema_version"] == "1.0.0"
     assert manifest["id"] == "bodydouble" and manifest["type"] == "add-on"
-    assert manifest["blender_version_min"] == "4.2.0"
+    # What the suite tests (bpy 4.5 and 5.0); the maximum is exclusive, so a 5.1 does not install it untested.
+    assert (manifest["blender_version_min"], manifest["blender_version_max"]) == ("4.2.0", "5.1.0")
     assert set(manifest["permissions"]) == {"network", "files"}
     assert manifest["platforms"] == ["linux-x64"]
     wheels = manifest["wheels"]
@@ -62,8 +63,9 @@ def test_manifest_and_contents(built):
     assert offenders == []
 
 
-def test_blender_validates_and_installs_the_zip(built, tmp_path):
-    python = blender_python()
+@pytest.mark.parametrize("version", sorted(BLENDERS))
+def test_blender_validates_and_installs_the_zip(built, tmp_path, version):
+    python = blender_python(version)
     # Blender's own manifest validator (the one `blender --command extension validate` runs).
     validator = subprocess.run(
         [python, "-c", "import bpy, os; print(os.path.join(bpy.utils.system_resource('SCRIPTS'), "

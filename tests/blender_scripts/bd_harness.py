@@ -28,6 +28,8 @@ def start() -> dict:
     prefs = bpy.context.preferences.addons[MODULE].preferences
     if "address" in args:
         prefs.server_address = args["address"]
+    if "output_root" in args:
+        prefs.output_root = args["output_root"]
     prefs.connect_timeout = float(args.get("timeout", 5.0))
     prefs.default_steps = int(args.get("steps", 2))
     return args

@@ -33,7 +33,7 @@ def main(args):
     out["seconds_to_stop"] = time.monotonic() - t0
     out["nodes_added"] = sorted(set(n.name for n in tree.nodes) - set(nodes_before))
     out["images_added"] = sorted(set(i.name for i in bpy.data.images) - set(images_before))
-    out["composite_from"] = next(n for n in tree.nodes if n.bl_idname == "CompositorNodeComposite").inputs[0].links[0].from_node.name
+    out["composite_from"] = scene_setup.output_node(tree).inputs[0].links[0].from_node.name
     out["reports"] = list(jobs.REPORTS)
     out["status_line"] = jobs.status_line()
     # Still usable: the comp renders.

@@ -15,7 +15,7 @@ import bpy  # noqa: E402
 
 def node_info(node, tree):
     image = node.image
-    composite = next(n for n in tree.nodes if n.bl_idname == "CompositorNodeComposite")
+    composite = scene_setup.output_node(tree)
     return {
         "name": node.name, "label": node.label, "bl_idname": node.bl_idname,
         "filepath": bpy.path.abspath(image.filepath), "source": image.source, "colorspace": image.colorspace_settings.name,

@@ -1,7 +1,7 @@
 """pytest side of the Blender tests: find the bpy venv, run a script in it, read its JSON result.
 
-The scripts next to this file run inside Blender's Python (bpy 4.5 in its own venv: bpy needs
-numpy<2, like Blender's own Python); this module runs in the main test venv.
+The scripts next to this file run inside Blender's Python (bpy 4.5 and bpy 5.0, each in its own venv: bpy
+needs numpy<2, like Blender's own Python); this module runs in the main test venv.
 """
 from __future__ import annotations
 
@@ -17,21 +17,31 @@ SCRIPTS = Path(__file__).resolve().parent
 MARK = "BODYDOUBLE_RESULT "
 
 
-def blender_python() -> str:
-    """The bpy venv's interpreter; skip (or fail under CI) when it is missing."""
-    path = os.environ.get("BODYDOUBLE_BLENDER_PYTHON") or str(REPO / ".venv-blender" / "bin" / "python")
+# The Blender versions the suite runs on: the LTS the add-on's minimum is tested against, and the newest.
+# Each has its own venv (installer/dev_env.sh builds both) and an environment variable to point elsewhere.
+BLENDERS = {
+    "4.5": ("BODYDOUBLE_BLENDER_PYTHON", ".venv-blender", '"bpy==4.5.*" "numpy<2"'),
+    "5.0": ("BODYDOUBLE_BLENDER5_PYTHON", ".venv-blender5", '"bpy==5.0.*" "numpy<2"'),
+}
+
+
+def blender_python(version: str = "4.5") -> str:
+    """The bpy venv's interpreter for Blender ``version``; skip (or fail under CI) when it is missing."""
+    env_name, venv, pins = BLENDERS[version]
+    path = os.environ.get(env_name) or str(REPO / venv / "bin" / "python")
     problem = None
     if not os.path.exists(path):
-        problem = f"no Blender Python at {path}"
+        problem = f"no Blender {version} Python at {path}"
     else:
         probe = subprocess.run([path, "-c", "import bpy, zmq, numpy, bodydouble; print(bpy.app.version_string)"],
                                capture_output=True, text=True, timeout=120)
         if probe.returncode != 0:
             problem = f"{path} cannot import bpy/zmq/bodydouble: {probe.stderr.strip()[-500:]}"
+        elif not probe.stdout.strip().startswith(version):
+            problem = f"{path} has Blender {probe.stdout.strip()}, not {version}"
     if problem:
-        how = ('create it with: python3 -m venv .venv-blender && .venv-blender/bin/pip install "bpy==4.5.*" '
-               '"numpy<2" pyzmq pytest && .venv-blender/bin/pip install --no-deps -e .  '
-               "(or set BODYDOUBLE_BLENDER_PYTHON)")
+        how = (f"create it with: bash installer/dev_env.sh, or python3 -m venv {venv} && {venv}/bin/pip install "
+               f"{pins} pyzmq pytest && {venv}/bin/pip install --no-deps -e .  (or set {env_name})")
         if os.environ.get("CI"):
             pytest.fail(f"Blender tests cannot run under CI: {problem}; {how}", pytrace=False)
         pytest.skip(f"{problem}; {how}")

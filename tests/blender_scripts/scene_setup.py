@@ -7,17 +7,39 @@ import types
 import bpy
 
 
-def compositor_with_plate(plate_first_file: str, first: int, last: int, matte_first_file: str | None = None,
-                          width: int = 96, height: int = 64):
-    """Plate Image node (a sequence, shown at scene frames first..last) -> Composite and Viewer."""
-    scene = bpy.context.scene
+def compositor_tree(scene):
+    """An empty compositor tree with its output ("Composite") and a Viewer: Blender 4.x's Composite node in the
+    scene's own tree; 5.0's scene compositing node group, whose Group Output (named "Composite") is the result."""
+    if hasattr(scene, "compositing_node_group"):
+        tree = scene.compositing_node_group
+        if tree is None:
+            tree = scene.compositing_node_group = bpy.data.node_groups.new("Compositor", "CompositorNodeTree")
+            tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+        tree.nodes.clear()
+        composite = tree.nodes.new("NodeGroupOutput")
+        composite.name = "Composite"
+        tree.nodes.new("CompositorNodeViewer").name = "Viewer"
+        return tree
     scene.use_nodes = True
     tree = scene.node_tree
     for node in list(tree.nodes):
         if node.bl_idname not in ("CompositorNodeComposite", "CompositorNodeViewer"):
             tree.nodes.remove(node)
-    composite = next(n for n in tree.nodes if n.bl_idname == "CompositorNodeComposite")
-    viewer = next(n for n in tree.nodes if n.bl_idname == "CompositorNodeViewer")
+    return tree
+
+
+def output_node(tree):
+    """The node whose input is the comp's result (Composite in 4.x, the Group Output in 5.0)."""
+    return tree.nodes["Composite"]
+
+
+def compositor_with_plate(plate_first_file: str, first: int, last: int, matte_first_file: str | None = None,
+                          width: int = 96, height: int = 64):
+    """Plate Image node (a sequence, shown at scene frames first..last) -> Composite and Viewer."""
+    scene = bpy.context.scene
+    tree = compositor_tree(scene)
+    composite = output_node(tree)
+    viewer = tree.nodes["Viewer"]
     plate = _sequence_node(tree, "Plate", plate_first_file, first, last)
     plate.location = (-400, 200)
     tree.links.new(plate.outputs["Image"], composite.inputs["Image"])

@@ -11,6 +11,16 @@ from bodydouble.frames import split_frame
 IMAGE_NODE = "CompositorNodeImage"
 
 
+def scene_tree(scene):
+    """The scene's compositor node tree: ``compositing_node_group`` (Blender 5.0+, a node group the scene
+    uses), else ``node_tree`` (4.x, only while "Use Nodes" is on)."""
+    if scene is None:
+        return None
+    if hasattr(scene, "compositing_node_group"):
+        return scene.compositing_node_group
+    return scene.node_tree if scene.use_nodes else None
+
+
 def tree_from_context(context):
     """The compositor tree being edited: the node editor's (group) tree, else the scene's."""
     space = getattr(context, "space_data", None)
@@ -18,22 +28,21 @@ def tree_from_context(context):
         if space.tree_type != "CompositorNodeTree":
             return None
         return space.edit_tree
-    scene = context.scene
-    return scene.node_tree if scene is not None and scene.use_nodes else None
+    return scene_tree(context.scene)
 
 
 def tree_ref(tree, scene) -> tuple[str, str]:
     """A handle that survives undo (ID pointers do not): ("scene", name) or ("group", name)."""
-    if scene is not None and scene.node_tree is not None and tree == scene.node_tree:
-        return ("scene", scene.name)
+    own = scene_tree(scene)
+    if own is not None and tree == own and not hasattr(scene, "compositing_node_group"):
+        return ("scene", scene.name)     # 4.x: the scene's embedded tree has no name of its own
     return ("group", tree.name)
 
 
-def resolve_tree(ref: tuple[str, str]):
+def resolve_tree(ref) -> object:
     kind, name = ref
     if kind == "scene":
-        scene = bpy.data.scenes.get(name)
-        return scene.node_tree if scene is not None else None
+        return scene_tree(bpy.data.scenes.get(name))
     return bpy.data.node_groups.get(name)
 
 

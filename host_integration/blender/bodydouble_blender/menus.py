@@ -32,7 +32,7 @@ class SEQUENCER_MT_bodydouble(bpy.types.Menu):
     def draw(self, context):
         layout = self.layout
         row = layout.row()
-        row.enabled = strips.image_strip(context.scene) is not None
+        row.enabled = strips.image_strip(strips.sequencer_scene(context)) is not None
         row.operator_context = "INVOKE_DEFAULT"
         row.operator("bodydouble.extend", text="Extend Shot…", icon="NEXT_KEYFRAME")
         if jobs.running():

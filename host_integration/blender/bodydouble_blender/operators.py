@@ -255,10 +255,11 @@ class BODYDOUBLE_OT_extend(_GenerationProps, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return context.scene is not None and context.scene.sequence_editor is not None
+        scene = strips.sequencer_scene(context)
+        return scene is not None and scene.sequence_editor is not None
 
     def invoke(self, context, event):
-        if strips.image_strip(context.scene, self.strip) is None:
+        if strips.image_strip(strips.sequencer_scene(context), self.strip) is None:
             self.report({"ERROR"}, "BodyDouble: select an image strip to extend")
             return {"CANCELLED"}
         if not _load_adapters(self, context, "extend"):
@@ -278,7 +279,7 @@ class BODYDOUBLE_OT_extend(_GenerationProps, bpy.types.Operator):
 
     def execute(self, context):
         prefs = preferences.get(context)
-        scene = context.scene
+        scene = strips.sequencer_scene(context)
         strip = strips.image_strip(scene, self.strip)
         if strip is None:
             self.report({"ERROR"}, "BodyDouble: select an image strip to extend")

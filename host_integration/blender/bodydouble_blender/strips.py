@@ -12,6 +12,12 @@ from bodydouble.jobspec import FrameInput, ImageRef
 PROP = "bodydouble"
 
 
+def sequencer_scene(context):
+    """The scene the sequencer shows: Blender 5.0's ``context.sequencer_scene`` (the workspace's), else the
+    active scene (4.x, or a 5.0 workspace without a sequencer scene)."""
+    return getattr(context, "sequencer_scene", None) or context.scene
+
+
 def _strips(sed):
     return sed.strips if hasattr(sed, "strips") else sed.sequences  # 4.4+ renamed sequences -> strips
 
