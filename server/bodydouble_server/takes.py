@@ -44,6 +44,10 @@ class Take:
     frames: dict[int, str] = field(default_factory=dict)
     padding: int = 4
     seal: Callable[["Take"], dict] | None = None    # provenance (policy/), signed before the take says complete
+    # Each frame's provenance as soon as it is written (the frame pipeline's writer thread), so sealing the take
+    # at the end signs only the review proxy: frame -> sha256 of the bytes its sidecar was signed for.
+    seal_frame: Callable[["Take", int, Path], str] | None = None
+    sealed: dict[int, str] = field(default_factory=dict)
 
     @property
     def stem(self) -> str:
@@ -62,6 +66,17 @@ class Take:
     def add(self, frame: int, path: Path) -> None:
         self.frames[frame] = str(path)
         self._write("running")
+
+    def seal_written(self, frame: int, path: Path) -> str | None:
+        """``frame``'s provenance sidecar right after it was written (None without ``seal_frame``): the sha256
+        signed for, which ``seal`` then reuses. A failure fails the job as it would at the end."""
+        if self.seal_frame is None:
+            return None
+        try:
+            return self.seal_frame(self, frame, path)
+        except Exception as exc:      # never a frame without provenance
+            raise errors.RequestError(f"take {self.dir}: provenance could not be written: {exc}",
+                                      code=errors.JOB_FAILED) from exc
 
     def finish(self, status: str, **extra) -> None:
         if status == "complete" and self.seal is not None:

@@ -96,6 +96,7 @@ def open_take(engine: Engine, job, output_dir: str | None, shot: str, label: str
     shot_dir = shot_dir_for(engine, output_dir, shot)
     take = takes.allocate(shot_dir, shot, label, {"job": job.id, **info}, roots=engine.roots)
     take.seal = engine.policy.seal_take       # C2PA manifests before the take is marked complete
+    take.seal_frame = engine.policy.seal_frame    # each frame's sidecar as it is written (TakeWriter)
     job.opened_take(take)
     return take
 
@@ -252,22 +253,28 @@ class TakeWriter:
 
     def put(self, frame: int, make: Callable) -> None:
         path = self.take.frame_path(frame)
-        self._pending.append((frame, path, self._pool.submit(self._write, path, make)))
+        self._pending.append((frame, path, self._pool.submit(self._write, frame, path, make)))
         while len(self._pending) > self.depth:
             self._finish_one()
 
-    def _write(self, path: Path, make: Callable):
+    def _write(self, frame: int, path: Path, make: Callable):
         pixels, attributes, note = make()
         frame_io.write_exr_atomic(path, pixels, attributes)
-        return note, (pixels.wire() if self.returned is not None else None)
+        wire = pixels.wire() if self.returned is not None else None
+        del pixels
+        # Its provenance sidecar now rather than all frames' at the end: a long shot's last frame is not
+        # followed by a minute of signing. A frame written again (extend's overlaps) is signed again.
+        return note, wire, self.take.seal_written(frame, path)
 
     def _finish_one(self) -> None:
         frame, path, future = self._pending.popleft()
         self._add(frame, path, *future.result())
 
-    def _add(self, frame: int, path: Path, note, wire) -> None:
+    def _add(self, frame: int, path: Path, note, wire, sealed) -> None:
         if self.after is not None:
             self.after(frame, note)
+        if sealed is not None:
+            self.take.sealed[frame] = sealed
         self.take.add(frame, path)
         if wire is not None:
             self.returned[frame] = wire

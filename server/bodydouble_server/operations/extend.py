@@ -11,9 +11,8 @@ Generated highlights never exceed the request's highlight_ceiling or the conditi
 """
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -86,7 +85,7 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     keep = req.conditioning + req.overlap
     generator = torch.Generator(device="cpu").manual_seed(req.seed)
     qc: dict = {}
-    with common.completing(take), _TakeWriter(take, returned) as writer:
+    with common.completing(take), common.TakeWriter(take, returned) as writer:
         for chunk in plan:
             job.check_cancelled()
             known = tail[:len(tail) - chunk.overlap][-chunk.cond:]
@@ -104,10 +103,11 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
                 previous = tail[len(tail) - chunk.overlap:]
                 made[:chunk.overlap] = (1.0 - w) * previous + w * made[:chunk.overlap]
             tail = np.concatenate([tail[:len(tail) - chunk.overlap], made])[-keep:]
-            # Overlap frames are written again, blended: a take is only read once it says complete.
+            # Overlap frames are written again, blended: a take is only read once it says complete. Resize, inverse
+            # view and write run on the writer's thread while the next frame (or chunk) goes on.
             for index, model_rgb in enumerate(made, start=chunk.start):
-                writer.put(first + index, _to_plate(encoding, last, model_rgb),
-                           {**attributes, "frame": first + index, "chunk": chunk.index + 1})
+                writer.put(first + index, functools.partial(
+                    _to_plate, encoding, last, model_rgb, {**attributes, "frame": first + index, "chunk": chunk.index + 1}))
             writer.flush()      # every finished chunk is on disk and in take.json before the next starts
     return common.result_message(job, "extend", take, {
         "adapter": attributes["adapter"], "seed": req.seed, "test_model": video.identity.test_model,
@@ -154,48 +154,6 @@ def _conditioning(engine: Engine, encoding: ModelEncoding, items, video) -> tupl
     return np.stack(context), layout, broken
 
 
-class _TakeWriter:
-    """Writes finished frames on one thread while the next is converted. At most ``depth`` frames wait, so
-    memory holds a few plate-sized frames whatever the shot's length; frames enter take.json in order, once
-    on disk. On an error every started write finishes (or fails) before the take is marked."""
-
-    def __init__(self, take, returned: dict | None, depth: int = 2):
-        self.take, self.returned, self.depth = take, returned, depth
-        self._pending: collections.deque = collections.deque()
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bodydouble-write")
-
-    def put(self, frame: int, pixels: frame_io.Frame, attributes: dict) -> None:
-        path = self.take.frame_path(frame)
-        self._pending.append((frame, path, self._pool.submit(frame_io.write_exr_atomic, path, pixels, attributes)))
-        if self.returned is not None:
-            self.returned[frame] = pixels.wire()
-        while len(self._pending) > self.depth:
-            self._finish_one()
-
-    def _finish_one(self) -> None:
-        frame, path, future = self._pending.popleft()
-        future.result()
-        self.take.add(frame, path)
-
-    def __enter__(self) -> "_TakeWriter":
-        return self
-
-    def flush(self) -> None:
-        while self._pending:
-            self._finish_one()
-
-    def __exit__(self, kind, exc, tb) -> None:
-        try:
-            if kind is None:
-                self.flush()
-            else:   # what reached the disk before the error is listed in the (failed or cancelled) take
-                for frame, path, future in self._pending:
-                    if future.exception() is None:
-                        self.take.add(frame, path)
-        finally:
-            self._pool.shutdown(wait=True)
-
-
 def _progress(job, chunk: chunking.Chunk, chunks: int, first: int, count: int):
     def on_step(step: int, steps: int, preview=None) -> None:
         job.check_cancelled()
@@ -222,10 +180,10 @@ def _seam_attributes(qc: dict) -> dict:
             "colour_match_gain": rgb(qc["match"].gain), "colour_match_offset": rgb(qc["match"].offset)}
 
 
-def _to_plate(encoding: ModelEncoding, layout: frame_io.Frame, model_rgb: np.ndarray) -> frame_io.Frame:
+def _to_plate(encoding: ModelEncoding, layout: frame_io.Frame, model_rgb: np.ndarray, attributes: dict):
     """One generated frame in the plate's layout (every part, channel type and window): scene-linear RGB,
-    opaque alpha, other channels zero."""
+    opaque alpha, other channels zero; with its attributes, for common.TakeWriter."""
     frame = layout.blank()
     height, width = frame.shape
     frame.set_rgb(slice(None), slice(None), encoding.from_model(regions.resize(model_rgb, height, width)))
-    return frame
+    return frame, attributes, None

@@ -75,16 +75,21 @@ class Sealer:
         # The ingredient thumbnail would put a ~90 KB image into every 3 KB manifest.
         self._builder_context = _context({"builder": {"thumbnail": {"enabled": False}}})
 
-    def seal_take(self, take_dir: Path, stem: str, frames: dict[int, str], info: dict) -> dict:
-        """Sidecars for every frame and the proxy with its embedded manifest; returns what take.json keeps."""
+    def seal_frame(self, path, frame: int, info: dict) -> str:
+        """One frame's sidecar, bound to its bytes as they are now; returns their sha256."""
+        data = Path(path).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        manifest = self._manifest(Path(path).name, EXR_MIME, info, {"frame": frame, "sha256": digest})
+        atomic.write_bytes(sidecar_path(path), self._sign(manifest, info.get("operation", ""), EXR_MIME, data, embed=False))
+        return digest
+
+    def seal_take(self, take_dir: Path, stem: str, frames: dict[int, str], info: dict,
+                  sealed: dict[int, str] | None = None) -> dict:
+        """Sidecars for every frame not in ``sealed`` (frame -> sha256 of a sidecar already signed) and the proxy
+        with its embedded manifest; returns what take.json keeps."""
         operation = info.get("operation", "")
-        hashes: dict[int, str] = {}
-        for frame, path in sorted(frames.items()):
-            data = Path(path).read_bytes()
-            hashes[frame] = hashlib.sha256(data).hexdigest()
-            manifest = self._manifest(Path(path).name, EXR_MIME, info, {"frame": frame, "sha256": hashes[frame]})
-            sidecar = self._sign(manifest, operation, EXR_MIME, data, embed=False)
-            atomic.write_bytes(sidecar_path(path), sidecar)
+        hashes = {frame: (sealed or {}).get(frame) or self.seal_frame(path, frame, info)
+                  for frame, path in sorted(frames.items())}
         proxy = None
         if frames:
             first = min(frames)

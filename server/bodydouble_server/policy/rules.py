@@ -269,16 +269,23 @@ class Policy:
         return self._sealer
 
     def seal_take(self, take) -> dict:
-        """Sign the take's frames (sidecars) and its review proxy; returns the record take.json keeps.
+        """Sign the take's frames (sidecars; those ``seal_frame`` signed already are kept) and its review proxy;
+        returns the record take.json keeps."""
+        return self.sealer().seal_take(take.dir, take.stem, take.frames, self._seal_info(take), sealed=take.sealed)
 
-        The adapters in the manifests carry the consent record each was admitted under."""
+    def seal_frame(self, take, frame: int, path) -> str:
+        """One frame's sidecar as soon as it is written (returns the sha256 it was signed for)."""
+        return self.sealer().seal_frame(path, frame, self._seal_info(take))
+
+    def _seal_info(self, take) -> dict:
+        """The take's info for its manifests: the adapters carry the consent record each was admitted under."""
         admission = self._admitted.get(take.info.get("job", ""))
         info = take.info
         if admission is not None:
             consent = {a["name"]: a.get("consent") for a in admission.adapters}
             info = {**info, "adapters": [{**a, "consent": consent.get(a.get("name"))} for a in info.get("adapters", [])],
                     "user": admission.requester.name}
-        return self.sealer().seal_take(take.dir, take.stem, take.frames, info)
+        return info
 
 
 class Admission:
