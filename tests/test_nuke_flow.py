@@ -385,7 +385,10 @@ def test_worker_thread_never_touches_nuke_directly(nuke, studio, monkeypatch):
     group["steps"].setValue(2)
     group["generate"].execute()
     _wait_idle(nuke)
-    assert calls == [("bodydouble-nuke-wait", "_finish_in_main_thread")]
+    assert {thread for thread, _ in calls} == {"bodydouble-nuke-wait"}
+    names = [name for _, name in calls]
+    assert names[0] == "_accepted_in_main_thread" and names[-1] == "_finish_in_main_thread"
+    assert set(names[1:-1]) <= {"_show_preview_in_main_thread"}
     assert bd_node.takes(group)
 
 

@@ -9,7 +9,16 @@ connection does the socket I/O on its own thread. The host sees the job three wa
 - an optional progress *sink* (``update(percent, text)``, ``cancelled()``, ``close()``), made and used on the
   worker thread: a host progress bar that has its own Cancel button (Nuke's ``ProgressTask``);
 - ``on_finish(outcome)``, called once on the worker thread when the job has ended, however it ended: the
-  host's hand-off to its main thread (``nuke.executeInMainThread``, a queue its ``bpy.app.timers`` drains).
+  host's hand-off to its main thread (``nuke.executeInMainThread``, a queue its ``bpy.app.timers`` drains);
+- ``on_accepted(job_id)``, called on the worker thread once the server took the job (a host keeps the id to
+  re-attach later);
+- ``on_preview(progress)``, called on the worker thread for each event that carries a live preview
+  (``progress.preview``: (H, W, 3) uint8); ``preview`` keeps the latest for a UI timer;
+- ``state`` / ``queue_position``: ``connecting``, ``queued`` (at ``queue_position``; 0 runs next), ``running``,
+  then ``finished`` / ``failed`` / ``cancelled``.
+
+``follow=job_id`` re-attaches to a job submitted earlier (by this host before a restart, or by another) instead of
+submitting ``request``: its events continue from now, and a job that already ended hands over its outcome at once.
 
     job = BackgroundJob(address, request, on_finish=lambda outcome: main_thread_queue.put(outcome)).start()
     job.cancel()          # from any thread: the worker sends the server-side cancel
@@ -30,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
 from . import errors
-from .client import Client, Job, JobResult
+from .client import Client, Job, JobResult, Progress
 from .curve import keys_for
 
 TICK = 0.1          # seconds between looks at the cancel flag while no event arrives
@@ -57,9 +66,17 @@ class Outcome:
 class BackgroundJob:
     def __init__(self, address: str, request: Any, timeout: float = 10.0, client_name: str = "bodydouble-host",
                  curve_certs: tuple[str, str] = ("", ""), sink: Optional[Callable[[], ProgressSink]] = None,
-                 on_finish: Optional[Callable[[Outcome], None]] = None):
+                 on_finish: Optional[Callable[[Outcome], None]] = None,
+                 on_preview: Optional[Callable[[Progress], None]] = None, follow: Optional[str] = None,
+                 on_accepted: Optional[Callable[[str], None]] = None):
         self.address = address
         self.request = request
+        self.follow = follow             # a job id to re-attach to instead of submitting ``request``
+        self.state = "connecting"
+        self.queue_position: Optional[int] = None
+        self.preview: Optional[Progress] = None     # the latest event that carried a picture
+        self._on_preview = on_preview
+        self._on_accepted = on_accepted
         self.timeout = timeout
         self.client_name = client_name
         self.curve_certs = curve_certs   # (server public, client secret) certificate files; empty: the environment's
@@ -111,6 +128,8 @@ class BackgroundJob:
             if sink is not None:
                 sink.close()
         outcome.job_id = self.job_id
+        self.state = ("finished" if outcome.result is not None else
+                      "cancelled" if isinstance(outcome.error, errors.JobCancelled) else "failed")
         self.outcome = outcome
         if self._on_finish is not None:
             self._on_finish(outcome)
@@ -121,9 +140,9 @@ class BackgroundJob:
         # Keys are read here, not by the host: an unreadable certificate is reported like any failed connection.
         with Client(self.address, timeout=self.timeout, name=self.client_name,
                     curve=keys_for(*self.curve_certs)) as client:
-            if self._cancel_wanted(sink):
+            if self._cancel_wanted(sink) and not self.follow:
                 raise errors.JobCancelled("cancelled before it was sent")
-            job = client.submit(self.request)
+            job = client.follow(self.follow) if self.follow else client.submit(self.request)
             give_up = None
             while True:
                 try:
@@ -151,6 +170,11 @@ class BackgroundJob:
             try:
                 for progress in job.events(timeout=TICK):
                     self._accepted(job, sink)
+                    self.state = "running"
+                    if progress.preview is not None:
+                        self.preview = progress
+                        if self._on_preview is not None:
+                            self._on_preview(progress)
                     if not cancel_sent:
                         self._show(sink, progress.fraction, progress.message)
                     cancel_sent = cancel_sent or self._send_cancel(job, sink)
@@ -176,9 +200,15 @@ class BackgroundJob:
         return True
 
     def _accepted(self, job: Job, sink: Optional[ProgressSink]) -> None:
-        if self.job_id is None and job.job_id:
+        if self.job_id is None and job.job_id and (job.answered or job.done):
             self.job_id = job.job_id
-            self._show(sink, 0.0, f"job {job.job_id} accepted")
+            self.queue_position = job.queue_position
+            if self.state == "connecting":
+                self.state = "queued" if job.queue_position else "running"
+            where = f", {job.queue_position} ahead in the queue" if job.queue_position else ""
+            self._show(sink, 0.0, f"job {job.job_id} accepted{where}")
+            if self._on_accepted is not None:
+                self._on_accepted(job.job_id)
 
     def _show(self, sink: Optional[ProgressSink], fraction: float, message: str) -> None:
         self.fraction, self.message = max(0.0, min(1.0, fraction)), message

@@ -132,6 +132,11 @@ class Job:
     def done(self) -> bool:
         return self._final is not None
 
+    @property
+    def answered(self) -> bool:
+        """The server answered the submit (or follow): ``job_id`` and ``queue_position`` are its."""
+        return self._answered
+
     def events(self, timeout: float | None = None) -> Iterator[Progress]:
         """Yield progress until the job ends (then :meth:`wait` returns or raises at once)."""
         while self._final is None:

@@ -264,6 +264,10 @@ def advice(exc: BaseException, address: str = "", words: HostWords = HostWords()
     if isinstance(exc, errors.JobFailed):
         return Advice("ERROR", f"BodyDouble: the job failed on the server.\n\n{detail}\n\nEarlier takes are "
                                "untouched.")
+    if getattr(exc, "code", "") == errors.UNKNOWN_JOB:
+        return Advice("ERROR", f"BodyDouble: the server{where} no longer knows this job (it restarted since?). A "
+                               f"take it was writing is marked interrupted; earlier takes are untouched. To run it "
+                               f"again, {words.retry}.\n\n{detail}")
     if isinstance(exc, errors.RequestTimeout):
         return Advice("ERROR", f"BodyDouble: the server{where} did not answer in time: {detail}")
     code = getattr(exc, "code", "")

@@ -59,7 +59,8 @@ def _reset(gui: bool = True, script: str = "", studio: bool = False) -> None:
     env["studio"] = studio
     _main_thread = threading.current_thread()
     _main_queue = queue.SimpleQueue()
-    for store in (_messages, _answers, _form_answers, _forms, _progress_tasks, _executed, _panels, _context, _this_node, _last_selected):
+    for store in (_messages, _answers, _form_answers, _forms, _progress_tasks, _executed, _panels, _context, _this_node,
+                  _last_selected, _on_script_load):
         store.clear()
     _menus.clear()
     _script_name = script
@@ -786,11 +787,14 @@ def getInput(prompt: str, default: str = "") -> Optional[str]:
 
 
 class Panel:
-    """``nuke.Panel``: a modal form. Pulldown items are one space-separated string, as in Nuke."""
+    """``nuke.Panel``: a modal form. Pulldown items are one space-separated string, as in Nuke. With buttons
+    (``addButton``) ``show()`` returns the index of the one pressed: a test's answer names it as ``"_button"``;
+    closing the panel (answer None) is 0."""
 
     def __init__(self, title: str = "", width: int = 0) -> None:
         self.title = title
         self.fields: dict[str, tuple[str, str, list[str]]] = {}   # label -> (kind, value, items)
+        self.buttons: list[str] = []
 
     def addSingleLineInput(self, name: str, value: str = "") -> bool:
         self.fields[name] = ("text", str(value), [])
@@ -801,6 +805,14 @@ class Panel:
         self.fields[name] = ("enum", items[0] if items else "", items)
         return True
 
+    def addNotepad(self, name: str, value: str = "") -> bool:
+        self.fields[name] = ("notepad", str(value), [])
+        return True
+
+    def addButton(self, name: str) -> bool:
+        self.buttons.append(name)
+        return True
+
     def show(self) -> int:
         _require_main("nuke.Panel.show")
         _forms.append(self)
@@ -809,6 +821,10 @@ class Panel:
         answer = _form_answers.pop(0)
         if answer is None:
             return 0
+        answer = dict(answer)
+        button = answer.pop("_button", None)
+        if button is not None and button not in self.buttons:
+            raise AssertionError(f"the form {self.title!r} has no button {button!r}: {self.buttons}")
         for name, text in answer.items():
             if name not in self.fields:
                 raise AssertionError(f"the form {self.title!r} has no field {name!r}: {list(self.fields)}")
@@ -816,7 +832,7 @@ class Panel:
             if kind == "enum" and text not in items:
                 raise AssertionError(f"{text!r} is not an item of {name!r}: {items}")
             self.fields[name] = (kind, text, items)
-        return 1
+        return self.buttons.index(button) if button is not None else 1
 
     def value(self, name: str) -> Optional[str]:
         field = self.fields.get(name)
@@ -881,6 +897,24 @@ def menu(name: str) -> Menu:
     if name not in _menus:
         _menus[name] = Menu(name)
     return _menus[name]
+
+
+# -- callbacks ---------------------------------------------------------------------------------
+_on_script_load: list[tuple[Callable[..., Any], tuple, dict]] = []
+
+
+def addOnScriptLoad(call: Callable[..., Any], args: Any = (), kwargs: Optional[dict] = None,
+                    nodeClass: str = "Root") -> None:
+    if nodeClass != "Root":
+        raise ValueError("script-load callbacks are for the Root node class")
+    _on_script_load.append((call, args if isinstance(args, tuple) else (args,), kwargs or {}))
+
+
+def _script_loaded() -> None:
+    """What Nuke does once a script has opened: run the script-load callbacks on the main thread."""
+    _require_main("a script load")
+    for call, args, kwargs in list(_on_script_load):
+        call(*args, **kwargs)
 
 
 # -- threads and progress ----------------------------------------------------------------------

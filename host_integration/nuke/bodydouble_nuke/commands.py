@@ -3,8 +3,15 @@
 Generate, in the GUI::
 
     main thread:   knobs -> hello -> render plate (+ mask) with a temporary Write -> submit
-    worker thread: (bodydouble.background, one per job) nuke.ProgressTask <- progress; its Cancel -> cancel
-    main thread:   (nuke.executeInMainThread) Read + Keymix for the new take, or a message
+    worker thread: (bodydouble.background, one per job) nuke.ProgressTask <- progress; its Cancel -> cancel;
+                   each live preview written as a PNG beside the rendered plate
+    main thread:   (nuke.executeInMainThread) the job id into the node's 'bd_job' knob (saved with the script);
+                   the node's '<node>_preview' Read pointed at each new preview; at the end the
+                   Read + Keymix for the new take, or a message
+
+Re-attach (the node's button, and every script Nuke opens): a node whose 'bd_job' names a job follows it by id
+(``follow``): a finished job's take is loaded, a running one is followed as if it had just been sent. The jobs
+panel (BodyDouble ▸ Jobs…) lists every job of the session and cancels one.
 
 In terminal mode (``nuke -t``, farm) :func:`generate` runs the same steps on the calling
 thread, returns the take and raises :class:`NukeJobError` instead of showing messages. What is not Nuke
@@ -13,13 +20,14 @@ thread, returns the take and raises :class:`NukeJobError` instead of showing mes
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from bodydouble import errors, host
 from bodydouble.background import BackgroundJob, Outcome
 
-from . import flow
+from . import flow, live
 from . import node as bd_node
 from . import nuke_api as api
 from . import settings
@@ -45,10 +53,25 @@ class Running:
     group: api.Group
     job: BackgroundJob
     params: host.Params
-    rendered: flow.Rendered
+    colorspace_knob: str          # what the render's Write node said (the take's Read uses it)
+    previews: str = ""            # folder of this job's live preview pictures
+    shown: int = 0                # previews written so far (worker thread)
+
+
+@dataclass
+class Ended:
+    """A job of this session that ended: what the jobs panel lists."""
+
+    node: str
+    job: str
+    state: str                    # finished | failed | cancelled
+    text: str                     # the take's label, or why it did not make one
+    when: float = field(default_factory=time.time)
 
 
 _running: dict[str, Running] = {}      # node full name -> its job in flight (main thread only)
+_ended: list[Ended] = []               # newest last, the last HISTORY (main thread only)
+HISTORY = 50
 
 
 def describe(exc: BaseException, address: str, params: Optional[host.Params] = None) -> str:
@@ -201,15 +224,51 @@ def generate(group: api.Group, address: Optional[str] = None) -> Optional[host.T
     except (OSError, RuntimeError, ValueError) as exc:  # Nuke's render errors are RuntimeError
         report(errors.BodyDoubleError(f"rendering the inputs failed: {exc}", code="render_failed"), address, params)
         return None
-    title = f"BodyDouble {host.OPERATION_TITLES.get(params.operation, params.operation)} · {params.adapter}"
-    job = BackgroundJob(address, request, client_name=CLIENT, sink=lambda: api.Progress(title))
-    running = Running(group, job, params, rendered)
     if not api.is_gui():
-        return _complete(running, job.run())
-    _running[key] = running
-    bd_node.set_status(group, f"running on {address}…")
-    job.start(on_finish=lambda outcome: api.run_in_main_thread(_finish_in_main_thread, running, outcome))
+        job = BackgroundJob(address, request, client_name=CLIENT)
+        return _complete(Running(group, job, params, rendered.colorspace_knob), job.run())
+    _follow(group, address, params, rendered.colorspace_knob, request=request)
     return None
+
+
+def _follow(group: api.Group, address: str, params: host.Params, colorspace_knob: str, request: Any = None,
+            job_id: Optional[str] = None) -> Running:
+    """Main thread: follow a job on a worker thread, submitting ``request`` or re-attaching to ``job_id``."""
+    title = f"BodyDouble {host.OPERATION_TITLES.get(params.operation, params.operation)} · {params.adapter}"
+    previews = os.path.join(os.path.dirname(params.plate), "preview") if params.plate else ""
+    job = BackgroundJob(address, request, client_name=CLIENT, sink=lambda: api.Progress(title), follow=job_id,
+                        on_accepted=lambda jid: api.run_in_main_thread(_accepted_in_main_thread, running, jid),
+                        on_preview=lambda progress: _write_preview(running, progress))
+    running = Running(group, job, params, colorspace_knob, previews=previews)
+    _running[api.node_name(group)] = running
+    bd_node.set_status(group, f"{'re-attached to ' + job_id if job_id else 'sent'} on {address}…")
+    job.start(on_finish=lambda outcome: api.run_in_main_thread(_finish_in_main_thread, running, outcome))
+    return running
+
+
+def _accepted_in_main_thread(running: Running, job_id: str) -> None:
+    if running.job.outcome is None:          # not already ended (its finish step is queued behind this one)
+        bd_node.set_pending(running.group, job_id, running.job.address, running.params, running.colorspace_knob)
+        where = f"queued, {running.job.queue_position} ahead" if running.job.queue_position else "running"
+        bd_node.set_status(running.group, f"{where} · job {job_id}")
+
+
+def _write_preview(running: Running, progress: Any) -> None:
+    """Worker thread: the picture to a file (no Nuke call here), then the Read to it on the main thread."""
+    if not running.previews or progress.preview is None:
+        return
+    running.shown += 1
+    try:
+        path = live.write_preview(running.previews, progress.preview, running.shown)
+    except OSError:
+        return                              # a preview is never worth failing the job for
+    api.run_in_main_thread(_show_preview_in_main_thread, running, path, progress.message)
+
+
+def _show_preview_in_main_thread(running: Running, path: str, message: str) -> None:
+    if running.job.outcome is None and api.is_attached(running.group):
+        bd_node.show_preview(running.group, path)
+        bd_node.set_status(running.group, message)
 
 
 def render_inputs(group: api.Group, params: host.Params, caps: dict[str, Any]) -> flow.Rendered:
@@ -239,6 +298,32 @@ def cancel(group: api.Node) -> bool:
     return True
 
 
+def reattach_button() -> None:
+    reattach(api.this_node())
+
+
+def reattach(group: api.Node) -> Optional[Running]:
+    """Follow the job the node's 'bd_job' knob names (kept from a session that ended, or a lost connection):
+    a finished job's take is loaded, a running one followed, one the server forgot reported. Main thread."""
+    info = bd_node.pending(group)
+    key = api.node_name(group)
+    if info is None or key in _running or not bd_node.is_bodydouble(group):
+        return None
+    params = host.Params.from_dict(info.get("params") or {})
+    if bd_node.has_take_of(group, info["job"]):        # loaded already (the script was saved after that)
+        bd_node.clear_pending(group)
+        return None
+    return _follow(group, str(info.get("address") or settings.address()), params,
+                   str(info.get("colorspace_knob") or ""), job_id=info["job"])
+
+
+def reattach_all() -> None:
+    """Every BodyDouble node of the script that waits for a job: re-attach (run after a script opens)."""
+    for candidate in api.top_level_nodes():
+        if bd_node.is_bodydouble(candidate) and bd_node.pending(candidate) is not None:
+            reattach(candidate)
+
+
 def _finish_in_main_thread(running: Running, outcome: Outcome) -> None:
     for key in [k for k, v in _running.items() if v is running]:
         del _running[key]
@@ -251,15 +336,68 @@ def _finish_in_main_thread(running: Running, outcome: Outcome) -> None:
 def _complete(running: Running, outcome: Outcome) -> Optional[host.TakeRecord]:
     address = running.job.address
     group = running.group
+    name = api.node_name(group) if api.is_attached(group) else "(deleted node)"
+    job_id = outcome.job_id or running.job.follow or ""
+    bd_node.clear_pending(group)
     if outcome.error is not None or outcome.result is None:
-        bd_node.set_status(group, "cancelled" if isinstance(outcome.error, errors.JobCancelled) else "failed")
+        cancelled = isinstance(outcome.error, errors.JobCancelled)
+        state = "cancelled" if cancelled else "failed"
+        _remember(Ended(name, job_id, state, str(outcome.error or "no result").splitlines()[0][:200]))
+        bd_node.set_status(group, state)
         report(outcome.error or errors.BodyDoubleError("no result"), address, running.params)
         return None
-    record = host.TakeRecord.of(outcome.result, running.params, running.rendered.colorspace_knob)
+    record = host.TakeRecord.of(outcome.result, running.params, running.colorspace_knob)
+    _remember(Ended(name, job_id, "finished", record.label))
     if not api.is_attached(group):
         report(errors.BodyDoubleError(f"the BodyDouble node was deleted while it ran; take {record.take} is at "
                                       f"{record.pattern}"), address, running.params)
         return record
-    bd_node.add_take(group, record)
+    if not bd_node.has_take_of(group, record.job):
+        bd_node.add_take(group, record)
     bd_node.set_status(group, f"{record.label} ready")
     return record
+
+
+def _remember(ended: Ended) -> None:
+    _ended.append(ended)
+    del _ended[:-HISTORY]
+
+
+# -- the jobs panel ----------------------------------------------------------------------------
+JOBS_CLOSE, JOBS_CANCEL, JOBS_REATTACH = "Close", "Cancel job", "Re-attach all"
+PICK = "job"
+
+
+def jobs_lines() -> list[str]:
+    """What the jobs panel shows: jobs running or queued, jobs of saved scripts not followed, jobs that ended in
+    this session, and each BodyDouble node's takes."""
+    lines = ["Running / queued:"]
+    for key, run in _running.items():
+        where = (f"queued, {run.job.queue_position} ahead" if run.job.state == "queued" and run.job.queue_position
+                 else run.job.state)
+        lines.append(f"  {key} · {run.job.job_id or 'sending'} · {where} · {int(100 * run.job.fraction)}% · "
+                     f"{run.job.message}")
+    nodes = [n for n in api.top_level_nodes() if bd_node.is_bodydouble(n)]
+    waiting = [(api.node_name(n), bd_node.pending(n)) for n in nodes if api.node_name(n) not in _running]
+    lines += [f"  {key} · {info['job']} · not followed: press Re-attach all" for key, info in waiting if info]
+    lines.append("Ended in this session:")
+    lines += [f"  {e.node} · {e.job} · {e.state} · {e.text}" for e in reversed(_ended)] or ["  (none)"]
+    lines.append("Takes:")
+    for n in nodes:
+        history = bd_node.takes(n)
+        lines.append(f"  {api.node_name(n)}: " + (", ".join(t.label for t in history) if history else "(none yet)"))
+    return lines
+
+
+def jobs_command() -> Optional[str]:
+    """BodyDouble ▸ Jobs…: the session's jobs; cancel one, or re-attach every node that waits for one."""
+    picks = [f"{key}:{run.job.job_id}" if run.job.job_id else key for key, run in _running.items()]
+    pressed, picked = api.ask_buttons("BodyDouble jobs", "\n".join(jobs_lines()), (PICK, picks),
+                                      [JOBS_CLOSE, JOBS_CANCEL, JOBS_REATTACH])
+    if pressed == JOBS_CANCEL and picked:
+        running = _running.get(picked.split(":")[0])
+        if running is not None:
+            cancel(running.group)
+    elif pressed == JOBS_REATTACH:
+        reattach_all()
+    return pressed

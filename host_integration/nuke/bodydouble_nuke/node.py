@@ -58,12 +58,18 @@ KNOBS = [
              tooltip="OCIO name of the rendered plate's pixels. Empty: what the render's Write node used."),
     KnobSpec("generate", "button", "Generate", command=_CMD.format("generate_button")),
     KnobSpec("cancel", "button", "Cancel", command=_CMD.format("cancel_button"), newline=False),
+    KnobSpec("reattach", "button", "Re-attach", command=_CMD.format("reattach_button"), newline=False,
+             tooltip="Ask the server about this node's job (after reopening the script or a lost connection): "
+                     "load its take when it finished, follow it when it still runs."),
     KnobSpec("status", "label", "", default="idle"),
     KnobSpec("take", "enum", "show take", values=[PLATE_CHOICE],
              tooltip="Every take stays in the node; pick which one flows out."),
     KnobSpec("history", "label", "takes", default="(none yet)"),
     KnobSpec("bd_adapters", "string", "adapters", default="{}", hidden=True),
     KnobSpec("bd_takes", "string", "takes", default="[]", hidden=True),
+    # The job in flight (JSON: job id, server, parameters, render colour space): saved with the script, so a
+    # reopened script can re-attach to it. '' when none.
+    KnobSpec("bd_job", "string", "job", default="", hidden=True),
 ]
 
 
@@ -210,4 +216,50 @@ def add_take(group: api.Group, record: host.TakeRecord) -> api.Node:
     api.set(group, "take", label)
     api.set(group, "history", "\n".join(
         f"{t.label} · {t.operation} · {t.first}-{t.last} · {t.pattern}" for t in reversed(history)))
+    return read
+
+
+# -- the job in flight, kept in the script ------------------------------------------------------
+def set_pending(group: api.Node, job: str, address: str, params: host.Params, colorspace_knob: str) -> None:
+    """Remember the job this node waits for (saved with the script: re-attach reads it)."""
+    if api.is_attached(group) and api.has_knob(group, "bd_job"):
+        api.set(group, "bd_job", json.dumps({"job": job, "address": address, "params": params.to_dict(),
+                                             "colorspace_knob": colorspace_knob}))
+
+
+def pending(group: api.Node) -> Optional[dict[str, Any]]:
+    """The job this node waits for, as :func:`set_pending` kept it; None when none (or unreadable)."""
+    if not api.has_knob(group, "bd_job"):
+        return None                           # a node from before re-attach existed
+    try:
+        data = json.loads(str(api.get(group, "bd_job")) or "null")
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("job"), str) else None
+
+
+def clear_pending(group: api.Node) -> None:
+    if api.is_attached(group) and api.has_knob(group, "bd_job"):
+        api.set(group, "bd_job", "")
+
+
+def has_take_of(group: api.Node, job: str) -> bool:
+    return any(t.job == job for t in takes(group))
+
+
+# -- the live preview -----------------------------------------------------------------------------
+def show_preview(group: api.Node, path: str) -> api.Node:
+    """Point the node's live-preview Read (``<node>_preview``, beside it in the Node Graph, where its thumbnail
+    shows) at ``path``; made the first time."""
+    name = api.node_name(group).split(".")[-1] + "_preview"
+    parent = api.parent_of(group)
+    read = api.child(parent, name)
+    if read is None:
+        with api.inside(parent):
+            read = api.create("Read", name=name, label="BodyDouble live preview", file=path, first=1, last=1,
+                              on_error="black")
+        x, y = api.position(group)
+        api.place(read, x + 150, y)
+    else:
+        api.set(read, "file", path)
     return read

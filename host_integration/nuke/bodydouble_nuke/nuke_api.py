@@ -61,6 +61,30 @@ def ask_form(title: str, fields: Sequence[tuple[str, str, Sequence[str]]]) -> Op
     return {label: str(panel.value(label)) for label, _, _ in fields}
 
 
+def ask_buttons(title: str, text: str, pick: tuple[str, Sequence[str]], buttons: Sequence[str]) -> tuple[str, str]:
+    """A modal panel showing ``text`` (read-only notes), one pulldown ``pick`` = (label, items without spaces) and
+    a row of ``buttons``; returns (the button pressed, the item picked). Closing the panel is ``buttons[0]``."""
+    panel = nuke.Panel(title)
+    panel.addNotepad("", text)
+    label, items = pick
+    if items:
+        panel.addEnumerationPulldown(label, " ".join(items))
+    for button in buttons:
+        panel.addButton(button)
+    pressed = panel.show()
+    index = pressed if isinstance(pressed, int) and 0 <= pressed < len(buttons) else 0
+    return buttons[index], str(panel.value(label) or "") if items else ""
+
+
+def on_script_load(call: Callable[[], None]) -> None:
+    """``call()`` after every script Nuke opens (File > Open, a recent file, ``nuke script.nk``)."""
+    nuke.addOnScriptLoad(call, nodeClass="Root")
+
+
+def top_level_nodes() -> list[Node]:
+    return list(nuke.allNodes())
+
+
 def add_command(menu_name: str, path: str, command: Callable[[], None], tooltip: str = "") -> None:
     """``menu_name``: 'Nuke' (menu bar), 'Node Graph' (right-click), 'Nodes' (toolbar)."""
     nuke.menu(menu_name).addCommand(path, command, tooltip=tooltip)
