@@ -170,3 +170,17 @@ def test_the_jobs_panel_shows_the_queue_and_cancels_one_job(nuke, studio):
     assert any(line.startswith(f"  {short.fullName()} · {short_id} · cancelled") for line in lines)
     assert f"  {long.fullName()}: (none yet)" in lines
     assert nuke._messages and all(m.startswith("BodyDouble: cancelled") for m in nuke._messages)
+
+
+def test_a_server_that_does_not_answer_keeps_the_job_for_later(nuke, server, studio):
+    from bodydouble_nuke import node as bd_node
+
+    from .support import free_port
+
+    group = _node(nuke, studio)
+    nowhere = f"tcp://127.0.0.1:{free_port()}"
+    bd_node.set_pending(group, "job-later-7", nowhere, host.Params(operation="fill", adapter="hero"), "")
+    group["reattach"].execute()
+    _idle(nuke)
+    assert len(nuke._messages) == 1 and "not running" in nuke._messages[0]
+    assert bd_node.pending(group)["job"] == "job-later-7" and "press Re-attach" in group["status"].value()

@@ -338,6 +338,12 @@ def _complete(running: Running, outcome: Outcome) -> Optional[host.TakeRecord]:
     group = running.group
     name = api.node_name(group) if api.is_attached(group) else "(deleted node)"
     job_id = outcome.job_id or running.job.follow or ""
+    if isinstance(outcome.error, errors.ServerUnavailable) and job_id and api.is_attached(group):
+        # The job may well finish on the server meanwhile: keep it in the script, to re-attach to later.
+        bd_node.set_status(group, f"server not answering: press Re-attach once it runs again (job {job_id})")
+        _remember(Ended(name, job_id, "not followed", "the server stopped answering"))
+        report(outcome.error, address, running.params)
+        return None
     bd_node.clear_pending(group)
     if outcome.error is not None or outcome.result is None:
         cancelled = isinstance(outcome.error, errors.JobCancelled)
