@@ -303,10 +303,15 @@ def test_cancel_from_the_progress_bar_places_nothing(on_video_server, studio_app
     _extend_form(nuke, frames="8", steps="400")
     hiero._right_click(sequence, item)._find(EXTEND).trigger()
     nuke._process_events(until=lambda: bool(nuke._progress_tasks) and bool(nuke._progress_tasks[-1].progress))
+    from bodydouble_nuke import commands
+
+    shot = f"  timeline/{item.name()} · job-"
+    assert any(line.startswith(shot) for line in commands.jobs_lines()[:3]), "the jobs panel lists it as running"
     nuke._progress_tasks[-1]._press_cancel()
     _wait_idle(nuke)
     assert len(nuke._messages) == 1 and "cancelled" in nuke._messages[0].lower()
     assert len(sequence.videoTracks()) == 1
+    assert any(line.startswith(shot) and " · cancelled · " in line for line in commands.jobs_lines())
 
 
 def test_extend_on_a_server_without_extend_says_so_and_asks_nothing(studio_app, plate, monkeypatch):

@@ -131,11 +131,14 @@ class Job:
             self.subscribers = [s for s in self.subscribers if s[0] != peer]
 
     def describe(self) -> dict:
-        out = {"job": self.id, "operation": self.operation, "state": self.state, "progress": self.progress,
-               "created": self.created, "ended": self.ended, "take_dir": self.take_dir, "seq": self.seq}
-        if self.summary is not None:
-            out["final"] = {"type": self.final_type, "body": self.summary}
-        return out
+        # Under the lock: finish() sends the final reply before it records the end, and a client that heard
+        # 'cancelled' and asks at once must not read 'running' in between.
+        with self._lock:
+            out = {"job": self.id, "operation": self.operation, "state": self.state, "progress": self.progress,
+                   "created": self.created, "ended": self.ended, "take_dir": self.take_dir, "seq": self.seq}
+            if self.summary is not None:
+                out["final"] = {"type": self.final_type, "body": self.summary}
+            return out
 
     def _publish(self, mtype: str, body: dict, buffers=(), meanings=()) -> None:
         for peer, rid in self.subscribers:

@@ -20,6 +20,7 @@ thread, returns the take and raises :class:`NukeJobError` instead of showing mes
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
@@ -341,19 +342,19 @@ def _complete(running: Running, outcome: Outcome) -> Optional[host.TakeRecord]:
     if isinstance(outcome.error, errors.ServerUnavailable) and job_id and api.is_attached(group):
         # The job may well finish on the server meanwhile: keep it in the script, to re-attach to later.
         bd_node.set_status(group, f"server not answering: press Re-attach once it runs again (job {job_id})")
-        _remember(Ended(name, job_id, "not followed", "the server stopped answering"))
+        remember(Ended(name, job_id, "not followed", "the server stopped answering"))
         report(outcome.error, address, running.params)
         return None
     bd_node.clear_pending(group)
     if outcome.error is not None or outcome.result is None:
         cancelled = isinstance(outcome.error, errors.JobCancelled)
         state = "cancelled" if cancelled else "failed"
-        _remember(Ended(name, job_id, state, str(outcome.error or "no result").splitlines()[0][:200]))
+        remember(Ended(name, job_id, state, str(outcome.error or "no result").splitlines()[0][:200]))
         bd_node.set_status(group, state)
         report(outcome.error or errors.BodyDoubleError("no result"), address, running.params)
         return None
     record = host.TakeRecord.of(outcome.result, running.params, running.colorspace_knob)
-    _remember(Ended(name, job_id, "finished", record.label))
+    remember(Ended(name, job_id, "finished", record.label))
     if not api.is_attached(group):
         report(errors.BodyDoubleError(f"the BodyDouble node was deleted while it ran; take {record.take} is at "
                                       f"{record.pattern}"), address, running.params)
@@ -364,7 +365,7 @@ def _complete(running: Running, outcome: Outcome) -> Optional[host.TakeRecord]:
     return record
 
 
-def _remember(ended: Ended) -> None:
+def remember(ended: Ended) -> None:
     _ended.append(ended)
     del _ended[:-HISTORY]
 
@@ -378,11 +379,9 @@ def jobs_lines() -> list[str]:
     """What the jobs panel shows: jobs running or queued, jobs of saved scripts not followed, jobs that ended in
     this session, and each BodyDouble node's takes."""
     lines = ["Running / queued:"]
-    for key, run in _running.items():
-        where = (f"queued, {run.job.queue_position} ahead" if run.job.state == "queued" and run.job.queue_position
-                 else run.job.state)
-        lines.append(f"  {key} · {run.job.job_id or 'sending'} · {where} · {int(100 * run.job.fraction)}% · "
-                     f"{run.job.message}")
+    for key, job in _live_jobs().items():
+        where = f"queued, {job.queue_position} ahead" if job.state == "queued" and job.queue_position else job.state
+        lines.append(f"  {key} · {job.job_id or 'sending'} · {where} · {int(100 * job.fraction)}% · {job.message}")
     nodes = [n for n in api.top_level_nodes() if bd_node.is_bodydouble(n)]
     waiting = [(api.node_name(n), bd_node.pending(n)) for n in nodes if api.node_name(n) not in _running]
     lines += [f"  {key} · {info['job']} · not followed: press Re-attach all" for key, info in waiting if info]
@@ -395,15 +394,31 @@ def jobs_lines() -> list[str]:
     return lines
 
 
+TIMELINE = "timeline/"   # the jobs panel's prefix for Nuke Studio timeline jobs (keyed by shot)
+
+
+def _live_jobs() -> dict[str, BackgroundJob]:
+    """Every job this session follows: BodyDouble nodes' by node name, Nuke Studio timeline shots' by
+    ``timeline/<shot>`` (only when the timeline is loaded: plain Nuke never imports hiero)."""
+    jobs = {key: run.job for key, run in _running.items()}
+    timeline = sys.modules.get(f"{__package__}.timeline")
+    if timeline is not None:
+        jobs.update({f"{TIMELINE}{shot}": run.job for shot, run in getattr(timeline, "_running").items()})
+    return jobs
+
+
 def jobs_command() -> Optional[str]:
     """BodyDouble ▸ Jobs…: the session's jobs; cancel one, or re-attach every node that waits for one."""
-    picks = [f"{key}:{run.job.job_id}" if run.job.job_id else key for key, run in _running.items()]
+    picks = [f"{key}:{job.job_id}" if job.job_id else key for key, job in _live_jobs().items()]
     pressed, picked = api.ask_buttons("BodyDouble jobs", "\n".join(jobs_lines()), (PICK, picks),
                                       [JOBS_CLOSE, JOBS_CANCEL, JOBS_REATTACH])
     if pressed == JOBS_CANCEL and picked:
-        running = _running.get(picked.split(":")[0])
+        key = picked.rsplit(":", 1)[0] if ":" in picked else picked
+        running = _running.get(key)
         if running is not None:
             cancel(running.group)
+        elif key in _live_jobs():                # a timeline job: its progress bar shows the cancel
+            _live_jobs()[key].cancel()
     elif pressed == JOBS_REATTACH:
         reattach_all()
     return pressed

@@ -182,10 +182,14 @@ def _finish(running: Running, outcome: Outcome) -> None:
     """Main thread: the take goes onto the timeline, or the user hears why not."""
     _running.pop(running.shot.name, None)
     address = running.job.address
+    key = f"{commands.TIMELINE}{running.shot.name}"
     if outcome.error is not None or outcome.result is None:
+        state = "cancelled" if isinstance(outcome.error, errors.JobCancelled) else "failed"
+        commands.remember(commands.Ended(key, outcome.job_id or "", state, str(outcome.error).splitlines()[0][:200]))
         report(outcome.error or errors.BodyDoubleError("the job ended without a result"), address, running.params)
         return
     record = host.TakeRecord.of(outcome.result, running.params, running.shot.colour_transform)
+    commands.remember(commands.Ended(key, outcome.job_id or "", "finished", record.label))
     hapi.place_after(running.item, placement(running.shot, record))
 
 
