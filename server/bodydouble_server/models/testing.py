@@ -188,10 +188,15 @@ class StandInPipeline(TestPipeline):
     def __call__(self, *, image, height: int, width: int, num_inference_steps: int = 20, strength: float = 1.0,
                  prompt: str = "", generator=None, callback_on_step_end=None, output_type: str = "np", **_kwargs):
         self.calls += 1
-        self._steps(_inpaint_steps(num_inference_steps, strength), callback_on_step_end, sleep=True)
-        seed = generator.initial_seed() if generator is not None else 0
-        key = _digest("standin", seed, prompt, self.active_loras(), height, width)
-        return SimpleNamespace(images=pattern(height, width, key))
+        steps, count = _inpaint_steps(num_inference_steps, strength), len(image)
+        if count > 1:                   # a batch (fill_batch): every frame's steps, as a GPU at full use would take
+            time.sleep(step_seconds() * steps * (count - 1))
+        self._steps(steps, callback_on_step_end, sleep=True)
+        first = generator[0] if isinstance(generator, list) else generator
+        seed = first.initial_seed() if first is not None else 0
+        key = _digest("standin", seed, prompt[0] if isinstance(prompt, list) else prompt, self.active_loras(),
+                      height, width)
+        return SimpleNamespace(images=np.repeat(pattern(height, width, key), count, axis=0))
 
 
 class PassthroughPipeline(TestPipeline):

@@ -1,0 +1,249 @@
+"""The frame pipeline (#16): fill reads frame N+1 and writes frame N-1 while frame N generates, with bounded
+memory, optional batching, per-frame provenance, and a torch resize with OpenImageIO's filters.
+
+Properties only correct code has: each written frame is its own plate's fill (a frame handed to the wrong
+slot, or a plate paired with another frame's model output, misses by far); the pipelined take is bit for bit
+what the one-frame-at-a-time composition (``fill.fill_frame``) makes; a batched take is bit for bit the
+unbatched one with fewer pipeline calls; the reader never runs more than ``ahead`` frames ahead and the writer
+never holds more than ``depth``; an unreadable plate mid-shot leaves exactly the frames before it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+
+from bodydouble import errors
+from bodydouble.client import Client
+from bodydouble.jobspec import FillRequest, sequence_frames
+
+from .support import server_thread
+
+H, W = 96, 128
+MASK = (slice(32, 64), slice(40, 72))      # 32x32; context 0.5 -> a 64x64 crop
+FRAMES = 5
+
+
+def _read(path) -> np.ndarray:
+    return np.asarray(oiio.ImageBuf(str(path)).get_pixels(oiio.FLOAT))
+
+
+def _write(path: Path, pixels: np.ndarray, channels) -> None:
+    spec = oiio.ImageSpec(pixels.shape[1], pixels.shape[0], pixels.shape[2], oiio.HALF)
+    spec.channelnames = channels
+    out = oiio.ImageOutput.create(str(path))
+    assert out.open(str(path), spec)
+    out.write_image(np.ascontiguousarray(pixels, np.float32))
+    out.close()
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory):
+    """Five ACEScg plates that differ strongly frame to frame (a level per frame times a texture, moderately
+    saturated as in test_colour_passthrough: ACES 2.0's gamut compression does not invert extreme ones), masks."""
+    root = tmp_path_factory.mktemp("pipeline")
+    plates = root / "plates"
+    plates.mkdir()
+    rng = np.random.default_rng(16)
+    for frame in range(1, FRAMES + 1):
+        pixels = np.ones((H, W, 4), np.float32)
+        luminance = (0.2 * frame) * np.exp(rng.uniform(-1.0, 1.0, (H, W, 1)))
+        pixels[..., :3] = luminance * (1.0 + 0.3 * rng.uniform(-1.0, 1.0, (H, W, 3)))   # colours the view inverts
+        pixels[..., 3] = rng.uniform(0.1, 1.0, (H, W))
+        _write(plates / f"plate.{frame}.exr", pixels, ("R", "G", "B", "A"))
+    mask = np.zeros((H, W, 1), np.float32)
+    mask[MASK] = 1.0
+    for frame in range(1, FRAMES + 1):
+        _write(plates / f"mask.{frame}.exr", mask, ("A",))
+    return {"root": root, "plate": str(plates / "plate.#.exr"), "mask": str(plates / "mask.#.exr")}
+
+
+def _config(shot, model: str = "test:passthrough", **extra):
+    from bodydouble_server.config import ServerConfig
+
+    root = shot["root"]
+    # resolution 64: the 64x64 crop is generated at its own size, so a passthrough gives the plate back.
+    return ServerConfig(port=0, model=model, video_model="none", roots=[str(root)], adapters=str(root / "adapters"),
+                        output_root=str(root / "takes"), resolution=64, **extra)
+
+
+def _request(studio, last: int = FRAMES, **fields) -> FillRequest:
+    return FillRequest(frames=sequence_frames(studio["plate"], 1, last, studio["mask"]), steps=2, seed=5,
+                       preview=None, **fields)
+
+
+# -- resize: OpenImageIO's filters, in torch -----------------------------------------------------------------
+@pytest.mark.parametrize("source, target", [((90, 120), (64, 48)), ((40, 30), (96, 80)), ((50, 200), (100, 64)),
+                                            ((64, 100), (64, 50)), ((7, 5), (64, 3))])
+def test_resize_matches_openimageio(source, target):
+    from bodydouble_server.imaging import regions
+
+    rng = np.random.default_rng(sum(source))
+    pixels = rng.uniform(-0.5, 8.0, (*source, 3)).astype(np.float32)
+    ours, oiio_ = regions.resize(pixels, *target), regions.resize_oiio(pixels, *target)
+    assert ours.shape == oiio_.shape == (*target, 3)
+    assert np.abs(ours - oiio_).max() <= 4e-6 * np.abs(oiio_).max()       # float32 rounding, nothing more
+    mask = (rng.uniform(0.0, 1.0, source) > 0.5).astype(np.float32)        # (H, W): masks keep their shape
+    assert np.abs(regions.resize(mask, *target) - regions.resize_oiio(mask, *target)).max() <= 4e-6
+    # Half input: OpenImageIO resized it into a half buffer; ours stays float32 (within half's rounding of it).
+    half = pixels.astype(np.float16)
+    assert np.allclose(regions.resize(half, *target), regions.resize_oiio(half, *target), rtol=2**-10, atol=2**-14)
+
+
+def test_resize_is_not_another_filter():
+    """A bilinear or a box filter would pass a smooth-image test: an impulse shows the lanczos3 lobes."""
+    from bodydouble_server.imaging import regions
+
+    impulse = np.zeros((1, 64), np.float32)
+    impulse[0, 32] = 1.0
+    row = regions.resize(impulse, 1, 32)[0]
+    assert row.min() < -0.01 and np.isclose(row.sum(), 0.5, atol=1e-5)     # negative lobes, energy / 2
+
+
+# -- the pipeline through the real server ----------------------------------------------------------------------
+def test_each_frame_is_its_own_plates_fill_and_equals_the_serial_path(shot):
+    from bodydouble_server.imaging import frames as frame_io
+    from bodydouble_server.imaging.colour import ColourTransform
+    from bodydouble_server.operations import fill
+
+    with server_thread(_config(shot)) as srv, Client(srv.bound_address, timeout=60) as client:
+        result = client.submit(_request(shot)).wait(timeout=120)
+        assert sorted(result.frames) == list(range(1, FRAMES + 1))
+        engine = srv.engine
+        pipe = engine.model_for("fill").pipeline("fill")
+        for frame in range(1, FRAMES + 1):
+            plate = _read(shot["plate"].replace("#", str(frame)))
+            out = _read(result.frames[frame])
+            inside = np.zeros((H, W), bool)
+            inside[MASK] = True
+            assert np.array_equal(out[~inside], plate[~inside])                      # outside: bit for bit
+            error = np.abs(out[inside][:, :3] - plate[inside][:, :3])
+            assert np.all(error <= 2e-3 * np.maximum(np.abs(plate[inside][:, :3]), 1.0)), (frame, float(error.max()))
+            # The same frame made one step after another on this thread: the same bits.
+            item = _request(shot).frames[frame - 1]
+            serial = frame_io.read_frame(Path(item.plate.path), engine.config.limits)
+            mask, _ = fill._mask_for(engine, item, serial, None)
+            fill.fill_frame(engine, pipe, _request(shot), ColourTransform("ACEScg"), serial, mask, lambda s, n: None)
+            written = frame_io.read_frame(Path(result.frames[frame]), engine.config.limits)
+            for name in "RGBA":
+                assert np.array_equal(written.part.channels[name], serial.part.channels[name]), (frame, name)
+
+
+@pytest.mark.parametrize("model", ["test:passthrough", "test:standin"])
+def test_batched_fill_is_the_unbatched_take_with_fewer_calls(shot, model, monkeypatch):
+    from bodydouble_server.models import testing
+
+    monkeypatch.setenv(testing.STEP_ENV, "0")
+    takes = {}
+    for batch in (1, 3):
+        with server_thread(_config(shot, model=model, fill_batch=batch)) as srv, \
+                Client(srv.bound_address, timeout=60) as client:
+            pipe = srv.engine.model_for("fill").pipeline("fill")
+            before = pipe.calls
+            result = client.submit(_request(shot)).wait(timeout=120)
+            takes[batch] = {f: _read(p) for f, p in result.frames.items()}
+            assert pipe.calls - before == -(-FRAMES // batch)          # 5 frames: 5 calls, or [3, 2]
+    assert sorted(takes[3]) == list(range(1, FRAMES + 1))
+    for frame in takes[1]:
+        assert np.array_equal(takes[1][frame], takes[3][frame]), frame
+
+
+def test_an_unreadable_plate_mid_shot_keeps_exactly_the_frames_before_it(shot, monkeypatch):
+    from bodydouble_server.models import testing
+
+    monkeypatch.setenv(testing.STEP_ENV, "0")
+    broken = shot["root"] / "broken"
+    broken.mkdir(exist_ok=True)
+    for frame in range(1, 5):
+        source = Path(shot["plate"].replace("#", str(frame)))
+        (broken / f"plate.{frame}.exr").write_bytes(source.read_bytes() if frame != 3 else b"not an exr" * 100)
+    request = FillRequest(frames=sequence_frames(str(broken / "plate.#.exr"), 1, 4, shot["mask"]), steps=1,
+                          preview=None, shot="broken")
+    with server_thread(_config(shot, model="test:standin")) as srv, Client(srv.bound_address, timeout=60) as client:
+        with pytest.raises(errors.RequestError) as caught:
+            client.submit(request).wait(timeout=120)
+    assert caught.value.code == errors.UNREADABLE_FILE and "plate 3" in caught.value.message
+    take_json = next((shot["root"] / "takes" / "broken").glob("**/take.json"))
+    take = json.loads(take_json.read_text())
+    assert take["status"] == "failed" and sorted(int(f) for f in take["frames"]) == [1, 2]
+    assert sorted(p.name.split(".")[-2] for p in take_json.parent.glob("*.exr")) == ["0001", "0002"]
+
+
+def test_every_frame_is_sealed_as_it_is_written(shot, monkeypatch):
+    from bodydouble_server.models import testing
+    from bodydouble_server.policy import provenance
+
+    monkeypatch.setenv(testing.STEP_ENV, "0")
+    with server_thread(_config(shot, model="test:standin")) as srv, Client(srv.bound_address, timeout=60) as client:
+        result = client.submit(_request(shot, last=3, shot="sealed")).wait(timeout=120)
+    take = json.loads((Path(result.frames[1]).parent / "take.json").read_text())
+    for frame, path in result.frames.items():
+        assert provenance.sidecar_path(path).is_file()
+        assert take["provenance"]["frames_sha256"][str(frame)] == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# -- bounds ---------------------------------------------------------------------------------------------------
+def test_the_reader_runs_at_most_one_frame_ahead():
+    from bodydouble_server.operations.common import Prefetcher
+
+    started, lock = [], threading.Lock()
+
+    def prepare(item):
+        with lock:
+            started.append(item)
+        return type("P", (), {"size": (8, 8), "item": item})()
+
+    taken = []
+    with Prefetcher(prepare, range(6), ahead=1) as reader:
+        for _ in range(6):
+            taken.extend(p.item for p in reader.next_batch(1))
+            time.sleep(0.05)                         # a frame generating: the reader may read the next one
+            with lock:
+                assert len(started) <= len(taken) + 1
+    assert taken == list(range(6))
+
+
+class _FakeTake:
+    dir = Path("/nonexistent")
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.frames, self.sealed = tmp, {}, {}
+
+    def frame_path(self, frame):
+        return self.tmp / f"f.{frame}.exr"
+
+    def add(self, frame, path):
+        self.frames[frame] = str(path)
+
+    def seal_written(self, frame, path):
+        return None
+
+
+def test_the_writer_holds_at_most_depth_frames(tmp_path):
+    from bodydouble_server.imaging import frames as frame_io
+    from bodydouble_server.operations.common import TakeWriter
+
+    gate = threading.Event()
+    pixels = frame_io.frame_from_buffer(np.zeros((4, 4, 4), np.float16))
+
+    def make():
+        gate.wait(10)
+        return pixels, {}, None
+
+    take = _FakeTake(tmp_path)
+    with TakeWriter(take, None, depth=2) as writer:
+        writer.put(1, make)
+        writer.put(2, make)                          # two waiting: the worker goes on
+        third = threading.Thread(target=writer.put, args=(3, make))
+        third.start()
+        third.join(0.3)
+        assert third.is_alive(), "a third frame must wait for the first to be written"
+        gate.set()
+        third.join(10)
+    assert sorted(take.frames) == [1, 2, 3] and all(Path(p).is_file() for p in take.frames.values())
