@@ -46,7 +46,7 @@ def projection_for(pipe, family, test_model: bool) -> Projection | None:
     return _fitted[vae]
 
 
-def fit_projection(vae, video: bool = False, size: int = 64, count: int = 12, seed: int = 0) -> Projection:
+def fit_projection(vae, video: bool = False, size: int = 32, count: int = 8, seed: int = 0) -> Projection:
     """The least-squares linear map (with bias) from ``vae``'s scaled latents to the pixels they encode, area-
     averaged to the latent grid, in [-1, 1]. Video VAEs (5-D latents) are fitted on 1-frame clips and their
     latents normalised as diffusers' Wan pipelines do (``latents_mean`` / ``latents_std``)."""

@@ -905,8 +905,6 @@ _on_script_load: list[tuple[Callable[..., Any], tuple, dict]] = []
 
 def addOnScriptLoad(call: Callable[..., Any], args: Any = (), kwargs: Optional[dict] = None,
                     nodeClass: str = "Root") -> None:
-    if nodeClass != "Root":
-        raise ValueError("script-load callbacks are for the Root node class")
     _on_script_load.append((call, args if isinstance(args, tuple) else (args,), kwargs or {}))
 
 
