@@ -184,3 +184,27 @@ def test_a_server_that_does_not_answer_keeps_the_job_for_later(nuke, server, stu
     _idle(nuke)
     assert len(nuke._messages) == 1 and "not running" in nuke._messages[0]
     assert bd_node.pending(group)["job"] == "job-later-7" and "press Re-attach" in group["status"].value()
+
+
+def test_a_forgotten_job_whose_take_is_complete_on_disk_is_loaded(nuke, studio, monkeypatch):
+    """The server restarted after it finished the take (it no longer knows the job id): the take.json it left under
+    the shot names the job, so re-attaching loads that take."""
+    kept = _kept_jobs(monkeypatch)
+    first = _node(nuke, studio, shot="nkj_disk")
+    first["generate"].execute()
+    _idle(nuke)
+    read = first.node("hero_take001")
+    take_json = Path(read["file"].value()).parent / "take.json"
+    data = json.loads(take_json.read_text())
+    data["job"] = "job-previous-run-4"                 # as a server of an earlier run wrote it
+    take_json.write_text(json.dumps(data))
+    saved = json.loads(kept[0])
+    saved["job"] = "job-previous-run-4"
+    again = _node(nuke, studio, shot="nkj_disk")
+    again["bd_job"].setValue(json.dumps(saved))
+    again["reattach"].execute()
+    _idle(nuke)
+    assert nuke._messages == []
+    loaded = again.node("hero_take001")
+    assert loaded is not None and loaded["file"].value() == read["file"].value()
+    assert (loaded["first"].value(), loaded["last"].value()) == (1001, 1003) and again["bd_job"].value() == ""

@@ -17,6 +17,8 @@ Plain Python over the thin client: importable in any host's Python (no torch, no
 """
 from __future__ import annotations
 
+import glob
+import json
 import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional, Union
@@ -28,7 +30,8 @@ from .jobspec import AdapterRef, ExtendRequest, FillRequest, FrameInput, safe_na
 
 __all__ = ["OPERATIONS", "OPERATION_TITLES", "Request", "Params", "HostColour", "colour_note", "check_ready",
            "shot_from_path", "hello", "fetch_adapters", "adapter_choices", "list_adapters", "take_label", "TakeRecord",
-           "HostWords", "Advice", "advice", "safe_name", "BackgroundJob", "Outcome", "ProgressSink", "frames"]
+           "HostWords", "Advice", "advice", "safe_name", "BackgroundJob", "Outcome", "ProgressSink", "frames",
+           "JobResult", "take_left_on_disk"]
 
 OPERATIONS = ("fill", "extend")
 OPERATION_TITLES = {"fill": "Fill unseen angle", "extend": "Extend shot"}
@@ -211,6 +214,28 @@ class TakeRecord:
         return cls(take=result.take, adapter=params.adapter, seed=params.seed, operation=result.operation,
                    pattern=result.pattern, first=result.first, last=result.last, take_dir=result.take_dir,
                    job=result.job, prompt=params.prompt, colorspace=colorspace)
+
+
+def take_left_on_disk(shot_dir: str, job_id: str) -> Optional[JobResult]:
+    """The complete take job ``job_id`` wrote under ``shot_dir`` (``<shot_dir>/bodydouble/<adapter>/take_NNN``),
+    read from its take.json, for a host re-attaching to a job its server no longer knows (the server restarted
+    after the take was finished); None when there is none (or this machine cannot see the server's files)."""
+    pattern = os.path.join(glob.escape(shot_dir), "bodydouble", "*", "take_*", "take.json")
+    for path in sorted(glob.glob(pattern), reverse=True):      # newest take numbers first
+        try:
+            with open(path, "rb") as handle:
+                data = json.loads(handle.read(4 << 20))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or data.get("job") != job_id or data.get("status") != "complete":
+            continue
+        numbers = sorted(int(k) for k in data.get("frames") or {})
+        if not numbers:
+            return None
+        return JobResult(job=job_id, operation=str(data.get("operation", "")), take_dir=os.path.dirname(path),
+                         take=int(data.get("take", 0)), pattern=str(data.get("pattern", "")), first=numbers[0],
+                         last=numbers[-1], frames={int(k): v for k, v in data["frames"].items()}, info=data)
+    return None
 
 
 # -- error -> advice ---------------------------------------------------------------------------

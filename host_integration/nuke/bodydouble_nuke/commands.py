@@ -345,6 +345,10 @@ def _complete(running: Running, outcome: Outcome) -> Optional[host.TakeRecord]:
         remember(Ended(name, job_id, "not followed", "the server stopped answering"))
         report(outcome.error, address, running.params)
         return None
+    if getattr(outcome.error, "code", "") == errors.UNKNOWN_JOB and running.job.follow:
+        found = _take_left_on_disk(address, running.params, running.job.follow)
+        if found is not None:        # the server restarted after finishing it: the take is on disk, complete
+            outcome = Outcome(result=found, job_id=running.job.follow)
     bd_node.clear_pending(group)
     if outcome.error is not None or outcome.result is None:
         cancelled = isinstance(outcome.error, errors.JobCancelled)
@@ -363,6 +367,19 @@ def _complete(running: Running, outcome: Outcome) -> Optional[host.TakeRecord]:
         bd_node.add_take(group, record)
     bd_node.set_status(group, f"{record.label} ready")
     return record
+
+
+def _take_left_on_disk(address: str, params: host.Params, job_id: str) -> Optional[host.JobResult]:
+    """The complete take of a job the server forgot, where the server writes the node's takes (output_dir, else
+    <output root>/<shot>); None when it is not there or this machine cannot see it."""
+    shot_dir = params.output_dir
+    if not shot_dir and params.shot:
+        try:
+            root = hello(address).get("output_root") or ""
+        except errors.BodyDoubleError:
+            return None
+        shot_dir = os.path.join(str(root), host.safe_name(params.shot)) if root else ""
+    return host.take_left_on_disk(shot_dir, job_id) if shot_dir else None
 
 
 def remember(ended: Ended) -> None:
