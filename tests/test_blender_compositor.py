@@ -297,3 +297,68 @@ def test_a_remote_encrypted_server_with_certificates_from_the_preferences(bpy_py
     assert r["refresh"]["result"] == ["FINISHED"] and "hero" in r["adapters"]
     assert r["fill"]["result"] == ["FINISHED"] and r["nodes_added"] == 1
     assert r["reports"][-1][0] == "INFO" and "take 00" in r["reports"][-1][1]
+
+
+# -- what the artist sees of jobs: panel, messages, preview, undo, File > Open, re-attach -----------------------
+def test_jobs_panel_messages_preview_undo_and_reattach_after_reopening(bpy_python, studio, address, tmp_path):
+    """One Blender session (jobs_flow.py); every pump there runs without a window, as a timer does."""
+    r = run_script(bpy_python, "jobs_flow.py", script_args(studio, address, tmp_path, bpy_python), timeout=240)
+    one, three = f"Fill hero {FIRST}-{FIRST}", f"Fill hero {FIRST}-{LAST}"
+
+    # A constructed preview is shown right side up (Blender's rows run bottom-up), display-referred.
+    assert r["constructed"] == {"size": [6, 4], "bottom": [0.0, 0.0, 1.0], "top": [1.0, 0.0, 0.0], "colorspace": "sRGB"}
+
+    # Two jobs: the server runs one and queues the other; the panel shows both, each with its own cancel.
+    assert r["states"] == {"a": "running", "b": "queued", "b_ahead": 1}
+    keys = r["keys"]
+    panel = r["panel_two_jobs"]
+    assert panel[panel.index(f"label:{one} [PLAY]") + 1:][:2] == ["op:bodydouble.cancel:", f"  job={keys['a']}"]
+    assert panel[panel.index(f"label:{three} [SORTTIME]") + 1:][:3] == [
+        "op:bodydouble.cancel:", f"  job={keys['b']}", "label:queued, 1 ahead"]
+    assert r["records_two"] == sorted(r["job_ids"].values())      # both ids are in the scene (re-attach)
+    # Cancel the queued one only: the other keeps running.
+    assert r["cancel_b"]["result"] == ["FINISHED"] and r["a_after_cancel_b"] == "running"
+    assert r["history_after_cancel"] == [[three, "cancelled"]]
+    assert r["records_after_cancel"] == [r["job_ids"]["a"]]
+
+    # The server's live preview lands in the "BodyDouble Preview" image and the panel's icon, pixel for pixel.
+    live = r["live"]
+    assert live["equal"] and live["image_size"] == live["icon_size"] == live["shape"][1::-1]
+    assert live["title"] == one
+    assert f"label:Preview: {one} [IMAGE_DATA]" in r["panel_preview"]
+    assert "label:Image Editor: 'BodyDouble Preview'" in r["panel_preview"]
+
+    # Loaded from a windowless pump: the artist is told (panel, status bar), not just the console.
+    [take] = r["takes_after_a"]
+    loaded = [m for m in r["messages_after_a"] if m[0] == "INFO" and "take 001" in m[1] and "loaded" in m[1]]
+    assert loaded and r["status_after_a"] == [f"label:{loaded[0][1]} [INFO]"]
+    assert f"label:{one}: finished [CHECKMARK]" in r["panel_after_a"]
+    assert f"label:{loaded[0][1]} [INFO]" in r["panel_after_a"]
+    assert r["records_after_a"] == []
+    # Take history with its thumbnail (Blender's thumbnailer, from the take's first frame).
+    takes = r["panel_after_a"][r["panel_after_a"].index("label:Takes [RENDERLAYERS]"):]
+    assert takes[1].startswith("icon:") and takes[2] == "op:bodydouble.show_take:hero · 1 · take 001"
+    assert r["thumbnail"]["size"][0] > 0 and r["thumbnail"]["mean"] > 0.01
+    # The take has its own undo step: Ctrl+Z after the artist's next change undoes that change, not the take.
+    assert r["after_undo"] == {"takes": [take], "plate_label": "Plate"}
+
+    # A failed job: an ERROR the panel and the status bar show.
+    level, text = r["last_message"]
+    assert level == "ERROR" and "nobody" in text
+    assert r["status_after_failure"] == [f"label:{text} [CANCEL]"]
+    assert r["history_after_failure"][-1] == [f"Fill nobody {FIRST}-{LAST}", "failed"]
+
+    # File > Open while a job runs: the job is let go (it finishes on the server), nothing lands in the new file.
+    assert r["running_after_open"] == 0
+    assert r["open_message"][0] == "WARNING" and "open the file again" in r["open_message"][1]
+    assert r["c_server_state"] == "complete"
+    assert r["other_file"] == {"takes": [], "records": [], "images": ["Render Result"]} or \
+        r["other_file"] == {"takes": [], "records": [], "images": []}
+    # Reopening the saved .blend follows the job again and loads the take it finished meanwhile.
+    [c_id] = r["reattached"]
+    assert [job for _, job in r["shot_takes"]].count(c_id) == 1 and r["shot_records"] == []
+    # A job still running when its file is reopened is followed on to its end and loaded once.
+    d = r["d"]
+    assert d["followed_id"] == d["id"] and d["fraction_at_detach"] < 1.0 and d["max_fraction_followed"] > d["fraction_at_detach"]
+    assert d["takes"] == 1 and r["d_takes_after_again"] == 1
+    assert r["again"][0] == "INFO" and "already loaded" in r["again"][1]

@@ -72,3 +72,16 @@ def pump_until_idle(timeout: float = 60.0) -> float:
     t0 = time.monotonic()
     jobs.wait(timeout)
     return time.monotonic() - t0
+
+
+def reports() -> list:
+    """What the add-on told the artist, oldest first: [(level, text)]."""
+    from bodydouble_blender import messages
+
+    return [(m.level, m.text) for m in messages.LOG]
+
+
+def clear_reports() -> None:
+    from bodydouble_blender import messages
+
+    del messages.LOG[:]

@@ -32,9 +32,10 @@ def main(args):
     harness.pump_until_idle(60)
     out["seconds_to_stop"] = time.monotonic() - t0
     out["nodes_added"] = sorted(set(n.name for n in tree.nodes) - set(nodes_before))
-    out["images_added"] = sorted(set(i.name for i in bpy.data.images) - set(images_before))
+    # (the live preview image is not a take)
+    out["images_added"] = sorted(set(i.name for i in bpy.data.images) - set(images_before) - {"BodyDouble Preview"})
     out["composite_from"] = scene_setup.output_node(tree).inputs[0].links[0].from_node.name
-    out["reports"] = list(jobs.REPORTS)
+    out["reports"] = harness.reports()
     out["status_line"] = jobs.status_line()
     # Still usable: the comp renders.
     out["render"] = scene_setup.render_frames(args["out"], [args["first"]])

@@ -27,7 +27,7 @@ def main(args):
     while jobs.running() and time.monotonic() < deadline:
         jobs.pump()
         time.sleep(0.02)
-    out["reports"] = list(jobs.REPORTS)
+    out["reports"] = harness.reports()
     takes = [n for n in tree.nodes if "bodydouble" in n]
     out["take"] = takes[0]["bodydouble"].to_dict() if takes else None
     return out

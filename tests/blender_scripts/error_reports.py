@@ -15,11 +15,11 @@ def fill_report(prefs, address, adapter):
     from bodydouble_blender import jobs
 
     prefs.server_address = address
-    del jobs.REPORTS[:]
+    harness.clear_reports()
     t0 = time.monotonic()
     call = harness.call(bpy.ops.bodydouble.fill, "EXEC_DEFAULT", adapter=adapter, seed=1)
     harness.pump_until_idle(60)
-    return {"call": call, "reports": list(jobs.REPORTS), "seconds": time.monotonic() - t0}
+    return {"call": call, "reports": harness.reports(), "seconds": time.monotonic() - t0}
 
 
 def main(args):

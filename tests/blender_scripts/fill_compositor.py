@@ -72,7 +72,7 @@ def main(args):
         time.sleep(0.02)
     out["progress"] = progress[:1] + [b for a, b in zip(progress, progress[1:]) if b != a]
     out["status_seen"] = sorted(set(s for s in status if s))[:5]
-    out["reports_fill"] = list(jobs.REPORTS)
+    out["reports_fill"] = harness.reports()
     takes = take_nodes(tree)
     out["take1"] = node_info(takes[0], tree) if takes else None
     out["plate_after"] = node_info(plate, tree)
@@ -107,7 +107,7 @@ def main(args):
     known = {take1_name, take2[0].name, take3[0].name}
     take4 = [n for n in take_nodes(tree) if n.name not in known]
     out["take4"] = node_info(take4[0], tree) if take4 else None
-    out["reports"] = list(jobs.REPORTS)
+    out["reports"] = harness.reports()
     return out
 
 

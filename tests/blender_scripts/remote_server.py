@@ -23,23 +23,23 @@ def main(args):
     # A certificate path that does not exist: said at once, by the job, in words that name the setting.
     prefs.curve_server_cert = args["missing_cert"]
     out["missing"] = harness.call(bpy.ops.bodydouble.refresh_adapters)
-    del jobs.REPORTS[:]
+    harness.clear_reports()
     from bodydouble.client import AdapterInfo
 
     adapters.set_cache([AdapterInfo(name="hero", character="Hero", trigger="", base_model="m", status="ready")])
     harness.call(bpy.ops.bodydouble.fill, "EXEC_DEFAULT", adapter="hero", seed=1)
     harness.pump_until_idle(30)
-    out["missing_reports"] = list(jobs.REPORTS)
+    out["missing_reports"] = harness.reports()
 
     # The server's public certificate and ours: listed, and a fill comes back as a take node.
     prefs.curve_server_cert = args["server_cert"]
     prefs.curve_client_cert = args["client_cert"]
     out["refresh"] = harness.call(bpy.ops.bodydouble.refresh_adapters)
     out["adapters"] = sorted(a.name for a in adapters.cached())
-    del jobs.REPORTS[:]
+    harness.clear_reports()
     out["fill"] = harness.call(bpy.ops.bodydouble.fill, "EXEC_DEFAULT", adapter="hero", seed=3)
     harness.pump_until_idle(120)
-    out["reports"] = list(jobs.REPORTS)
+    out["reports"] = harness.reports()
     out["nodes_added"] = len(tree.nodes) - nodes_before
     return out
 

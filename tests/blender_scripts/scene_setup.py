@@ -86,7 +86,7 @@ def render_frames(folder: str, frames) -> dict:
 
 
 class FakeLayout:
-    """Records what a menu draw function puts in its layout (headless Blender draws no UI)."""
+    """Records what a menu/panel draw function puts in its layout (headless Blender draws no UI)."""
 
     def __init__(self, log=None):
         self.log = [] if log is None else log
@@ -103,20 +103,33 @@ class FakeLayout:
     def row(self, **_):
         return self
 
-    column = row
+    column = box = row
 
-    def label(self, text="", **_):
-        self.log.append(f"label:{text}")
+    def label(self, text="", icon="", **_):
+        self.log.append(f"label:{text}" + (f" [{icon}]" if icon else ""))
 
-    def progress(self, text="", **_):
+    def progress(self, text="", factor=None, **_):
         self.log.append(f"progress:{text}")
+
+    def template_icon(self, icon_value=0, **_):
+        self.log.append(f"icon:{icon_value}")
 
     def prop(self, data, name, **_):
         self.log.append(f"prop:{name}")
 
     def operator(self, idname, text="", **_):
         self.log.append(f"op:{idname}:{text}")
-        return types.SimpleNamespace()
+        return _OperatorProps(self.log)
+
+
+class _OperatorProps:
+    """An operator button's properties: what the draw code sets on it is logged (``  job=bd2``)."""
+
+    def __init__(self, log):
+        object.__setattr__(self, "_log", log)
+
+    def __setattr__(self, name, value):
+        self._log.append(f"  {name}={value}")
 
 
 def draw_menu(draw, context) -> list[str]:

@@ -39,7 +39,7 @@ def main(args):
                                  prompt="<hero_video> turns away")
     out["running"] = len(jobs.running())
     out["seconds"] = harness.pump_until_idle(180)
-    out["reports"] = list(jobs.REPORTS)
+    out["reports"] = harness.reports()
     new = [s for s in sed.strips_all if s.name not in strips_before]
     out["new_strip"] = [{"name": s.name, "type": s.type, "channel": s.channel, "frame_start": s.frame_final_start,
                          "frame_end": s.frame_final_end, "directory": bpy.path.abspath(s.directory),

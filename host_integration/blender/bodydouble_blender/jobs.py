@@ -1,33 +1,53 @@
-"""Running jobs: each followed by its own worker thread (``bodydouble.background``), finished on the main thread.
+"""Jobs: each followed by its own worker thread (``bodydouble.background``), finished on the main thread.
 
-``bpy.app.timers`` calls :func:`pump` every 0.1 s while a job runs: it shows the jobs' progress (status bar,
-window-manager progress, status text) and runs each ended job's completion on the main thread, the only
-thread allowed to touch bpy data. Scripts and tests may call :func:`pump` themselves (headless Blender has no
-event loop to fire timers). What is not Blender (requests, following the job, advice) is ``bodydouble.host``.
+``bpy.app.timers`` calls :func:`pump` every 0.1 s while a job runs: it keeps each job's state (sending, queued,
+running, cancelling) and its live preview current, and runs each ended job's completion on the main thread, the
+only thread allowed to touch bpy data. Scripts and tests may call :func:`pump` themselves (headless Blender has
+no event loop to fire timers). What is not Blender (requests, following the job, advice) is ``bodydouble.host``.
+
+A job the server accepted is written into its scene (``scene["bodydouble_jobs"][job id]``: what it is and how
+to load its take), so it outlives the file and Blender: File > Open stops following every job (``load_pre``:
+nothing is written into the file being opened; the server keeps running them), and opening a file follows
+the jobs it holds again (``load_post``), loading the takes of those that finished meanwhile. A take is loaded
+once per job id, whoever follows it.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import queue
 import re
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Optional
 
 import bpy
+from bpy.app.handlers import persistent
 
 from bodydouble import errors, host
 from bodydouble.background import BackgroundJob, Outcome
 from bodydouble.client import JobResult
 
+from . import messages, nodes, preferences, previews, strips
+
 INTERVAL = 0.1
 CLIENT = "bodydouble-blender"
+RECORDS = "bodydouble_jobs"          # the scene's custom property: {job id: record}
 WORDS = host.HostWords(
     host="Blender", connect="set the address in Preferences > Add-ons > BodyDouble",
     refresh="Refresh the adapter list (the server may use another adapters folder).", retry="run it again",
     paths_fix="Keep plates and the output folder under one of the server's allowed roots (bodydouble serve --root).",
     colour_fix="Set the image's colour space to a name the server knows (e.g. ACEScg).",
     certificates="Fix the certificate paths in Preferences > Add-ons > BodyDouble.")
+
+# How each kind of job brings its take into the file, from the record's "load" (names, never ID pointers:
+# they survive undo and reopening the file).
+LOADERS = {
+    "fill": lambda load, result: nodes.load_take(tuple(load["tree"]), load["source"], dict(load["params"]), result,
+                                                 bool(load["wire"])),
+    "extend": lambda load, result: strips.load_extension(load["scene"], load["strip"], dict(load["params"]), result),
+}
 
 
 def describe(error: BaseException, address: str = "", params: Optional[host.Params] = None) -> tuple[str, str]:
@@ -36,14 +56,39 @@ def describe(error: BaseException, address: str = "", params: Optional[host.Para
     return advice.level, re.sub(r"\s*\n+\s*", " ", advice.text)
 
 
+class _Detached(Exception):
+    """Raised on a job's worker thread to stop following it (the server keeps running it)."""
+
+
+class FollowedJob(BackgroundJob):
+    """A :class:`BackgroundJob` that can also stop following without cancelling the job (:meth:`detach`): the
+    file it was started from is closing, and the job's record in that file re-attaches to it later."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._detach = threading.Event()
+
+    def detach(self) -> None:
+        self._detach.set()
+
+    def _accepted(self, job, sink) -> None:       # the worker calls this after every event and every tick
+        if self._detach.is_set():
+            raise _Detached()
+        super()._accepted(job, sink)
+
+
 @dataclass
 class HostJob:
     key: str
     title: str
-    background: BackgroundJob
-    on_done: Callable[[JobResult], str]
+    kind: str                         # a key of LOADERS
+    load: dict                        # what LOADERS[kind] needs (JSON-like)
+    scene: str                        # the scene that holds its record
+    background: FollowedJob
     params: Optional[host.Params] = None
     started: float = field(default_factory=time.monotonic)
+    recorded: bool = False
+    shown_progress: Any = None        # the progress event whose preview is on screen
 
     @property
     def address(self) -> str:
@@ -54,32 +99,77 @@ class HostJob:
         return self.background.fraction
 
     @property
-    def message(self) -> str:
-        return "cancelling" if self.cancel_requested else self.background.message
-
-    @property
     def cancel_requested(self) -> bool:
         return self.background.cancel_requested
 
     @property
     def job_id(self) -> Optional[str]:
-        return self.background.job_id
+        return self.background.job_id or self.background.follow
+
+    @property
+    def state(self) -> str:
+        """sending, queued, running or cancelling (ended jobs are in :data:`history`)."""
+        if self.cancel_requested:
+            return "cancelling"
+        return {"connecting": "sending"}.get(self.background.state, self.background.state)
+
+    @property
+    def message(self) -> str:
+        state = self.state
+        if state == "queued":
+            ahead = self.background.queue_position
+            return f"queued, {ahead} ahead" if ahead else "queued, next"
+        return "cancelling" if state == "cancelling" else self.background.message
+
+
+@dataclass
+class Ended:
+    """A job that ended this session, for the jobs panel."""
+
+    title: str
+    state: str                # finished | failed | cancelled
+    text: str
+    job_id: Optional[str]
+    ended: float = field(default_factory=time.time)
 
 
 _jobs: dict[str, HostJob] = {}
 _ended: "queue.SimpleQueue[tuple[str, Outcome]]" = queue.SimpleQueue()   # worker threads -> main thread
 _keys = itertools.count(1)
-REPORTS: list[tuple[str, str]] = []   # (level, message), newest last: what the artist was told
+history: "collections.deque[Ended]" = collections.deque(maxlen=20)
 _progress_open = False
 
 
-def start(title: str, address: str, request, timeout: float, on_done: Callable[[JobResult], str],
-          curve_certs: tuple[str, str] = ("", ""), params: Optional[host.Params] = None) -> HostJob:
-    """Run ``request`` on a worker thread; ``on_done(result)`` runs later on the main thread."""
-    key = f"bd{next(_keys)}"
-    background = BackgroundJob(address, request, timeout=timeout, client_name=CLIENT, curve_certs=curve_certs)
-    job = _jobs[key] = HostJob(key=key, title=title, background=background, on_done=on_done, params=params)
-    background.start(on_finish=lambda outcome: _ended.put((key, outcome)))
+def start(title: str, kind: str, load: dict, request, scene_name: str,
+          params: Optional[host.Params] = None) -> HostJob:
+    """Submit ``request`` and follow it on a worker thread; its take is loaded on the main thread with
+    ``LOADERS[kind](load, result)``."""
+    prefs = preferences.get()
+    background = FollowedJob(prefs.server_address, request, timeout=prefs.connect_timeout, client_name=CLIENT,
+                             curve_certs=preferences.curve_certs(prefs))
+    return _run(HostJob(key=f"bd{next(_keys)}", title=title, kind=kind, load=load, scene=scene_name,
+                        background=background, params=params))
+
+
+def follow(job_id: str, record: dict, scene_name: str) -> HostJob:
+    """Follow a job the server already has (from a record in the file): its events from now, or its end."""
+    prefs = preferences.get()
+    background = FollowedJob(record.get("address") or prefs.server_address, None, follow=job_id,
+                             timeout=prefs.connect_timeout, client_name=CLIENT,
+                             curve_certs=preferences.curve_certs(prefs))
+    params = None
+    try:
+        params = host.Params.from_dict(dict(record["load"]["params"]))
+    except Exception:
+        pass
+    return _run(HostJob(key=f"bd{next(_keys)}", title=record.get("title", job_id), kind=record["kind"],
+                        load=_plain(record["load"]), scene=scene_name, background=background, params=params,
+                        recorded=True))
+
+
+def _run(job: HostJob) -> HostJob:
+    _jobs[job.key] = job
+    job.background.start(on_finish=lambda outcome: _ended.put((job.key, outcome)))
     if not bpy.app.timers.is_registered(_timer):
         bpy.app.timers.register(_timer, first_interval=INTERVAL, persistent=True)
     _update_ui()
@@ -100,20 +190,21 @@ def cancel(key: str | None = None) -> int:
 
 
 def pump() -> int:
-    """Finish every ended job on the main thread; returns how many jobs still run."""
+    """Bring every job's state up to date and finish the ended ones on the main thread; returns how many still
+    run. While Blender renders (the interface is locked) nothing is loaded: the next pump does it."""
+    wm = bpy.context.window_manager
+    if wm is not None and getattr(wm, "is_interface_locked", False):
+        return len(_jobs)
+    for job in list(_jobs.values()):
+        _sync(job)
     while True:
         try:
             key, outcome = _ended.get_nowait()
         except queue.Empty:
             break
         job = _jobs.pop(key, None)
-        if job is None:
-            continue                  # shut down meanwhile: nothing is loaded
-        if outcome.error is not None or outcome.result is None:
-            report(*describe(outcome.error or errors.BodyDoubleError("the job ended without a result"),
-                             job.address, job.params))
-        else:
-            _finish(job, outcome.result)
+        if job is not None:       # None: detached (file closed) or shut down meanwhile: nothing is loaded
+            _end(job, outcome)
     _update_ui()
     return len(_jobs)
 
@@ -127,16 +218,6 @@ def wait(timeout: float = 60.0, interval: float = 0.05) -> None:
         time.sleep(interval)
 
 
-def report(level: str, message: str) -> None:
-    """Show a message in Blender's report area (status bar / Info editor), from any main-thread code."""
-    REPORTS.append((level, message))
-    del REPORTS[:-50]
-    try:
-        bpy.ops.bodydouble.report(level=level, message=message)
-    except Exception:  # no operator context (e.g. during unregister): the console still has it
-        print(f"BodyDouble {level}: {message}")
-
-
 def status_line() -> str:
     if not _jobs:
         return ""
@@ -148,25 +229,198 @@ def overall_fraction() -> float:
     return sum(j.fraction for j in _jobs.values()) / len(_jobs) if _jobs else 0.0
 
 
+# -- records in the file ------------------------------------------------------------------------
+def records(scene) -> dict:
+    """The jobs a scene holds: {job id: record}, as plain dicts."""
+    value = scene.get(RECORDS) if scene is not None else None
+    return _plain(value) if value is not None else {}
+
+
+def unfollowed() -> list[tuple[str, str, dict]]:
+    """(scene name, job id, record) of every job in the file nobody follows now (after a lost connection)."""
+    followed = {j.job_id for j in _jobs.values() if j.job_id}
+    return [(scene.name, job_id, record) for scene in bpy.data.scenes
+            for job_id, record in records(scene).items() if job_id not in followed]
+
+
+def reattach() -> int:
+    """Follow every job the file holds that nobody follows; returns how many."""
+    found = unfollowed()
+    for scene_name, job_id, record in found:
+        try:
+            follow(job_id, record, scene_name)
+        except Exception as exc:    # a record from an older add-on, or damaged: say so, forget it
+            messages.post("ERROR", f"BodyDouble: job {job_id} in this file cannot be followed "
+                                   f"({type(exc).__name__}: {exc}); its record was removed")
+            _forget(scene_name, job_id)
+    if found:
+        messages.post("INFO", f"BodyDouble: following {len(found)} job(s) of this file again")
+    return len(found)
+
+
+def _remember(job: HostJob) -> None:
+    scene = bpy.data.scenes.get(job.scene)
+    if scene is None:
+        return
+    held = records(scene)
+    held[job.job_id] = {"title": job.title, "kind": job.kind, "load": job.load, "address": job.address,
+                        "submitted": time.time()}
+    scene[RECORDS] = held
+    job.recorded = True
+
+
+def _forget(scene_name: str, job_id: Optional[str]) -> None:
+    scene = bpy.data.scenes.get(scene_name)
+    if scene is None or job_id is None:
+        return
+    held = records(scene)
+    if held.pop(job_id, None) is not None:
+        scene[RECORDS] = held
+
+
+def _plain(value):
+    """ID properties (and anything in them) as plain dicts and lists."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "to_list"):
+        return value.to_list()
+    return value
+
+
+@persistent
+def on_load_pre(*_args) -> None:
+    """File > Open (or New, Revert): stop following every job, so nothing of the closed file's jobs is written
+    into the file being opened. Accepted jobs keep running on the server (their records are in the closed file,
+    if it was saved); jobs the server has not accepted yet are cancelled."""
+    left = []
+    for job in _jobs.values():
+        if job.job_id:
+            job.background.detach()
+            left.append(job)
+        else:
+            job.background.cancel()
+    dropped = len(_jobs)
+    _jobs.clear()
+    previews.clear_live()
+    if left:
+        messages.post("WARNING", f"BodyDouble: the file closed with {len(left)} job(s) running; they go on on the "
+                                 f"server ({', '.join(j.job_id for j in left)}): open the file again (saved after "
+                                 "they started) to load their takes")
+    elif dropped:
+        messages.post("WARNING", f"BodyDouble: the file closed before the server took {dropped} job(s): cancelled")
+
+
+@persistent
+def on_load_post(*_args) -> None:
+    """A file was opened: follow the jobs it holds again (and load the takes of those that finished)."""
+    reattach()
+
+
+# -- internals --------------------------------------------------------------------------------
+def _sync(job: HostJob) -> None:
+    if job.job_id and not job.recorded:
+        _remember(job)
+    progress = job.background.preview             # the latest event that carried a picture
+    if progress is not None and progress is not job.shown_progress:
+        job.shown_progress = progress
+        try:
+            previews.show_live(job.title, progress.preview)
+        except (ValueError, RuntimeError) as exc:
+            print(f"BodyDouble: preview of {job.title} not shown: {exc}")
+
+
+def _end(job: HostJob, outcome: Outcome) -> None:
+    job_id = outcome.job_id or job.job_id
+    error, result = outcome.error, outcome.result
+    if previews.live_title == job.title:
+        previews.clear_live()
+    if error is not None and isinstance(error, errors.ServerUnavailable) and job_id and not job.cancel_requested:
+        # Lost the server: the job may well go on there. Keep its record; Re-attach follows it again.
+        level, text = describe(error, job.address, job.params)
+        _ended_as(job, job_id, "lost", messages.post(
+            "WARNING", f"{text} Job {job_id} is kept in the file: Re-attach in the BodyDouble panel once the "
+                       "server answers."))
+        return
+    _forget(job.scene, job_id)
+    if result is not None and job.cancel_requested:
+        _ended_as(job, job_id, "cancelled", messages.post(
+            "WARNING", f"BodyDouble job cancelled; take {result.take:03d} finished anyway and was not loaded "
+                       f"({result.take_dir})."))
+    elif error is not None or result is None:
+        level, text = describe(error or errors.BodyDoubleError("the job ended without a result"), job.address,
+                               job.params)
+        state = "cancelled" if isinstance(error, errors.JobCancelled) else "failed"
+        _ended_as(job, job_id, state, messages.post(level, text))
+    else:
+        _load(job, job_id, result)
+
+
+def _load(job: HostJob, job_id: Optional[str], result: JobResult) -> None:
+    holder = find_take(result.job)
+    if holder is not None:
+        _ended_as(job, job_id, "finished", messages.post(
+            "INFO", f"BodyDouble: take {result.take:03d} of {job.title} is already loaded as '{holder.name}'"))
+        return
+    try:
+        text = LOADERS[job.kind](job.load, result)
+    except Exception as exc:  # loading failed: say so, never leave the UI in a half state
+        _ended_as(job, job_id, "failed", messages.post(
+            "ERROR", f"BodyDouble: the take at {result.take_dir} could not be loaded: {type(exc).__name__}: {exc}"))
+        return
+    _undo_step(f"BodyDouble: load take {result.take:03d}")
+    _ended_as(job, job_id, "finished", messages.post("INFO", text))
+
+
+def _undo_step(name: str) -> None:
+    """An undo step for what a timer changed: without it the artist's next Ctrl+Z restores a state from before the
+    change and drops it. ``ed.undo_push`` needs a window in the context, which timers lack."""
+    wm = bpy.context.window_manager
+    window = bpy.context.window or (wm.windows[0] if wm is not None and wm.windows else None)
+    try:
+        if window is None:
+            raise RuntimeError("no window")
+        with bpy.context.temp_override(window=window):
+            bpy.ops.ed.undo_push(message=name)
+    except RuntimeError as exc:
+        print(f"BodyDouble: no undo step for '{name}' ({exc})")
+
+
+def _ended_as(job: HostJob, job_id: Optional[str], state: str, message: messages.Message) -> None:
+    history.append(Ended(title=job.title, state=state, text=message.text, job_id=job_id))
+
+
+def find_take(job_id: Optional[str]):
+    """The node or strip already holding the take of ``job_id`` (any tree, any scene), or None."""
+    if not job_id:
+        return None
+    for holder in all_takes():
+        if holder.get(nodes.PROP, {}).get("job") == job_id:
+            return holder
+    return None
+
+
+def all_takes() -> list:
+    """Every take node and take strip in the file."""
+    trees = list(bpy.data.node_groups)
+    trees += [s.node_tree for s in bpy.data.scenes if getattr(s, "node_tree", None) is not None]
+    found = [n for t in trees if t.bl_idname == "CompositorNodeTree" for n in t.nodes if nodes.PROP in n]
+    for scene in bpy.data.scenes:
+        if scene.sequence_editor is not None:
+            found += [s for s in strips.all_strips(scene.sequence_editor) if strips.PROP in s]
+    return found
+
+
 def shutdown() -> None:
-    """Unregister: stop the timer, cancel what runs (nothing will be loaded)."""
-    cancel()
+    """Unregister: stop the timer and stop following (accepted jobs go on on the server and stay in the file)."""
+    for job in _jobs.values():
+        if job.job_id:
+            job.background.detach()
+        else:
+            job.background.cancel()
     _jobs.clear()
     if bpy.app.timers.is_registered(_timer):
         bpy.app.timers.unregister(_timer)
     _update_ui()
-
-
-# -- internals --------------------------------------------------------------------------------
-def _finish(job: HostJob, result: JobResult) -> None:
-    if job.cancel_requested:
-        report("WARNING", f"BodyDouble job cancelled; take {result.take:03d} finished anyway and was not "
-                          f"loaded ({result.take_dir}).")
-        return
-    try:
-        report("INFO", job.on_done(result))
-    except Exception as exc:  # loading failed: say so, never leave the UI in a half state
-        report("ERROR", f"BodyDouble: the take at {result.take_dir} could not be loaded: {type(exc).__name__}: {exc}")
 
 
 def _timer():
@@ -175,9 +429,10 @@ def _timer():
 
 
 def _update_ui() -> None:
+    """The window manager's progress (the cursor's), and a redraw of what shows jobs. Nothing is pushed into the
+    status bar: its BodyDouble part (menus.draw_status) reads the jobs when it draws, so it cannot go stale."""
     global _progress_open
     wm = bpy.context.window_manager
-    text = status_line()
     try:
         if _jobs and not _progress_open:
             wm.progress_begin(0, 100)
@@ -190,15 +445,4 @@ def _update_ui() -> None:
                 _progress_open = False
     except Exception:
         pass
-    workspace = getattr(bpy.context, "workspace", None)
-    if workspace is not None and bpy.context.window is not None:
-        try:
-            workspace.status_text_set(text or None)
-        except Exception:
-            pass
-    if wm is not None:
-        for window in wm.windows:
-            screen = window.screen
-            for area in (screen.areas if screen else ()):
-                if area.type in ("NODE_EDITOR", "SEQUENCE_EDITOR", "STATUSBAR"):
-                    area.tag_redraw()
+    messages.redraw()

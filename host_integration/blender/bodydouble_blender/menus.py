@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import compositor, jobs, nodes, strips
+from . import compositor, jobs, messages, nodes, strips
 
 
 class NODE_MT_bodydouble(bpy.types.Menu):
@@ -54,17 +54,21 @@ def draw_sequencer_context_menu(self, context):
 
 
 def draw_status(self, context):
-    """Appended to the status bar: progress of running jobs and a cancel button."""
+    """Appended to the status bar: running jobs' progress with a cancel button, else the newest message for a
+    while ("take loaded", "job failed"). Read when the bar draws, so it is never stale."""
     running = jobs.running()
-    if not running:
-        return
     row = self.layout.row(align=True)
-    text = jobs.status_line().removeprefix("BodyDouble  ")
-    if hasattr(row, "progress"):
-        row.progress(factor=jobs.overall_fraction(), type="BAR", text=f"BodyDouble: {text}")
-    else:
-        row.label(text=f"BodyDouble: {text}")
-    row.operator("bodydouble.cancel", text="", icon="CANCEL")
+    if running:
+        text = jobs.status_line().removeprefix("BodyDouble  ")
+        if hasattr(row, "progress"):
+            row.progress(factor=jobs.overall_fraction(), type="BAR", text=f"BodyDouble: {text}")
+        else:
+            row.label(text=f"BodyDouble: {text}")
+        row.operator("bodydouble.cancel", text="", icon="CANCEL")
+        return
+    message = messages.latest()
+    if message is not None:
+        row.label(text=message.text, icon=message.icon)
 
 
 _APPENDS = (

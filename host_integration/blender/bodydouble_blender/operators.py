@@ -1,4 +1,5 @@
-"""Operators (``bpy.ops.bodydouble.*``): fill, regenerate/new seed, extend, cancel, refresh, report."""
+"""Operators (``bpy.ops.bodydouble.*``): fill, regenerate/new seed, extend, cancel, re-attach, show take,
+refresh, report."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 from bodydouble import errors, host
 from bodydouble.jobspec import MODEL_KINDS
 
-from . import adapters, compositor, jobs, nodes, preferences, strips
+from . import adapters, compositor, jobs, messages, nodes, preferences, strips
 
 # Keys of a take node's parameters that describe the take, not the request.
 _TAKE_KEYS = ("take", "take_dir", "pattern", "take_first", "take_last", "job")
@@ -62,17 +63,16 @@ def start_fill(op, context, params: host.Params, extras: dict, tree, source_name
                note: str = "") -> set[str]:
     """Send a fill job (Fill, Regenerate) and return the operator's result; the take node it loads stores
     ``params`` and the Blender ``extras`` (what Regenerate runs again)."""
-    prefs = preferences.get(context)
     try:
         request = params.request()
     except ValueError as exc:
         op.report({"ERROR"}, f"BodyDouble: {exc}")
         return {"CANCELLED"}
     stored = {**params.to_dict(), **extras}
-    tree_ref = compositor.tree_ref(tree, context.scene)
-    job = jobs.start(f"Fill {params.adapter} {params.first}-{params.last}", prefs.server_address, request,
-                     prefs.connect_timeout, lambda result: nodes.load_take(tree_ref, source_name, stored, result, wire),
-                     preferences.curve_certs(prefs), params)
+    load = {"tree": list(compositor.tree_ref(tree, context.scene)), "source": source_name, "params": stored,
+            "wire": wire}
+    job = jobs.start(f"Fill {params.adapter} {params.first}-{params.last}", "fill", load, request,
+                     context.scene.name, params)
     op.report({"INFO"}, f"BodyDouble: {job.title} (seed {params.seed}) started{note}")
     return {"FINISHED"}
 
@@ -301,21 +301,19 @@ class BODYDOUBLE_OT_extend(_GenerationProps, bpy.types.Operator):
             return {"CANCELLED"}
         stored = {**params.to_dict(), "source_strip": strip.name, **scene_view(scene)}
         title = f"Extend {strip.name} +{self.count}"
-        scene_name, strip_name = scene.name, strip.name
-        jobs.start(title, prefs.server_address, request, prefs.connect_timeout,
-                   lambda result: strips.load_extension(scene_name, strip_name, stored, result),
-                   preferences.curve_certs(prefs), params)
+        load = {"scene": scene.name, "strip": strip.name, "params": stored}
+        jobs.start(title, "extend", load, request, scene.name, params)
         self.report({"INFO"}, f"BodyDouble: {title} started")
         return {"FINISHED"}
 
 
 class BODYDOUBLE_OT_cancel(bpy.types.Operator):
-    """Cancel running BodyDouble jobs (nothing of a cancelled job is loaded)"""
+    """Cancel a running BodyDouble job, or all of them (nothing of a cancelled job is loaded)"""
 
     bl_idname = "bodydouble.cancel"
     bl_label = "Cancel BodyDouble Job"
 
-    job: StringProperty(name="Job", description="Job key; empty: all")
+    job: StringProperty(name="Job", description="Job key (the jobs panel's); empty: all")
 
     @classmethod
     def poll(cls, context):
@@ -323,7 +321,52 @@ class BODYDOUBLE_OT_cancel(bpy.types.Operator):
 
     def execute(self, context):
         count = jobs.cancel(self.job or None)
+        if not count:
+            self.report({"WARNING"}, "BodyDouble: that job is not running any more")
+            return {"CANCELLED"}
         self.report({"INFO"}, f"BodyDouble: cancelling {count} job(s)")
+        return {"FINISHED"}
+
+
+class BODYDOUBLE_OT_reattach(bpy.types.Operator):
+    """Follow this file's jobs again (after the server was unreachable): load the takes of those that finished"""
+
+    bl_idname = "bodydouble.reattach"
+    bl_label = "Re-attach Jobs"
+
+    def execute(self, context):
+        if not jobs.unfollowed():
+            self.report({"INFO"}, "BodyDouble: every job of this file is followed")
+            return {"CANCELLED"}
+        jobs.reattach()
+        return {"FINISHED"}
+
+
+class BODYDOUBLE_OT_show_take(bpy.types.Operator):
+    """Select this take's node (compositor) or strip (sequencer) and make it active"""
+
+    bl_idname = "bodydouble.show_take"
+    bl_label = "Show Take"
+    bl_options = {"REGISTER", "UNDO"}
+
+    name: StringProperty(name="Node or strip")
+
+    def execute(self, context):
+        tree = compositor.tree_from_context(context)
+        if tree is not None and self.name in tree.nodes:
+            for node in tree.nodes:
+                node.select = node.name == self.name
+            tree.nodes.active = tree.nodes[self.name]
+            return {"FINISHED"}
+        scene = strips.sequencer_scene(context)
+        sed = scene.sequence_editor if scene is not None else None
+        strip = strips.all_strips(sed).get(self.name) if sed is not None else None
+        if strip is None:
+            self.report({"WARNING"}, f"BodyDouble: '{self.name}' is not here any more")
+            return {"CANCELLED"}
+        for other in strips.all_strips(sed):
+            other.select = other == strip
+        sed.active_strip = strip
         return {"FINISHED"}
 
 
@@ -347,7 +390,7 @@ class BODYDOUBLE_OT_refresh_adapters(bpy.types.Operator):
 
 
 class BODYDOUBLE_OT_report(bpy.types.Operator):
-    """Show a message from a background job in the report area"""
+    """Show a BodyDouble message in the status bar and the Info editor"""
 
     bl_idname = "bodydouble.report"
     bl_label = "BodyDouble Report"
@@ -356,11 +399,23 @@ class BODYDOUBLE_OT_report(bpy.types.Operator):
     level: StringProperty(default="INFO")
     message: StringProperty(default="")
 
+    # Reports made in ``modal`` belong to the window manager (status bar, Info editor); those of an operator
+    # called from Python stay with the call. A timer event makes ``modal`` run at once, not at the next mouse move.
+    def invoke(self, context, event):
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.01, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        context.window_manager.event_timer_remove(self._timer)
+        self.report({self.level if self.level in messages.LEVELS else "INFO"}, self.message)
+        return {"FINISHED"}
+
     def execute(self, context):
-        level = self.level if self.level in {"INFO", "WARNING", "ERROR"} else "INFO"
-        self.report({level}, self.message)
+        self.report({self.level if self.level in messages.LEVELS else "INFO"}, self.message)
         return {"FINISHED"}
 
 
 classes = (BODYDOUBLE_OT_fill, BODYDOUBLE_OT_regenerate, BODYDOUBLE_OT_extend, BODYDOUBLE_OT_cancel,
-           BODYDOUBLE_OT_refresh_adapters, BODYDOUBLE_OT_report)
+           BODYDOUBLE_OT_reattach, BODYDOUBLE_OT_show_take, BODYDOUBLE_OT_refresh_adapters, BODYDOUBLE_OT_report)

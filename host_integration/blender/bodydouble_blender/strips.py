@@ -22,6 +22,11 @@ def _strips(sed):
     return sed.strips if hasattr(sed, "strips") else sed.sequences  # 4.4+ renamed sequences -> strips
 
 
+def all_strips(sed):
+    """Every strip of a sequencer, inside meta strips too."""
+    return sed.strips_all if hasattr(sed, "strips_all") else sed.sequences_all
+
+
 def image_strip(scene, name: str = ""):
     sed = scene.sequence_editor if scene is not None else None
     if sed is None:
