@@ -106,6 +106,42 @@ def test_resize_is_not_another_filter():
     assert row.min() < -0.01 and np.isclose(row.sum(), 0.5, atol=1e-5)     # negative lobes, energy / 2
 
 
+# -- colour: the baked view for the model's context ----------------------------------------------------------
+def _plate_like(rng, count: int) -> np.ndarray:
+    luminance = np.exp(rng.normal(-1.5, 1.5, (count, 1)))           # deep shadows to overbrights (~100)
+    values = (luminance * rng.uniform(0.3, 1.3, (count, 3))).astype(np.float32)
+    values[: count // 100] -= 0.05                                  # ACEScg negatives
+    return values
+
+
+@pytest.mark.parametrize("space", ["ACEScg", "Linear Rec.709"])
+def test_baked_view_matches_ocio_within_its_tolerance(space):
+    from bodydouble_server.imaging import colour
+
+    transform = colour.ColourTransform(space)
+    values = _plate_like(np.random.default_rng(16), 100_000)
+    values[:3] = [[1000.0, 2.0, 1.0], [-1.0, 0.5, 0.5], [np.nan, 0.5, np.inf]]    # outside the LUT; NaN/Inf
+    error = np.abs(colour.baked_view(transform).view(values.copy()) - transform._view(values.copy()))
+    tolerance = colour.LUT_TOLERANCE
+    assert error[:2].max() == 0.0                                      # outside its range: OCIO's own values
+    assert error.mean() <= tolerance["mean"] and np.quantile(error, 0.999) <= tolerance["p999"]
+    assert error.max() <= tolerance["max"], float(error.max())
+
+
+def test_only_the_context_goes_through_the_baked_view():
+    from bodydouble_server.imaging import colour
+
+    transform = colour.ColourTransform("ACEScg")
+    crop = _plate_like(np.random.default_rng(3), 120 * 160).reshape(120, 160, 3).astype(np.float16)
+    exact = np.zeros((120, 160), bool)
+    exact[30:90, 40:120] = True
+    plain, shown = transform.encode(crop, 16.0)
+    mixed, hybrid = transform.encode(crop, 16.0, exact=exact)
+    assert np.array_equal(hybrid[exact], mixed.to_model(crop[exact]))  # what can reach the take: OCIO's bits
+    assert (mixed.ceiling, mixed.knee) == (plain.ceiling, plain.knee)  # the ceiling: every plate value
+    assert 0 < np.abs(hybrid - shown).max() <= colour.LUT_TOLERANCE["max"]
+
+
 # -- the pipeline through the real server ----------------------------------------------------------------------
 def test_each_frame_is_its_own_plates_fill_and_equals_the_serial_path(shot):
     from bodydouble_server.imaging import frames as frame_io

@@ -160,7 +160,10 @@ class _Prepared:
 def prepare_frame(model, req: FillRequest, colour: ColourTransform, plate: frame_io.Frame, mask: np.ndarray, *,
                   item=None, mask_repaired: int = 0) -> _Prepared:
     """Crop to the mask's box plus context, the crop's model encoding, both resized to the model's size.
-    Colour runs on the crop only, never on the whole frame."""
+
+    Colour runs on the crop only, never on the whole frame; and through OCIO only where a pixel can reach the
+    take (the mask's box, grown by the reach of the two resizes): the context around it, which only the model
+    sees, goes through the baked view (imaging/colour.py, BakedView and its tolerance)."""
     height, width = plate.shape
     box = regions.context_box(regions.mask_box(mask), height, width, req.context)
     gen_h, gen_w = regions.model_size(box, plate.pixel_aspect, model.resolution, model.family.multiple)
@@ -169,12 +172,24 @@ def prepare_frame(model, req: FillRequest, colour: ColourTransform, plate: frame
     crop_mask = mask[ys, xs]
     broken = ~np.isfinite(crop_rgb).all(axis=2)
     # The crop's own encoding: the request's ceiling, raised to the crop's brightest value (imaging/colour.py).
-    encoding, shown = colour.encode(crop_rgb, req.highlight_ceiling)
+    encoding, shown = colour.encode(crop_rgb, req.highlight_ceiling, exact=_reach(crop_mask, gen_h, gen_w))
     del crop_rgb
     model_rgb = common.model_input(shown, gen_h, gen_w)
     del shown
     model_mask = (regions.resize(crop_mask, gen_h, gen_w) > 0.01).astype(np.float32)
     return _Prepared(item, plate, mask_repaired, box, crop_mask, broken, encoding, model_rgb, model_mask)
+
+
+def _reach(crop_mask: np.ndarray, gen_h: int, gen_w: int) -> np.ndarray:
+    """The crop's pixels that can reach the take: the mask's box grown by how far the way to the model and back
+    spreads a pixel (the resize filters' radii: lanczos3 3 output pixels down, blackman-harris 1.5 source
+    pixels up, in crop pixels), plus two."""
+    height, width = crop_mask.shape
+    inner = regions.mask_box(crop_mask)
+    grow = int(np.ceil(4.5 * max(1.0, height / gen_h, width / gen_w))) + 2
+    exact = np.zeros((height, width), bool)
+    exact[max(0, inner.y0 - grow):inner.y1 + grow, max(0, inner.x0 - grow):inner.x1 + grow] = True
+    return exact
 
 
 def generate(pipe, req: FillRequest, group: list[_Prepared], on_step) -> list[np.ndarray]:
