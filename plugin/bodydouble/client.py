@@ -33,8 +33,9 @@ class Progress:
     step: int | None = None
     steps: int | None = None
     raw: dict = field(default_factory=dict)
-    # A live preview (docs/protocol.md, "Live previews"): (H, W, 3) uint8 RGB, display-referred, top row first;
-    # None on most events (the server sends one at most every PreviewOptions.every_ms).
+    # A live preview (docs/protocol.md, "Live previews"): (H, W, 3) uint8 RGB, display-referred, top row first,
+    # read-only (it wraps the received bytes: copy it to change it); None on most events (the server sends one at
+    # most every PreviewOptions.every_ms).
     preview: np.ndarray | None = None
 
 
