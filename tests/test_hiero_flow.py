@@ -230,7 +230,9 @@ def test_right_click_extend_puts_the_take_on_a_new_track_after_the_shot(on_video
     assert form.fields["adapter"][2] == ["hero", "villain"], "only adapters ready for the server's model"
     _wait_idle(nuke)
     assert nuke._messages == []
-    assert main_calls == [("bodydouble-hiero-wait", "_finish")], "the worker hands over through the main thread only"
+    assert main_calls == [("bodydouble-hiero-wait", "_accepted"), ("bodydouble-hiero-wait", "_finish")], \
+        "the worker hands over through the main thread only"
+    assert item.tags() == (), "the job's tag on the shot goes when the job ends"
 
     # the original track is untouched; the take is on a new track right after the shot
     assert [(i.name(), i.timelineIn(), i.timelineOut(), i.sourceIn(), i.sourceOut()) for i in track.items()] == before
@@ -279,6 +281,33 @@ def test_right_click_extend_puts_the_take_on_a_new_track_after_the_shot(on_video
     assert request["count"] == 3 and request["fps"] == 24.0 and request["colorspace"] == "ACEScg"
     task = nuke._progress_tasks[-1]
     assert shot in task.title and task.progress
+
+
+def test_a_reopened_project_places_the_take_of_a_job_sent_before(on_video_server, studio_app, plate, monkeypatch):
+    """The job id rides on the shot as a tag (saved with the project); a project opened again follows the job and
+    places its take after the shot."""
+    from bodydouble_nuke import hiero_api
+
+    nuke, hiero = studio_app
+    kept: list = []
+    keep = hiero_api.keep_job
+    monkeypatch.setattr(hiero_api, "keep_job", lambda item, values: (kept.append(dict(values)), keep(item, values)))
+    _, _, _, item = _edit(hiero, plate)
+    _extend_form(nuke)
+    hiero._right_click(item.parent().parent(), item)._find(EXTEND).trigger()
+    _wait_idle(nuke)
+    assert kept and kept[0]["job"].startswith("job-") and item.tags() == ()
+    made = item.parent().parent().videoTracks()[-1].items()[0].source().mediaSource().fileinfos()[0].filename()
+    # The project as saved while the job ran, opened again after it finished.
+    _, sequence, _, again = _edit(hiero, plate, shot=item.name())
+    keep(again, kept[0])
+    assert [t.name() for t in again.tags()] == ["BodyDouble job"]
+    hiero.core.events._send("kAfterProjectLoad", None)
+    _wait_idle(nuke)
+    assert nuke._messages == [] and again.tags() == ()
+    (placed,) = sequence.videoTracks()[-1].items()
+    assert placed.source().mediaSource().fileinfos()[0].filename() == made
+    assert placed.timelineIn() == again.timelineOut() + 1
 
 
 def test_a_second_take_keeps_the_first_in_the_bin_and_on_its_track(on_video_server, studio_app, plate):
@@ -449,7 +478,7 @@ def test_extend_through_a_stand_in_server_lands_after_the_shot(studio_app, plate
     _extend_form(nuke, frames="5")
     hiero._right_click(sequence, item)._find(EXTEND).trigger()
     _wait_idle(nuke, timeout=60)
-    assert nuke._messages == [] and calls == [("bodydouble-hiero-wait", "_finish")]
+    assert nuke._messages == [] and calls == [("bodydouble-hiero-wait", "_accepted"), ("bodydouble-hiero-wait", "_finish")]
     (sent,) = stand_in_extend
     assert [f["frame"] for f in sent["frames"]] == list(range(CUT[0], CUT[1] + 1))
     assert sent["frames"][-1]["plate"]["path"] == expand_pattern(plate, CUT[1])

@@ -346,7 +346,7 @@ def _complete(running: Running, outcome: Outcome) -> Optional[host.TakeRecord]:
         report(outcome.error, address, running.params)
         return None
     if getattr(outcome.error, "code", "") == errors.UNKNOWN_JOB and running.job.follow:
-        found = _take_left_on_disk(address, running.params, running.job.follow)
+        found = take_left_on_disk(address, running.params, running.job.follow)
         if found is not None:        # the server restarted after finishing it: the take is on disk, complete
             outcome = Outcome(result=found, job_id=running.job.follow)
     bd_node.clear_pending(group)
@@ -369,7 +369,7 @@ def _complete(running: Running, outcome: Outcome) -> Optional[host.TakeRecord]:
     return record
 
 
-def _take_left_on_disk(address: str, params: host.Params, job_id: str) -> Optional[host.JobResult]:
+def take_left_on_disk(address: str, params: host.Params, job_id: str) -> Optional[host.JobResult]:
     """The complete take of a job the server forgot, where the server writes the node's takes (output_dir, else
     <output root>/<shot>); None when it is not there or this machine cannot see it."""
     shot_dir = params.output_dir

@@ -33,6 +33,8 @@ TrackItem = Any      # hiero.core.TrackItem (no stubs: opaque handles)
 Menu = Any           # the QMenu Hiero passes in the context-menu event
 
 CONTEXT_MENU = "kShowContextMenu/kTimeline"
+PROJECT_LOADED = "kAfterProjectLoad"
+JOB_TAG = "BodyDouble job"      # on a shot whose extension is being made: the job to re-attach to
 
 # call -> the parameters Foundry documents (``self`` left out). Qt calls on the event's QMenu are
 # listed apart: they are PySide's, not Hiero's.
@@ -54,6 +56,8 @@ DOCUMENTED: dict[str, str] = {
     "core.TrackItem.sourceMediaColourTransform": "()",
     "core.TrackItem.parent": "()",
     "core.TrackItem.addTag": "(tag)",
+    "core.TrackItem.tags": "()",
+    "core.TrackItem.removeTag": "(tag)",
     "core.Clip": "(mediaSource, first, last)",
     "core.Clip.mediaSource": "()",
     "core.Clip.timecodeStart": "()",
@@ -86,6 +90,12 @@ DOCUMENTED: dict[str, str] = {
     "core.Tag": "(name)",
     "core.Tag.setNote": "(note)",
     "core.Tag.metadata": "()",
+    "core.Tag.name": "()",
+    "core.projects": "()",
+    "core.Project.sequences": "()",
+    "core.Sequence.videoTracks": "()",
+    "core.VideoTrack.items": "()",
+    "core.DataCollection.dict": "()",
     "core.DataCollection.setValue": "(key, value)",
 }
 QT_CALLS: dict[str, str] = {          # PySide2/6 QMenu/QAction, as Hiero's event.menu hands them over
@@ -220,6 +230,51 @@ def _tag(take: Placement) -> Any:
     for key, value in take.metadata.items():
         data.setValue(f"tag.{key}", value)   # Hiero shows 'tag.' keys in the tag's panel
     return tag
+
+
+# -- the job a shot waits for, kept in the project ---------------------------------------------
+def keep_job(item: TrackItem, values: dict[str, str]) -> None:
+    """Tag ``item`` with the job its extension waits for (saved with the project); replaces an older one."""
+    forget_job(item)
+    tag = hiero.core.Tag(JOB_TAG)
+    tag.setNote("BodyDouble is making this shot's extension; it re-attaches when the project opens.")
+    data = tag.metadata()
+    for key, value in values.items():
+        data.setValue(f"tag.{key}", value)
+    item.addTag(tag)
+
+
+def kept_job(item: TrackItem) -> dict[str, str] | None:
+    for tag in item.tags():
+        if tag.name() == JOB_TAG:
+            return {k[len("tag."):]: v for k, v in tag.metadata().dict().items() if k.startswith("tag.")}
+    return None
+
+
+def forget_job(item: TrackItem) -> None:
+    for tag in list(item.tags()):
+        if tag.name() == JOB_TAG:
+            item.removeTag(tag)
+
+
+def items_with_jobs() -> list[TrackItem]:
+    """Every track item of the open projects that waits for a job."""
+    return [item for project in hiero.core.projects() for sequence in project.sequences()
+            for track in sequence.videoTracks() for item in track.items() if kept_job(item) is not None]
+
+
+def on_project_load(call: Callable[[], None]) -> Callable[[Any], None]:
+    """``call()`` after each project opens; returns the registered handler."""
+
+    def handler(event: Any) -> None:
+        call()
+
+    hiero.core.events.registerInterest(PROJECT_LOADED, handler)
+    return handler
+
+
+def forget_project_load(handler: Callable[[Any], None]) -> None:
+    hiero.core.events.unregisterInterest(PROJECT_LOADED, handler)
 
 
 # -- threads ---------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ The job logic is ``bodydouble.host``'s, shared with the Node Graph; every ``hier
 """
 from __future__ import annotations
 
+import json
 import random
 import re
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional
 
 from bodydouble import errors, frames, host
@@ -55,17 +56,21 @@ class Running:
 
 _running: dict[str, Running] = {}      # shot key -> job in flight (main thread only)
 _handler: list[Any] = []               # the registered context-menu handler (install once)
+_loaded: list[Any] = []                # the registered project-load handler
 
 
 def install() -> None:
-    """Register for the timeline's right-click menu (once per session)."""
+    """Register for the timeline's right-click menu and for projects opening (once per session)."""
     if not _handler:
         _handler.append(hapi.on_timeline_menu(build_menu))
+        _loaded.append(hapi.on_project_load(reattach_all))
 
 
 def uninstall() -> None:
     while _handler:
         hapi.forget_timeline_menu(_handler.pop())
+    while _loaded:
+        hapi.forget_project_load(_loaded.pop())
 
 
 def build_menu(menu: hapi.Menu, items: list[hapi.TrackItem]) -> None:
@@ -142,11 +147,40 @@ def extend_command(item: hapi.TrackItem) -> Optional[Running]:
     except (errors.BodyDoubleError, ValueError) as exc:
         report(errors.BodyDoubleError(str(exc), code="bad_request"), address, params)
         return None
+    return _follow(item, shot, params, address, request=request)
+
+
+def _follow(item: hapi.TrackItem, shot: Shot, params: host.Params, address: str, request: Any = None,
+            job_id: Optional[str] = None) -> Running:
+    """Main thread: follow the shot's job on a worker thread, submitting ``request`` or re-attaching to ``job_id``."""
     title = f"BodyDouble Extend shot · {shot.name} · {params.adapter}"
-    job = BackgroundJob(address, request, client_name="bodydouble-hiero", sink=lambda: api.Progress(title))
+    job = BackgroundJob(address, request, client_name="bodydouble-hiero", sink=lambda: api.Progress(title),
+                        follow=job_id, on_accepted=lambda jid: hapi.run_in_main_thread(_accepted, running, jid))
     running = _running[shot.name] = Running(item, shot, params, job)
     job.start(on_finish=lambda outcome: hapi.run_in_main_thread(_finish, running, outcome))
     return running
+
+
+def _accepted(running: Running, job_id: str) -> None:
+    """Main thread: the job id on the shot, in a tag saved with the project (re-attach reads it)."""
+    if running.job.outcome is None:
+        hapi.keep_job(running.item, {"job": job_id, "address": running.job.address,
+                                     "params": json.dumps(running.params.to_dict()),
+                                     "shot": json.dumps(asdict(running.shot))})
+
+
+def reattach_all() -> None:
+    """Every shot of the open projects tagged with a job: follow it (its take lands after the shot when done)."""
+    for item in hapi.items_with_jobs():
+        kept = hapi.kept_job(item) or {}
+        try:
+            shot = Shot(**json.loads(kept["shot"]))
+            params = host.Params.from_dict(json.loads(kept["params"]))
+        except (KeyError, TypeError, ValueError):
+            hapi.forget_job(item)              # not ours to read: never fail a project load on it
+            continue
+        if shot.name not in _running:
+            _follow(item, shot, params, kept.get("address") or settings.address(), job_id=kept["job"])
 
 
 def ask_params(shot: Shot, adapters: list[str]) -> Optional[host.Params]:
@@ -183,6 +217,12 @@ def _finish(running: Running, outcome: Outcome) -> None:
     _running.pop(running.shot.name, None)
     address = running.job.address
     key = f"{commands.TIMELINE}{running.shot.name}"
+    if getattr(outcome.error, "code", "") == errors.UNKNOWN_JOB and running.job.follow:
+        found = commands.take_left_on_disk(address, running.params, running.job.follow)
+        if found is not None:            # the server restarted after finishing it: the take is on disk
+            outcome = Outcome(result=found, job_id=running.job.follow)
+    if not isinstance(outcome.error, errors.ServerUnavailable):
+        hapi.forget_job(running.item)    # a server that stopped answering: the tag stays, to re-attach later
     if outcome.error is not None or outcome.result is None:
         state = "cancelled" if isinstance(outcome.error, errors.JobCancelled) else "failed"
         commands.remember(commands.Ended(key, outcome.job_id or "", state, str(outcome.error).splitlines()[0][:200]))

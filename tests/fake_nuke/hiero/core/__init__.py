@@ -95,6 +95,13 @@ class _Tagged:
     def tags(self) -> tuple:
         return tuple(self._tags)
 
+    def removeTag(self, tag: Tag) -> None:
+        _main("removeTag")
+        if tag not in self._tags:
+            raise ValueError("this Tag is not on this item")
+        self._tags.remove(tag)
+        tag._owner = None
+
 
 # -- media -----------------------------------------------------------------------------------------
 class MediaFileInfo:
@@ -258,8 +265,17 @@ class Bin(_Named):
         return tuple(i for i in self._items if isinstance(i, BinItem) and isinstance(i._item, Clip))
 
 
+_projects: list["Project"] = []
+
+
+def projects() -> tuple:
+    """The open projects."""
+    return tuple(_projects)
+
+
 class Project(_Named):
     def __init__(self, name: str = "Untitled") -> None:
+        _projects.append(self)
         self._init_name(name)
         self._clips_bin = Bin(name)
         self._clips_bin._project = self
@@ -268,6 +284,17 @@ class Project(_Named):
 
     def clipsBin(self) -> Bin:
         return self._clips_bin
+
+    def sequences(self) -> tuple:
+        """Every sequence in the project's bins."""
+        found, bins = [], [self._clips_bin]
+        while bins:
+            for entry in bins.pop().items():
+                if isinstance(entry, Bin):
+                    bins.append(entry)
+                elif isinstance(entry.activeItem(), Sequence):
+                    found.append(entry.activeItem())
+        return tuple(found)
 
     def beginUndo(self, name: str) -> None:
         _main("Project.beginUndo")
@@ -441,4 +468,5 @@ def pluginPath() -> list[str]:
 
 def _reset() -> None:
     _plugin_paths.clear()
+    _projects.clear()
     events._reset()

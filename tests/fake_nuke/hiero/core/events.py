@@ -31,7 +31,7 @@ class _Event:
         self.type, self.subtype, self.sender, self.menu = type, subtype, sender, menu
 
 
-def _send(eventType: str, sender: Any, menu: Any) -> None:
+def _send(eventType: str, sender: Any, menu: Any = None) -> None:
     kind, _, subtype = eventType.partition("/")
     event = _Event(kind, subtype, sender, menu)
     for callback in list(_interests.get(eventType, [])):
