@@ -439,4 +439,7 @@ def jobs_command() -> Optional[str]:
             _live_jobs()[key].cancel()
     elif pressed == JOBS_REATTACH:
         reattach_all()
+        timeline = sys.modules.get(f"{__package__}.timeline")
+        if timeline is not None:             # Nuke Studio: the timeline's shots too
+            getattr(timeline, "reattach_all")()
     return pressed
