@@ -138,6 +138,7 @@ _ended: "queue.SimpleQueue[tuple[str, Outcome]]" = queue.SimpleQueue()   # worke
 _keys = itertools.count(1)
 history: "collections.deque[Ended]" = collections.deque(maxlen=20)
 _progress_open = False
+_after_load: list[tuple[str, str]] = []      # messages for the artist once the file being opened is open
 
 
 def start(title: str, kind: str, load: dict, request, scene_name: str,
@@ -302,17 +303,22 @@ def on_load_pre(*_args) -> None:
     dropped = len(_jobs)
     _jobs.clear()
     previews.clear_live()
+    # Told once the new file is open (loading a file drops the windows' modal handlers, the on-screen report).
     if left:
-        messages.post("WARNING", f"BodyDouble: the file closed with {len(left)} job(s) running; they go on on the "
-                                 f"server ({', '.join(j.job_id for j in left)}): open the file again (saved after "
-                                 "they started) to load their takes")
+        _after_load.append(("WARNING", f"BodyDouble: the file closed with {len(left)} job(s) running; they go on on "
+                                       f"the server ({', '.join(j.job_id for j in left)}): open the file again "
+                                       "(saved after they started) to load their takes"))
     elif dropped:
-        messages.post("WARNING", f"BodyDouble: the file closed before the server took {dropped} job(s): cancelled")
+        _after_load.append(("WARNING", f"BodyDouble: the file closed before the server took {dropped} job(s): "
+                                       "cancelled"))
 
 
 @persistent
 def on_load_post(*_args) -> None:
-    """A file was opened: follow the jobs it holds again (and load the takes of those that finished)."""
+    """A file was opened: say what happened to the closed file's jobs, then follow the jobs this file holds again
+    (and load the takes of those that finished)."""
+    while _after_load:
+        messages.post(*_after_load.pop(0))
     reattach()
 
 

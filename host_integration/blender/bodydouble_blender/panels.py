@@ -81,12 +81,15 @@ def sequencer_takes(context) -> list:
     return [s for s in strips.all_strips(sed) if strips.PROP in s] if sed is not None else []
 
 
-class NODE_PT_bodydouble(bpy.types.Panel):
+class _SidebarTab:
     bl_label = "BodyDouble"
-    bl_idname = "NODE_PT_bodydouble"
-    bl_space_type = "NODE_EDITOR"
     bl_region_type = "UI"
     bl_category = "BodyDouble"
+
+
+class NODE_PT_bodydouble(_SidebarTab, bpy.types.Panel):
+    bl_idname = "NODE_PT_bodydouble"
+    bl_space_type = "NODE_EDITOR"
 
     @classmethod
     def poll(cls, context):
@@ -96,12 +99,9 @@ class NODE_PT_bodydouble(bpy.types.Panel):
         draw_jobs(self.layout, compositor_takes(context))
 
 
-class SEQUENCER_PT_bodydouble(bpy.types.Panel):
-    bl_label = "BodyDouble"
+class SEQUENCER_PT_bodydouble(_SidebarTab, bpy.types.Panel):
     bl_idname = "SEQUENCER_PT_bodydouble"
     bl_space_type = "SEQUENCE_EDITOR"
-    bl_region_type = "UI"
-    bl_category = "BodyDouble"
 
     def draw(self, context):
         draw_jobs(self.layout, sequencer_takes(context))
