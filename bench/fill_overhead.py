@@ -3,6 +3,10 @@
 Everything the server adds is in the numerator: socket round trip, EXR read, OCIO both ways, crop/resize,
 feather, composite, atomic EXR write, take bookkeeping. Target: ratio <= 1.10 on the embedded model at 512^2.
 Runs both sides interleaved in one process and prints medians and their ratio.
+
+A 512^2 plate hides what a real plate costs: ``--plate 2048x1080`` fills a 2K plate through a 400x400 mask
+(the model still works at --size). One frame per job, so nothing overlaps: this is a one-frame job's cost;
+bench/shot_throughput.py measures whole shots through the frame pipeline (#16).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="generation size (square)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--plate", default="", help="WxH plate (e.g. 2048x1080) with a 400x400 mask; default: size^2")
     args = parser.parse_args()
 
     import numpy as np
@@ -35,12 +40,19 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     root = Path(tempfile.mkdtemp(prefix="bd-bench-"))
     size = args.size
-    # A plate exactly the generation size with a mask whose box + context covers it: no resize either way,
-    # so both sides run the pipeline at size x size.
-    plate = samples.plate_pixels(size, size, 1)
-    mask = np.zeros((size, size), np.float32)
-    q = size // 4
-    mask[q:-q, q:-q] = 1.0
+    if args.plate:
+        # A real plate: a 400x400 mask in the middle, its 800x800 crop generated at size x size.
+        width, height = (int(v) for v in args.plate.lower().split("x"))
+        plate = samples.plate_pixels(width, height, 1)
+        mask = np.zeros((height, width), np.float32)
+        mask[height // 2 - 200:height // 2 + 200, width // 2 - 200:width // 2 + 200] = 1.0
+    else:
+        # A plate exactly the generation size with a mask whose box + context covers it: no resize either way,
+        # so both sides run the pipeline at size x size.
+        plate = samples.plate_pixels(size, size, 1)
+        mask = np.zeros((size, size), np.float32)
+        q = size // 4
+        mask[q:-q, q:-q] = 1.0
     samples.write_exr(root / "plate.0001.exr", plate, ("R", "G", "B", "A"))
     samples.write_exr(root / "mask.0001.exr", mask[:, :, None], ("A",))
 
@@ -52,9 +64,9 @@ def main() -> None:
     pipe = server.engine.pipelines["fill"]  # the very same resident pipeline object
     request = FillRequest(frames=[FrameInput(1, ImageRef(path=str(root / "plate.0001.exr")),
                                              ImageRef(path=str(root / "mask.0001.exr")))],
-                          prompt="bench", steps=args.steps, seed=3, context=1.0)
-    image = np.clip(plate[None, :, :, :3], 0, 1)
-    model_mask = mask[None, :, :, None]
+                          prompt="bench", steps=args.steps, seed=3, context=0.5 if args.plate else 1.0)
+    image = np.full((1, size, size, 3), 0.5, np.float32)
+    model_mask = np.ones((1, size, size, 1), np.float32)
 
     def in_process() -> float:
         t = time.perf_counter()
@@ -77,7 +89,8 @@ def main() -> None:
     server.stop()
     thread.join(10)
     b, s = statistics.median(bare), statistics.median(served)
-    print(f"fill {size}x{size}, {args.steps} steps, embedded model, {args.repeats} interleaved runs")
+    print(f"fill {args.plate or f'{size}x{size}'} plate at {size}x{size}, {args.steps} steps, embedded model, "
+          f"{args.repeats} interleaved runs")
     print(f"  in-process pipeline call : {b * 1000:8.1f} ms (median)")
     print(f"  through ZeroMQ server    : {s * 1000:8.1f} ms (median)")
     print(f"  ratio server/in-process  : {s / b:.3f}   (target <= 1.10)")

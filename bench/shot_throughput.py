@@ -171,11 +171,11 @@ def main() -> None:
     print(f"\nfill, {STEPS} steps a frame, stand-in {args.step * STEPS:.2f} s a frame; {os.cpu_count()} CPUs; "
           f"ratios from this one run")
     print(f"{'shot':20} {'frames':>6} {'served s':>9} {'model s':>8} {'ratio':>6} {'crit ms/f':>9} "
-          f"{'max ms':>7} {'lead ms':>8} {'drain ms':>8} {'over ms/f':>9} {'CPU ms/f':>8}")
+          f"{'max ms':>7} {'lead ms':>8} {'drain ms':>8} {'over ms/f':>9} {'CPU ms/f':>8} {'cores':>5}")
     for r in rows:
         print(f"{r['label']:20} {r['frames']:6d} {r['served']:9.2f} {r['bare']:8.2f} {r['ratio']:6.3f} "
               f"{r['gap_ms']:9.1f} {r['gap_max_ms']:7.1f} {r['lead_ms']:8.0f} {r['drain_ms']:8.0f} "
-              f"{r['over_ms']:9.1f} {r['cpu_ms']:8.0f}")
+              f"{r['over_ms']:9.1f} {r['cpu_ms']:8.0f} {r['cpu_ms'] / (1000 * r['bare'] / r['frames']):5.2f}")
     targets = {"2K stand-in": 1.03, "4K stand-in": 1.05}
     for r in rows:
         if r["label"] in targets:
@@ -183,7 +183,9 @@ def main() -> None:
             print(f"  {r['label']}: served/stand-in {r['ratio']:.3f} (target <= {targets[r['label']]}: {met}); "
                   f"critical path {r['gap_ms']:.1f} ms/frame (target <= 60 ms at 2K)")
     print("columns: model s = the bare pipeline's time for the frames; crit = median wait of the model between two "
-          "frames' calls; over = (served - model) / frames, lead-in and drain included; CPU = all threads")
+          "frames' calls; over = (served - model) / frames, lead-in and drain included; CPU = all threads; cores = "
+          "CPU per frame / model time per frame: free cores the pipeline needs to keep the model busy")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work shares them)")
 
 
 if __name__ == "__main__":
