@@ -10,10 +10,12 @@ the adapter(s) and base model with their sha256 as ingredients, and the generati
 """
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import io
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,13 +76,29 @@ class Sealer:
             raise ProvenanceError(f"cannot sign with {files.chain} / {files.key}: {exc}") from None
         # The ingredient thumbnail would put a ~90 KB image into every 3 KB manifest.
         self._builder_context = _context({"builder": {"thumbnail": {"enabled": False}}})
+        # Take folder -> (frame path, its sha256, proxy PNG) of the first frame sealed as it was written: the
+        # proxy's pixels are ready before the last frame, so completing a take only signs (frame pipeline, #16).
+        self._proxies: collections.OrderedDict[str, tuple[str, str, bytes]] = collections.OrderedDict()
+        self._lock = threading.Lock()
 
-    def seal_frame(self, path, frame: int, info: dict) -> str:
-        """One frame's sidecar, bound to its bytes as they are now; returns their sha256."""
+    def seal_frame(self, path, frame: int, info: dict, proxy: bool = True) -> str:
+        """One frame's sidecar, bound to its bytes as they are now; returns their sha256. ``proxy``: also make
+        the review proxy's pixels now if this is the first frame of its take sealed so."""
         data = Path(path).read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         manifest = self._manifest(Path(path).name, EXR_MIME, info, {"frame": frame, "sha256": digest})
         atomic.write_bytes(sidecar_path(path), self._sign(manifest, info.get("operation", ""), EXR_MIME, data, embed=False))
+        folder = str(Path(path).parent)
+        with self._lock:
+            first = proxy and folder not in self._proxies
+            if first:
+                self._proxies[folder] = (str(path), digest, b"")       # claimed: later frames skip
+                while len(self._proxies) > 64:                           # takes that never completed
+                    self._proxies.popitem(last=False)
+        if first:
+            png = _proxy_png(str(path), (info.get("request") or {}).get("colorspace", "ACEScg"))
+            with self._lock:
+                self._proxies[folder] = (str(path), digest, png)
         return digest
 
     def seal_take(self, take_dir: Path, stem: str, frames: dict[int, str], info: dict,
@@ -91,9 +109,14 @@ class Sealer:
         hashes = {frame: (sealed or {}).get(frame) or self.seal_frame(path, frame, info)
                   for frame, path in sorted(frames.items())}
         proxy = None
+        with self._lock:
+            early = self._proxies.pop(str(Path(take_dir)), None)
         if frames:
             first = min(frames)
-            png = _proxy_png(frames[first], (info.get("request") or {}).get("colorspace", "ACEScg"))
+            if early is not None and early[2] and early[:2] == (str(frames[first]), hashes[first]):
+                png = early[2]
+            else:
+                png = _proxy_png(frames[first], (info.get("request") or {}).get("colorspace", "ACEScg"))
             proxy = Path(take_dir) / f"{stem}{PROXY_SUFFIX}"
             manifest = self._manifest(proxy.name, PNG_MIME, info, {
                 "proxy_of_frame": first, "frames_sha256": {str(f): h for f, h in sorted(hashes.items())}})
