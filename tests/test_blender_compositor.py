@@ -261,6 +261,11 @@ def test_sequencer_extend_runs_on_the_video_model_and_continues_the_strip(bpy_py
     assert props["take_first"] == LAST + 1 and props["take_last"] == LAST + 4
     assert props["adapter"] == "hero_video" and props["seed"] == 5 and props["count"] == 4
     assert props["source_strip"] == "Plate"
+    # The sequencer's BodyDouble tab lists the take strip (with its thumbnail) and the finished job.
+    panel = r["panel"]
+    takes = panel[panel.index("label:Takes [RENDERLAYERS]") + 1:]
+    assert takes[0].startswith("icon:") and takes[2] == f"  name={strip['name']}"
+    assert f"label:Extend Plate +4: finished [CHECKMARK]" in panel
     pixels = read_exr(files[-1])
     assert pixels.shape == (64, 96, 4) and np.isfinite(pixels).all() and pixels[..., :3].std() > 0
 
@@ -302,7 +307,8 @@ def test_a_remote_encrypted_server_with_certificates_from_the_preferences(bpy_py
 # -- what the artist sees of jobs: panel, messages, preview, undo, File > Open, re-attach -----------------------
 def test_jobs_panel_messages_preview_undo_and_reattach_after_reopening(bpy_python, studio, address, tmp_path):
     """One Blender session (jobs_flow.py); every pump there runs without a window, as a timer does."""
-    r = run_script(bpy_python, "jobs_flow.py", script_args(studio, address, tmp_path, bpy_python), timeout=240)
+    r = run_script(bpy_python, "jobs_flow.py", script_args(studio, address, tmp_path, bpy_python,
+                                                           down_address=f"tcp://127.0.0.1:{free_port()}"), timeout=240)
     one, three = f"Fill hero {FIRST}-{FIRST}", f"Fill hero {FIRST}-{LAST}"
 
     # A constructed preview is shown right side up (Blender's rows run bottom-up), display-referred.
@@ -362,3 +368,10 @@ def test_jobs_panel_messages_preview_undo_and_reattach_after_reopening(bpy_pytho
     assert d["followed_id"] == d["id"] and d["fraction_at_detach"] < 1.0 and d["max_fraction_followed"] > d["fraction_at_detach"]
     assert d["takes"] == 1 and r["d_takes_after_again"] == 1
     assert r["again"][0] == "INFO" and "already loaded" in r["again"][1]
+    # A server that does not answer: the job is "lost", stays in the file, and the panel offers Re-attach.
+    lost = r["lost"]
+    assert r["reattach_down"]["result"] == ["FINISHED"]
+    assert lost["history"] == "lost" and lost["records"] == ["job-gone-1"]
+    assert lost["message"][0] == "WARNING" and "Re-attach" in lost["message"][1]
+    assert "op:bodydouble.reattach:Re-attach" in lost["panel"]
+    assert "label:1 job(s) of this file not followed [UNLINKED]" in lost["panel"]

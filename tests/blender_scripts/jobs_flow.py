@@ -219,6 +219,18 @@ def main(args):
     tree, ctx = comp()
     out["d_takes_after_again"] = [n["bodydouble"]["job"] for n in tree.nodes if "bodydouble" in n].count(d_id)
     out["panel_end"] = panel(ctx)
+
+    # A job whose server does not answer: "lost", kept in the file, offered for Re-attach.
+    prefs = bpy.context.preferences.addons[harness.MODULE].preferences
+    prefs.connect_timeout = 1.0
+    scene = bpy.context.scene
+    scene[jobs.RECORDS] = {"job-gone-1": {"kind": "fill", "title": "Fill far away", "address": args["down_address"],
+                                          "load": {"tree": ["group", "x"], "source": "Plate", "params": {},
+                                                   "wire": False}}}
+    out["reattach_down"] = harness.call(bpy.ops.bodydouble.reattach)
+    pump_until(lambda: not jobs.running(), 30)
+    out["lost"] = {"history": [e.state for e in jobs.history][-1], "records": sorted(jobs.records(scene)),
+                   "message": [messages.LOG[-1].level, messages.LOG[-1].text], "panel": panel(ctx)}
     return out
 
 

@@ -44,6 +44,11 @@ def main(args):
     out["new_strip"] = [{"name": s.name, "type": s.type, "channel": s.channel, "frame_start": s.frame_final_start,
                          "frame_end": s.frame_final_end, "directory": bpy.path.abspath(s.directory),
                          "files": [e.filename for e in s.elements], "props": s["bodydouble"].to_dict()} for s in new]
+    from bodydouble_blender import panels
+
+    layout = scene_setup.FakeLayout()
+    panels.draw_jobs(layout, panels.sequencer_takes(ctx))
+    out["panel"] = layout.log
     out["source_strip"] = {"channel": strip.channel, "frame_start": strip.frame_final_start,
                            "frame_end": strip.frame_final_end}
     return out
