@@ -60,7 +60,7 @@ class _Detached(Exception):
     """Raised on a job's worker thread to stop following it (the server keeps running it)."""
 
 
-class FollowedJob(BackgroundJob):
+class DetachableJob(BackgroundJob):
     """A :class:`BackgroundJob` that can also stop following without cancelling the job (:meth:`detach`): the
     file it was started from is closing, and the job's record in that file re-attaches to it later."""
 
@@ -84,7 +84,7 @@ class HostJob:
     kind: str                         # a key of LOADERS
     load: dict                        # what LOADERS[kind] needs (JSON-like)
     scene: str                        # the scene that holds its record
-    background: FollowedJob
+    background: DetachableJob
     params: Optional[host.Params] = None
     started: float = field(default_factory=time.monotonic)
     recorded: bool = False
@@ -127,7 +127,7 @@ class Ended:
     """A job that ended this session, for the jobs panel."""
 
     title: str
-    state: str                # finished | failed | cancelled
+    state: str                # finished | failed | cancelled | lost (the server stopped answering)
     text: str
     job_id: Optional[str]
     ended: float = field(default_factory=time.time)
@@ -146,7 +146,7 @@ def start(title: str, kind: str, load: dict, request, scene_name: str,
     """Submit ``request`` and follow it on a worker thread; its take is loaded on the main thread with
     ``LOADERS[kind](load, result)``."""
     prefs = preferences.get()
-    background = FollowedJob(prefs.server_address, request, timeout=prefs.connect_timeout, client_name=CLIENT,
+    background = DetachableJob(prefs.server_address, request, timeout=prefs.connect_timeout, client_name=CLIENT,
                              curve_certs=preferences.curve_certs(prefs))
     return _run(HostJob(key=f"bd{next(_keys)}", title=title, kind=kind, load=load, scene=scene_name,
                         background=background, params=params))
@@ -155,7 +155,7 @@ def start(title: str, kind: str, load: dict, request, scene_name: str,
 def follow(job_id: str, record: dict, scene_name: str) -> HostJob:
     """Follow a job the server already has (from a record in the file): its events from now, or its end."""
     prefs = preferences.get()
-    background = FollowedJob(record.get("address") or prefs.server_address, None, follow=job_id,
+    background = DetachableJob(record.get("address") or prefs.server_address, None, follow=job_id,
                              timeout=prefs.connect_timeout, client_name=CLIENT,
                              curve_certs=preferences.curve_certs(prefs))
     params = None
@@ -260,14 +260,14 @@ def reattach() -> int:
 
 
 def _remember(job: HostJob) -> None:
+    job.recorded = True
     scene = bpy.data.scenes.get(job.scene)
-    if scene is None:
+    if scene is None:          # deleted meanwhile: the job is followed, only not kept in the file
         return
     held = records(scene)
     held[job.job_id] = {"title": job.title, "kind": job.kind, "load": job.load, "address": job.address,
                         "submitted": time.time()}
     scene[RECORDS] = held
-    job.recorded = True
 
 
 def _forget(scene_name: str, job_id: Optional[str]) -> None:
