@@ -293,14 +293,16 @@ def on_load_pre(*_args) -> None:
     """File > Open (or New, Revert): stop following every job, so nothing of the closed file's jobs is written
     into the file being opened. Accepted jobs keep running on the server (their records are in the closed file,
     if it was saved); jobs the server has not accepted yet are cancelled."""
-    left = []
+    left, unsent = [], []
     for job in _jobs.values():
+        if job.cancel_requested:
+            continue                 # its worker still sends the cancel; nothing of it is loaded (not in _jobs)
         if job.job_id:
             job.background.detach()
             left.append(job)
         else:
             job.background.cancel()
-    dropped = len(_jobs)
+            unsent.append(job)
     _jobs.clear()
     previews.clear_live()
     # Told once the new file is open (loading a file drops the windows' modal handlers, the on-screen report).
@@ -308,8 +310,8 @@ def on_load_pre(*_args) -> None:
         _after_load.append(("WARNING", f"BodyDouble: the file closed with {len(left)} job(s) running; they go on on "
                                        f"the server ({', '.join(j.job_id for j in left)}): open the file again "
                                        "(saved after they started) to load their takes"))
-    elif dropped:
-        _after_load.append(("WARNING", f"BodyDouble: the file closed before the server took {dropped} job(s): "
+    if unsent:
+        _after_load.append(("WARNING", f"BodyDouble: the file closed before the server took {len(unsent)} job(s): "
                                        "cancelled"))
 
 
