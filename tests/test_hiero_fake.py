@@ -21,7 +21,8 @@ for _path in (str(FAKE_DIR), str(NUKE_DIR)):
 
 # Names hiero_api calls that are not Hiero's: Python builtins and the Qt calls listed in QT_CALLS.
 NOT_HIERO = {"list", "isinstance", "hasattr", "next", "str", "int", "float", "dataclass", "Placement", "ItemMedia",
-             "items", "addMenu", "addAction", "setEnabled", "connect", "command", "build", "_tag"}
+             "items", "addMenu", "addAction", "setEnabled", "connect", "command", "build", "_tag",
+             "call", "kept_job", "forget_job", "len", "startswith"}
 
 
 def _resolve(dotted: str):
