@@ -31,6 +31,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 STEPS = 4
+# Progress previews off (the stand-in has no latents anyway); an older checkout (PYTHONPATH, for a before/after
+# table) has no such field.
+_NO_PREVIEW = {"preview": None} if "preview" in getattr(__import__("bodydouble.jobspec").jobspec.FillRequest,
+                                                        "__dataclass_fields__", {}) else {}
 
 
 def _cpu_seconds() -> float:
@@ -101,9 +105,10 @@ def run_shot(label: str, root: Path, items: list, model: str | None, step: float
     with served(config) as (server, client):
         clock = _patch_pipeline(server)
         pipe = clock.pipe
-        request = FillRequest(frames=items, prompt="bench", steps=STEPS, seed=7, shot="".join(c for c in label.lower() if c.isalnum()), preview=None)
+        shot = "".join(c for c in label.lower() if c.isalnum())
+        request = FillRequest(frames=items, prompt="bench", steps=STEPS, seed=7, shot=shot, **_NO_PREVIEW)
         client.submit(FillRequest(frames=items[:1], prompt="warm", steps=1, seed=1, shot="warm",
-                                  preview=None)).wait(timeout=600)
+                                  **_NO_PREVIEW)).wait(timeout=600)
         clock.calls.clear()
         cpu0, start = _cpu_seconds(), time.perf_counter()
         client.submit(request).wait(timeout=3600)
