@@ -245,6 +245,30 @@ def test_the_reader_runs_at_most_one_frame_ahead():
     assert taken == list(range(6))
 
 
+def test_plates_too_large_to_overlap_are_read_in_line(shot, monkeypatch):
+    """Past common.PIPELINE_BYTES a job holds one frame at a time: nothing read ahead, each write waited for."""
+    from bodydouble_server.models import testing
+    from bodydouble_server.operations import common
+
+    assert [common.frames_in_flight(n << 20) for n in (18, 70, 300, 600, 2048)] == [4, 4, 3, 1, 1]
+    started, taken = [], []
+
+    def prepare(item):
+        started.append(item)
+        return type("P", (), {"size": (8, 8), "item": item})()
+
+    with common.Prefetcher(prepare, range(4), fits=lambda prepared: 0) as reader:
+        for _ in range(4):
+            taken.extend(p.item for p in reader.next_batch(1))
+            time.sleep(0.02)
+            assert started == taken
+    monkeypatch.setattr(common, "PIPELINE_BYTES", 1)
+    monkeypatch.setenv(testing.STEP_ENV, "0")
+    with server_thread(_config(shot)) as srv, Client(srv.bound_address, timeout=60) as client:
+        result = client.submit(_request(shot, last=3, shot="inline")).wait(timeout=120)
+    assert sorted(result.frames) == [1, 2, 3]
+
+
 class _FakeTake:
     dir = Path("/nonexistent")
 

@@ -196,12 +196,16 @@ class ColourTransform:
             return shown
         if exact is None or self.raw or exact.all():
             display = _chunked(rgb, view)
-        else:
-            flat, keep = rgb.reshape(-1, 3), exact.reshape(-1)
-            display = np.empty(flat.shape, np.float32)
-            display[keep] = _chunked(flat[keep], view)
-            display[~keep] = _chunked(flat[~keep], functools.partial(view, baked=baked_view(self)))
-            display = display.reshape(rgb.shape)
+        else:       # a bounded run of pixels at a time, as _chunked: an 8K crop makes no full-size temporaries
+            baked = baked_view(self)
+            display = np.empty(rgb.shape, np.float32)
+            source, target, keep = rgb.reshape(-1, 3), display.reshape(-1, 3), exact.reshape(-1)
+            for start in range(0, len(source), _CHUNK):
+                part, out, sure = source[start:start + _CHUNK], target[start:start + _CHUNK], keep[start:start + _CHUNK]
+                if sure.any():
+                    out[sure] = view(part[sure].astype(np.float32))
+                if not sure.all():
+                    out[~sure] = view(part[~sure].astype(np.float32), baked)
         encoding = self.encoding(seen["plate"], ceiling, knee, display_max=seen["display"])
         flat = display.reshape(-1, 3)
         for start in range(0, len(flat), _CHUNK):

@@ -198,39 +198,57 @@ def fill_batch(engine: Engine) -> int:
     return 4 if free >= 16 * 2**30 else 2 if free >= 8 * 2**30 else 1
 
 
+# Decoded plates a fill job may hold beyond the frame it generates: with at most four frames in flight (one read
+# ahead, one generating, two being written), a 2K or 4K shot overlaps fully, while an 8K 16-channel one (2 GiB a
+# plate) runs one frame at a time as before the pipeline (bench/memory.py's goal: peak <= 2.5x one plate).
+PIPELINE_BYTES = 1 << 30
+
+
+def frames_in_flight(plate_bytes: int) -> int:
+    """How many frames of ``plate_bytes`` each a fill job holds at once: 1 (in line) to 4."""
+    return max(1, min(4, PIPELINE_BYTES // max(int(plate_bytes), 1)))
+
+
 class Prefetcher:
     """``prepare(item)`` for each item on one background thread, at most ``ahead`` items ahead of the caller:
     while the worker generates frame N, frame N+1 is read, checked, cropped, converted and resized.
 
-    An item's error is raised where the worker asks for that item, so frames before it are generated and
-    written as if it were read in line. Leaving the block cancels what has not started and waits for what has
-    (one frame at most)."""
+    ``fits(prepared)``, asked for each item the caller takes, may lower (or raise) ``ahead`` from what that
+    item weighs (0: read only when asked). An item's error is raised where the worker asks for that item, so
+    frames before it are generated and written as if it were read in line. Leaving the block cancels what has
+    not started and waits for what has (one frame at most)."""
 
-    def __init__(self, prepare: Callable, items: Iterable, ahead: int = 1):
-        self._prepare, self._items, self._ahead = prepare, iter(items), max(1, ahead)
+    _END = object()
+
+    def __init__(self, prepare: Callable, items: Iterable, ahead: int = 1, fits: Callable | None = None):
+        self._prepare, self._items, self._ahead, self._fits = prepare, iter(items), max(0, ahead), fits
         self._pending: collections.deque = collections.deque()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bodydouble-read")
 
     def __enter__(self) -> "Prefetcher":
-        self._top_up()
+        self._top_up(least=1)
         return self
 
     def __exit__(self, *exc) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _top_up(self) -> None:
-        while len(self._pending) < self._ahead:
-            item = next(self._items, None)
-            if item is None:
+    def _top_up(self, least: int = 0) -> None:
+        while len(self._pending) < max(self._ahead, least):
+            item = next(self._items, self._END)
+            if item is self._END:
                 return
             self._pending.append(self._pool.submit(self._prepare, item))
 
     def next_batch(self, most: int) -> list:
         """The next prepared items, up to ``most`` of one model size (``.size``); the next ones start at once."""
+        self._top_up(least=1)
         group = [self._pending.popleft().result()]
+        if self._fits is not None:
+            self._ahead = max(0, self._fits(group[0]))
         self._top_up()
-        while len(group) < most and self._pending:
-            if self._pending[0].result().size != group[0].size:
+        while len(group) < most:
+            self._top_up(least=1)
+            if not self._pending or self._pending[0].result().size != group[0].size:
                 break
             group.append(self._pending.popleft().result())
             self._top_up()

@@ -46,7 +46,8 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
     """The shot through the frame pipeline (docs/frame-pipeline.md): frame N+1 is read and prepared on one
     thread and frame N-1 composited and written on another while frame N generates, so a GPU waits on the
     CPU only for the first frame's preparation and the last frame's write. At most four frames are in memory:
-    one being prepared, one (or one batch) generating, two finishing."""
+    one being prepared, one (or one batch) generating, two finishing; fewer for plates so large that four
+    would pass common.PIPELINE_BYTES (an 8K 16-channel shot runs one frame at a time)."""
     model = engine.model_for("fill")
     adapters = model.adapters.resolve(req.adapters)
     colour = ColourTransform(req.colorspace)
@@ -76,7 +77,10 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                 repaired[key] += value
 
     with contextlib.ExitStack() as finishing:
-        reader = finishing.enter_context(common.Prefetcher(read, req.frames, ahead=batch))
+        # Read ahead and write behind as far as the plates' size allows (common.frames_in_flight).
+        reader = finishing.enter_context(common.Prefetcher(
+            read, req.frames, ahead=batch,
+            fits=lambda prepared: batch if common.frames_in_flight(prepared.plate.nbytes) > 1 else 0))
         index = 0
         while index < total:
             job.check_cancelled()
@@ -92,7 +96,8 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                 })
                 finishing.enter_context(common.completing(take))
                 attributes = common.provenance(engine, "fill", adapters, req, take, job)
-                writer = finishing.enter_context(common.TakeWriter(take, returned, after=record))
+                writer = finishing.enter_context(common.TakeWriter(
+                    take, returned, depth=max(0, common.frames_in_flight(group[0].plate.nbytes) - 2), after=record))
 
             def on_step(step: int, steps: int, preview=None, _index=index, _frame=group[0].item.frame) -> None:
                 job.check_cancelled()
