@@ -35,10 +35,11 @@ GREY = 0.5
 class JudgeSettings:
     seed: int = 20261203            # the world's seed: which characters exist
     characters: int = 12            # the held-out characters it knows (look-alike groups of 3)
-    renders_per_character: int = 160
+    renders_per_character: int = 240
     test_renders_per_character: int = 40
     plate: int = 96
-    steps: int = 600
+    back_share: float = 0.5          # renders drawn from the back half (180 +- 60): the view it must read
+    steps: int = 2500
     batch: int = 32
     learning_rate: float = 2e-3
     threads: int = 1
@@ -70,8 +71,10 @@ def _render_set(settings: JudgeSettings, purpose: str, per_character: int):
     xs, ys, yaws = [], [], []
     for label, character in enumerate(chars.eval_characters(settings.seed, settings.characters)):
         rng = chars._rng(settings.seed, purpose, character.name)
+        backs = int(round(per_character * settings.back_share))
+        wanted = np.concatenate([180 + rng.uniform(-60, 60, backs), rng.uniform(0, 360, per_character - backs)])
         rgb, mask, yaw = world.sample_views(rng, character, per_character, settings.plate, settings.plate, framing,
-                                            colour)
+                                            colour, wanted)
         xs.append(head_only(rgb.astype(np.float32), mask)), ys.append(np.full(len(yaw), label)), yaws.append(yaw)
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(yaws)
 
