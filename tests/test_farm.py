@@ -117,3 +117,40 @@ def test_submit_refuses_what_a_server_would(studio, tmp_path, capsys):
     (bundle / "something").write_text("x")
     assert _submit(studio, "fill", bundle, "--plate", studio["plate"], "--frames", "1001-1002") == 1
     assert "not empty" in capsys.readouterr().err
+
+
+def test_farm_jobs_are_consent_checked_at_submit_and_again_when_they_start(studio, tmp_path, capsys):
+    """A farm job follows the rules a server applies: no record, no bundle (refused, audited); a record that
+    is withdrawn while the job queues stops its first task; every decision and outcome is in the audit log."""
+    from bodydouble_server.policy import audit as audit_log
+    from bodydouble_server.scale import farm
+
+    from .test_policy_consent import write_record
+
+    root = studio["root"]
+    consent, audit = tmp_path / "consent", tmp_path / "audit.log"
+    consent.mkdir()
+    config = tmp_path / "guarded.toml"
+    config.write_text(Path(studio["config"]).read_text().replace(f'audit_log = "{root}/audit.log"', "")
+                      + f'audit_log = "{audit}"\nconsent_dir = "{consent}"\nconsent_exempt_test_models = false\n')
+
+    def submit(bundle: Path) -> int:
+        return main(["farm", "submit", "fill", "--config", str(config), "--bundle", str(bundle), "--command",
+                     BODYDOUBLE, "--plate", studio["plate"], "--mask", studio["mask"], "--frames", "1001-1002",
+                     "--adapter", "hero", "--steps", "1", "--shot", "sh010"])
+
+    assert submit(tmp_path / "refused") == 1
+    assert "no consent record" in capsys.readouterr().err and not (tmp_path / "refused").exists()
+
+    record = write_record(consent, "hero-farm", "Hero", "Show A", ["fill"], ["sh010"], "2099-12-31")
+    bundle = tmp_path / "queued"
+    assert submit(bundle) == 0
+    record.unlink()                                    # withdrawn while the job waits for a farm slot
+    with pytest.raises(Exception) as refused:
+        farm.task_prepare(bundle)
+    assert "no consent record" in str(refused.value) and not (bundle / farm.TAKE_REF).exists()
+
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(line.get("decision"), line.get("job")) for line in lines if line["event"] == "submit"] == [
+        ("refused", None), ("accepted", "farm-queued"), ("refused", None)]
+    assert audit_log.verify(audit).ok

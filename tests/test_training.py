@@ -280,3 +280,31 @@ def test_training_frames_hold_the_pixels_fill_hands_the_model(tmp_path):
     plain = colour.to_model(rgb.copy())
     assert np.abs(plain - fill_pixels).max() > 0.01                # the plain view really is other pixels
     assert frame.rgb[24, 24, 1] - frame.rgb[8, 8, 1] > 1.3 * (plain[24, 24, 1] - plain[8, 8, 1])
+
+
+def test_local_training_applies_the_servers_consent_rules_and_audits(tmp_path, frames_dir, capsys):
+    """`bodydouble train` in its own process answers to the same consent records as a server: refused without
+    one (nothing published), trained with one, both in the audit log with the outcome and the adapter."""
+    from bodydouble.cli import main
+
+    from bodydouble_server.policy import audit as audit_log
+
+    from .test_policy_consent import write_record
+
+    consent, audit, out = tmp_path / "consent", tmp_path / "audit.log", tmp_path / "adapters"
+    consent.mkdir()
+    config = tmp_path / "server.toml"
+    config.write_text(f'consent_dir = "{consent}"\naudit_log = "{audit}"\nconsent_exempt_test_models = false\n')
+    argv = ["train", str(frames_dir), "--character", "Hero", "--config", str(config), "--out", str(out),
+            "--resolution", str(SIZE), "--steps", "2", "--rank", "2", "--checkpoint-every", "2", "--min-frames", "4",
+            "--rights-holder", "Studio", "--licence", "test", "--quiet", "--preview-count", "0", "--holdout-per-view", "0"]
+    assert main(argv) == 1
+    assert "no consent record" in capsys.readouterr().err and not out.exists()
+
+    write_record(consent, "hero-training", "Hero", "Show A", ["train"], ["*"], "2099-12-31")
+    assert main(argv) == 0
+    assert (out / "hero" / "manifest.json").is_file()
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(line["event"], line.get("decision") or line.get("outcome")) for line in lines] == [
+        ("submit", "refused"), ("submit", "accepted"), ("outcome", "complete")]
+    assert lines[2]["adapter_dir"] == str(out / "hero") and audit_log.verify(audit).ok

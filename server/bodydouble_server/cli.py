@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from bodydouble.cliflags import Flag, add_fields, values
@@ -51,7 +52,7 @@ SERVE_FLAGS = {
     "pool": Flag(help="hand fill jobs to a Ray Serve GPU pool: ray://HOST:PORT, HOST:PORT or auto "
                       "(docs/scale-out.md)"),
 }
-LOCAL_TRAIN_FLAGS = ("out", "work_dir", "model")   # train in this process only; refused with --server
+LOCAL_TRAIN_FLAGS = ("out", "work_dir", "model", "config")   # train in this process only; refused with --server
 
 
 def register(commands) -> None:
@@ -81,6 +82,8 @@ def register(commands) -> None:
     p.add_argument("--model", help="the model to train for, a diffusers folder: the base (image) model, or with "
                    "--model-kind video the video model (default: the embedded test model of that kind)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--config", help="server config whose consent records and audit log apply (default: the one the "
+                   "installer writes, if any)")
     p.set_defaults(train_here=needs_server(cmd_train), local_flags=LOCAL_TRAIN_FLAGS)
 
 
@@ -219,9 +222,15 @@ def cmd_train(args, request) -> int:
             contact.contact_sheet(data, Path(args.contact_sheet))
         print(to_json(report) if args.json else summary_text(report))
         return 0 if report["ok_to_train"] else 3
-    out = Path(args.out or ServerConfig().adapters)
+    config = _local_config(args.config)
+    out = Path(args.out or config.adapters)
     pipe, identity, device = _training_model(settings.model_kind, args.model, args.device,
                                              str(out / ".training" / "__none__"))
+    # The rules a server applies: the character's consent must cover training (else not_permitted), audited.
+    from .policy import Policy
+
+    admission = Policy(config).admit_offline("train", request, f"local-train-{uuid.uuid4().hex[:12]}",
+                                             test_model=identity.test_model)
 
     def show(p: dict) -> None:
         sys.stderr.write(f"\r{run.progress_line(p)}   ")
@@ -241,14 +250,28 @@ def cmd_train(args, request) -> int:
             work_dir=Path(args.work_dir) if args.work_dir else None, colourspace=args.colorspace, device=device,
             on_progress=None if args.quiet else show, should_stop=stop.is_set)
     except TrainingCancelled as exc:
+        admission.ended("cancelled", error=str(exc))
         print(f"\n{exc}; run the same command again to resume", file=sys.stderr)
         return 130
+    except BaseException as exc:
+        admission.ended("failed", error=str(exc) or type(exc).__name__)
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
+    admission.ended("complete", adapter_dir=str(folder))
     if not args.quiet:
         print(file=sys.stderr)
     print(json.dumps({"adapter": str(folder)}) if args.json else f"adapter written: {folder}")
     return 0
+
+
+def _local_config(path: str | None) -> ServerConfig:
+    """``--config``, else the installer's server config when there is one, else the defaults."""
+    from .workstation.locations import server_config_path
+
+    if path is None and server_config_path().is_file():
+        path = str(server_config_path())
+    return ServerConfig.load(path)
 
 
 def _training_model(model_kind: str, model: str | None, device: str, adapters: str):

@@ -7,6 +7,7 @@ reply. Adapter listings and hello show :meth:`Policy.adapter_scope`.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import getpass
 import hashlib
@@ -141,14 +142,24 @@ class Policy:
               engine) -> "Admission":
         """The submit-time decision: ``not_permitted`` (audited, then raised) or an :class:`Admission`."""
         requester = self.requester(asserted_user, curve_user_id, self._client_names())
+        return self.admit_as(operation, request, request_id, requester, engine)
+
+    def admit_as(self, operation: str, request, request_id: str, requester: Requester, engine=None,
+                 test_model: bool | None = None) -> "Admission":
+        """:meth:`admit` for a known requester: also what runs without a server (a farm bundle at submit and
+        again when its first task starts, ``bodydouble train`` in its own process). ``engine``: the server's
+        (adapter hashes from what it loaded), else the manifests on disk; ``test_model``: the model trained or
+        used is a TEST model (default: the config's model of the request's kind)."""
         kind = request.model_kind if operation == "train" else MODEL_KINDS.get(operation, "image")
         if operation == "train":
             adapters = [{"name": request.name or _slug(request.character), "character": request.character,
                          "model_kind": request.model_kind}]
         else:
             adapters = [self._adapter_entry(engine, ref.name) for ref in request.adapters]
+        if test_model is None:
+            test_model = _is_test_model(self.config, kind)
         try:
-            used = self.check(operation, request, adapters, requester, _is_test_model(self.config, kind))
+            used = self.check(operation, request, adapters, requester, test_model)
         except errors.BodyDoubleError as exc:
             log.info("refused %s from %s: %s", operation, requester.name, exc.message)
             self.audit_submit(job=None, request_id=request_id, operation=operation, request=request,
@@ -156,10 +167,21 @@ class Policy:
             raise
         return Admission(self, operation, request, request_id, requester, used)
 
+    def admit_offline(self, operation: str, request, job_id: str, test_model: bool | None = None) -> "Admission":
+        """A job that runs without a server (a farm bundle, ``bodydouble train`` here): the same consent check
+        and audit lines, for the operating-system user (self-asserted, as on loopback), fsynced at once."""
+        requester = Requester(name=getpass.getuser(), verified=False)
+        try:
+            admission = self.admit_as(operation, request, job_id, requester, None, test_model)
+            admission.record(_OfflineJob(job_id))
+        finally:
+            self.audit.sync()
+        return admission
+
     def _adapter_entry(self, engine, name: str) -> dict:
         """The listing entry the engine has (with the weights' sha256), else the manifest as the folder has it."""
-        adapter = next((slot.adapters.adapters[name] for slot in engine.available() if name in slot.adapters.adapters),
-                       None)
+        adapter = None if engine is None else next(
+            (slot.adapters.adapters[name] for slot in engine.available() if name in slot.adapters.adapters), None)
         if adapter is not None:
             return adapter.describe()
         try:
@@ -295,22 +317,35 @@ class Admission:
                  adapters: list[dict]):
         self.policy, self.operation, self.request_id = policy, operation, request_id
         self.request, self.requester, self.adapters = request, requester, adapters
+        self.job_id: str | None = None
 
     def record(self, job) -> None:
-        """``on_admit``: the submit line, fsynced before ``accepted`` goes out."""
+        """``on_admit``: the submit line, fsynced before ``accepted`` goes out (by the socket loop's batch sync;
+        without a server, call ``policy.audit.sync()``)."""
         self.policy.audit_submit(job=job.id, request_id=self.request_id, operation=self.operation,
                                  request=self.request, adapters=self.adapters, requester=self.requester)
         self.request = None          # the line has what the audit needs; pixels stay with the job only
+        self.job_id = job.id
         self.policy._admitted[job.id] = self
 
     def finished(self, job, msg, state: str) -> None:
         """``on_finish``: the outcome line (take folder, each written frame's sha256) before the final reply."""
         self.policy._admitted.pop(job.id, None)
-        frames, take_dir = _written_frames(job.take_dir)
-        error = msg.body.get("message") if msg.type == "error" else None
-        published = msg.body.get("adapter_dir") if msg.type == "result" else None     # a train job's adapter
-        self.policy.audit_outcome(job=job.id, request_id=self.request_id, operation=self.operation, state=state,
-                                  take_dir=take_dir, frames_sha256=frames, error=error, adapter_dir=published)
+        self.ended(state, job.take_dir, error=msg.body.get("message") if msg.type == "error" else None,
+                   adapter_dir=msg.body.get("adapter_dir") if msg.type == "result" else None)  # train: its adapter
+
+    def ended(self, state: str, take_dir: str | None = None, error: str | None = None,
+              adapter_dir: str | None = None) -> None:
+        """The outcome line of the recorded job, served or run without a server; fsynced."""
+        frames, take_dir = _written_frames(take_dir)
+        self.policy.audit_outcome(job=self.job_id, request_id=self.request_id, operation=self.operation, state=state,
+                                  take_dir=take_dir, frames_sha256=frames, error=error, adapter_dir=adapter_dir)
+        self.policy.audit.sync()
+
+
+@dataclasses.dataclass(frozen=True)
+class _OfflineJob:
+    id: str
 
 
 def _written_frames(take_dir: str | None) -> tuple[dict, str | None]:

@@ -111,17 +111,21 @@ def write_bundle(folder: Path, operation: str, request, config: str | None, name
     settings = _config(str(Path(config).resolve()) if config else None)
     _check_paths(settings, operation, request)
     folder = Path(folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    if any(folder.iterdir()):
+    if folder.is_dir() and any(folder.iterdir()):
         raise errors.RequestError(f"bundle folder {folder} is not empty: a bundle is written once",
                                   code=errors.INVALID_REQUEST)
+    from ..policy import Policy
+
+    # Consent as a server checks it at submit (refused: not_permitted, audited, nothing written) ...
+    admission = Policy(settings).admit_offline(operation, request, _job_id(folder))
+    folder.mkdir(parents=True, exist_ok=True)
     template = template_for(operation, name)
     values = {"BodyDouble": command, "Bundle": str(folder)}
     if operation == "fill":
         frames = [f.frame for f in request.frames]
         values.update(Frames=_range_text(frames), ChunkSize=str(chunk))
     create_job(job_template=decode(template), job_parameter_values=job_parameters(folder, decode(template), values))
-    atomic.write_json(folder / REQUEST, {"operation": operation, "request": body,
+    atomic.write_json(folder / REQUEST, {"operation": operation, "request": body, "user": admission.requester.name,
                                          "config": str(Path(config).resolve()) if config else None})
     atomic.write_json(folder / TEMPLATE, template)
     atomic.write_json(folder / PARAMETERS, {"parameterValues": [{"name": k, "value": v} for k, v in values.items()]})
@@ -159,6 +163,28 @@ def _check_paths(settings, operation: str, request) -> None:
         roots.readable_file(item.plate.path, f"plate {item.frame}")
         if item.mask is not None:
             roots.readable_file(item.mask.path, f"mask {item.frame}")
+
+
+def _job_id(bundle: Path) -> str:
+    return f"farm-{Path(bundle).name}"
+
+
+def _admission(bundle: Path, operation: str, req, config, check: bool = True):
+    """... and again when the job starts on the farm (a record can expire or be withdrawn while it queues):
+    the submitter's consent, its refusal audited. ``check=False``: only to write the outcome line."""
+    from ..policy.consent import Requester
+    from ..policy.rules import Admission, Policy
+
+    requester = Requester(name=json.loads((bundle / REQUEST).read_text()).get("user") or "unknown", verified=False)
+    policy = Policy(config)
+    if not check:
+        outcome = Admission(policy, operation, None, _job_id(bundle), requester, [])
+        outcome.job_id = _job_id(bundle)
+        return outcome
+    try:
+        return policy.admit_as(operation, req, _job_id(bundle), requester)
+    finally:
+        policy.audit.sync()
 
 
 def load_bundle(folder: Path):
@@ -255,10 +281,11 @@ def task_prepare(bundle: Path) -> None:
     if (bundle / TAKE_REF).exists():      # a retried Prepare keeps the take it opened
         return
     operation, req, config = load_bundle(bundle)
+    _admission(bundle, operation, req, config)
     shot = common.shot_name(req.shot, req.output_dir, req.frames[0].plate)
     shot_dir = Path(req.output_dir) if req.output_dir else Path(config.output_root) / shot
     label = takes.safe_label("+".join(a.name for a in req.adapters) or "base")
-    job_id = f"farm-{bundle.name}"
+    job_id = _job_id(bundle)
     take = takes.allocate(shot_dir, shot, label, {
         "job": job_id, "operation": operation, "farm": {"bundle": str(bundle)},
         "request": {k: getattr(req, k) for k in ("prompt", "negative_prompt", "seed", "steps", "strength", "guidance",
@@ -278,7 +305,8 @@ def task_assemble(bundle: Path) -> None:
     from ..policy import Policy
     from .worker import check_frames
 
-    _, req, config = load_bundle(bundle)
+    operation, req, config = load_bundle(bundle)
+    outcome = _admission(bundle, operation, req, config, check=False)
     take = _take_ref(bundle).take()
     take.info = json.loads((take.dir / "take.json").read_text())
     for key in ("status", "take", "pattern", "frames", "updated", "tool_version"):
@@ -289,25 +317,35 @@ def task_assemble(bundle: Path) -> None:
         check_frames(take, frames)
     except errors.BodyDoubleError as exc:
         take.finish("failed", error=str(exc))
+        outcome.ended("failed", str(take.dir), error=str(exc))
         raise
     rendered = [json.loads(line) for line in (bundle / RENDER_LOG).read_text().splitlines() if line.strip()]
     take.info["farm"]["workers"] = sorted({f"{r['host']}:{r['pid']}" for r in rendered})
     take.info["farm"]["frames_written"] = sum(r["written"] for r in rendered)
     take.finish("complete")
+    outcome.ended("complete", str(take.dir))
 
 
 def task_operation(bundle: Path) -> None:
     """An extend or a train job: the server's own operation, in this process (the model loaded once)."""
     from ..engine import Engine
+    from ..jobs import Cancelled
     from ..operations import extend, train
 
     operation, req, config = load_bundle(bundle)
+    admission = _admission(bundle, operation, req, config)
     engine = Engine(config)
     engine.load()
-    job = ConsoleJob(f"farm-{bundle.name}")
+    job = ConsoleJob(_job_id(bundle))
     _stop_on_signals(job)
-    result = {"extend": extend.run_extend, "train": train.run_train}[operation](engine, job, req)
+    try:
+        result = {"extend": extend.run_extend, "train": train.run_train}[operation](engine, job, req)
+    except BaseException as exc:
+        admission.ended("cancelled" if isinstance(exc, Cancelled) else "failed", job.take_dir,
+                        error=str(exc) or type(exc).__name__)
+        raise
     atomic.write_json(bundle / "result.json", result.body)
+    admission.ended("complete", result.body.get("take_dir") or job.take_dir, adapter_dir=result.body.get("adapter_dir"))
 
 
 def _stop_on_signals(job: ConsoleJob) -> None:
