@@ -108,7 +108,7 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
             for prepared, image in zip(group, images):
                 writer.put(prepared.item.frame, functools.partial(_finished, req, prepared, image, attributes))
             index += len(group)
-            del group, images
+            del group, images, prepared, image      # the plates are the writer's now: none kept past its write
         writer.flush()
     return common.result_message(job, "fill", take, {"adapter": attributes["adapter"], "seed": req.seed,
                                                      "test_model": model.identity.test_model,
