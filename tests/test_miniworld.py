@@ -97,3 +97,21 @@ def test_committed_weights_are_safetensors_within_budget():
     info = json.loads((experiment.JUDGE / "judge.json").read_text())
     accuracy = info["accuracy_clean_heldout"]       # 12 characters: chance 0.08, 0.33 within a look-alike group
     assert accuracy["back"] >= 0.5 and accuracy["back_group"] >= 0.8
+
+
+def test_goals_read_each_row_of_the_table():
+    """The goals printed beside the table name the right rows (an unpacking slip once printed (a)'s identity
+    as (b)'s)."""
+    from bodydouble_server.miniworld import experiment
+
+    rows = {key: {"identity": identity, "psnr_db": psnr} for key, identity, psnr in
+            (("a", 0.2, 10.0), ("b", 0.96, 17.0), ("c", 0.05, 11.0), ("d", 1.0, 18.0), ("e", 0.5, 12.0))}
+    measured = {g["goal"]: (g["measured"], g["met"]) for g in experiment.goals(rows)}
+    assert measured["identity (b) >= 0.95"] == (0.96, True)
+    assert measured["identity (a) <= 0.4"] == (0.2, True)
+    assert measured["identity (c) <= 0.1"] == (0.05, True)
+    assert measured["identity (e) <= (b) - 0.3"] == (0.46, True)
+    assert measured["PSNR (b) >= (a) + 6 dB"] == (7.0, True)
+    assert measured["PSNR (b) >= (d) - 2 dB"] == (-1.0, True)
+    rows["b"]["identity"] = 0.9
+    assert experiment.goals(rows)[0]["met"] is False
