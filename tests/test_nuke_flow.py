@@ -84,6 +84,8 @@ def test_right_click_fill_generate_brings_back_the_servers_take(nuke, studio):
     labels = group["adapter"].values()
     assert any("(hero)" in v for v in labels) and any("(villain)" in v for v in labels)
     assert not any("(foreign)" in v for v in labels), "adapters for another base model are not offered"
+    # ... and the node says which it left out and why (an enumeration cannot grey an entry out).
+    assert "not offered: foreign (" in group["status"].value()
     assert group.fullName() in nuke._panels
     shot = _own_shot(group)
 

@@ -169,6 +169,12 @@ def adapter_choices(adapters: list[AdapterInfo], operation: str = "fill") -> dic
     return {a.label.replace("/", "\u2215"): a.name for a in adapters if a.status == "ready" and a.serves(operation)}
 
 
+def withheld_adapters(adapters: list[AdapterInfo], operation: str = "fill") -> dict[str, str]:
+    """Adapter name -> why it is not offered for ``operation`` (no consent record, expired, retired, failed to
+    load): a picker that cannot grey an entry out (a Nuke enumeration) says so beside it instead."""
+    return {a.name: a.reason or a.status for a in adapters if a.status != "ready" and a.serves(operation)}
+
+
 def list_adapters(address: str, timeout: float = 10.0, operation: str = "fill",
                   client_name: str = "bodydouble-host") -> dict[str, str]:
     return adapter_choices(fetch_adapters(address, timeout, client_name), operation)

@@ -96,6 +96,16 @@ def list_adapters(address: str, operation: str = "fill") -> dict[str, str]:
     return host.list_adapters(address, operation=operation, client_name=CLIENT)
 
 
+def refresh_adapters(group: api.Group, address: str, operation: str = "fill") -> None:
+    """The node's picker from the server, and on its status line the adapters it leaves out and why (an
+    enumeration knob cannot grey an entry out)."""
+    adapters = host.fetch_adapters(address, client_name=CLIENT)
+    bd_node.set_adapters(group, host.adapter_choices(adapters, operation))
+    withheld = host.withheld_adapters(adapters, operation)
+    bd_node.set_status(group, f"adapters from {address}" + ("; not offered: " + "; ".join(
+        f"{name} ({why})" for name, why in sorted(withheld.items())) if withheld else ""))
+
+
 # -- menu entries ----------------------------------------------------------------------------
 def fill_command() -> Optional[api.Group]:
     return create_from_selection("fill")
@@ -149,7 +159,7 @@ def create_from_selection(operation: str) -> Optional[api.Group]:
     group = bd_node.create(plate, mask, operation, shot=_shot_for(plate))
     api.select_only(group)
     try:
-        bd_node.set_adapters(group, list_adapters(address, operation=operation))
+        refresh_adapters(group, address, operation)
     except errors.BodyDoubleError as exc:
         bd_node.set_status(group, "server not reachable: press Refresh adapters once it runs")
         report(exc, address)
@@ -196,8 +206,7 @@ def refresh_button() -> None:
     group = api.this_node()
     address = settings.address()
     try:
-        bd_node.set_adapters(group, list_adapters(address, operation=str(api.get(group, "operation"))))
-        bd_node.set_status(group, f"adapters from {address}")
+        refresh_adapters(group, address, str(api.get(group, "operation")))
     except errors.BodyDoubleError as exc:
         report(exc, address)
 
