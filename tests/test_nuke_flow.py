@@ -305,7 +305,8 @@ def test_extend_says_plainly_when_the_server_cannot(nuke, studio, monkeypatch):
 
     real_hello = commands.hello
     monkeypatch.setattr(commands, "hello", lambda address: {**real_hello(address), "operations": ["fill", "train"]})
-    monkeypatch.setattr(commands, "list_adapters", lambda address, operation="fill": {"Hero (hero) · x": "hero"})
+    monkeypatch.setattr(commands, "refresh_adapters", lambda group, address, operation="fill":
+                        bd_node.set_adapters(group, {"Hero (hero) · x": "hero"}))
     plate, _ = _plates(nuke, studio, mask=False)
     _right_click(nuke, EXTEND, plate)
     group = nuke.selectedNode()

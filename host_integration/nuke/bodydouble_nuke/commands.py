@@ -96,7 +96,7 @@ def list_adapters(address: str, operation: str = "fill") -> dict[str, str]:
     return host.list_adapters(address, operation=operation, client_name=CLIENT)
 
 
-def refresh_adapters(group: api.Group, address: str, operation: str = "fill") -> None:
+def refresh_adapters(group: api.Node, address: str, operation: str = "fill") -> None:
     """The node's picker from the server, and on its status line the adapters it leaves out and why (an
     enumeration knob cannot grey an entry out)."""
     adapters = host.fetch_adapters(address, client_name=CLIENT)
