@@ -92,9 +92,14 @@ def test_kill_9_mid_fill_then_restart(shot):
         job = client.submit(FillRequest(frames=sequence_frames(shot["plate"], 1001, 1006, shot["mask"]), steps=4,
                                         seed=5, shot="sh_killed"))
         for progress in job.events(timeout=120):
-            if progress.raw.get("frame_index", 0) >= 1:     # one frame written, the second under way
+            if progress.raw.get("frame_index", 0) >= 1:     # the second frame under way
                 break
         take_dir = Path(client.status(job.job_id)["take_dir"])
+        # The first frame is written by the take's writer thread while the second generates: kill once it is.
+        deadline = time.monotonic() + 30
+        while "1001" not in json.loads((take_dir / "take.json").read_text()).get("frames", {}):
+            assert time.monotonic() < deadline, "frame 1001 never reached take.json"
+            time.sleep(0.02)
         kill9(proc)
         killed_at = time.monotonic()
         with pytest.raises(errors.ServerUnavailable) as info:
