@@ -67,6 +67,8 @@ def test_a_fill_bundle_runs_end_to_end_one_model_load_per_session(studio, monkey
     take = json.loads((Path(ref["dir"]) / "take.json").read_text())
     assert take["status"] == "complete" and sorted(map(int, take["frames"])) == list(range(1001, 1007))
     assert take["farm"]["frames_written"] == 6
+    from bodydouble_server.operations.fill import TAKE_SETTINGS
+    assert set(take["request"]) == set(TAKE_SETTINGS)       # a farm take records what a served one does
     rendered = [json.loads(line) for line in (bundle / farm.RENDER_LOG).read_text().splitlines()]
     assert sorted(r["frame"] for r in rendered) == list(range(1001, 1007))
     assert len({r["pid"] for r in rendered}) == 1, "two chunks, one session: the model loaded once"

@@ -274,7 +274,7 @@ class ConsoleJob:
 def task_prepare(bundle: Path) -> None:
     """Open the take (a new numbered folder under the shot, as a server does) and record it for the tasks."""
     from .. import takes
-    from ..operations import common
+    from ..operations import common, fill
     from ..paths import AllowedRoots
     from .worker import TakeRef
 
@@ -288,8 +288,7 @@ def task_prepare(bundle: Path) -> None:
     job_id = _job_id(bundle)
     take = takes.allocate(shot_dir, shot, label, {
         "job": job_id, "operation": operation, "farm": {"bundle": str(bundle)},
-        "request": {k: getattr(req, k) for k in ("prompt", "negative_prompt", "seed", "steps", "strength", "guidance",
-                                                  "colorspace", "context", "feather")}},
+        "request": {k: getattr(req, k) for k in fill.TAKE_SETTINGS}},
         roots=AllowedRoots(config.roots))
     atomic.write_json(bundle / TAKE_REF, TakeRef.of(take, job_id).__dict__)
 
