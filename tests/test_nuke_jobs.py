@@ -155,7 +155,7 @@ def test_the_jobs_panel_shows_the_queue_and_cancels_one_job(nuke, studio):
     text = nuke._forms[-1].fields[""][1]
     long_id, short_id = running[long.fullName()].job.job_id, running[short.fullName()].job.job_id
     assert f"{long.fullName()} · {long_id} · running" in text
-    assert f"{short.fullName()} · {short_id} · queued, 1 ahead when sent" in text
+    assert f"{short.fullName()} · {short_id} · queued, 1 ahead" in text
     assert nuke._forms[-1].fields["job"][2] == [f"{long.fullName()}:{long_id}", f"{short.fullName()}:{short_id}"]
 
     nuke._answer_form({"_button": "Cancel job", "job": f"{short.fullName()}:{short_id}"})

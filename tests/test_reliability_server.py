@@ -371,3 +371,23 @@ def test_every_documented_exr_attribute_is_present_even_when_empty(client, studi
     missing = [key for key in documented if f"bodydouble:{key}" not in header]
     assert missing == []
     assert header["bodydouble:negative_prompt"] == "" and header["bodydouble:adapter_sha256"] == ""
+
+
+def test_a_queued_job_hears_its_place_when_the_queue_moves(server, studio, client):
+    """A host's jobs panel counts down: a queued job's followers get its new place each time the queue moves."""
+    holder = client.submit(long_fill(studio))
+    holder.accepted(timeout=30)
+    while client.status(holder.job_id)["state"] != "running":
+        time.sleep(0.02)
+    first, second = client.submit(a_fill(studio)), client.submit(a_fill(studio))
+    first.accepted(timeout=30), second.accepted(timeout=30)
+    assert (first.queue_position, second.queue_position) == (1, 2)
+    first.cancel()
+    with pytest.raises(errors.JobCancelled):
+        first.wait(timeout=30)
+    moved = next(p for p in second.events(timeout=30) if "queue_position" in p.raw)
+    assert moved.raw["queue_position"] == 1 and second.queue_position == 1 and moved.fraction == 0.0
+    for job in (second, holder):
+        job.cancel()
+        with pytest.raises(errors.JobCancelled):
+            job.wait(timeout=60)

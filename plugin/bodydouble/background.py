@@ -170,7 +170,11 @@ class BackgroundJob:
             try:
                 for progress in job.events(timeout=TICK):
                     self._accepted(job, sink)
-                    self.state = "running"
+                    if "queue_position" in progress.raw:     # the queue moved; the job still waits
+                        self.queue_position = progress.raw["queue_position"]
+                        self.state = "queued"
+                    else:
+                        self.state = "running"
                     if progress.preview is not None:
                         self.preview = progress
                         if self._on_preview is not None:

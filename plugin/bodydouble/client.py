@@ -195,6 +195,8 @@ class Job:
             if self.job_id:
                 self._client._conn.attach_job(self.request_id, self.job_id)
         elif msg.type == "progress":
+            if "queue_position" in body:          # still queued: its place moved
+                self.queue_position = body["queue_position"]
             self.progress = Progress(
                 job=body.get("job", ""), fraction=float(body.get("fraction", 0.0)), message=body.get("message", ""),
                 frame=body.get("frame"), step=body.get("step"), steps=body.get("steps"), raw=body,

@@ -254,6 +254,7 @@ class JobManager:
             queued = job in self._queue or job.state == "queued"     # a job beside may wait for its turn
             if job in self._queue:
                 self._queue.remove(job)
+                self._announce_queue()
         if queued:   # it never started: nothing to stop, no take exists
             job.finish(protocol.error_message(None, errors.JobCancelled(f"job {job.id} cancelled before it started")),
                        "cancelled")
@@ -310,6 +311,7 @@ class JobManager:
                     continue
                 self.running = job
                 job.state = "running"
+                self._announce_queue()
             started = time.monotonic()
             try:
                 reply, state = self._outcome(job)
@@ -320,6 +322,14 @@ class JobManager:
                 with self._cv:
                     self.running = None
             job.finish(reply, state)      # after the bookkeeping: the final reply means the worker is free
+
+    def _announce_queue(self) -> None:
+        """(Under the lock.) Each queued job's followers hear its new place when the queue moves: a host's jobs
+        panel counts down instead of showing the place the job had when it was sent."""
+        ahead = 1 if self.running else 0
+        for index, waiting in enumerate(self._queue):
+            position = index + ahead
+            waiting.report(0.0, f"queued: {position} ahead" if position else "queued: next", queue_position=position)
 
     def _run_beside(self, job: Job) -> None:
         with self._cv:

@@ -259,7 +259,7 @@ def _follow(group: api.Group, address: str, params: host.Params, colorspace_knob
 def _accepted_in_main_thread(running: Running, job_id: str) -> None:
     if running.job.outcome is None:          # not already ended (its finish step is queued behind this one)
         bd_node.set_pending(running.group, job_id, running.job.address, running.params, running.colorspace_knob)
-        where = f"queued, {running.job.queue_position} ahead when sent" if running.job.queue_position else "running"
+        where = f"queued, {running.job.queue_position} ahead" if running.job.queue_position else "running"
         bd_node.set_status(running.group, f"{where} · job {job_id}")
 
 
@@ -406,7 +406,7 @@ def jobs_lines() -> list[str]:
     this session, and each BodyDouble node's takes."""
     lines = ["Running / queued:"]
     for key, job in _live_jobs().items():
-        where = (f"queued, {job.queue_position} ahead when sent" if job.state == "queued" and job.queue_position
+        where = (f"queued, {job.queue_position} ahead" if job.state == "queued" and job.queue_position
                  else job.state)
         lines.append(f"  {key} · {job.job_id or 'sending'} · {where} · {int(100 * job.fraction)}% · {job.message}")
     nodes = [n for n in api.top_level_nodes() if bd_node.is_bodydouble(n)]
