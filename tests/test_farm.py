@@ -99,6 +99,9 @@ def test_an_extend_bundle_runs_and_a_train_bundle_validates(studio):
     result = json.loads((bundle / "result.json").read_text())
     take = json.loads((Path(result["take_dir"]) / "take.json").read_text())
     assert take["status"] == "complete" and sorted(map(int, take["frames"])) == [1007, 1008, 1009, 1010]
+    outcomes = [json.loads(line) for line in (studio["root"] / "audit.log").read_text().splitlines()]
+    assert [o for o in outcomes if o["event"] == "outcome" and o["job"] == "farm-extend-bundle"][-1]["outcome"] \
+        == "complete"
 
     bundle = studio["root"] / "train-bundle"
     assert _submit(studio, "train", bundle, str(studio["root"] / "plates"), "--character", "Hero",

@@ -145,7 +145,7 @@ class Policy:
         return self.admit_as(operation, request, request_id, requester, engine)
 
     def admit_as(self, operation: str, request, request_id: str, requester: Requester, engine=None,
-                 test_model: bool | None = None) -> "Admission":
+                 test_model: bool | None = None, job_id: str | None = None) -> "Admission":
         """:meth:`admit` for a known requester: also what runs without a server (a farm bundle at submit and
         again when its first task starts, ``bodydouble train`` in its own process). ``engine``: the server's
         (adapter hashes from what it loaded), else the manifests on disk; ``test_model``: the model trained or
@@ -165,7 +165,7 @@ class Policy:
             self.audit_submit(job=None, request_id=request_id, operation=operation, request=request,
                               adapters=[_adapter_fields(a) for a in adapters], requester=requester, error=exc)
             raise
-        return Admission(self, operation, request, request_id, requester, used)
+        return Admission(self, operation, request, request_id, requester, used, job_id)
 
     def admit_offline(self, operation: str, request, job_id: str, test_model: bool | None = None) -> "Admission":
         """A job that runs without a server (a farm bundle, ``bodydouble train`` here): the same consent check
@@ -314,10 +314,10 @@ class Admission:
     """A request that passed the policy: its submit line once it has a job id, its outcome line at the end."""
 
     def __init__(self, policy: Policy, operation: str, request, request_id: str, requester: Requester,
-                 adapters: list[dict]):
+                 adapters: list[dict], job_id: str | None = None):
         self.policy, self.operation, self.request_id = policy, operation, request_id
         self.request, self.requester, self.adapters = request, requester, adapters
-        self.job_id: str | None = None
+        self.job_id = job_id            # known up front for a job without a server, else set by record()
 
     def record(self, job) -> None:
         """``on_admit``: the submit line, fsynced before ``accepted`` goes out (by the socket loop's batch sync;

@@ -178,11 +178,9 @@ def _admission(bundle: Path, operation: str, req, config, check: bool = True):
     requester = Requester(name=json.loads((bundle / REQUEST).read_text()).get("user") or "unknown", verified=False)
     policy = Policy(config)
     if not check:
-        outcome = Admission(policy, operation, None, _job_id(bundle), requester, [])
-        outcome.job_id = _job_id(bundle)
-        return outcome
+        return Admission(policy, operation, None, _job_id(bundle), requester, [], _job_id(bundle))
     try:
-        return policy.admit_as(operation, req, _job_id(bundle), requester)
+        return policy.admit_as(operation, req, _job_id(bundle), requester, job_id=_job_id(bundle))
     finally:
         policy.audit.sync()
 
