@@ -5,9 +5,10 @@ threads (wait) at once. So a private thread owns the socket: callers enqueue out
 messages and wake it through an inproc ZeroMQ socket (never an OS pipe: on Windows only sockets
 can be polled); replies are routed by request id to per-request queues.
 
-Liveness is the ZeroMQ guide's Paranoid Pirate: while anything is in flight the I/O thread sends a
-``heartbeat`` whenever it has heard nothing for one interval (the server also beats connections that
-follow a job). After ``liveness`` silent intervals the server is declared lost: every waiting request
+Liveness is the ZeroMQ guide's Paranoid Pirate, both ways: while anything is in flight the I/O thread
+sends a ``heartbeat`` (announcing its interval) whenever it has sent nothing for one interval, so the server
+can tell a dead client from a quiet one; the server beats connections that follow a job. After ``liveness``
+intervals in which nothing was heard the server is declared lost: every waiting request
 and job gets a ``server_unavailable`` error at once, and the socket is closed and reconnected. When
 replies start coming from a *different* server instance (it restarted), plain requests still in flight
 get ``server_unavailable`` and every job is asked again by its id (``follow``), so it ends with the job
@@ -198,8 +199,8 @@ class Connection:
         pending: collections.deque = collections.deque()
         interval = self.heartbeat_interval
         heard = time.monotonic()        # last message from the server (or start of waiting)
+        sent = 0.0                      # last message to the server: any message is a heartbeat
         waiting_since: float | None = None
-        next_beat = 0.0
         beats = itertools.count(1)
         self._ready.set()
         try:
@@ -222,6 +223,7 @@ class Connection:
                     except zmq.Again:
                         break
                     pending.popleft()
+                    sent = time.monotonic()
                 # -- Paranoid Pirate -------------------------------------------------------------
                 now = time.monotonic()
                 with self._routes_lock:
@@ -242,9 +244,11 @@ class Connection:
                     pending.clear()
                     heard = now
                     waiting_since = None
-                elif quiet >= interval and now >= next_beat:
-                    pending.append(protocol.encode(protocol.Message(type="heartbeat", id=f"hb-{self._prefix}-{next(beats)}")))
-                    next_beat = now + interval
+                elif now - sent >= interval and not pending:
+                    # Every interval, whatever we hear: a client following a job hears the server's beats all the
+                    # time, and the server still needs to hear from it (it drops a connection silent for 3).
+                    pending.append(protocol.encode(protocol.Message(
+                        type="heartbeat", id=f"hb-{self._prefix}-{next(beats)}", body={"interval": interval})))
         finally:
             sock.close(linger=0)
             self._wake_rx.close(linger=0)

@@ -126,9 +126,11 @@ class Job:
             else:
                 self.send(peer, protocol.Message(type=self.final_type, id=request_id, body=self.summary))
 
-    def unsubscribe_peer(self, peer: bytes) -> None:
+    def unsubscribe_peer(self, peer: bytes) -> int:
         with self._lock:
-            self.subscribers = [s for s in self.subscribers if s[0] != peer]
+            kept = [s for s in self.subscribers if s[0] != peer]
+            dropped, self.subscribers = len(self.subscribers) - len(kept), kept
+        return dropped
 
     def describe(self) -> dict:
         # Under the lock: finish() sends the final reply before it records the end, and a client that heard
@@ -260,12 +262,12 @@ class JobManager:
                        "cancelled")
         return job
 
-    def forget_peer(self, peer: bytes) -> None:
-        """A connection went away: its jobs run on (their takes are written), nobody is told."""
+    def forget_peer(self, peer: bytes) -> int:
+        """A connection went away: its jobs run on (their takes are written), nobody is told. Returns how many
+        follows it had."""
         with self._cv:
             live = [j for j in self._jobs.values() if j.live]
-        for job in live:
-            job.unsubscribe_peer(peer)
+        return sum(job.unsubscribe_peer(peer) for job in live)
 
     def followed_peers(self) -> set[bytes]:
         with self._cv:

@@ -13,11 +13,16 @@ Only the loop thread touches the ROUTER socket, and the loop never waits on itse
 * The job queue is bounded: past it a submit gets ``busy`` with ``retry_after`` (jobs.py).
 * No input ends the loop: any exception while decoding or handling one message becomes that message's
   coded ``error``.
+* Dead clients are noticed by their silence, not only when ZeroMQ says so (a half-open TCP connection can
+  look alive for hours): a connection that announced its heartbeat interval and then says nothing for
+  ``LIVENESS`` of those intervals (at least ``LIVENESS_FLOOR`` s) is dropped: its follows and reply backlog
+  go, nothing more is queued to it, its jobs run on (any connection re-attaches by job id).
 """
 from __future__ import annotations
 
 import collections
 import errno
+import ipaddress
 import logging
 import threading
 import time
@@ -41,6 +46,9 @@ log = logging.getLogger("bodydouble.server")
 _BATCH = 256                 # messages read per loop turn before the outbox is flushed again
 _BACKLOG_LIMIT = 100_000     # replies held for one slow reader before its oldest are dropped
 HEARTBEAT_INTERVAL = 1.0     # seconds between the server's heartbeats to connections following a job
+LIVENESS = 3                 # a watched connection silent for 3 of its announced heartbeat intervals is gone...
+LIVENESS_FLOOR = 3.0         # ...but never sooner than this (a loaded workstation, a GC pause)
+MAX_CLIENT_INTERVAL = 60.0   # announced intervals above this count as this (a window stays minutes, not days)
 
 
 class Server:
@@ -71,7 +79,13 @@ class Server:
         self._wake_lock = threading.Lock()
         self._loop_thread: int | None = None
         self._curve_user: str | None = None     # loop thread: the verified CURVE key of the message being handled
+        self._last_frame = None                 # loop thread: a frame of that message (its connection's metadata)
         self._next_beat = 0.0
+        self._last_turn = time.monotonic()
+        # Connections that announced a heartbeat interval: peer -> [last heard (monotonic), liveness window];
+        # loop thread only. Connections that never announce one are not watched (see docs/protocol.md).
+        self._watched: dict[bytes, list[float]] = {}
+        self.connections_dropped = 0            # connections declared gone by their silence (liveness stat)
 
     # -- lifecycle -------------------------------------------------------------------------
     def bind(self) -> str:
@@ -217,16 +231,49 @@ class Server:
                 raise
             # Debug only: a flood of replies to a vanished client must not become a flood of log lines.
             log.debug("client %s went away; dropped a reply (a job's files are still written)", peer.hex())
-            self._backlog.pop(peer, None)
-            self.jobs.forget_peer(peer)
+            self._drop_peer(peer)
             return True
+
+    def _drop_peer(self, peer: bytes) -> tuple[int, int]:
+        """Forget a connection that is gone: its follows, its reply backlog, its liveness entry. Its jobs run on.
+        Returns (follows dropped, replies dropped)."""
+        backlog = self._backlog.pop(peer, None)
+        self._dropping.discard(peer)
+        self._watched.pop(peer, None)
+        return self.jobs.forget_peer(peer), len(backlog or ())
+
+    def _watch(self, peer: bytes, interval) -> None:
+        """``peer`` announced its heartbeat interval: from now on a silence of LIVENESS of them drops it."""
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval < float("inf"):
+            raise errors.RequestError("a heartbeat interval must be a positive number of seconds",
+                                      code=errors.INVALID_REQUEST)
+        window = max(LIVENESS_FLOOR, LIVENESS * min(float(interval), MAX_CLIENT_INTERVAL))
+        self._watched[peer] = [time.monotonic(), window]
+
+    def _check_liveness(self, now: float) -> None:
+        """Drop the watched connections silent for their window (loop thread, once per server beat)."""
+        for peer, (heard, window) in list(self._watched.items()):
+            if now - heard <= window:
+                continue
+            follows, replies = self._drop_peer(peer)
+            if follows or replies:       # an idle client that stopped beating held nothing: forgotten quietly
+                self.connections_dropped += 1
+                log.warning("connection %s silent for %.1f s (its liveness window is %.1f s): declared gone; "
+                            "dropped %d follow(s) and %d unsent repl(ies); its jobs run on and can be re-attached "
+                            "by job id", peer.hex(), now - heard, window, follows, replies)
+            else:
+                log.debug("idle connection %s stopped beating; forgotten", peer.hex())
 
     def _beat(self) -> None:
         """Server -> client heartbeats (Paranoid Pirate): connections following a job hear from us every interval."""
         now = time.monotonic()
+        stalled = now - self._last_turn > HEARTBEAT_INTERVAL     # this loop itself was held up (unread beats wait)
+        self._last_turn = now
         if now < self._next_beat:
             return
         self._next_beat = now + HEARTBEAT_INTERVAL
+        if not stalled:
+            self._check_liveness(now)
         peers = self.jobs.followed_peers()
         if peers:
             beat = protocol.encode(protocol.Message(type="heartbeat", id=None, body=self._liveness()))
@@ -236,7 +283,8 @@ class Server:
 
     def _liveness(self) -> dict:
         return {"instance": self.instance, "time": time.time(), "state": self.jobs.state,
-                "uptime": time.time() - self.started, "heartbeat_interval": HEARTBEAT_INTERVAL, **self.jobs.counts()}
+                "uptime": time.time() - self.started, "heartbeat_interval": HEARTBEAT_INTERVAL, **self.jobs.counts(),
+                "connections": {"watched": len(self._watched), "dropped": self.connections_dropped}}
 
     # -- incoming ------------------------------------------------------------------------
     def _read_batch(self) -> None:
@@ -246,7 +294,11 @@ class Server:
             except zmq.Again:
                 return
             peer, rest = frames[0].bytes, frames[1:]
+            watched = self._watched.get(peer)
+            if watched is not None:
+                watched[0] = time.monotonic()      # any message counts as a heartbeat
             self._curve_user = _curve_user_id(frames[-1]) if self._authenticator is not None else None
+            self._last_frame = frames[-1]
             try:
                 self._handle(peer, rest)
             except Exception:  # a bug answering the error itself: log it, keep the loop
@@ -278,7 +330,22 @@ class Server:
         self.send(peer, protocol.Message(type="result", id=msg.id, body=body))
 
     def _on_hello(self, peer: bytes, msg: protocol.Message) -> None:
-        self._reply(peer, msg, self.capabilities())
+        if "heartbeat_interval" in msg.body:
+            self._watch(peer, msg.body["heartbeat_interval"])
+        caps = self.capabilities()
+        self._reply(peer, msg, caps if self._shows_paths() else withhold_paths(caps))
+
+    def _shows_paths(self) -> bool:
+        """Whether the message being handled may see the server's folders and model path: it came over loopback
+        (someone on this machine, who can read the config anyway), or this server authorises CURVE keys and so
+        every peer that got through is a listed studio client. Anyone else gets names and counts only."""
+        if self._curve_user and self.config.curve_authorized_clients:
+            return True
+        try:
+            address = self._last_frame.get("Peer-Address")
+        except (zmq.ZMQError, AttributeError, UnicodeDecodeError):
+            return False
+        return _is_loopback(address)
 
     def capabilities(self) -> dict:
         engine = self.engine
@@ -292,14 +359,16 @@ class Server:
             "known_operations": sorted(REQUEST_TYPES),
             "limits": self.limits.to_dict(),
             "queue": {"max_queued": self.jobs.max_queued, "max_queued_per_connection": self.jobs.max_queued_per_peer},
-            "output_root": self.config.output_root,
-            "roots": [str(r) for r in engine.roots.roots],
+            "paths": "shown", "output_root": self.config.output_root,
+            "roots": [str(r) for r in engine.roots.roots], "roots_count": len(engine.roots.roots),
             "adapters_dir": self.config.adapters,
             "policy": engine.policy.describe(engine.adapter_listing() if ready else []),
             "colour": colour.server_colour(),       # hosts compare their OCIO config with it (host.colour_note)
         }
 
     def _on_heartbeat(self, peer: bytes, msg: protocol.Message) -> None:
+        if "interval" in msg.body:
+            self._watch(peer, msg.body["interval"])
         self._reply(peer, msg, self._liveness())
 
     def _on_list_adapters(self, peer: bytes, msg: protocol.Message) -> None:
@@ -373,7 +442,8 @@ class Server:
 
 
 # Body fields each small request may carry (submit bodies are checked by the codec).
-_BODY_KEYS = {"hello": {"client", "client_version"}, "heartbeat": set(), "list_adapters": set(), "rescan": set(),
+_BODY_KEYS = {"hello": {"client", "client_version", "heartbeat_interval"}, "heartbeat": {"interval"},
+              "list_adapters": set(), "rescan": set(),
               "cancel": {"job"}, "status": {"job"}, "follow": {"job"}}
 
 
@@ -383,6 +453,29 @@ def _curve_user_id(frame) -> str | None:
         return frame.get("User-Id") or None
     except (zmq.ZMQError, AttributeError, UnicodeDecodeError):
         return None
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address((address or "").strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def withhold_paths(caps: dict) -> dict:
+    """``hello`` for a peer that may not see this machine's folders (docs/protocol.md, "Security"): the allowed
+    roots become their count, the folders and model paths ``null``; names, hashes and everything else stay."""
+    out = {**caps, "paths": "withheld", "roots": None, "roots_count": len(caps.get("roots") or []),
+           "output_root": None, "adapters_dir": None}
+    if isinstance(caps.get("model"), dict):
+        model = out["model"] = {**caps["model"], "path": None}
+        if isinstance(model.get("video_model"), dict):
+            model["video_model"] = {**model["video_model"], "path": None}
+    if isinstance(caps.get("policy"), dict):
+        out["policy"] = {**caps["policy"], "consent_dir": None}
+    return out
 
 
 class _DeniedIsAWarning(logging.LoggerAdapter):
