@@ -22,7 +22,7 @@ for _path in (str(FAKE_DIR), str(NUKE_DIR)):
 # Names hiero_api calls that are not Hiero's: Python builtins and the Qt calls listed in QT_CALLS.
 NOT_HIERO = {"list", "isinstance", "hasattr", "next", "str", "int", "float", "dataclass", "Placement", "ItemMedia",
              "items", "addMenu", "addAction", "setEnabled", "connect", "command", "build", "_tag",
-             "call", "kept_job", "forget_job", "len", "startswith"}
+             "call", "kept_job", "forget_job", "len", "startswith", "ProjectColour", "project_colour"}
 
 
 def _resolve(dotted: str):
@@ -111,6 +111,29 @@ def test_fake_refuses_what_hiero_refuses():
         clip.setSourceMediaColourTransform("ACEScg")
     with pytest.raises(TypeError, match="BinItem"):
         core.Bin("b").addItem(clip)
+    # A colour transform is one of the project's config: its colour spaces, its roles as 'role (colour space)',
+    # the file type's default. Another config's names are refused.
+    project = core.Project("p")
+    project.clipsBin().addItem(core.BinItem(clip))
+    assert clip.sourceMediaColourTransform() == "default (ACEScg)"        # the built-in ACES cg config
+    available = clip.getAvailableOcioColourTransforms()
+    assert {"ACEScg", "scene_linear (ACEScg)", "compositing_log (ACEScct)", "default (ACEScg)"} <= set(available)
+    for name in ("linear", "Filmic Log", "scene_linear", "default (linear)"):
+        with pytest.raises(ValueError, match="not a colour transform"):
+            clip.setSourceMediaColourTransform(name)
+    clip.setSourceMediaColourTransform("scene_linear (ACEScg)")
+    project._colour_management("nuke-default")
+    assert (project.ocioConfigName(), project.lutSettingFloat(), project.lutSettingLog()) == ("nuke-default", "linear",
+                                                                                             "Cineon")
+    with pytest.raises(ValueError, match="not a colour transform"):
+        clip.setSourceMediaColourTransform("ACEScg")
+    clip.setSourceMediaColourTransform("default (linear)")
+    custom = str(FAKE_DIR / "nuke-default" / "config.ocio")
+    project._colour_management(custom)
+    assert (project.ocioConfigName(), project.ocioConfigPath(), project.lutSettingFloat()) == (
+        "", custom, "role_scene_linear")                 # a custom config has no name; roles as the .hrox keeps them
+    with pytest.raises(RuntimeError, match="OCIO config"):
+        project._colour_management("/studio/missing.ocio")
     refused = []
     worker = threading.Thread(target=lambda: refused.append(_raises(lambda: core.executeInMainThread(print, 1, 2))))
     worker.start()

@@ -60,15 +60,19 @@ def studio_app(server, tmp_path, monkeypatch):
     timeline._running.clear()
 
 
-def _edit(hiero, plate, shot=None, colour="ACEScg"):
-    """A project with one sequence whose Video 1 track holds the cut of ``plate`` at timeline 1001."""
+def _edit(hiero, plate, shot=None, colour="ACEScg", config=None):
+    """A project with one sequence whose Video 1 track holds the cut of ``plate`` at timeline 1001; ``config``: the
+    project's OCIO config (default: Nuke's built-in ACES cg config); ``colour`` None: the clip keeps its default."""
     core = hiero.core
     project = core.Project("show")
+    if config is not None:
+        project._colour_management(config)
     sequence = core.Sequence("edit_v001")
     project.clipsBin().addItem(core.BinItem(sequence))
     clip = core.Clip(plate)
     project.clipsBin().addItem(core.BinItem(clip))
-    clip.setSourceMediaColourTransform(colour)
+    if colour is not None:
+        clip.setSourceMediaColourTransform(colour)
     track = core.VideoTrack("Video 1")
     sequence.addTrack(track)
     item = track.addTrackItem(clip, 1001)
@@ -519,6 +523,81 @@ def test_placing_takes_never_touches_the_original_track(studio_app, plate, tmp_p
     bins = [b for b in project.clipsBin().bins() if b.name() == "BodyDouble"]
     assert len(bins) == 1 and [c.name() for c in bins[0].clips()] == ["sh020_hero_take001", "sh020_hero_take002"]
     assert placed[1].tags()[0].metadata().dict()["tag.pattern"].endswith("sh020_hero_take002.####.exr")
+
+
+# -- colour: a clip's colour transform, read through the project's colour management -------------------
+CG = "fn-nuke_cg-config-v1.0.0_aces-v1.3_ocio-v2.1"
+
+
+@pytest.mark.parametrize("config, colour, sent", [
+    (CG, None, "ACEScg"),                                   # the EXR default: 'default (ACEScg)'
+    (CG, "scene_linear (ACEScg)", "ACEScg"),                # a role, as Hiero lists it
+    (CG, "compositing_log (ACEScct)", "ACEScct"),
+    (CG, "data (Raw)", "Raw"),                              # the server reads it as raw (no colour management)
+    (CG, "Linear Rec.709 (sRGB)", "Linear Rec.709 (sRGB)"),  # brackets in a colour space's own name
+    ("nuke-default", None, "linear"),                       # 'default (linear)'
+    ("nuke-default", "scene_linear (linear)", "linear"),
+    ("nuke-default", "Cineon", "Cineon"),
+])
+def test_a_clips_colour_transform_is_resolved_through_the_project(studio_app, plate, config, colour, sent):
+    from bodydouble_nuke import hiero_api, timeline
+
+    _, hiero = studio_app
+    _, _, _, item = _edit(hiero, plate, colour=colour, config=config)
+    shot = timeline.shot_of(hiero_api.read_item(item))
+    assert shot.colour_transform == item.sourceMediaColourTransform() and shot.colorspace == sent
+
+
+def test_roles_resolve_through_the_projects_settings(studio_app, plate):
+    """A project whose settings name colour spaces (not roles): a role or a 'default (role)' takes the setting;
+    one the project leaves to the config (the .hrox's 'role_…') is sent as the role, for the server's config."""
+    from bodydouble_nuke import hiero_api, timeline
+
+    _, hiero = studio_app
+    project, _, _, item = _edit(hiero, plate, colour=None)
+    colour = hiero_api.read_item(item).project_colour
+    assert (colour.config_name, colour.working) == (CG, "role_scene_linear")
+    assert timeline.resolve_colour_transform("default (compositing_log)", colour) == "compositing_log"
+    project._colour_management(CG, working="ACEScg", log="ACEScct")
+    colour = hiero_api.read_item(item).project_colour
+    assert timeline.resolve_colour_transform("default (scene_linear)", colour) == "ACEScg"
+    assert timeline.resolve_colour_transform("role_compositing_log", colour) == "ACEScct"
+    assert timeline.project_root(colour)["OCIO_config"] == CG
+    custom = timeline.project_root(hiero_api.ProjectColour("", "/studio/show.ocio", "ACEScg", "", "", "", ""))
+    assert (custom["OCIO_config"], custom["customOCIOConfigPath"]) == ("custom", "/studio/show.ocio")
+
+
+def test_a_nuke_default_project_extends_through_the_server(on_video_server, studio_app, plate):
+    """Nuke Studio's nuke-default colour management: the EXR clip's 'default (linear)' is sent as 'linear', which
+    the server's ACES config reads as Linear Rec.709; the take's clip gets the shot's colour transform back."""
+    nuke, hiero = studio_app
+    _, sequence, _, item = _edit(hiero, plate, colour=None, config="nuke-default")
+    assert item.sourceMediaColourTransform() == "default (linear)"
+    _extend_form(nuke)
+    hiero._right_click(sequence, item)._find(EXTEND).trigger()
+    _wait_idle(nuke)
+    assert nuke._messages == []
+    (placed,) = sequence.videoTracks()[-1].items()
+    pattern = placed.source().mediaSource().fileinfos()[0].filename().rsplit(" (", 1)[0]
+    take = json.loads((Path(pattern).parent / "take.json").read_text())
+    assert take["status"] == "complete" and take["request"]["colorspace"] == "linear"
+    assert placed.source().sourceMediaColourTransform() == "default (linear)"
+
+
+def test_a_colour_transform_the_server_does_not_know_is_refused_with_the_valid_names(on_video_server, studio_app,
+                                                                                     plate):
+    """Cineon (nuke-default's log space) has no equivalent in the server's ACES config: unknown_colorspace, in a
+    message that names the clip's transform, lists the names the server knows and says what to change."""
+    nuke, hiero = studio_app
+    _, sequence, _, item = _edit(hiero, plate, colour="compositing_log (Cineon)", config="nuke-default")
+    _extend_form(nuke)
+    hiero._right_click(sequence, item)._find(EXTEND).trigger()
+    _wait_idle(nuke)
+    (message,) = nuke._messages
+    assert "does not know the plate's colour space" in message and "'Cineon'" in message
+    assert "Valid names:" in message and "ACEScg" in message
+    assert "'compositing_log (Cineon)', sent as 'Cineon'" in message and "Media Color Transform" in message
+    assert len(sequence.videoTracks()) == 1 and item.tags() == ()
 
 
 # -- fill: the Node Graph flow on the shot's source --------------------------------------------

@@ -17,7 +17,14 @@ Timeline facts this relies on (from the same reference):
   scans carry) plus ``sourceIn()``; they are floats after retimes.
 - ``MediaFileInfo.filename()`` of an image sequence reads ``/path/name.####.exr (1001-1048)``.
 - ``VideoTrack.addTrackItem(clip, position)`` works only once the track is in a sequence.
-- A clip's colour transform can be set only after it is in a bin (``BinItem.activeItem()``).
+- A clip's colour transform can be set only after it is in a bin (``BinItem.activeItem()``), and only to one of
+  ``Clip.getAvailableOcioColourTransforms()``: the project's OCIO colour spaces, its roles shown as
+  ``role (colour space)`` (e.g. ``scene_linear (ACES - ACEScg)``) and the file type's ``default (…)``.
+- The project's colour management: ``Project.ocioConfigName()`` (``nuke-default``, a built-in config; '' for a
+  custom one, whose file is ``ocioConfigPath()``) and its defaults by role, ``lutSettingWorkingSpace()``,
+  ``lutSettingFloat()``, ``lutSettingLog()``, ``lutSetting8Bit()``, ``lutSetting16Bit()`` (the .hrox stores a
+  role as ``role_scene_linear``), which Foundry's own Nuke-script export copies into the root's
+  ``workingSpaceLUT``, ``floatLut``, ``logLut``, ``int8Lut``, ``int16Lut``.
 
 Threading: everything here runs on the main (UI) thread except :func:`run_in_main_thread`,
 which a worker thread calls to queue the finish step.
@@ -79,6 +86,13 @@ DOCUMENTED: dict[str, str] = {
     "core.Sequence.project": "()",
     "core.Sequence.addTrack": "(track)",
     "core.Project.clipsBin": "()",
+    "core.Project.ocioConfigName": "()",
+    "core.Project.ocioConfigPath": "()",
+    "core.Project.lutSettingWorkingSpace": "()",
+    "core.Project.lutSettingFloat": "()",
+    "core.Project.lutSettingLog": "()",
+    "core.Project.lutSetting8Bit": "()",
+    "core.Project.lutSetting16Bit": "()",
     "core.Project.beginUndo": "(name)",
     "core.Project.endUndo": "()",
     "core.Bin": "(name)",
@@ -154,9 +168,31 @@ class ItemMedia:
     handle_in: int
     handle_out: int
     fps: float
-    colour_transform: str
+    colour_transform: str    # sourceMediaColourTransform(): Hiero's name, read through ``project_colour``
     track: str
     sequence: str
+    project_colour: "ProjectColour"
+
+
+@dataclass
+class ProjectColour:
+    """The project's colour management, as Hiero reports it (Project > Edit Settings > Color Management)."""
+
+    config_name: str         # ocioConfigName(): 'nuke-default', a built-in config, '' for a custom one
+    config_path: str         # ocioConfigPath()
+    working: str             # lutSettingWorkingSpace()
+    float_lut: str           # lutSettingFloat(): the default for float files (EXR)
+    log_lut: str             # lutSettingLog(): for log files (DPX, Cineon)
+    int8_lut: str            # lutSetting8Bit()
+    int16_lut: str           # lutSetting16Bit()
+
+
+def project_colour(project: Any) -> ProjectColour:
+    return ProjectColour(
+        config_name=str(project.ocioConfigName()), config_path=str(project.ocioConfigPath()),
+        working=str(project.lutSettingWorkingSpace()), float_lut=str(project.lutSettingFloat()),
+        log_lut=str(project.lutSettingLog()), int8_lut=str(project.lutSetting8Bit()),
+        int16_lut=str(project.lutSetting16Bit()))
 
 
 def read_item(item: TrackItem) -> ItemMedia:
@@ -164,6 +200,7 @@ def read_item(item: TrackItem) -> ItemMedia:
     media = clip.mediaSource()
     info = media.fileinfos()[0]
     track = item.parent()
+    sequence = track.parent()
     return ItemMedia(
         name=str(item.name()), filename=str(info.filename()),
         media_first=int(info.startFrame()), media_last=int(info.endFrame()),
@@ -172,7 +209,7 @@ def read_item(item: TrackItem) -> ItemMedia:
         timeline_in=int(item.timelineIn()), timeline_out=int(item.timelineOut()),
         handle_in=int(item.handleInLength()), handle_out=int(item.handleOutLength()),
         fps=float(clip.framerate().toFloat()), colour_transform=str(item.sourceMediaColourTransform()),
-        track=str(track.name()), sequence=str(track.parent().name()),
+        track=str(track.name()), sequence=str(sequence.name()), project_colour=project_colour(sequence.project()),
     )
 
 

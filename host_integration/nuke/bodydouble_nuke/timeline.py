@@ -44,6 +44,7 @@ class Shot:
     fps: float
     colour_transform: str     # Hiero's name for the media's colour space
     track: str
+    colorspace: str = ""      # what is sent: colour_transform read through the project's colour management
 
 
 @dataclass
@@ -101,7 +102,52 @@ def shot_of(media: hapi.ItemMedia) -> Shot:
         source_out=media.clip_first + int(round(media.source_out)),
         timeline_out=media.timeline_out, handle_in=media.handle_in, handle_out=media.handle_out,
         fps=media.fps, colour_transform=media.colour_transform, track=media.track,
+        colorspace=resolve_colour_transform(media.colour_transform, media.project_colour),
     )
+
+
+# -- colour: Hiero's names -> a name the server's config knows -----------------------------------
+# OCIO's roles: Hiero lists each as 'role (colour space)' among a clip's colour transforms.
+OCIO_ROLES = frozenset({"default", "reference", "data", "scene_linear", "compositing_linear", "rendering",
+                        "compositing_log", "color_timing", "color_picking", "matte_paint", "texture_paint",
+                        "aces_interchange", "cie_xyz_d65_interchange"})
+
+
+def hiero_name(value: str) -> str:
+    """A Hiero colour-transform name as the colour space or role it stands for: 'scene_linear (ACES - ACEScg)'
+    (a role, as Hiero lists it) and 'default (ACEScg)' (the file type's default) -> the name in brackets;
+    'role_scene_linear' (a project setting, as the .hrox keeps it) -> 'scene_linear'. A colour space whose own
+    name has brackets ('Linear Rec.709 (sRGB)') stays whole: only a role or 'default' is unwrapped."""
+    value = value.strip()
+    while True:
+        match = re.fullmatch(r"(\w+) \((.+)\)", value)
+        if match and match.group(1) in OCIO_ROLES:
+            value = match.group(2).strip()
+        elif value.startswith("role_") and value[len("role_"):] in OCIO_ROLES:
+            value = value[len("role_"):]
+        else:
+            return value
+
+
+def project_root(colour: hapi.ProjectColour) -> dict[str, str]:
+    """The project's colour management as the Nuke root knobs that hold the same settings (what Foundry's own
+    Nuke-script export writes from it), so a Hiero name resolves as a Node Graph knob does (flow)."""
+    if colour.config_name == "nuke-default":
+        config = {"colorManagement": "Nuke"}
+    elif colour.config_name:
+        config = {"colorManagement": "OCIO", "OCIO_config": colour.config_name}
+    else:                              # a custom config: Hiero names no config, its path is the project's
+        config = {"colorManagement": "OCIO", "OCIO_config": "custom", "customOCIOConfigPath": colour.config_path}
+    return {**config, "workingSpaceLUT": hiero_name(colour.working), "floatLut": hiero_name(colour.float_lut),
+            "logLut": hiero_name(colour.log_lut), "int8Lut": hiero_name(colour.int8_lut),
+            "int16Lut": hiero_name(colour.int16_lut)}
+
+
+def resolve_colour_transform(transform: str, colour: hapi.ProjectColour) -> str:
+    """What a clip's colour transform means in this project, as a name to send: 'default (linear)' -> 'linear',
+    'scene_linear (ACEScg)' -> 'ACEScg', a role or 'default (scene_linear)' -> the project's setting for it.
+    A role the project leaves to the config is sent as the role (the server's config resolves it)."""
+    return flow.resolve_colorspace(hiero_name(transform), project_root(colour))
 
 
 def retime_of(media: hapi.ItemMedia) -> Optional[float]:
@@ -201,7 +247,7 @@ def ask_params(shot: Shot, adapters: list[str]) -> Optional[host.Params]:
         return host.Params(
             operation="extend", adapter=answer[FORM_ADAPTER], prompt=answer[FORM_PROMPT], seed=seed, steps=steps,
             first=shot.source_in, last=shot.source_out, count=count, shot=shot.name, fps=shot.fps,
-            colorspace=flow.normalise_colorspace(shot.colour_transform), plate=shot.pattern)
+            colorspace=shot.colorspace, plate=shot.pattern)
 
 
 def cancel(shot_name: str) -> bool:
@@ -226,7 +272,8 @@ def _finish(running: Running, outcome: Outcome) -> None:
     if outcome.error is not None or outcome.result is None:
         state = "cancelled" if isinstance(outcome.error, errors.JobCancelled) else "failed"
         commands.remember(commands.Ended(key, outcome.job_id or "", state, str(outcome.error).splitlines()[0][:200]))
-        report(outcome.error or errors.BodyDoubleError("the job ended without a result"), address, running.params)
+        report(outcome.error or errors.BodyDoubleError("the job ended without a result"), address, running.params,
+               running.shot)
         return
     record = host.TakeRecord.of(outcome.result, running.params, running.shot.colour_transform)
     commands.remember(commands.Ended(key, outcome.job_id or "", "finished", record.label))
@@ -248,12 +295,20 @@ def placement(shot: Shot, record: host.TakeRecord) -> hapi.Placement:
 
 WORDS = replace(commands.WORDS, retry="run Extend shot again",
               paths_problem="the server may not read this shot's media or write its take.",
-              paths_fix="The media must be under one of the server's allowed roots (bodydouble serve --root).")
+              paths_fix="The media must be under one of the server's allowed roots (bodydouble serve --root).",
+              colour_fix="Set the clip's colour transform (its Media Color Transform) to one the server knows, or run "
+                         "the server with the project's OCIO config ($OCIO).")
 
 
-def report(exc: BaseException, address: str, params: Optional[host.Params] = None) -> None:
-    """The Node Graph's messages, in the timeline's words (paths name the shot's media, not a render folder)."""
-    commands.report(exc, address, params, WORDS)
+def report(exc: BaseException, address: str, params: Optional[host.Params] = None, shot: Optional[Shot] = None) -> None:
+    """The Node Graph's messages, in the timeline's words (paths name the shot's media, not a render folder; a
+    colour space the server does not know names the clip's colour transform it came from)."""
+    words = WORDS
+    if shot is not None:
+        sent = f", sent as '{shot.colorspace}'" if shot.colorspace != shot.colour_transform else ""
+        words = replace(WORDS, colour_fix=f"The clip's colour transform in Hiero is '{shot.colour_transform}'{sent}. "
+                                          + WORDS.colour_fix)
+    commands.report(exc, address, params, words)
 
 
 # -- Fill unseen angle… ----------------------------------------------------------------------
@@ -262,7 +317,11 @@ def fill_command(item: hapi.TrackItem) -> Optional[api.Group]:
     shot = shot_of(hapi.read_item(item))
     read = api.create("Read", name=re.sub(r"\W", "_", f"shot_{shot.name}_source"), file=shot.pattern, first=shot.source_in,
                       last=shot.source_out, origfirst=shot.source_in, origlast=shot.source_out)
-    if shot.colour_transform and not shot.colour_transform.startswith("default"):
-        api.set(read, "colorspace", shot.colour_transform)
+    if shot.colorspace and not shot.colour_transform.strip().startswith("default ("):   # else the Read's own default
+        try:
+            api.set(read, "colorspace", shot.colorspace)
+        except ValueError:            # the script's config is not the project's
+            api.message(f"BodyDouble: this script's colour management has no '{shot.colorspace}' (the clip's colour "
+                        f"transform '{shot.colour_transform}'): set the Read's colorspace by hand.")
     api.select_only(read)
     return commands.fill_command()

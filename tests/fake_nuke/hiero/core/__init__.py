@@ -4,7 +4,16 @@ Rules of the real thing that the fake enforces, because breaking them breaks a r
 every call that edits the project runs on the main thread only; ``VideoTrack.addTrackItem``
 needs the track in a sequence; a ``Tag`` belongs to one owner; ``executeInMainThread`` takes
 its positional arguments as one item or one tuple, then a dict (Foundry's docstring) and queues
-the call on the same main-thread queue as the fake ``nuke`` (one Qt application).
+the call on the same main-thread queue as the fake ``nuke`` (one Qt application); a clip's colour
+transform is one of ``getAvailableOcioColourTransforms()`` of its project's OCIO config (a real
+config file or OCIO's built-in one, read with OpenImageIO): its colour spaces, each role as
+``role (colour space)``, and the file type's ``default (colour space)``; anything else is refused.
+
+Project colour management (Project > Edit Settings > Color Management): Nuke's built-in ACES cg config
+by default, as the fake ``nuke``'s root (OCIO's own ``ocio://`` config), or, with ``_colour_management``,
+``nuke-default`` (its colour spaces: the real OCIO config beside the fake ``nuke``), another built-in
+config or a custom config file. The LUT
+settings hold colour-space names, or roles in the .hrox's ``role_<name>`` form.
 """
 from __future__ import annotations
 
@@ -194,7 +203,7 @@ class Clip(_Named, _Tagged):
         self._init_name(os.path.basename(self._media._pattern).split(".")[0])
         self._init_tags()
         self._framerate = TimeBase(24.0)
-        self._colour = "default (scene_linear)"
+        self._colour = ""             # '': the file type's default in the project
         self._bin_item: Optional[BinItem] = None
         self._project: Optional[Project] = None
 
@@ -212,12 +221,18 @@ class Clip(_Named, _Tagged):
         return self._last - self._first + 1
 
     def sourceMediaColourTransform(self) -> str:
-        return self._colour
+        return self._colour or _default_transform(self._project, self._media._pattern)
+
+    def getAvailableOcioColourTransforms(self) -> list:
+        return _transforms(self._project, self._media._pattern)
 
     def setSourceMediaColourTransform(self, colourTransform: str) -> None:
         _main("setSourceMediaColourTransform")
         if self._bin_item is None:
             raise RuntimeError("a clip's colour transform can only be set once it is in a bin")
+        if colourTransform not in self.getAvailableOcioColourTransforms():
+            raise ValueError(f"{colourTransform!r} is not a colour transform of the project's OCIO config "
+                             f"{_project_colour(self._project).config()}")
         self._colour = colourTransform
 
 
@@ -281,9 +296,39 @@ class Project(_Named):
         self._clips_bin._project = self
         self._open_undo: list[str] = []
         self._edits: list[tuple[Optional[str], str]] = []   # (the undo group it fell in, what was edited)
+        self._colour = _ProjectColour(_DEFAULT_CONFIG)
 
     def clipsBin(self) -> Bin:
         return self._clips_bin
+
+    def ocioConfigName(self) -> str:
+        """The config's name; '' for a custom config (Foundry's docstring)."""
+        return self._colour.name
+
+    def ocioConfigPath(self) -> str:
+        return self._colour.path
+
+    def lutSettingWorkingSpace(self) -> str:
+        return self._colour.settings["working"]
+
+    def lutSettingFloat(self) -> str:
+        return self._colour.settings["float"]
+
+    def lutSettingLog(self) -> str:
+        return self._colour.settings["log"]
+
+    def lutSetting8Bit(self) -> str:
+        return self._colour.settings["8bit"]
+
+    def lutSetting16Bit(self) -> str:
+        return self._colour.settings["16bit"]
+
+    def _colour_management(self, config: str, **settings: str) -> None:
+        """Project Settings ▸ Color Management, as an artist sets it: 'nuke-default', one of Nuke's built-in OCIO
+        configs ('fn-nuke_cg-config-…'), or a custom config's path; the LUT settings reset to the config's
+        defaults (roles), then ``settings`` (working/float/log/8bit/16bit) override them."""
+        self._colour = _ProjectColour(config)
+        self._colour.settings.update(settings)
 
     def sequences(self) -> tuple:
         """Every sequence in the project's bins."""
@@ -311,6 +356,65 @@ def _edited(project: Optional[Project], what: str) -> None:
     """Project edits, with the undo group open at the time (what one Edit > Undo would revert)."""
     if project is not None:
         project._edits.append((project._open_undo[0] if project._open_undo else None, what))
+
+
+# -- colour management ------------------------------------------------------------------------------
+_ROLE_SETTINGS = {"working": "scene_linear", "float": "scene_linear", "log": "compositing_log",
+                  "8bit": "matte_paint", "16bit": "texture_paint"}
+_LOG_FILES, _FLOAT_FILES = (".dpx", ".cin"), (".exr", ".hdr", ".sxr")
+_DEFAULT_CONFIG = _nuke._BUILTIN_CONFIGS[0]
+
+
+class _ProjectColour:
+    """A project's colour management: the config (``name`` as Hiero reports it, ``path``) and LUT settings."""
+
+    def __init__(self, config: str) -> None:
+        if config == "nuke-default":
+            self.name, self.path = config, _nuke._NUKE_DEFAULT_CONFIG
+            self.settings = {"working": "linear", "float": "linear", "log": "Cineon", "8bit": "sRGB", "16bit": "sRGB"}
+        else:
+            builtin = config in _nuke._BUILTIN_CONFIGS
+            self.name, self.path = (config, "") if builtin else ("", config)
+            self.settings = {key: f"role_{role}" for key, role in _ROLE_SETTINGS.items()}
+        self.config()                              # a config OCIO cannot read is refused now
+
+    def config(self) -> str:
+        """What OpenImageIO reads: the nuke-default file, ocio://<built-in>, or the custom file."""
+        if self.name.startswith("fn-nuke_"):
+            return "ocio://" + self.name[len("fn-nuke_"):]
+        _nuke._colourspaces(self.path or self.name)   # raises for a config OCIO cannot read
+        return self.path or self.name
+
+    def role_space(self, role: str) -> str:
+        import OpenImageIO as oiio
+
+        return oiio.ColorConfig(self.config()).getColorSpaceNameByRole(role) or ""
+
+    def shown(self, setting: str) -> str:
+        """A LUT setting as a colour space: a role ('role_scene_linear') through the config."""
+        value = self.settings[setting]
+        return self.role_space(value[len("role_"):]) if value.startswith("role_") else value
+
+
+def _project_colour(project: Optional["Project"]) -> _ProjectColour:
+    return project._colour if project is not None else _ProjectColour(_DEFAULT_CONFIG)
+
+
+def _default_transform(project: Optional["Project"], pattern: str) -> str:
+    """The file type's default, as Hiero shows it: 'default (linear)' for an EXR in nuke-default."""
+    ext = os.path.splitext(pattern)[1].lower()
+    setting = "float" if ext in _FLOAT_FILES else "log" if ext in _LOG_FILES else "8bit"
+    return f"default ({_project_colour(project).shown(setting)})"
+
+
+def _transforms(project: Optional["Project"], pattern: str) -> list:
+    """A clip's colour transforms: the config's colour spaces, its roles as 'role (colour space)', its default."""
+    import OpenImageIO as oiio
+
+    colour = _project_colour(project)
+    config = oiio.ColorConfig(colour.config())
+    roles = [f"{role} ({config.getColorSpaceNameByRole(role)})" for role in config.getRoles()]
+    return [_default_transform(project, pattern), *config.getColorSpaceNames(), *roles]
 
 
 # -- timeline --------------------------------------------------------------------------------------
@@ -374,6 +478,8 @@ class TrackItem(_Named, _Tagged):
         return self._colour or (self._source.sourceMediaColourTransform() if self._source else "")
 
     def setSourceMediaColourTransform(self, colourTransform: str) -> None:
+        if self._source is not None and colourTransform not in self._source.getAvailableOcioColourTransforms():
+            raise ValueError(f"{colourTransform!r} is not a colour transform of the project's OCIO config")
         self._colour = colourTransform
 
     def parent(self) -> Optional["VideoTrack"]:
