@@ -128,7 +128,8 @@ def test_kill_9_mid_fill_then_restart(shot):
         stop_process(proc)
 
 
-def test_kill_9_mid_train_resumes_from_the_last_checkpoint(shot):
+def test_kill_9_mid_train_resumes_by_itself_from_the_last_checkpoint(shot):
+    """Nobody submits again: the restarted server takes the training up from its checkpoint under the same job id."""
     from .test_training import write_frames
 
     frames = write_frames(shot["root"] / "refs")
@@ -152,13 +153,18 @@ def test_kill_9_mid_train_resumes_from_the_last_checkpoint(shot):
         (staging / "lora.safetensors").write_bytes(b"half")
         proc, address = serve(shot)
         with Client(address, timeout=30) as client:
+            resumed = client.status(job.job_id)
             steps = []
-            result = client.submit(request).wait(timeout=300, on_progress=lambda p: steps.append(p.step)
-                                                 if p.raw.get("phase") == "train" else None)
-        # Resumed right after a checkpoint (4, or 8 if the server ran ahead of the client), not from zero.
-        assert steps[0] in (5, 9) and steps[-1] == 12, steps
+            result = client.follow(job.job_id).wait(timeout=300, on_progress=lambda p: steps.append(p.step)
+                                                    if p.raw.get("phase") == "train" else None)
+        # Taken up at the last checkpoint (4, or 8 if the server ran ahead of the client), not from zero.
+        checkpoint = resumed["resumed"]["checkpoint_step"]
+        assert checkpoint in (4, 8) and resumed["state"] in ("queued", "running"), resumed
+        assert steps and min(steps) > checkpoint and steps[-1] == 12, steps
+        assert result.job == job.job_id and result.info["steps_done"] == 12
         assert result.adapter == "hero_crash" and result.info["adapter_status"] == "ready"
         assert not staging.exists() and temporaries(shot["root"] / "adapters") == []
+        assert not list((shot["root"] / "takes" / ".bodydouble" / "resume").glob("*.json"))   # ended: not again
     finally:
         stop_process(proc)
 

@@ -7,19 +7,27 @@ connection) numbered by ``seq``: ``accepted`` (0), ``progress``..., then exactly
 overtake ``accepted``. Cancel takes a queued job out at once; a running one stops at its next step
 and its ``cancelled`` is sent only after the worker let go of it and the take was marked.
 An ended job keeps its summary (the final body, no pixel buffers), never its request.
+
+Jobs of a *resumable* operation (training) are written to a :class:`ResumeJournal` when accepted and removed
+when they end; a server that starts again finds those a killed predecessor left and queues them again under
+their own job ids (server.py ``resume_jobs``).
 """
 from __future__ import annotations
 
 import collections
 import itertools
+import json
 import logging
+import os
+import socket
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
-from bodydouble import errors, protocol
+from bodydouble import atomic, errors, protocol
 
 log = logging.getLogger("bodydouble.jobs")
 
@@ -53,6 +61,7 @@ class Job:
     on_take: Callable | None = None                    # the manager's journal hook
     on_finish: Callable | None = None                  # (job, final msg, state) before the final reply: the audit
     beside: int = 0       # > 0: runs beside the worker thread, at most this many of its operation at once
+    resumed: dict | None = None    # a job a restarted server took up again: {"from_instance", "checkpoint_step"}
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -140,6 +149,8 @@ class Job:
                    "created": self.created, "ended": self.ended, "take_dir": self.take_dir, "seq": self.seq}
             if self.summary is not None:
                 out["final"] = {"type": self.final_type, "body": self.summary}
+            if self.resumed is not None:
+                out["resumed"] = self.resumed
             return out
 
     def _publish(self, mtype: str, body: dict, buffers=(), meanings=()) -> None:
@@ -215,26 +226,40 @@ class JobManager:
         raise errors.Busy(f"{which} is full ({total} job(s) waiting); try again in {retry:g} s",
                           details={"retry_after": retry, "queued": total})
 
-    def submit(self, peer: bytes, request_id: str, operation: str, request: object,
+    def submit(self, peer: bytes | None, request_id: str, operation: str, request: object,
                run: Callable[[Job], protocol.Message], send: Send, on_admit: Callable[[Job], None] | None = None,
-               on_finish: Callable | None = None, beside: int = 0) -> Job:
+               on_finish: Callable | None = None, beside: int = 0, job_id: str | None = None,
+               resumed: dict | None = None) -> Job:
         """Queue a job that passed every check; its ``accepted`` is sent before the worker can see it.
 
         ``on_admit(job)`` runs first (the audit line; if it raises, nothing is queued), ``on_finish`` before the
-        job's final reply."""
-        job = Job(id=f"job-{self._prefix}-{next(self._ids)}", peer=peer, request_id=request_id,
+        job's final reply. ``peer`` None: nobody follows it yet (a job resumed at start-up, under its old
+        ``job_id``; hosts re-attach with ``follow``)."""
+        job = Job(id=job_id or f"job-{self._prefix}-{next(self._ids)}", peer=peer or b"", request_id=request_id,
                   operation=operation, request=request, run=run, send=send, on_take=self._take_opened,
-                  on_finish=on_finish, beside=beside)
+                  on_finish=on_finish, beside=beside, resumed=resumed)
         if on_admit is not None:
             on_admit(job)
         with self._cv:
             self._jobs[job.id] = job
-            self._by_request[(peer, request_id)] = job.id
             position = len(self._queue) + (1 if self.running else 0)
-            job.subscribe(peer, request_id, position)
+            if peer is not None:
+                self._by_request[(peer, request_id)] = job.id
+                job.subscribe(peer, request_id, position)
             self._queue.append(job)
             self._trim()
             self._cv.notify()
+        return job
+
+    def ended(self, job_id: str, operation: str, error: errors.BodyDoubleError, resumed: dict | None = None) -> Job:
+        """Record a job that ends without running (a resume refused at start-up): status and follow by its id
+        answer its error instead of ``unknown_job``."""
+        job = Job(id=job_id, peer=b"", request_id="", operation=operation, request=None, run=None,
+                  send=lambda *_: None, resumed=resumed)
+        job.finish(protocol.error_message(None, error), "failed")
+        with self._cv:
+            self._jobs[job.id] = job
+            self._trim()
         return job
 
     def find(self, job_ref: str, peer: bytes | None = None) -> Job:
@@ -368,3 +393,56 @@ class JobManager:
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
             return protocol.error_message(None, errors.JobFailed(
                 f"job {job.id} failed: {type(exc).__name__}: {exc}")), "failed"
+
+
+class ResumeJournal:
+    """Accepted jobs of a resumable operation, one small JSON file each, so a restart can take them up again.
+
+    ``<folder>/<job>.json`` = {job, operation, request (its wire body: JSON, never buffers), request_id,
+    requester, instance, pid, host, created}; written atomically when the job is accepted, removed when it ends
+    (any final reply). :meth:`left_over` (at start-up) lists the entries whose server process is gone.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def _entry(self, job_id: str) -> Path:
+        from bodydouble.jobspec import safe_name
+
+        return self.folder / f"{safe_name(job_id)}.json"
+
+    def started(self, job: Job, operation: str, body: dict, request_id: str, requester: dict, instance: str) -> None:
+        """Raises OSError when it cannot be written: a resumable job is never accepted without its entry."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(self._entry(job.id), {
+            "job": job.id, "operation": operation, "request": body, "request_id": request_id,
+            "requester": requester, "instance": instance, "pid": os.getpid(), "host": socket.gethostname(),
+            "created": job.created})
+
+    def ended(self, job_id: str) -> None:
+        try:
+            os.unlink(self._entry(job_id))
+        except OSError:
+            pass
+
+    def left_over(self) -> list[dict]:
+        """The entries of dead servers (unreadable ones are removed), oldest first."""
+        from .takes import process_alive
+
+        if not self.folder.is_dir():
+            return []
+        atomic.sweep(self.folder)
+        found = []
+        for entry in self.folder.glob("*.json"):
+            try:
+                data = json.loads(entry.read_text())
+                if not isinstance(data, dict) or not isinstance(data.get("job"), str):
+                    raise ValueError("not a journal entry")
+            except (OSError, ValueError):
+                log.warning("removing unreadable resume entry %s", entry)
+                entry.unlink(missing_ok=True)
+                continue
+            if data.get("host") == socket.gethostname() and process_alive(data.get("pid")):
+                continue      # another server on this machine still runs it
+            found.append(data)
+        return sorted(found, key=lambda d: d.get("created") or 0)

@@ -21,6 +21,7 @@ Only the loop thread touches the ROUTER socket, and the loop never waits on itse
 from __future__ import annotations
 
 import collections
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -37,7 +38,7 @@ from bodydouble.jobspec import OPERATIONS as REQUEST_TYPES
 from .config import ServerConfig
 from .engine import Engine
 from .imaging import colour
-from .jobs import Job, JobManager
+from .jobs import Job, JobManager, ResumeJournal
 from .operations import OPERATIONS
 from .takes import Journal
 
@@ -63,6 +64,7 @@ class Server:
         else:
             self.engine, self.operations = Engine(config), OPERATIONS
         self.journal = Journal(Path(config.output_root) / ".bodydouble" / "running")
+        self.resume_journal = ResumeJournal(Path(config.output_root) / ".bodydouble" / "resume")
         self.jobs = JobManager(self.engine.load, self.instance, journal=self.journal)
         self._ctx = zmq.Context()
         self._stop = threading.Event()
@@ -139,6 +141,7 @@ class Server:
         if self._router is None:
             self.bind()
         self._loop_thread = threading.get_ident()
+        self.resume_jobs()
         self.jobs.start()
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
@@ -388,10 +391,75 @@ class Server:
 
     def _on_submit(self, peer: bytes, msg: protocol.Message) -> None:
         operation, request, admission = self.admit(peer, msg)
-        run = self.operations[operation].run
-        self.jobs.submit(peer, msg.id, operation, request, lambda job: run(self.engine, job, request), self.send,
-                         on_admit=admission.record, on_finish=admission.finished,    # the audit lines
-                         beside=self.operations[operation].beside)
+        self._queue(peer, msg.id, operation, request, admission)
+
+    def _queue(self, peer: bytes | None, request_id: str, operation: str, request, admission,
+               job_id: str | None = None, resumed: dict | None = None) -> Job:
+        """An admitted request becomes a job: its audit lines and, for a resumable operation, its resume entry."""
+        op = self.operations[operation]
+        on_admit, on_finish = admission.record, admission.finished        # the audit lines
+        if op.resume is not None:
+            journal = self.resume_journal
+
+            def on_admit(job: Job) -> None:
+                buffers: list = []
+                body = codec.to_wire(request, buffers, [])
+                if not buffers:          # requests with pixels are not kept: a resume re-reads files only
+                    try:
+                        journal.started(job, operation, body, request_id, dataclasses.asdict(admission.requester),
+                                        self.instance)
+                    except OSError as exc:
+                        raise errors.write_failed(journal.folder, exc) from None
+                try:
+                    admission.record(job)
+                except BaseException:
+                    journal.ended(job.id)
+                    raise
+
+            def on_finish(job: Job, msg: protocol.Message, state: str) -> None:
+                journal.ended(job.id)
+                admission.finished(job, msg, state)
+
+        return self.jobs.submit(peer, request_id, operation, request, lambda job: op.run(self.engine, job, request),
+                                self.send, on_admit=on_admit, on_finish=on_finish, beside=op.beside, job_id=job_id,
+                                resumed=resumed)
+
+    def resume_jobs(self) -> None:
+        """At start-up, before the worker: take up the jobs of resumable operations (training) that a killed
+        predecessor had accepted and never ended. Each keeps its job id (a host that re-attaches with ``follow``
+        finds it) and is checked again as at submit: paths, model kind, consent and policy for the requester
+        recorded then. A refused one ends at once with its error under the same id (audited like a refused
+        submit)."""
+        from .policy.consent import Requester
+
+        for entry in self.resume_journal.left_over():
+            job_id, operation = entry["job"], entry.get("operation")
+            resumed = {"from_instance": entry.get("instance")}
+            try:
+                op = self.operations.get(operation) if isinstance(operation, str) else None
+                if op is None or op.resume is None:
+                    raise errors.RequestError(f"this server does not resume {operation!r} jobs",
+                                              code=errors.NOT_SUPPORTED)
+                request = codec.from_wire(REQUEST_TYPES[operation], entry.get("request"), [])
+                self._check_available(operation)
+                op.validate(request, self.engine)
+                requester = Requester(**entry.get("requester") or {"name": "unknown"})
+                admission = self.engine.policy.admit_as(operation, request, str(entry.get("request_id")),
+                                                        requester, self.engine)
+                resumed.update(op.resume(request, self.engine))
+                self._queue(None, str(entry.get("request_id")), operation, request, admission, job_id=job_id,
+                            resumed=resumed)
+                log.warning("job %s (%s) was cut short by a server stop; taken up again (%s)", job_id, operation,
+                            ", ".join(f"{k} {v}" for k, v in resumed.items()))
+            except Exception as exc:      # noqa: BLE001  (one bad entry must not stop the server starting)
+                if not isinstance(exc, errors.BodyDoubleError):
+                    log.exception("job %s could not be resumed", job_id)
+                    exc = errors.RequestError(f"job {job_id} could not be resumed: {type(exc).__name__}: {exc}",
+                                              code=errors.JOB_FAILED)
+                log.warning("job %s (%s) was cut short by a server stop and is not resumed: %s", job_id, operation,
+                            exc.message)
+                self.resume_journal.ended(job_id)
+                self.jobs.ended(job_id, operation if isinstance(operation, str) else "?", exc, resumed)
 
     def admit(self, peer: bytes, msg: protocol.Message) -> tuple[str, object]:
         """Every check a submit passes before ``accepted``, cheapest first; any failure is its only reply.

@@ -175,7 +175,7 @@ class Journal:
             except (OSError, ValueError, KeyError, TypeError):
                 entry.unlink(missing_ok=True)
                 continue
-            if data.get("host") == socket.gethostname() and _alive(data.get("pid")):
+            if data.get("host") == socket.gethostname() and process_alive(data.get("pid")):
                 continue   # another server on this machine is still writing it
             mark_interrupted(take_dir)
             entry.unlink(missing_ok=True)
@@ -201,7 +201,7 @@ def mark_interrupted(take_dir: Path) -> None:
     log.info("take %s: interrupted by a server stop (%d temporary file(s) removed)", take_dir, len(removed))
 
 
-def _alive(pid) -> bool:
+def process_alive(pid) -> bool:
     if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
         return False
     try:

@@ -17,7 +17,7 @@ from bodydouble.jobspec import TrainRequest
 
 from ..adapters import MANIFEST_FILE
 from ..engine import Engine
-from ..training import contact, run
+from ..training import checkpoints, contact, run
 from ..training.report import summary_text
 from ..training.loop import TrainingCancelled
 
@@ -52,6 +52,14 @@ def validate(req: TrainRequest, engine: Engine) -> None:
             raise errors.RequestError(f"an adapter must say its {' and '.join(missing)}: set them before training",
                                       code=errors.INVALID_REQUEST)
         engine.check_model(req.model_kind)   # not_supported / model_unavailable (skipped while loading)
+
+
+def resume_point(req: TrainRequest, engine: Engine) -> dict:
+    """Where a train job taken up again after a server stop continues: its last checkpoint (the run itself resumes
+    from the work folder, as when the same request is submitted again)."""
+    settings, _ = run.from_request(req)
+    found = checkpoints.latest(run.work_dir_for(Path(engine.config.adapters), settings.name), at_most=settings.steps)
+    return {"checkpoint_step": found.step if found else None}
 
 
 def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
