@@ -16,6 +16,9 @@ from . import errors
 from .frames import expand_pattern, format_frame, parse_range, split_frame  # noqa: F401
 
 MODEL_KINDS = {"fill": "image", "extend": "video"}     # which of the server's models runs each operation
+# How a fill runs (FillRequest.engine), named after the model kind it runs on: each frame through the image model,
+# or the whole range through the video model as masked video inpainting. None: the server picks (docs/protocol.md).
+FILL_ENGINES = ("image", "video")
 
 # Caps on what a request may hold, in characters (and list lengths), checked at submit: a longer value is
 # ``too_large``. Prompts go into every EXR header of a take; names become folder names.
@@ -164,6 +167,22 @@ def _check_generation(req) -> None:
         raise ValueError("an adapter is named twice")
 
 
+def check_shot(frames: list["FrameInput"], what: str) -> None:
+    """Frames a coherent fill can run over (``what``: the video engine, coherence): numbers that increase by
+    one, and a mask for every frame or for none (the plates' alpha), never some. ValueError names the first
+    gap or the frames without a mask."""
+    numbers = [f.frame for f in frames]
+    for a, b in zip(numbers, numbers[1:]):
+        if b != a + 1:
+            raise ValueError(f"{what} fills a shot: frame numbers must follow each other (increasing by one), "
+                             f"but {a} is followed by {b}")
+    bare = [f.frame for f in frames if f.mask is None]
+    if bare and len(bare) < len(frames):
+        listed = ", ".join(map(str, bare[:8])) + (", ..." if len(bare) > 8 else "")
+        raise ValueError(f"{what} needs a mask on every frame (or none: the plates' alpha), but frames {listed} "
+                         f"have none")
+
+
 @dataclass
 class FillRequest:
     """Inpaint what the plate never showed, inside the mask, in the character's likeness."""
@@ -193,6 +212,18 @@ class FillRequest:
     return_pixels: bool = False
     # Live previews on progress events; None: none.
     preview: Optional[PreviewOptions] = field(default_factory=PreviewOptions)
+    # "image": frame by frame on the image model; "video": the range as one shot through the video model (masked
+    # video inpainting with the adapters as video adapters); None: the server picks ("video" for a range of
+    # consecutive frames whose adapters are video adapters, on a server with a video model).
+    engine: Optional[str] = None
+    # Image engine: 0 (each frame on its own) .. 1 (the first frame's fill carried along by the plate's motion).
+    # Between: each frame starts from the previous result warped by the plate's optical flow, denoised with
+    # (1 - coherence) of the strength, on the same noise per pixel.
+    coherence: float = 0.0
+    # Video engine: chunks of the video model's window, as extend's (each later chunk sees ``conditioning``
+    # filled frames as known and regenerates and cross-fades the previous chunk's last ``overlap`` frames).
+    conditioning: int = 1
+    overlap: int = 2
 
     operation = "fill"
 
@@ -211,6 +242,18 @@ class FillRequest:
             raise ValueError(f"feather must be in 0..256 pixels, got {self.feather}")
         if self.mask_channel is not None:
             check_text(self.mask_channel, "mask_channel", "channel")
+        if self.engine is not None and self.engine not in FILL_ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(FILL_ENGINES)} (or null: the server picks), "
+                             f"got {self.engine!r}")
+        if not 0.0 <= self.coherence <= 1.0:
+            raise ValueError(f"coherence must be in [0, 1], got {self.coherence}")
+        if self.coherence and self.engine == "video":
+            raise ValueError("coherence is the image engine's option (the video engine is coherent by itself)")
+        if not 0 <= self.conditioning <= 64 or not 0 <= self.overlap <= 64:
+            raise ValueError(f"conditioning and overlap must be in 0..64 frames, got {self.conditioning} and "
+                             f"{self.overlap}")
+        if self.engine == "video" or self.coherence:
+            check_shot(self.frames, "the video engine" if self.engine == "video" else "coherence")
 
 
 @dataclass

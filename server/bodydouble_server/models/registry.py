@@ -27,6 +27,9 @@ class Family:
     window: int = 0
     temporal_multiple: int = 1
     extend: Callable | None = None
+    # Video families that take per-pixel masks (fill's video engine): inpaint(pipe, video, mask, **settings) ->
+    # (F, H, W, 3) in [0, 1]; ``video`` (F, H, W, 3) known pixels in [0, 1], ``mask`` (F, H, W), 1 = make.
+    inpaint: Callable | None = None
     # Components kept in float32 whatever the server's dtype (a VAE that loses quality in half precision).
     float32_components: tuple[str, ...] = ()
     # A family whose every model is a TEST model (the miniature world's): this label names it in every header.

@@ -192,6 +192,7 @@ class ModelSlot:
         entry = {**self.identity.to_dict(), "family_title": self.family.title, "resolution": self.resolution}
         if self.kind.window_setting:
             entry["window"] = self.window
+            entry["fill_engine"] = self.family.inpaint is not None     # fill's video engine runs on it
         return entry | {"loaded": self.loaded}
 
 

@@ -250,6 +250,20 @@ def _extend_passthrough(pipe, context: np.ndarray, count: int, *, steps: int, on
     return np.repeat(np.asarray(context[-1:], dtype=np.float32), count, axis=0)
 
 
+def _inpaint_standin(pipe, video: np.ndarray, mask: np.ndarray, *, height: int, width: int, prompt: str, steps: int,
+                     generator, on_step, **_settings) -> np.ndarray:
+    """Fill's video engine on the stand-in: one sleep per step for the whole call, drifting pattern frames."""
+    return _extend_standin(pipe, video[:0], len(video), height=height, width=width, prompt=prompt, steps=steps,
+                           generator=generator, on_step=on_step)
+
+
+def _inpaint_passthrough(pipe, video: np.ndarray, mask: np.ndarray, *, steps: int, on_step, **_settings) -> np.ndarray:
+    """The video it was given, unchanged: fill's video engine gives back the plate (colour, crop, chunks)."""
+    pipe.calls += 1
+    pipe._steps(steps, _on_step(on_step, steps), sleep=False)
+    return np.array(video, dtype=np.float32, copy=True)
+
+
 def _on_step(on_step, steps: int):
     return lambda pipeline, step, timestep, kwargs: on_step(step + 1, steps)
 
@@ -273,12 +287,13 @@ PASSTHROUGH = register(Family(
 STANDIN_VIDEO = register(Family(
     name="test-standin-video", title="TEST stand-in video (sleeps per step like a GPU; fixed pixels)",
     resolution=832, multiple=16, pipelines={"extend": _module_class(StandInVideoPipeline)},
-    detect=_detects(StandInVideoPipeline), kind="video", window=81, temporal_multiple=4, extend=_extend_standin))
+    detect=_detects(StandInVideoPipeline), kind="video", window=81, temporal_multiple=4, extend=_extend_standin,
+    inpaint=_inpaint_standin))
 PASSTHROUGH_VIDEO = register(Family(
     name="test-passthrough-video", title="TEST passthrough video (holds the last known frame)",
     resolution=832, multiple=16, pipelines={"extend": _module_class(PassthroughVideoPipeline)},
     detect=_detects(PassthroughVideoPipeline), kind="video", window=81, temporal_multiple=4,
-    extend=_extend_passthrough))
+    extend=_extend_passthrough, inpaint=_inpaint_passthrough))
 
 _PIPELINES = {("standin", "image"): StandInPipeline, ("passthrough", "image"): PassthroughPipeline,
               ("standin", "video"): StandInVideoPipeline, ("passthrough", "video"): PassthroughVideoPipeline}

@@ -1,7 +1,8 @@
 """Wan 2.1 / 2.2 VACE: the video family extend runs on by default (and the embedded test video model's).
 
 Why VACE: it conditions on any set of frames through a per-frame mask (known frames 0, frames to make 1),
-so the last K plate frames condition the shot whatever K is, and its pipeline takes LoRA adapters on the
+so the last K plate frames condition the shot whatever K is (and fill's video engine gives it per-pixel masks
+over a whole shot), and its pipeline takes LoRA adapters on the
 transformer (``WanLoraLoaderMixin``). Wan's VAE compresses time by 4: a call makes 4k+1 frames.
 """
 from __future__ import annotations
@@ -11,22 +12,29 @@ import numpy as np
 from .registry import Family, register, step_callback
 
 
-def extend(pipe, context: np.ndarray, count: int, *, height: int, width: int, prompt: str, negative_prompt: str,
-           steps: int, guidance: float, fps: float, generator, on_step) -> np.ndarray:
-    """``context``: (K, H, W, 3) known frames in [0, 1]; returns the ``count`` frames after them."""
-    known = len(context)
-    total = known + count
-    # Frames to make are mid-grey in the control video (0 after VACE's [-1, 1] scaling) and 1 in the mask.
-    video = np.full((total, height, width, 3), 0.5, np.float32)
-    video[:known] = context
-    mask = np.ones((total, height, width, 1), np.float32)
-    mask[:known] = 0.0
+def inpaint(pipe, video: np.ndarray, mask: np.ndarray, *, height: int, width: int, prompt: str,
+            negative_prompt: str, steps: int, guidance: float, fps: float, generator, on_step) -> np.ndarray:
+    """Masked video inpainting: ``video`` (F, H, W, 3) in [0, 1], ``mask`` (F, H, W), 1 where pixels are made.
+    Returns all F frames (outside the mask the model's version: the caller composites)."""
+    # Pixels to make are mid-grey in the control video (0 after VACE's [-1, 1] scaling), as VACE was trained.
+    control = np.where(mask[..., None] > 0.5, np.float32(0.5), video).astype(np.float32)
     frames = pipe(
-        video=video[None], mask=mask[None], prompt=prompt, negative_prompt=negative_prompt or None,
-        height=height, width=width, num_frames=total, num_inference_steps=steps, guidance_scale=guidance,
-        generator=generator, output_type="np", callback_on_step_end=step_callback(on_step, steps),
+        video=control[None], mask=mask[None, ..., None].astype(np.float32), prompt=prompt,
+        negative_prompt=negative_prompt or None, height=height, width=width, num_frames=len(video),
+        num_inference_steps=steps, guidance_scale=guidance, generator=generator, output_type="np",
+        callback_on_step_end=step_callback(on_step, steps),
     ).frames[0]
-    return np.asarray(frames[known:], dtype=np.float32)
+    return np.asarray(frames, dtype=np.float32)
+
+
+def extend(pipe, context: np.ndarray, count: int, *, height: int, width: int, **settings) -> np.ndarray:
+    """``context``: (K, H, W, 3) known frames in [0, 1]; returns the ``count`` frames after them: inpainting
+    whose mask covers the new frames whole."""
+    known = len(context)
+    video = np.concatenate([context, np.full((count, height, width, 3), 0.5, np.float32)])
+    mask = np.ones((known + count, height, width), np.float32)
+    mask[:known] = 0.0
+    return inpaint(pipe, video, mask, height=height, width=width, **settings)[known:]
 
 
 WAN_VACE = register(Family(
@@ -40,6 +48,7 @@ WAN_VACE = register(Family(
     window=81,                      # Wan 2.1's 5 s at 16 fps
     temporal_multiple=4,
     extend=extend,
+    inpaint=inpaint,
     float32_components=("vae",),    # as Wan's own examples load it; the pipelines cast latents to the VAE's dtype
     # Live previews: Wan 2.1's latent->RGB factors for its normalised 16-channel latents (ComfyUI latent_formats.Wan21).
     latent_rgb=([[-0.1299, -0.1692, 0.2932], [0.0671, 0.0406, 0.0442], [0.3568, 0.2548, 0.1747],

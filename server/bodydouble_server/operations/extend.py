@@ -81,34 +81,32 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
     # The sequence so far at the model's size, only as far back as a later chunk looks (its known frames and the
     # frames it regenerates): memory follows the model's window, never the shot's length.
-    tail = context
-    keep = req.conditioning + req.overlap
     generator = torch.Generator(device="cpu").manual_seed(req.seed)
     qc: dict = {}
+
+    def make(chunk: chunking.Chunk, known: np.ndarray) -> np.ndarray:
+        nonlocal qc
+        job.check_cancelled()
+        made = video.family.extend(
+            pipe, known, chunk.outputs + chunk.pad, height=gen_h, width=gen_w, prompt=req.prompt,
+            negative_prompt=req.negative_prompt, steps=req.steps, guidance=req.guidance, fps=req.fps,
+            generator=generator, on_step=previews.hook(chunking.progress(job, chunk, len(plan), first, req.count)),
+        )[:chunk.outputs]
+        if chunk.index == 0:
+            qc = _seam_qc(context[-1], made[0], req.colour_match)
+            attributes.update(_seam_attributes(qc))
+        return qc["match"].apply(made)
+
+    def emit(chunk: chunking.Chunk, made: np.ndarray) -> None:
+        # Overlap frames are written again, blended: a take is only read once it says complete. Resize, inverse
+        # view and write run on the writer's thread while the next frame (or chunk) goes on.
+        for index, model_rgb in enumerate(made, start=chunk.start):
+            writer.put(first + index, functools.partial(
+                _to_plate, encoding, last, model_rgb, {**attributes, "frame": first + index, "chunk": chunk.index + 1}))
+        writer.flush()      # every finished chunk is on disk and in take.json before the next starts
+
     with common.completing(take), common.TakeWriter(take, returned) as writer:
-        for chunk in plan:
-            job.check_cancelled()
-            known = tail[:len(tail) - chunk.overlap][-chunk.cond:]
-            made = video.family.extend(
-                pipe, known, chunk.outputs + chunk.pad, height=gen_h, width=gen_w, prompt=req.prompt,
-                negative_prompt=req.negative_prompt, steps=req.steps, guidance=req.guidance, fps=req.fps,
-                generator=generator, on_step=previews.hook(_progress(job, chunk, len(plan), first, req.count)),
-            )[:chunk.outputs]
-            if chunk.index == 0:
-                qc = _seam_qc(context[-1], made[0], req.colour_match)
-                attributes.update(_seam_attributes(qc))
-            made = qc["match"].apply(made)
-            if chunk.overlap:
-                w = chunking.blend_weights(chunk.overlap)[:, None, None, None]
-                previous = tail[len(tail) - chunk.overlap:]
-                made[:chunk.overlap] = (1.0 - w) * previous + w * made[:chunk.overlap]
-            tail = np.concatenate([tail[:len(tail) - chunk.overlap], made])[-keep:]
-            # Overlap frames are written again, blended: a take is only read once it says complete. Resize, inverse
-            # view and write run on the writer's thread while the next frame (or chunk) goes on.
-            for index, model_rgb in enumerate(made, start=chunk.start):
-                writer.put(first + index, functools.partial(
-                    _to_plate, encoding, last, model_rgb, {**attributes, "frame": first + index, "chunk": chunk.index + 1}))
-            writer.flush()      # every finished chunk is on disk and in take.json before the next starts
+        chunking.run(plan, context, req.conditioning + req.overlap, make, emit)
     return common.result_message(job, "extend", take, {
         "adapter": attributes["adapter"], "seed": req.seed, "test_model": video.identity.test_model,
         "conditioning_frames": [f.frame for f in conditioning], "fps": req.fps,
@@ -152,15 +150,6 @@ def _conditioning(engine: Engine, encoding: ModelEncoding, items, video) -> tupl
         layout = plate.layout()
         del plate, rgb
     return np.stack(context), layout, broken
-
-
-def _progress(job, chunk: chunking.Chunk, chunks: int, first: int, count: int):
-    def on_step(step: int, steps: int, preview=None) -> None:
-        job.check_cancelled()
-        job.report((chunk.index + step / steps) / chunks, f"chunk {chunk.index + 1}/{chunks}: step {step}/{steps}",
-                   preview=preview, chunk=chunk.index + 1, chunks=chunks, step=step, steps=steps,
-                   frame=first + chunk.start, frames=count)
-    return on_step
 
 
 def _seam_qc(plate_last: np.ndarray, generated_first: np.ndarray, match: bool) -> dict:

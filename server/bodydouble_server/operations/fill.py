@@ -27,7 +27,7 @@ from ..imaging import regions
 from ..imaging.colour import ColourTransform
 from ..models.registry import step_callback
 from ..previews import Previewer
-from . import common
+from . import common, sequence
 
 
 def validate(req: FillRequest, engine: Engine) -> None:
@@ -39,7 +39,14 @@ def validate(req: FillRequest, engine: Engine) -> None:
     common.check_headers(engine, [(f.plate, f"plate {f.frame}") for f in ends] + [(f.mask, f"mask {f.frame}") for f in ends])
     ColourTransform(req.colorspace)
     common.check_output(engine, req.output_dir, common.shot_name(req.shot, req.output_dir, req.frames[0].plate))
-    common.check_adapters(engine.adapters, req.adapters)
+    if engine.loading:
+        if req.engine != "video":
+            common.check_adapters(engine.adapters, req.adapters)
+        return                                # still loading: the worker checks the rest
+    if sequence.engine_for(req, engine) == "video":
+        sequence.validate_video(req, engine)      # not_supported without a video model that inpaints
+    else:
+        common.check_adapters(engine.adapters, req.adapters)
 
 
 def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
@@ -47,7 +54,12 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
     thread and frame N-1 composited and written on another while frame N generates, so a GPU waits on the
     CPU only for the first frame's preparation and the last frame's write. At most four frames are in memory:
     one being prepared, one (or one batch) generating, two finishing; fewer for plates so large that four
-    would pass common.PIPELINE_BYTES (an 8K 16-channel shot runs one frame at a time)."""
+    would pass common.PIPELINE_BYTES (an 8K 16-channel shot runs one frame at a time).
+
+    The video engine runs elsewhere (sequence.py); coherence here (sequence.Carry): one crop for the whole shot and
+    each frame started from the one before, so frames go one at a time."""
+    if sequence.engine_for(req, engine) == "video":
+        return sequence.run_video(engine, job, req)
     model = engine.model_for("fill")
     adapters = model.adapters.resolve(req.adapters)
     colour = ColourTransform(req.colorspace)
@@ -56,19 +68,19 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
     pipe = model.pipeline("fill")
     model.adapters.activate(pipe, adapters)
     previews = Previewer.for_model(req.preview, pipe, model)
-    shot = common.shot_name(req.shot, req.output_dir, req.frames[0].plate)
+    shot_label = common.shot_name(req.shot, req.output_dir, req.frames[0].plate)
     take, attributes = None, {}
     returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
     repaired = {key: 0 for key in NONFINITE_KEYS}
     total = len(req.frames)
-    batch = common.fill_batch(engine)
+    carry = sequence.Carry(req) if req.coherence else None
+    batch = 1 if carry else common.fill_batch(engine)
+    box = sequence.survey(engine, job, req) if carry else None
 
     def read(item) -> _Prepared:
         # One frame at a time, in its own pixel types: only what the model needs becomes float.
-        plate = common.load_image(engine, item.plate, f"plate {item.frame}")
-        plate.require_rgb("fill")
-        mask, mask_repaired = _mask_for(engine, item, plate, req.mask_channel)
-        return prepare_frame(model, req, colour, plate, mask, item=item, mask_repaired=mask_repaired)
+        plate, mask, mask_repaired = read_inputs(engine, req, item)
+        return prepare_frame(model, req, colour, plate, mask, item=item, mask_repaired=mask_repaired, box=box)
 
     def record(frame: int, counts: dict) -> None:     # the worker's thread, in frame order, before take.add
         if any(counts.values()):
@@ -88,14 +100,15 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
             if take is None:
                 # The take opens once the first frame's inputs are read and checked: a plate or mask that cannot
                 # be used leaves no folder and uses no take number (a cancel or a model failure marks the take).
-                take = common.open_take(engine, job, req.output_dir, shot, common.adapter_label(adapters), {
-                    "operation": "fill", "adapters": [a.describe() for a, _ in adapters],
-                    "base_model": model.identity.to_dict(),
+                take = common.open_take(engine, job, req.output_dir, shot_label, common.adapter_label(adapters), {
+                    "operation": "fill", "engine": "image", "coherence": req.coherence,
+                    "adapters": [a.describe() for a, _ in adapters], "base_model": model.identity.to_dict(),
                     "request": {k: getattr(req, k) for k in TAKE_SETTINGS},
                     "nonfinite": {"total": repaired, "frames": {}},
                 })
                 finishing.enter_context(common.completing(take))
-                attributes = common.provenance(engine, "fill", adapters, req, take, job)
+                attributes = {**common.provenance(engine, "fill", adapters, req, take, job), "engine": "image",
+                              "coherence": float(req.coherence)}
                 writer = finishing.enter_context(common.TakeWriter(
                     take, returned, depth=max(0, common.frames_in_flight(group[0].plate.nbytes) - 2), after=record))
 
@@ -104,14 +117,18 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                 job.report((_index + step / steps) / total, f"frame {_frame}: step {step}/{steps}", preview=preview,
                            frame=_frame, frame_index=_index, frames=total, step=step, steps=steps)
 
-            images = generate(pipe, req, group, previews.hook(on_step))
+            if carry is None:
+                images = generate(pipe, req, group, previews.hook(on_step))
+            else:
+                images = carry.generate(group[0], lambda strength: generate(
+                    pipe, req, group, previews.hook(on_step), strength=strength), on_step)
             for prepared, image in zip(group, images):
                 writer.put(prepared.item.frame, functools.partial(_finished, req, prepared, image, attributes))
             index += len(group)
             del group, images, prepared, image      # the plates are the writer's now: none kept past its write
         writer.flush()
     return common.result_message(job, "fill", take, {"adapter": attributes["adapter"], "seed": req.seed,
-                                                     "test_model": model.identity.test_model,
+                                                     "test_model": model.identity.test_model, "engine": "image",
                                                      "nonfinite": dict(repaired)}, returned)
 
 
@@ -129,6 +146,14 @@ NONFINITE_KEYS = ("nonfinite_filled", "nonfinite_context", "nonfinite_mask")
 # The request's settings a fill take records in take.json (here, in the pool and in farm jobs).
 TAKE_SETTINGS = ("prompt", "negative_prompt", "seed", "steps", "strength", "guidance", "colorspace",
                  "highlight_ceiling", "context", "feather")
+
+
+def read_inputs(engine: Engine, req: FillRequest, item) -> tuple[frame_io.Frame, np.ndarray, int]:
+    """One frame's plate (with RGB), its mask over the plate's data window, and the mask's NaN/Inf count."""
+    plate = common.load_image(engine, item.plate, f"plate {item.frame}")
+    plate.require_rgb("fill")
+    mask, mask_repaired = _mask_for(engine, item, plate, req.mask_channel)
+    return plate, mask, mask_repaired
 
 
 def _mask_for(engine: Engine, item, plate: frame_io.Frame, channel: str | None) -> tuple[np.ndarray, int]:
@@ -163,14 +188,15 @@ class _Prepared:
 
 
 def prepare_frame(model, req: FillRequest, colour: ColourTransform, plate: frame_io.Frame, mask: np.ndarray, *,
-                  item=None, mask_repaired: int = 0) -> _Prepared:
-    """Crop to the mask's box plus context, the crop's model encoding, both resized to the model's size.
+                  item=None, mask_repaired: int = 0, box: regions.Box | None = None) -> _Prepared:
+    """Crop to the mask's box plus context (``box``: a given one, a whole shot's), the crop's model encoding,
+    both resized to the model's size.
 
     Colour runs on the crop only, never on the whole frame; and through OCIO only where a pixel can reach the
     take (the mask's box, grown by the reach of the two resizes): the context around it, which only the model
     sees, goes through the baked view (imaging/colour.py, BakedView and its tolerance)."""
     height, width = plate.shape
-    box = regions.context_box(regions.mask_box(mask), height, width, req.context)
+    box = box or regions.context_box(regions.mask_box(mask), height, width, req.context)
     gen_h, gen_w = regions.model_size(box, plate.pixel_aspect, model.resolution, model.family.multiple)
     ys, xs = box.slices()
     crop_rgb = plate.rgb(ys, xs, native=True)          # half stays half: an 8K crop is big
@@ -197,7 +223,7 @@ def _reach(crop_mask: np.ndarray, gen_h: int, gen_w: int) -> np.ndarray:
     return exact
 
 
-def generate(pipe, req: FillRequest, group: list[_Prepared], on_step) -> list[np.ndarray]:
+def generate(pipe, req: FillRequest, group: list[_Prepared], on_step, strength: float | None = None) -> list[np.ndarray]:
     """One pipeline call for the group (frames of one model size): each frame's (gen_h, gen_w, 3) picture.
 
     Every frame gets its own generator seeded with the request's seed, so a frame comes out the same whether
@@ -212,7 +238,8 @@ def generate(pipe, req: FillRequest, group: list[_Prepared], on_step) -> list[np
         negative_prompt=(req.negative_prompt or None) if one else [req.negative_prompt] * len(group)
         if req.negative_prompt else None,
         image=np.stack([p.model_rgb for p in group]), mask_image=np.stack([p.model_mask for p in group])[..., None],
-        height=gen_h, width=gen_w, num_inference_steps=req.steps, strength=req.strength,
+        height=gen_h, width=gen_w, num_inference_steps=req.steps,
+        strength=req.strength if strength is None else strength,
         guidance_scale=req.guidance, generator=generator[0] if one else generator, output_type="np",
         callback_on_step_end=step_callback(on_step, req.steps),
     ).images

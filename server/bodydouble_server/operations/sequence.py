@@ -1,0 +1,232 @@
+"""Fill a shot, not a frame: the parts of fill that make a range of frames temporally coherent.
+
+Two ways, chosen by the request's ``engine`` (:func:`engine_for`):
+
+- **video**: the range through the server's video model as masked video inpainting (Wan VACE: per-frame masks,
+  the known pixels outside them), in chunks of the model's window with overlap as extend runs
+  (chunks.py), with the character's video adapter. Every frame is cropped to one box (the union of the shot's
+  masks plus context, :func:`survey`), so the model sees a steady camera; the result goes back into each plate
+  through fill's own composite (outside the mask every pixel bit-identical).
+- **image** with ``coherence`` > 0 (:class:`Carry`): frame by frame on the image model, but in one box for the
+  shot, on the same noise per pixel (the same seed at the same size), each frame started from the previous
+  result carried along by the plate's optical flow (imaging/flow.py) and denoised with (1 - coherence) of the
+  strength; at coherence 1 the first frame's fill is carried through the shot without the model.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from bodydouble import errors, protocol
+from bodydouble.jobspec import FillRequest, check_shot
+
+from ..engine import Engine
+from ..imaging import flow, regions
+from ..imaging.colour import ColourTransform
+from ..previews import Previewer
+from . import chunks as chunking
+from . import common
+
+# What a video-engine take records of its request beyond fill's own settings.
+_VIDEO_SETTINGS = ("conditioning", "overlap")
+
+
+def engine_for(req: FillRequest, engine: Engine) -> str:
+    """The engine a fill runs on: the request's, else ``video`` for a shot (consecutive frames, masks on all or
+    none) whose adapters are all ready video adapters on a server whose video model inpaints, else ``image``.
+
+    The adapters decide because they are the character as trained for one model: a request naming image
+    adapters (every fill before engines existed) keeps running on the image model, and so does one naming
+    none (the base model's fill) or asking for coherence (the image engine's option)."""
+    if req.engine:
+        return req.engine
+    video = engine.video
+    if (req.coherence or len(req.frames) < 2 or not req.adapters or video is None or video.family.inpaint is None
+            or not all(getattr(video.adapters.adapters.get(a.name), "status", "") == "ready" for a in req.adapters)):
+        return "image"
+    try:
+        check_shot(req.frames, "the video engine")
+    except ValueError:
+        return "image"
+    return "video"
+
+
+def _video_model(engine: Engine):
+    """The video model, if it can fill (not_supported: none, or one whose family takes no per-pixel masks)."""
+    video = engine.model("video")           # not_supported / model_unavailable, with the reason
+    if video.family.inpaint is None:
+        raise errors.RequestError(
+            f"this server's video model ({video.family.title}) cannot fill a shot: the video engine needs a family "
+            "that takes per-pixel masks (Wan VACE); use engine 'image'", code=errors.NOT_SUPPORTED)
+    return video
+
+
+def _plan(req: FillRequest, video) -> list[chunking.Chunk]:
+    # Nothing comes before the shot: the first call conditions on nothing (lead 0), later ones as extend's do.
+    return chunking.plan(len(req.frames), req.conditioning, req.overlap, video.window,
+                         video.family.temporal_multiple, lead=0)
+
+
+def validate_video(req: FillRequest, engine: Engine) -> None:
+    """Submit time, after fill's own checks: a video model that inpaints, a shot, video adapters, a plan."""
+    video = _video_model(engine)
+    try:
+        check_shot(req.frames, "the video engine")
+    except ValueError as exc:
+        raise errors.RequestError(str(exc), code=errors.INVALID_REQUEST) from None
+    common.check_adapters(video.adapters, req.adapters)
+    _plan(req, video)
+
+
+def survey(engine: Engine, job, req: FillRequest) -> regions.Box:
+    """One crop for the whole shot: the union of every frame's mask box, plus context. Reads each frame's mask
+    (and plate: the mask lies over its data window) once, one frame at a time; the plates must share a size."""
+    from .fill import read_inputs
+
+    union, first, size = None, None, None
+    for item in req.frames:
+        job.check_cancelled()
+        plate, mask, _ = read_inputs(engine, req, item)
+        if size is None:
+            first, size = item.frame, plate.shape
+        elif plate.shape != size:
+            raise errors.RequestError(
+                f"plate {item.frame} is {plate.shape[1]}x{plate.shape[0]} but plate {first} is {size[1]}x{size[0]}: "
+                "a shot filled as one shares one size", code=errors.INVALID_REQUEST)
+        try:
+            box = regions.mask_box(mask)
+        except errors.RequestError as exc:
+            raise errors.RequestError(f"frame {item.frame}: {exc}", code=exc.code) from None
+        union = box if union is None else regions.Box(min(union.y0, box.y0), max(union.y1, box.y1),
+                                                      min(union.x0, box.x0), max(union.x1, box.x1))
+        del plate, mask
+    return regions.context_box(union, size[0], size[1], req.context)
+
+
+class Carry:
+    """Coherence for the image engine: each frame after the first starts from the previous result, moved by
+    the plate's motion between the two frames (measured on the plates as the model sees them, around the mask)."""
+
+    def __init__(self, req: FillRequest):
+        self.req = req
+        self.result: np.ndarray | None = None       # the previous frame's picture at the model's size
+        self.plate: np.ndarray | None = None        # the previous frame's plate as the model saw it
+
+    def generate(self, prepared, run, on_step) -> list[np.ndarray]:
+        """``prepared``'s picture: ``run(strength)`` (fill.generate on this frame), started from the carried
+        result inside the mask; at coherence 1 the carried result itself."""
+        req, plate = self.req, prepared.model_rgb.copy()
+        if self.result is None:
+            images = run(None)
+        else:
+            carried = flow.carry(self.result, self.plate, plate, prepared.model_mask)
+            inside = prepared.model_mask > 0.5
+            if req.coherence >= 1.0:
+                images = [np.where(inside[..., None], carried, plate)]
+                prepared.model_rgb = prepared.model_mask = None
+                on_step(1, 1)
+            else:
+                prepared.model_rgb[inside] = carried[inside]
+                # At least one step: diffusers refuses a strength that leaves none.
+                images = run(max(req.strength * (1.0 - req.coherence), 1.0 / req.steps))
+        self.result, self.plate = images[0], plate
+        return images
+
+
+def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
+    """The shot through the video model, chunk by chunk: each chunk's frames are read and prepared (crop to the
+    shot's box, model encoding, the model's size), inpainted in one call, cross-faded over the overlap, and
+    composited into their plates on the writer's thread (which reads each plate again rather than holding a
+    window of full-size plates). Every finished chunk is on disk and in take.json before the next starts."""
+    import torch
+
+    from . import fill
+
+    video = _video_model(engine)
+    video.adapters.resolve(req.adapters)      # refuse unknown and image adapters before reading anything
+    colour = ColourTransform(req.colorspace)
+    plan = _plan(req, video)
+    common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames]
+                        + [(f.mask, f"mask {f.frame}") for f in req.frames if f.mask is not None])
+    box = survey(engine, job, req)
+    pipe = video.pipeline()
+    adapters = video.adapters.resolve(req.adapters)     # again: the first load may have found broken weights
+    video.adapters.activate(pipe, adapters)
+    previews = Previewer.for_model(req.preview, pipe, video)
+    take = common.open_take(engine, job, req.output_dir, common.shot_name(req.shot, req.output_dir, req.frames[0].plate),
+                            common.adapter_label(adapters), {
+        "operation": "fill", "engine": "video", "adapters": [a.describe() for a, _ in adapters],
+        "base_model": video.identity.to_dict(),
+        "request": {k: getattr(req, k) for k in fill.TAKE_SETTINGS + _VIDEO_SETTINGS},
+        "chunks": [{"first": req.frames[c.start].frame, "last": req.frames[c.start + c.outputs - 1].frame,
+                    "overlap": c.overlap, "conditioning": c.cond} for c in plan],
+        "nonfinite": {"total": {key: 0 for key in fill.NONFINITE_KEYS}, "frames": {}},
+    })
+    repaired = take.info["nonfinite"]["total"]
+    attributes = {**common.provenance(engine, "fill", adapters, req, take, job, identity=video.identity),
+                  "engine": "video", "chunks": len(plan), "overlap": req.overlap, "conditioning": req.conditioning}
+    returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
+    total, first = len(req.frames), req.frames[0].frame
+    generator = torch.Generator(device="cpu").manual_seed(req.seed)
+    prepared: dict[int, fill._Prepared] = {}          # the current chunk's frames, by index in the shot
+
+    def prepare(index: int) -> fill._Prepared:
+        item = req.frames[index]
+        plate, mask, mask_repaired = fill.read_inputs(engine, req, item)
+        ready = fill.prepare_frame(video, req, colour, plate, mask, item=item, mask_repaired=mask_repaired, box=box)
+        ready.plate = None                            # read again when it is composited: a window of plates is big
+        return ready
+
+    def make(chunk: chunking.Chunk, known: np.ndarray) -> np.ndarray:
+        job.check_cancelled()
+        prepared.clear()
+        # Pad frames (the model's frame rule) repeat the last frame; they are dropped.
+        indices = [min(i, total - 1) for i in range(chunk.start, chunk.start + chunk.outputs + chunk.pad)]
+        for i in indices:
+            if i not in prepared:
+                prepared[i] = prepare(i)
+        frames = [prepared[i] for i in indices]
+        gen_h, gen_w = frames[0].size
+        rgb = np.concatenate([known.reshape(-1, gen_h, gen_w, 3), np.stack([p.model_rgb for p in frames])])
+        mask = np.concatenate([np.zeros((len(known), gen_h, gen_w), np.float32),
+                               np.stack([p.model_mask for p in frames])])
+        for p in frames:
+            p.model_rgb = p.model_mask = None
+        made = video.family.inpaint(
+            pipe, rgb, mask, height=gen_h, width=gen_w, prompt=req.prompt, negative_prompt=req.negative_prompt,
+            steps=req.steps, guidance=req.guidance, fps=24.0, generator=generator,
+            on_step=previews.hook(chunking.progress(job, chunk, len(plan), first, total)))
+        return np.asarray(made[len(known):len(known) + chunk.outputs], dtype=np.float32)
+
+    def emit(chunk: chunking.Chunk, made: np.ndarray) -> None:
+        for index, image in enumerate(made, start=chunk.start):
+            frame = req.frames[index].frame
+            writer.put(frame, functools.partial(_finished, engine, req, prepared[index], image,
+                                                {**attributes, "chunk": chunk.index + 1}))
+        writer.flush()      # every finished chunk is on disk and in take.json before the next starts
+
+    def record(frame: int, counts: dict) -> None:     # the worker's thread, in frame order, before take.add
+        if any(counts.values()):
+            take.info["nonfinite"]["frames"][str(frame)] = counts
+            for key, value in counts.items():
+                repaired[key] += value
+
+    with common.completing(take), common.TakeWriter(take, returned, after=record) as writer:
+        chunking.run(plan, np.zeros((0, 1, 1, 3), np.float32), req.conditioning + req.overlap, make, emit)
+    return common.result_message(job, "fill", take, {
+        "adapter": attributes["adapter"], "seed": req.seed, "test_model": video.identity.test_model,
+        "engine": "video", "nonfinite": dict(repaired),
+        "chunks": take.info["chunks"]}, returned)
+
+
+def _finished(engine: Engine, req: FillRequest, prepared, image: np.ndarray, attributes: dict):
+    """The writer thread's part: the plate read again, then fill's own composite and header."""
+    from . import fill
+
+    plate = common.load_image(engine, prepared.item.plate, f"plate {prepared.item.frame}")
+    if plate.shape[0] < prepared.box.y1 or plate.shape[1] < prepared.box.x1:
+        raise errors.RequestError(f"plate {prepared.item.frame} changed size while the shot was being filled",
+                                  code=errors.JOB_FAILED)
+    prepared.plate = plate
+    return fill._finished(req, prepared, image, attributes)

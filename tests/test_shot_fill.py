@@ -1,0 +1,275 @@
+"""Fill a shot, not a frame (#18): the video engine and coherence, over real ZeroMQ with the tiny models.
+
+Three servers: the embedded tiny SD + tiny Wan VACE (9-frame window, so 12 frames are two chunks), the
+passthrough image and video models (what comes back is the plate: frame order, crop and chunk bookkeeping are
+checkable), and one without a video model (not_supported).
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+
+from bodydouble import errors
+from bodydouble.client import Client
+from bodydouble.jobspec import AdapterRef, FillRequest, FrameInput, ImageRef, sequence_frames
+from bodydouble_server.operations import chunks
+
+from .support import make_adapters, make_video_adapters, server_thread
+
+WINDOW = 9
+W, H = 96, 64
+FIRST, LAST = 1001, 1012
+
+
+def _write(path: Path, pixels: np.ndarray, channels) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = oiio.ImageSpec(pixels.shape[1], pixels.shape[0], len(channels), oiio.HALF)
+    spec.channelnames = tuple(channels)
+    out = oiio.ImageOutput.create(str(path))
+    out.open(str(path), spec)
+    out.write_image(pixels.astype(np.float16))
+    out.close()
+
+
+def read(path) -> np.ndarray:
+    image = oiio.ImageInput.open(str(path))
+    pixels = image.read_image(oiio.FLOAT)
+    image.close()
+    return pixels
+
+
+def headers(path) -> dict:
+    image = oiio.ImageInput.open(str(path))
+    spec = image.spec()
+    image.close()
+    return {a.name: a.value for a in spec.extra_attribs if a.name.startswith("bodydouble:")}
+
+
+def ellipse(cx: float, cy: float = H / 2, rx: float = 18, ry: float = 20) -> np.ndarray:
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    return (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0).astype(np.float32)
+
+
+def write_shot(folder: Path, frame_rgb, frame_mask, first=FIRST, last=LAST) -> tuple[str, str]:
+    """RGBA half plates (alpha 1) and single-channel masks, from ``frame_rgb(k)`` / ``frame_mask(k)``."""
+    for k, frame in enumerate(range(first, last + 1)):
+        rgb = frame_rgb(k)
+        _write(folder / f"plate.{frame:04d}.exr", np.dstack([rgb, np.ones((H, W), np.float32)]), "RGBA")
+        _write(folder / f"mask.{frame:04d}.exr", frame_mask(k)[..., None], "A")
+    return str(folder / "plate.####.exr"), str(folder / "mask.####.exr")
+
+
+def tinted(k: int) -> np.ndarray:
+    """A smooth plate whose every pixel is tinted by its frame: a frame mistaken for another shows."""
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    base = np.stack([0.1 + 0.3 * x / W, 0.1 + 0.2 * y / H, np.full_like(x, 0.15)], axis=-1)
+    return base + 0.04 * k
+
+
+def texture(k: int, shift: float = 2.0) -> np.ndarray:
+    """A smooth random texture panning ``shift`` px a frame to the right (the whole plate moves)."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    big = cv2.GaussianBlur(rng.random((H + 8, W + 64, 3)).astype(np.float32), (0, 0), 2.5)
+    big = 0.05 + 0.6 * (big - big.min()) / (big.max() - big.min())
+    start = 32 - int(round(k * shift))
+    return np.ascontiguousarray(big[4:4 + H, start:start + W])
+
+
+# -- servers ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shotfill")
+    made = {"root": root}
+    made["tinted"] = write_shot(root / "tinted", tinted, lambda k: ellipse(40 + k))
+    made["moving"] = write_shot(root / "moving", texture, lambda k: ellipse(48), last=FIRST + 4)
+    # The stand-in inside the mask changes every frame; around it nothing moves.
+    made["flicker"] = write_shot(root / "flicker", lambda k: tinted(0) + 0.3 * (k % 2) * ellipse(48)[..., None],
+                                 lambda k: ellipse(48), last=FIRST + 3)
+    return made
+
+
+@pytest.fixture(scope="module")
+def tiny(shots):
+    """The embedded tiny SD and tiny Wan VACE; image adapter 'hero', video adapter 'hero_video'."""
+    from bodydouble_server.config import ServerConfig
+
+    root = shots["root"]
+    config = ServerConfig(port=0, roots=[str(root)], adapters=str(root / "adapters"), output_root=str(root / "takes"),
+                          resolution=64, video_resolution=64, video_window=WINDOW)
+    make_adapters(root / "adapters", {"hero": 7})
+    make_video_adapters(root / "adapters", {"hero_video": 3}, config)
+    with server_thread(config) as server, Client(server.bound_address, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def passthrough(shots):
+    from bodydouble_server.config import ServerConfig
+
+    root = shots["root"]
+    config = ServerConfig(port=0, model="test:passthrough", video_model="test:passthrough", roots=[str(root)],
+                          adapters=str(root / "no-adapters"), output_root=str(root / "takes-pass"),
+                          resolution=64, video_resolution=64, video_window=WINDOW)
+    with server_thread(config) as server, Client(server.bound_address, timeout=60) as client:
+        yield client
+
+
+def fill(client, shot, first=FIRST, last=LAST, progress=None, **fields) -> object:
+    plate, mask = shot
+    request = FillRequest(frames=sequence_frames(plate, first, last, mask), steps=2, seed=3, **fields)
+    return client.submit(request).wait(timeout=300, on_progress=(progress.append if progress is not None else None))
+
+
+def masks(shot, first=FIRST, last=LAST) -> list[np.ndarray]:
+    return [read(shot[1].replace("####", f"{f:04d}"))[..., 0] for f in range(first, last + 1)]
+
+
+def plates(shot, first=FIRST, last=LAST) -> list[np.ndarray]:
+    return [read(shot[0].replace("####", f"{f:04d}")) for f in range(first, last + 1)]
+
+
+# -- the video engine ---------------------------------------------------------------------------
+def test_video_engine_fills_the_shot_in_overlapping_chunks_and_leaves_the_plate_outside_the_mask(tiny, shots):
+    progress = []
+    result = fill(tiny, shots["tinted"], engine="video", adapters=[AdapterRef("hero_video")], conditioning=1,
+                  overlap=2, prompt="<hero_video> back of the head", progress=progress)
+    assert sorted(result.frames) == list(range(FIRST, LAST + 1))
+    plan = chunks.plan(LAST - FIRST + 1, 1, 2, WINDOW, 4, lead=0)
+    assert [(c.start, c.cond, c.overlap, c.outputs) for c in plan] == [(0, 0, 0, 9), (7, 1, 2, 5)]
+    assert result.info["engine"] == "video"
+    assert result.info["chunks"] == [{"first": 1001, "last": 1009, "overlap": 0, "conditioning": 0},
+                                     {"first": 1008, "last": 1012, "overlap": 2, "conditioning": 1}]
+    assert {p.raw.get("chunk") for p in progress} == {1, 2} and progress[-1].raw["chunks"] == 2
+    take = json.loads((Path(result.take_dir) / "take.json").read_text())
+    assert take["status"] == "complete" and take["engine"] == "video" and take["base_model"]["family"] == "wan-vace"
+    assert take["request"]["overlap"] == 2
+    for frame, plate, mask in zip(range(FIRST, LAST + 1), plates(shots["tinted"]), masks(shots["tinted"])):
+        out = read(result.frames[frame])
+        outside = mask <= 0
+        assert np.array_equal(out[outside], plate[outside]), f"frame {frame}: a pixel outside the mask changed"
+        assert not np.allclose(out[~outside][:, :3], plate[~outside][:, :3], atol=1e-3), "nothing was filled"
+        attrs = headers(result.frames[frame])
+        assert attrs["bodydouble:engine"] == "video" and attrs["bodydouble:frame"] == frame
+        assert attrs["bodydouble:adapter"] == "hero_video"
+        assert attrs["bodydouble:chunk"] == (1 if frame <= 1007 else 2)
+        assert "TEST MODEL" in attrs["bodydouble:base_model"]
+
+
+def test_video_engine_on_the_passthrough_model_gives_each_frame_its_own_plate(passthrough, shots):
+    """The passthrough video model returns its input: each output frame inside the mask must be its own plate
+    (the tint says which frame it is), through chunks, overlap cross-fades and conditioning frames."""
+    result = fill(passthrough, shots["tinted"], engine="video", conditioning=1, overlap=2)
+    for frame, plate, mask in zip(range(FIRST, LAST + 1), plates(shots["tinted"]), masks(shots["tinted"])):
+        inside = mask > 0
+        out = read(result.frames[frame])
+        own = np.abs(out[inside][:, :3] - plate[inside][:, :3]).mean()
+        assert own < 4e-3, (frame, own)       # colour and resize round trip only; neighbours differ by 0.04
+
+
+def test_cancel_mid_chunk_keeps_finished_chunks_and_never_completes(tiny, shots):
+    plate, mask = shots["tinted"]
+    job = tiny.submit(FillRequest(frames=sequence_frames(plate, FIRST, LAST, mask), engine="video", steps=4,
+                                  adapters=[AdapterRef("hero_video")], shot="sh_cancel"))
+    for progress in job.events(timeout=120):
+        if progress.raw.get("chunk") == 2:
+            job.cancel()
+            break
+    with pytest.raises(errors.JobCancelled):
+        job.wait(timeout=120)
+    take_dir = Path(tiny.status(job.job_id)["take_dir"])
+    take = json.loads((take_dir / "take.json").read_text())
+    assert take["status"] == "cancelled"
+    assert sorted(int(f) for f in take["frames"]) == list(range(1001, 1010)), "chunk 1 on disk, nothing of chunk 2"
+    assert tiny.heartbeat()["state"] == "ready"
+
+
+def test_the_server_picks_the_video_engine_for_a_shot_with_video_adapters(tiny, shots):
+    video = fill(tiny, shots["tinted"], last=FIRST + 2, adapters=[AdapterRef("hero_video")])
+    image = fill(tiny, shots["tinted"], last=FIRST + 2, adapters=[AdapterRef("hero")])
+    assert video.info["engine"] == "video" and image.info["engine"] == "image"
+    assert headers(image.frames[FIRST])["bodydouble:engine"] == "image"
+    hello = tiny.connect()
+    assert hello["model"]["video_model"]["fill_engine"] is True
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_bad_shots_are_refused_at_submit_with_a_code(tiny, shots):
+    plate, mask = shots["tinted"]
+    takes_before = sorted((shots["root"] / "takes").rglob("take.json"))
+    gappy = [f for f in sequence_frames(plate, FIRST, FIRST + 4, mask) if f.frame != FIRST + 2]
+    with pytest.raises(errors.RequestError, match="1002 is followed by 1004") as caught:
+        tiny.submit(FillRequest(frames=gappy, engine="video", adapters=[AdapterRef("hero_video")])).wait(timeout=60)
+    assert caught.value.code == errors.INVALID_REQUEST
+    some = sequence_frames(plate, FIRST, FIRST + 3, mask)
+    some[2] = FrameInput(frame=some[2].frame, plate=some[2].plate)
+    with pytest.raises(errors.RequestError, match="frames 1003 have none") as caught:
+        tiny.submit(FillRequest(frames=some, coherence=0.5)).wait(timeout=60)
+    assert caught.value.code == errors.INVALID_REQUEST
+    with pytest.raises(errors.AdapterIncompatible):      # an image adapter on the video engine
+        tiny.submit(FillRequest(frames=sequence_frames(plate, FIRST, FIRST + 2, mask), engine="video",
+                                adapters=[AdapterRef("hero")])).wait(timeout=60)
+    with pytest.raises(errors.RequestError, match="coherence is the image engine"):
+        tiny.submit(FillRequest(frames=sequence_frames(plate, FIRST, FIRST + 2, mask), engine="video",
+                                coherence=0.5)).wait(timeout=60)
+    assert sorted((shots["root"] / "takes").rglob("take.json")) == takes_before, "a refused request made a take"
+
+
+def test_video_engine_without_a_video_model_is_not_supported_at_submit(shots):
+    from bodydouble_server.config import ServerConfig
+
+    root = shots["root"]
+    config = ServerConfig(port=0, model="test:passthrough", video_model="none", roots=[str(root)],
+                          adapters=str(root / "no-adapters"), output_root=str(root / "takes-none"), resolution=64)
+    plate, mask = shots["tinted"]
+    with server_thread(config) as server, Client(server.bound_address, timeout=60) as client:
+        with pytest.raises(errors.RequestError) as caught:
+            client.submit(FillRequest(frames=sequence_frames(plate, FIRST, FIRST + 2, mask), engine="video",
+                                      steps=1)).wait(timeout=60)
+        assert caught.value.code == errors.NOT_SUPPORTED and "video model" in str(caught.value)
+        assert not (root / "takes-none").exists()
+        # Left to the server, the same request runs frame by frame.
+        assert fill(client, shots["tinted"], last=FIRST + 1).info["engine"] == "image"
+
+
+# -- coherence (image engine) -------------------------------------------------------------------
+def test_coherence_1_holds_the_fill_where_the_plate_stands_still(passthrough, shots):
+    """Around the mask nothing moves; inside it the stand-in flickers. Frame by frame the passthrough gives the
+    flicker back; at coherence 1 the first frame's fill is carried (by zero motion) through the shot."""
+    shot, last = shots["flicker"], FIRST + 3
+    inside = [m > 0 for m in masks(shot, last=last)]
+    # No feather: at a feathered edge the composite keeps some of the (flickering) plate by design.
+    per_frame = fill(passthrough, shot, last=last, feather=0)
+    held = fill(passthrough, shot, last=last, coherence=1.0, feather=0)
+    assert held.info["engine"] == "image" and headers(held.frames[FIRST])["bodydouble:coherence"] == 1.0
+
+    def change(result, frame):
+        a, b = read(result.frames[frame - 1]), read(result.frames[frame])
+        return np.abs(a - b)[inside[frame - FIRST]][:, :3]
+
+    for frame in range(FIRST + 1, last + 1):
+        assert change(per_frame, frame).max() > 0.25          # the stand-in's 0.3 flicker
+        # Held: at most 1/30 of it anywhere (the resize back to the plate spreads a little of the plate's
+        # flickering edge into the mask's border), 1/300 on average.
+        assert change(held, frame).max() < 0.01 and change(held, frame).mean() < 1e-3, frame
+
+
+def test_coherence_carries_the_fill_along_the_plates_motion(passthrough, shots):
+    """The whole plate pans 2 px a frame. At coherence 1 the first frame's fill (the passthrough's: frame 1's
+    plate) is carried by the flow measured around the mask, so each frame inside the mask shows its own plate
+    again, not the first frame's where it stood."""
+    shot, last = shots["moving"], FIRST + 4
+    result = fill(passthrough, shot, last=last, coherence=1.0)
+    all_plates, all_masks = plates(shot, last=last), masks(shot, last=last)
+    inside = all_masks[0] > 0
+    inner = np.zeros_like(inside)
+    inner[12:-12, 30:-30] = True       # away from the crop's edges, where the warp repeats the border
+    inner &= inside
+    for k in range(1, last - FIRST + 1):
+        out = read(result.frames[FIRST + k])
+        carried = np.abs(out[inner][:, :3] - all_plates[k][inner][:, :3]).mean()
+        unmoved = np.abs(all_plates[0][inner][:, :3] - all_plates[k][inner][:, :3]).mean()
+        assert carried < 0.25 * unmoved, (k, carried, unmoved)
