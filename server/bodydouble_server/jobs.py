@@ -251,11 +251,12 @@ class JobManager:
             self._cv.notify()
         return job
 
-    def ended(self, job_id: str, operation: str, error: errors.BodyDoubleError, resumed: dict | None = None) -> Job:
+    def ended(self, job_id: str, operation: str, error: errors.BodyDoubleError, send: Send,
+              resumed: dict | None = None) -> Job:
         """Record a job that ends without running (a resume refused at start-up): status and follow by its id
         answer its error instead of ``unknown_job``."""
-        job = Job(id=job_id, peer=b"", request_id="", operation=operation, request=None, run=None,
-                  send=lambda *_: None, resumed=resumed)
+        job = Job(id=job_id, peer=b"", request_id="", operation=operation, request=None, run=None, send=send,
+                  resumed=resumed)
         job.finish(protocol.error_message(None, error), "failed")
         with self._cv:
             self._jobs[job.id] = job

@@ -459,7 +459,7 @@ class Server:
                 log.warning("job %s (%s) was cut short by a server stop and is not resumed: %s", job_id, operation,
                             exc.message)
                 self.resume_journal.ended(job_id)
-                self.jobs.ended(job_id, operation if isinstance(operation, str) else "?", exc, resumed)
+                self.jobs.ended(job_id, operation if isinstance(operation, str) else "?", exc, self.send, resumed)
 
     def admit(self, peer: bytes, msg: protocol.Message) -> tuple[str, object]:
         """Every check a submit passes before ``accepted``, cheapest first; any failure is its only reply.

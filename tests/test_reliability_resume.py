@@ -1,0 +1,56 @@
+"""A training a killed server had accepted is checked again before it is taken up (#12).
+
+The kill -9 itself is in test_reliability_process.py; here a resume entry as a killed server leaves it (a dead
+pid) is put in place before a server starts, so the re-check at start-up runs through the real server.
+"""
+import json
+import socket
+
+import pytest
+
+from bodydouble import atomic, codec, errors
+from bodydouble.client import Client
+from bodydouble.jobspec import TrainRequest
+
+from .support import server_thread
+
+
+def left_by_a_killed_server(output_root, job_id, request, user="ann"):
+    folder = output_root / ".bodydouble" / "resume"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(folder / f"{job_id}.json", {
+        "job": job_id, "operation": "train", "request": codec.to_wire(request, [], []), "request_id": "r-7",
+        "requester": {"name": user, "verified": False, "key": ""}, "instance": "dead0000", "pid": 2 ** 22 + 1,
+        "host": socket.gethostname(), "created": 0.0})
+    return folder
+
+
+@pytest.mark.parametrize("case", ["consent", "path"])
+def test_a_resume_refused_at_start_up_answers_under_its_job_id(tmp_path, case):
+    from bodydouble_server.config import ServerConfig
+
+    root = tmp_path / "studio"
+    (root / "refs").mkdir(parents=True)
+    frames = str(root / "refs") if case == "consent" else str(tmp_path / "elsewhere")
+    request = TrainRequest(frames=[frames], character="Hero", name="hero", resolution=64, steps=4,
+                           rights_holder="Studio", licence="test")
+    takes = root / "takes"
+    entries = left_by_a_killed_server(takes, "job-dead0000-3", request)
+    audit = tmp_path / "audit.log"
+    # No consent record and test models not exempt: the submit would be refused today, so the resume is.
+    config = ServerConfig(port=0, model="test:standin", video_model="none", roots=[str(root)],
+                          adapters=str(root / "adapters"), output_root=str(takes), consent_dir=str(tmp_path / "c"),
+                          consent_exempt_test_models=case != "consent", audit_log=str(audit))
+    with server_thread(config) as srv, Client(srv.bound_address, timeout=30) as client:
+        status = client.status("job-dead0000-3")
+        assert status["state"] == "failed" and status["resumed"] == {"from_instance": "dead0000"}, status
+        code = "not_permitted" if case == "consent" else "path_not_allowed"
+        assert status["final"]["body"]["code"] == code, status
+        with pytest.raises(errors.RequestError) as info:
+            client.follow("job-dead0000-3").wait(timeout=10)
+        assert info.value.code == code
+    assert not list(entries.glob("*.json"))                   # not tried again at the next start
+    if case == "consent":       # audited like a refused submit, for the requester recorded at submit
+        lines = [json.loads(line) for line in audit.read_text().splitlines()]
+        assert any(line.get("user") == "ann" and line.get("request") == "r-7" and line.get("decision") == "refused"
+                   and line.get("code") == "not_permitted" for line in lines), lines
