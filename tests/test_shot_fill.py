@@ -273,3 +273,20 @@ def test_coherence_carries_the_fill_along_the_plates_motion(passthrough, shots):
         carried = np.abs(out[inner][:, :3] - all_plates[k][inner][:, :3]).mean()
         unmoved = np.abs(all_plates[0][inner][:, :3] - all_plates[k][inner][:, :3]).mean()
         assert carried < 0.25 * unmoved, (k, carried, unmoved)
+
+
+# -- the miniature world ------------------------------------------------------------------------
+def test_coherent_fill_flickers_no_more_than_per_frame_fill_in_the_miniature_world(tmp_path):
+    """One held-out character's back-facing turntable, the camera panning, filled by the world's baked base
+    model through the real server (bench/shot_fill.py's CI setting: seconds). Flicker inside the mask is
+    relative to the truth's own change; coherence must not add any, nor cost masked PSNR beyond noise."""
+    from bodydouble_server.miniworld import shots
+
+    results = shots.run(shots.CI, tmp_path)
+    print("\n" + shots.format_table(results))
+    rows = results["rows"]
+    assert results["model"]["family"] == "miniworld" and results["model"]["test_model"] is True
+    assert rows["frame"]["frames"] == rows["coherent"]["frames"] == shots.CI.test_frames
+    assert rows["frame"]["flicker"] > 0.05, "per-frame fill did not change at all: the shot does not move"
+    assert rows["coherent"]["flicker"] <= rows["frame"]["flicker"]
+    assert rows["coherent"]["psnr_db"] >= rows["frame"]["psnr_db"] - 0.5

@@ -120,8 +120,7 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
             if carry is None:
                 images = generate(pipe, req, group, previews.hook(on_step))
             else:
-                images = carry.generate(group[0], lambda strength: generate(
-                    pipe, req, group, previews.hook(on_step), strength=strength), on_step)
+                images = carry.generate(group[0], lambda: generate(pipe, req, group, previews.hook(on_step)), on_step)
             for prepared, image in zip(group, images):
                 writer.put(prepared.item.frame, functools.partial(_finished, req, prepared, image, attributes))
             index += len(group)
@@ -223,7 +222,7 @@ def _reach(crop_mask: np.ndarray, gen_h: int, gen_w: int) -> np.ndarray:
     return exact
 
 
-def generate(pipe, req: FillRequest, group: list[_Prepared], on_step, strength: float | None = None) -> list[np.ndarray]:
+def generate(pipe, req: FillRequest, group: list[_Prepared], on_step) -> list[np.ndarray]:
     """One pipeline call for the group (frames of one model size): each frame's (gen_h, gen_w, 3) picture.
 
     Every frame gets its own generator seeded with the request's seed, so a frame comes out the same whether
@@ -238,8 +237,7 @@ def generate(pipe, req: FillRequest, group: list[_Prepared], on_step, strength: 
         negative_prompt=(req.negative_prompt or None) if one else [req.negative_prompt] * len(group)
         if req.negative_prompt else None,
         image=np.stack([p.model_rgb for p in group]), mask_image=np.stack([p.model_mask for p in group])[..., None],
-        height=gen_h, width=gen_w, num_inference_steps=req.steps,
-        strength=req.strength if strength is None else strength,
+        height=gen_h, width=gen_w, num_inference_steps=req.steps, strength=req.strength,
         guidance_scale=req.guidance, generator=generator[0] if one else generator, output_type="np",
         callback_on_step_end=step_callback(on_step, req.steps),
     ).images

@@ -8,9 +8,9 @@ Two ways, chosen by the request's ``engine`` (:func:`engine_for`):
   masks plus context, :func:`survey`), so the model sees a steady camera; the result goes back into each plate
   through fill's own composite (outside the mask every pixel bit-identical).
 - **image** with ``coherence`` > 0 (:class:`Carry`): frame by frame on the image model, but in one box for the
-  shot, on the same noise per pixel (the same seed at the same size), each frame started from the previous
-  result carried along by the plate's optical flow (imaging/flow.py) and denoised with (1 - coherence) of the
-  strength; at coherence 1 the first frame's fill is carried through the shot without the model.
+  shot, on the same noise per pixel (the same seed at the same size), each frame mixed with the previous result
+  carried along by the plate's optical flow (imaging/flow.py), ``coherence`` of it; at coherence 1 the first
+  frame's fill is carried through the shot without the model.
 """
 from __future__ import annotations
 
@@ -105,8 +105,14 @@ def survey(engine: Engine, job, req: FillRequest) -> regions.Box:
 
 
 class Carry:
-    """Coherence for the image engine: each frame after the first starts from the previous result, moved by
-    the plate's motion between the two frames (measured on the plates as the model sees them, around the mask)."""
+    """Coherence for the image engine: a temporal filter along the plate's motion. Each frame is generated as
+    per-frame fill would (in the shot's one crop, on the same noise per pixel) and, inside the mask, mixed with
+    the previous result carried by the plate's motion between the two frames (measured on the plates as the
+    model sees them, around the mask): ``coherence`` of the carried result, the rest this frame's own.
+
+    Why not start each frame's denoising from the carried result (img2img at 1 - coherence of the strength):
+    measured in the miniature world (bench/shot_fill.py, base model, coherence 0.5) that feeds the model's
+    output back into it, and the fill drifted from frame to frame: flicker 1.07 against per-frame fill's 0.35."""
 
     def __init__(self, req: FillRequest):
         self.req = req
@@ -114,24 +120,23 @@ class Carry:
         self.plate: np.ndarray | None = None        # the previous frame's plate as the model saw it
 
     def generate(self, prepared, run, on_step) -> list[np.ndarray]:
-        """``prepared``'s picture: ``run(strength)`` (fill.generate on this frame), started from the carried
-        result inside the mask; at coherence 1 the carried result itself."""
-        req, plate = self.req, prepared.model_rgb.copy()
+        """``prepared``'s picture: ``run()`` (fill.generate on this frame), mixed with the carried result inside
+        the mask; at coherence 1 the carried result alone (the model is not run)."""
+        coherence, plate = self.req.coherence, prepared.model_rgb.copy()
+        inside = (prepared.model_mask > 0.5)[..., None]
         if self.result is None:
-            images = run(None)
+            picture = run()[0]
         else:
             carried = flow.carry(self.result, self.plate, plate, prepared.model_mask)
-            inside = prepared.model_mask > 0.5
-            if req.coherence >= 1.0:
-                images = [np.where(inside[..., None], carried, plate)]
+            if coherence >= 1.0:
                 prepared.model_rgb = prepared.model_mask = None
                 on_step(1, 1)
+                picture = np.where(inside, carried, plate)
             else:
-                prepared.model_rgb[inside] = carried[inside]
-                # At least one step: diffusers refuses a strength that leaves none.
-                images = run(max(req.strength * (1.0 - req.coherence), 1.0 / req.steps))
-        self.result, self.plate = images[0], plate
-        return images
+                own = run()[0]
+                picture = np.where(inside, coherence * carried + (1.0 - coherence) * own, own)
+        self.result, self.plate = picture, plate
+        return [picture]
 
 
 def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:

@@ -1,0 +1,199 @@
+"""Fill a shot, measured in the miniature world (#18): does the filled back of the head flicker, and does a
+coherent fill keep the likeness?
+
+Held-out characters (experiment.py's: never in the base model's training set), each with its own adapter from
+the server's train job (front/side views and two back views, experiment.py's row (b)), fill the held-out shot's
+back-facing turntable (the camera panning; the plate shows a stand-in) through the real server:
+
+    per-frame    the image engine, each frame on its own (today's fill)
+    coherent     the image engine at ``coherence`` (each frame started from the previous result, carried by flow)
+    carried      the image engine at coherence 1 (the first frame's fill carried through the shot)
+    video        the video engine, on the embedded tiny Wan VACE: the world has no video model (its stage 7 is
+                 not built), and random weights say nothing about likeness; the row shows the engine runs
+                 through the product, and its flicker is only that of a random model
+
+Scores, in the model's display-referred encoding: **flicker** inside the mask = mean |change between consecutive
+filled frames| / the ground truth's own mean change there (1.0: as much change as the truth, the head turning;
+0: a frozen fill), and beside it experiment.py's masked PSNR and the judge's identity.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import characters as chars
+from . import experiment, world
+
+ROWS = (
+    ("frame", "per-frame fill (image engine)"),
+    ("coherent", "coherent image fill"),
+    ("carried", "image fill carried (coherence 1)"),
+    ("video", "video engine, tiny Wan (RANDOM weights)"),
+)
+
+
+@dataclass(frozen=True)
+class ShotSettings:
+    characters: int = 3
+    test_frames: int = 8               # the held-out turntable: back-facing, +-test_yaw around 180
+    test_yaw: float = 30.0
+    pan: float = 2.0                   # camera pan, px a frame (160 px wide plates)
+    coherence: float = 0.5
+    adapters: bool = True              # train each character's own adapter (else the base model alone)
+    train_steps: int = 150
+    fill_steps: int = 20
+    video_steps: int = 10
+    rows: tuple = ("frame", "coherent", "carried", "video")
+
+    def experiment(self) -> experiment.ExperimentSettings:
+        return experiment.ExperimentSettings(characters=self.characters, test_frames=self.test_frames,
+                                             test_yaw=self.test_yaw, train_steps=self.train_steps,
+                                             fill_steps=self.fill_steps, rows=("b",))
+
+
+FEATHER = 4                            # FillRequest's default feather, which every row uses
+QUICK = ShotSettings(characters=2, test_frames=6, train_steps=100)
+# The CI check: one character, the base model, a few frames and steps (seconds).
+CI = ShotSettings(characters=1, test_frames=4, adapters=False, fill_steps=8, rows=("frame", "coherent"))
+
+
+def flicker(filled: list[np.ndarray], truth: list[np.ndarray], masks: list[np.ndarray],
+            feather: int = FEATHER) -> tuple[float, float]:
+    """(mean |filled change|, mean |truth change|) between consecutive frames, over the pixels filled whole in
+    both frames (the mask inside its feather: at the feather the composite keeps some plate, the stand-in);
+    images already in the display encoding."""
+    from ..imaging import regions
+
+    whole = [regions.feathered(m, feather) >= 1.0 for m in masks]
+    made, real = [], []
+    for t in range(1, len(filled)):
+        inside = whole[t] & whole[t - 1]
+        made.append(np.abs(filled[t] - filled[t - 1])[inside].mean())
+        real.append(np.abs(truth[t] - truth[t - 1])[inside].mean())
+    return float(np.mean(made)), float(np.mean(real))
+
+
+def write_shot(root: Path, data: experiment.CharacterData, s: ShotSettings, es) -> experiment.CharacterData:
+    """The held-out shot, with the camera panning ``pan`` px a frame (experiment.py's own test shot stands still,
+    and a still shot with a fixed seed gives per-frame fill nothing to flicker on): the plate shows the
+    stand-in's head turning from the back, the truth this character's, the mask both heads."""
+    c, width, height = data.character, es.plate_width, es.plate_height
+    travel = int(np.ceil(s.pan * (s.test_frames - 1)))
+    shot = chars.random_shot(chars._rng(es.seed, "pan-shot", c.name), width + travel, height)
+    shot = replace(shot, cx=(width + travel) / 2.0)
+    double, folder = chars.stand_in(es.seed), root / "pan" / c.name
+    truths = []
+    for i, yaw in enumerate(chars.turntable(180 - s.test_yaw, 180 + s.test_yaw, s.test_frames)):
+        frame, x0 = data.first + i, int(round(i * s.pan))
+        truth, matte = chars.render(c, shot, yaw)
+        plate, matte_double = chars.render(c, shot, yaw, head=double)
+        window = (slice(None), slice(travel - x0, travel - x0 + width))      # the camera moves right
+        world.write_plate(folder / f"truth.{frame:04d}.exr", truth[window], {"character": c.name, "yaw": yaw})
+        world.write_plate(folder / f"plate.{frame:04d}.exr", plate[window], {"character": "stand-in", "yaw": yaw})
+        world.write_matte(folder / f"mask.{frame:04d}.exr", np.maximum(matte, matte_double)[window])
+        truths.append(folder / f"truth.{frame:04d}.exr")
+    return replace(data, plate=str(folder / "plate.####.exr"), mask=str(folder / "mask.####.exr"), truth=truths)
+
+
+def _request(data: experiment.CharacterData, row: str, adapter: str | None, s: ShotSettings, out: Path):
+    from bodydouble.jobspec import AdapterRef, FillRequest, sequence_frames
+
+    last = data.first + len(data.truth) - 1
+    trigger = f"<{data.character.name}> " if adapter and row != "video" else ""
+    fields = {"frame": {"engine": "image"}, "coherent": {"engine": "image", "coherence": s.coherence},
+              "carried": {"engine": "image", "coherence": 1.0},
+              "video": {"engine": "video", "steps": s.video_steps, "guidance": 5.0}}[row]
+    return FillRequest(frames=sequence_frames(data.plate, data.first, last, data.mask),
+                       adapters=[AdapterRef(adapter)] if adapter and row != "video" else [],
+                       prompt=f"{trigger}back of the head", seed=7, strength=1.0,
+                       **{"steps": s.fill_steps, "guidance": experiment.ExperimentSettings.guidance, **fields},
+                       output_dir=str(out))
+
+
+def run(settings: ShotSettings, root: Path, log=print) -> dict:
+    """Every row for every character, through one server (the baked base model and the tiny video model)."""
+    from bodydouble.client import Client
+
+    from ..cli import start_in_thread
+    from ..config import ServerConfig
+
+    started = time.monotonic()
+    root = Path(root)
+    es = settings.experiment()
+    cast = chars.eval_characters(es.seed, settings.characters)
+    datas = [write_shot(root, experiment.write_references(root, c, es), settings, es) for c in cast]
+    config = ServerConfig(port=0, model=str(experiment.BASE_MODEL), roots=[str(root)],
+                          adapters=str(root / "adapters"), output_root=str(root / "takes"), device="cpu",
+                          video_resolution=experiment.family.RESOLUTION, consent_dir=str(root / "consent"),
+                          audit_log=str(root / "state" / "audit.log"), adapters_without_consent="allow")
+    server, thread = start_in_thread(config)
+    scorer = experiment.Scorer()
+    per_row: dict[str, dict] = {key: {"scores": [], "made": [], "real": [], "seconds": 0.0}
+                                for key, _ in ROWS + (("truth", ""),)}
+    try:
+        with Client(server.bound_address, timeout=120, heartbeat_interval=10.0) as client:
+            hello = client.wait_ready()
+            for data in datas:
+                adapter = (experiment.train(client, data, "b", es, root / "adapters", log)["adapter"]
+                           if settings.adapters else None)
+                frames = range(data.first, data.first + len(data.truth))
+                masks = [world.read_exr(Path(data.mask.replace("####", f"{f:04d}")))[:, :, 0] for f in frames]
+                truths = [world.read_exr(p) for p in data.truth]
+                shown_truth = [scorer.display(t) for t in truths]
+                for row in settings.rows:
+                    t = time.monotonic()
+                    result = client.submit(_request(data, row, adapter, settings,
+                                                    root / "takes" / data.character.name / row)).wait(timeout=1800)
+                    per_row[row]["seconds"] += time.monotonic() - t
+                    filled = [world.read_exr(Path(result.frames[f])) for f in frames]
+                    _score(per_row[row], scorer, filled, truths, shown_truth, masks, data.character.name)
+                _score(per_row["truth"], scorer, truths, truths, shown_truth, masks, data.character.name)
+                log(f"filled {data.character.name}: {', '.join(settings.rows)}")
+    finally:
+        server.stop()
+        thread.join(10)
+    return summarise(settings, per_row, hello, time.monotonic() - started)
+
+
+def _score(row: dict, scorer, filled, truths, shown_truth, masks, name: str) -> None:
+    shown = [scorer.display(f) for f in filled]
+    made, real = flicker(shown, shown_truth, masks)
+    row["made"].append(made)
+    row["real"].append(real)
+    row["scores"] += [{**scorer.frame(f, t, m), "truth": name} for f, t, m in zip(filled, truths, masks)]
+
+
+def summarise(settings: ShotSettings, per_row: dict, hello: dict, wall_s: float) -> dict:
+    rows = {}
+    for key, title in ROWS + (("truth", "ground truth (reference)"),):
+        row = per_row.get(key)
+        if not row or not row["scores"]:
+            continue
+        scores = row["scores"]
+        rows[key] = {"title": title + (f" {settings.coherence:g}" if key == "coherent" else ""),
+                     "frames": len(scores), "flicker": float(np.sum(row["made"]) / max(np.sum(row["real"]), 1e-9)),
+                     "psnr_db": float(np.mean([s["psnr"] for s in scores])),
+                     "identity": float(np.mean([s["judged"] == s["truth"] for s in scores])),
+                     "seconds": round(row["seconds"], 1)}
+    model = hello.get("model") or {}
+    return {"settings": asdict(settings), "rows": rows,
+            "model": {k: model.get(k) for k in ("name", "family", "test_model")},
+            "video_model": {k: (model.get("video_model") or {}).get(k) for k in ("name", "family", "test_model")},
+            "wall_s": round(wall_s, 1)}
+
+
+def format_table(results: dict) -> str:
+    lines = [f"{'row':<44} {'frames':>6} {'flicker':>8} {'PSNR dB':>8} {'identity':>8} {'fill s':>7}"]
+    for key, row in results["rows"].items():
+        lines.append(f"{row['title']:<44} {row['frames']:>6} {row['flicker']:>8.2f} {row['psnr_db']:>8.2f} "
+                     f"{row['identity']:>8.2f} {row['seconds']:>7.1f}")
+    lines.append("flicker: mean |change between consecutive filled frames| inside the mask / the truth's own; "
+                 "goal <= 1.2")
+    return "\n".join(lines)
+
+
+def with_overrides(settings: ShotSettings, **changes) -> ShotSettings:
+    return replace(settings, **{k: v for k, v in changes.items() if v is not None})
