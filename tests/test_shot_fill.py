@@ -290,3 +290,28 @@ def test_coherent_fill_flickers_no_more_than_per_frame_fill_in_the_miniature_wor
     assert rows["frame"]["flicker"] > 0.05, "per-frame fill did not change at all: the shot does not move"
     assert rows["coherent"]["flicker"] <= rows["frame"]["flicker"]
     assert rows["coherent"]["psnr_db"] >= rows["frame"]["psnr_db"] - 0.5
+
+
+# -- host pickers -------------------------------------------------------------------------------
+def test_host_pickers_offer_both_engines_and_the_video_adapters_for_the_video_engine(tiny, shots):
+    from bodydouble import host
+
+    caps = tiny.connect()
+    assert host.fill_engines(caps) == ["image", "video"]
+    assert host.default_engine(caps, FIRST, LAST) == "video" and host.default_engine(caps, FIRST, FIRST) == "image"
+    assert host.fill_engines({"model": {"video_model": None}}) == ["image"]
+    adapters = tiny.list_adapters()
+    assert set(host.adapter_choices(adapters, "fill", "video").values()) == {"hero_video"}
+    assert set(host.adapter_choices(adapters, "fill", "image").values()) == {"hero"}
+    assert set(host.adapter_choices(adapters, "fill").values()) == {"hero"}
+    plate, mask = shots["tinted"]
+    params = host.Params(operation="fill", adapter="hero_video", engine="video", first=FIRST, last=FIRST + 2,
+                         plate=plate, mask=mask, steps=1)
+    request = params.request()
+    assert request.engine == "video" and request.coherence == 0.0
+    assert host.Params.from_dict(params.to_dict()) == params
+    result = tiny.submit(request).wait(timeout=120)
+    assert result.info["engine"] == "video" and sorted(result.frames) == [FIRST, FIRST + 1, FIRST + 2]
+    coherent = host.Params(operation="fill", adapter="hero", engine="image", coherence=0.5, first=FIRST,
+                           last=FIRST + 2, plate=plate, mask=mask).request()
+    assert coherent.engine == "image" and coherent.coherence == 0.5

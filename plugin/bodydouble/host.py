@@ -31,7 +31,7 @@ from .jobspec import AdapterRef, ExtendRequest, FillRequest, FrameInput, safe_na
 __all__ = ["OPERATIONS", "OPERATION_TITLES", "Request", "Params", "HostColour", "colour_note", "check_ready",
            "shot_from_path", "hello", "fetch_adapters", "adapter_choices", "list_adapters", "take_label", "TakeRecord",
            "HostWords", "Advice", "advice", "safe_name", "BackgroundJob", "Outcome", "ProgressSink", "frames",
-           "JobResult", "take_left_on_disk"]
+           "JobResult", "take_left_on_disk", "fill_engines", "default_engine", "ENGINE_TITLES"]
 
 OPERATIONS = ("fill", "extend")
 OPERATION_TITLES = {"fill": "Fill unseen angle", "extend": "Extend shot"}
@@ -62,6 +62,8 @@ class Params:
     output_dir: str = ""            # '' = <server output root>/<shot>
     plate: str = ""
     mask: str = ""
+    engine: str = ""                # fill: 'image' | 'video'; '' = the server picks (host.default_engine offers one)
+    coherence: float = 0.0          # fill, image engine: 0 each frame on its own .. 1 the first frame's fill carried
 
     def request(self, frames: Optional[list[FrameInput]] = None) -> Request:
         """The request these parameters make, validated (ValueError says what is wrong). ``frames``: the plate
@@ -72,7 +74,8 @@ class Params:
         if self.operation == "fill":
             request: Request = FillRequest(
                 frames=frames or sequence_frames(self.plate, self.first, self.last, self.mask or None),
-                strength=float(self.strength), **common)
+                strength=float(self.strength), engine=self.engine or None,
+                coherence=float(self.coherence) if self.engine != "video" else 0.0, **common)
         elif self.operation == "extend":
             request = ExtendRequest(frames=frames or sequence_frames(self.plate, self.first, self.last),
                                     count=int(self.count), fps=float(self.fps), **common)
@@ -162,17 +165,40 @@ def fetch_adapters(address: str, timeout: float = 10.0, client_name: str = "body
         return client.list_adapters()
 
 
-def adapter_choices(adapters: list[AdapterInfo], operation: str = "fill") -> dict[str, str]:
-    """Picker label -> adapter name, for the adapters this server can use now for ``operation`` (extend runs on
-    the server's video model: only adapters trained for it). '/' would make a submenu in a Nuke enumeration,
-    so it is shown as '∕'."""
-    return {a.label.replace("/", "\u2215"): a.name for a in adapters if a.status == "ready" and a.serves(operation)}
+def _serves(adapter: AdapterInfo, operation: str, engine: str) -> bool:
+    """Fill on the video engine runs on the video model: its adapters are video adapters."""
+    return adapter.model_kind == engine if operation == "fill" and engine else adapter.serves(operation)
 
 
-def withheld_adapters(adapters: list[AdapterInfo], operation: str = "fill") -> dict[str, str]:
+def adapter_choices(adapters: list[AdapterInfo], operation: str = "fill", engine: str = "") -> dict[str, str]:
+    """Picker label -> adapter name, for the adapters this server can use now for ``operation`` (extend, and fill
+    on the ``video`` engine, run on the server's video model: only adapters trained for it). '/' would make a
+    submenu in a Nuke enumeration, so it is shown as '∕'."""
+    return {a.label.replace("/", "\u2215"): a.name for a in adapters
+            if a.status == "ready" and _serves(a, operation, engine)}
+
+
+def withheld_adapters(adapters: list[AdapterInfo], operation: str = "fill", engine: str = "") -> dict[str, str]:
     """Adapter name -> why it is not offered for ``operation`` (no consent record, expired, retired, failed to
     load): a picker that cannot grey an entry out (a Nuke enumeration) says so beside it instead."""
-    return {a.name: a.reason or a.status for a in adapters if a.status != "ready" and a.serves(operation)}
+    return {a.name: a.reason or a.status for a in adapters if a.status != "ready" and _serves(a, operation, engine)}
+
+
+# -- fill engines ------------------------------------------------------------------------------
+ENGINE_TITLES = {"image": "Frame by frame (image model)", "video": "Whole shot (video model)"}
+
+
+def fill_engines(caps: dict[str, Any]) -> list[str]:
+    """The fill engines this server offers (from its hello): ``image`` always, ``video`` when its video model
+    can fill a shot."""
+    video = (caps.get("model") or {}).get("video_model") or {}
+    return ["image", "video"] if video.get("fill_engine") else ["image"]
+
+
+def default_engine(caps: dict[str, Any], first: int, last: int) -> str:
+    """What a picker shows first: the whole shot through the video model for a range longer than one frame
+    where the server has one that fills, else frame by frame."""
+    return "video" if last > first and "video" in fill_engines(caps) else "image"
 
 
 def list_adapters(address: str, timeout: float = 10.0, operation: str = "fill",
