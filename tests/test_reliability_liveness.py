@@ -96,6 +96,11 @@ def test_a_client_that_stops_beating_is_dropped_while_its_job_runs_on(standin):
     assert not [m for m in seen if m.id == "s1" and m.type in ("result", "error")], [m.type for m in seen]
     assert [m for m in seen if m.type == "heartbeat"]                      # it was beaten while it followed...
     assert not [m for m in seen if m.type == "heartbeat" and m.body["time"] > dropped_wall]   # ...and not after
+    # Taken for dead but only frozen: when it speaks again its follow is given back (here: the final reply).
+    sock.send_multipart(request("heartbeat", "b-late", {"interval": 0.2}))
+    replies = {m.id: m for m in (recv(sock), recv(sock))}
+    assert replies["s1"].type == "result" and replies["s1"].body["take_dir"] == result.take_dir
+    assert replies["b-late"].type == "result"
     sock.close()
 
 

@@ -135,10 +135,11 @@ class Job:
             else:
                 self.send(peer, protocol.Message(type=self.final_type, id=request_id, body=self.summary))
 
-    def unsubscribe_peer(self, peer: bytes) -> int:
+    def unsubscribe_peer(self, peer: bytes) -> list[str]:
+        """Stop sending ``peer`` this job's events; returns the request ids it followed the job with."""
         with self._lock:
-            kept = [s for s in self.subscribers if s[0] != peer]
-            dropped, self.subscribers = len(self.subscribers) - len(kept), kept
+            dropped = [rid for p, rid in self.subscribers if p == peer]
+            self.subscribers = [s for s in self.subscribers if s[0] != peer]
         return dropped
 
     def describe(self) -> dict:
@@ -288,12 +289,12 @@ class JobManager:
                        "cancelled")
         return job
 
-    def forget_peer(self, peer: bytes) -> int:
-        """A connection went away: its jobs run on (their takes are written), nobody is told. Returns how many
-        follows it had."""
+    def forget_peer(self, peer: bytes) -> list[tuple[str, str]]:
+        """A connection went away: its jobs run on (their takes are written), nobody is told. Returns what it
+        followed, (job id, request id), so a connection wrongly taken for gone can be given it back."""
         with self._cv:
             live = [j for j in self._jobs.values() if j.live]
-        return sum(job.unsubscribe_peer(peer) for job in live)
+        return [(job.id, rid) for job in live for rid in job.unsubscribe_peer(peer)]
 
     def followed_peers(self) -> set[bytes]:
         with self._cv:

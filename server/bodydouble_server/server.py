@@ -16,7 +16,8 @@ Only the loop thread touches the ROUTER socket, and the loop never waits on itse
 * Dead clients are noticed by their silence, not only when ZeroMQ says so (a half-open TCP connection can
   look alive for hours): a connection that announced its heartbeat interval and then says nothing for
   ``LIVENESS`` of those intervals (at least ``LIVENESS_FLOOR`` s) is dropped: its follows and reply backlog
-  go, nothing more is queued to it, its jobs run on (any connection re-attaches by job id).
+  go, nothing more is queued to it, its jobs run on (any connection re-attaches by job id). If it speaks
+  again after all (a host frozen for a while), its follows are given back, so it never waits on silence.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import dataclasses
 import errno
 import ipaddress
 import logging
+import os
+import sys
 import threading
 import time
 import uuid
@@ -50,6 +53,11 @@ HEARTBEAT_INTERVAL = 1.0     # seconds between the server's heartbeats to connec
 LIVENESS = 3                 # a watched connection silent for 3 of its announced heartbeat intervals is gone...
 LIVENESS_FLOOR = 3.0         # ...but never sooner than this (a loaded workstation, a GC pause)
 MAX_CLIENT_INTERVAL = 60.0   # announced intervals above this count as this (a window stays minutes, not days)
+_PARKED_LIMIT = 1024         # dropped connections whose follows are kept in case they speak again (oldest go)
+# How long a worker thread running Python (a fill's pipeline between its kernels) may hold the GIL before this
+# loop gets it back. Python's default, 5 ms, is added to a small reply whenever a job runs (bench/load.py);
+# $BODYDOUBLE_SWITCH_INTERVAL overrides it (the benchmark's "before").
+SWITCH_INTERVAL = 0.0005
 
 
 class Server:
@@ -88,6 +96,8 @@ class Server:
         # loop thread only. Connections that never announce one are not watched (see docs/protocol.md).
         self._watched: dict[bytes, list[float]] = {}
         self.connections_dropped = 0            # connections declared gone by their silence (liveness stat)
+        # Dropped connections' follows, (job id, request id)s: given back if the connection speaks again.
+        self._parked: collections.OrderedDict[bytes, list[tuple[str, str]]] = collections.OrderedDict()
 
     # -- lifecycle -------------------------------------------------------------------------
     def bind(self) -> str:
@@ -141,6 +151,7 @@ class Server:
         if self._router is None:
             self.bind()
         self._loop_thread = threading.get_ident()
+        sys.setswitchinterval(float(os.environ.get("BODYDOUBLE_SWITCH_INTERVAL") or SWITCH_INTERVAL))
         self.resume_jobs()
         self.jobs.start()
         poller = zmq.Poller()
@@ -237,13 +248,26 @@ class Server:
             self._drop_peer(peer)
             return True
 
-    def _drop_peer(self, peer: bytes) -> tuple[int, int]:
+    def _drop_peer(self, peer: bytes) -> tuple[list[tuple[str, str]], int]:
         """Forget a connection that is gone: its follows, its reply backlog, its liveness entry. Its jobs run on.
-        Returns (follows dropped, replies dropped)."""
+        Returns (its follows as (job id, request id), replies dropped)."""
         backlog = self._backlog.pop(peer, None)
         self._dropping.discard(peer)
         self._watched.pop(peer, None)
         return self.jobs.forget_peer(peer), len(backlog or ())
+
+    def _restore(self, peer: bytes) -> None:
+        """A connection declared gone spoke again: it follows its jobs again (an ``accepted`` with the job's
+        progress, or the final reply of one that ended meanwhile), so it never waits on events it will not get."""
+        follows = self._parked.pop(peer)
+        log.warning("connection %s spoke again after it was declared gone; %d follow(s) given back", peer.hex(),
+                    len(follows))
+        for job_id, rid in follows:
+            try:
+                self.jobs.find(job_id).subscribe(peer, rid)
+            except errors.BodyDoubleError:      # forgotten meanwhile (history trimmed): as for a restarted server
+                self.send(peer, protocol.error_message(rid, errors.RequestError(
+                    f"no job {job_id!r} on this server any more", code=errors.UNKNOWN_JOB)))
 
     def _watch(self, peer: bytes, interval) -> None:
         """``peer`` announced its heartbeat interval: from now on a silence of LIVENESS of them drops it."""
@@ -261,9 +285,13 @@ class Server:
             follows, replies = self._drop_peer(peer)
             if follows or replies:       # an idle client that stopped beating held nothing: forgotten quietly
                 self.connections_dropped += 1
+                if follows:
+                    self._parked[peer] = follows
+                    while len(self._parked) > _PARKED_LIMIT:
+                        self._parked.popitem(last=False)
                 log.warning("connection %s silent for %.1f s (its liveness window is %.1f s): declared gone; "
                             "dropped %d follow(s) and %d unsent repl(ies); its jobs run on and can be re-attached "
-                            "by job id", peer.hex(), now - heard, window, follows, replies)
+                            "by job id", peer.hex(), now - heard, window, len(follows), replies)
             else:
                 log.debug("idle connection %s stopped beating; forgotten", peer.hex())
 
@@ -300,6 +328,8 @@ class Server:
             watched = self._watched.get(peer)
             if watched is not None:
                 watched[0] = time.monotonic()      # any message counts as a heartbeat
+            elif peer in self._parked:
+                self._restore(peer)
             self._curve_user = _curve_user_id(frames[-1]) if self._authenticator is not None else None
             self._last_frame = frames[-1]
             try:
