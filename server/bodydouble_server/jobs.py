@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import logging
-import os
-import socket
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-from bodydouble import atomic, errors, protocol
+from bodydouble import errors, protocol
+
+from .takes import JobJournal
 
 log = logging.getLogger("bodydouble.jobs")
 
@@ -397,54 +395,26 @@ class JobManager:
                 f"job {job.id} failed: {type(exc).__name__}: {exc}")), "failed"
 
 
-class ResumeJournal:
-    """Accepted jobs of a resumable operation, one small JSON file each, so a restart can take them up again.
-
-    ``<folder>/<job>.json`` = {job, operation, request (its wire body: JSON, never buffers), request_id,
-    requester, instance, pid, host, created}; written atomically when the job is accepted, removed when it ends
-    (any final reply). :meth:`left_over` (at start-up) lists the entries whose server process is gone.
-    """
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-
-    def _entry(self, job_id: str) -> Path:
-        from bodydouble.jobspec import safe_name
-
-        return self.folder / f"{safe_name(job_id)}.json"
+class ResumeJournal(JobJournal):
+    """Accepted jobs of a resumable operation, so a restart can take them up again: ``{operation, request (its
+    wire body: JSON, never buffers), request_id, requester, instance, created}``, written when the job is
+    accepted and removed when it ends (any final reply)."""
 
     def started(self, job: Job, operation: str, body: dict, request_id: str, requester: dict, instance: str) -> None:
         """Raises OSError when it cannot be written: a resumable job is never accepted without its entry."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(self._entry(job.id), {
-            "job": job.id, "operation": operation, "request": body, "request_id": request_id,
-            "requester": requester, "instance": instance, "pid": os.getpid(), "host": socket.gethostname(),
-            "created": job.created})
+        self.write(job.id, {"operation": operation, "request": body, "request_id": request_id,
+                            "requester": requester, "instance": instance, "created": job.created})
 
     def ended(self, job_id: str) -> None:
-        try:
-            os.unlink(self._entry(job_id))
-        except OSError:
-            pass
+        self.remove(job_id)
 
-    def left_over(self) -> list[dict]:
-        """The entries of dead servers (unreadable ones are removed), oldest first."""
-        from .takes import process_alive
-
-        if not self.folder.is_dir():
-            return []
-        atomic.sweep(self.folder)
+    def pending(self) -> list[dict]:
+        """The entries of dead servers, oldest first."""
         found = []
-        for entry in self.folder.glob("*.json"):
-            try:
-                data = json.loads(entry.read_text())
-                if not isinstance(data, dict) or not isinstance(data.get("job"), str):
-                    raise ValueError("not a journal entry")
-            except (OSError, ValueError):
-                log.warning("removing unreadable resume entry %s", entry)
+        for entry, data in self.left_over():
+            if isinstance(data.get("job"), str) and isinstance(data.get("request"), dict):
+                found.append(data)
+            else:
+                log.warning("removing resume entry %s: not a job", entry)
                 entry.unlink(missing_ok=True)
-                continue
-            if data.get("host") == socket.gethostname() and process_alive(data.get("pid")):
-                continue      # another server on this machine still runs it
-            found.append(data)
         return sorted(found, key=lambda d: d.get("created") or 0)

@@ -462,7 +462,7 @@ class Server:
         submit)."""
         from .policy.consent import Requester
 
-        for entry in self.resume_journal.left_over():
+        for entry in self.resume_journal.pending():
             job_id, operation = entry["job"], entry.get("operation")
             resumed = {"from_instance": entry.get("instance")}
             try:

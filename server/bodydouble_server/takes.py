@@ -136,13 +136,9 @@ def read_take(folder: Path) -> dict:
     return json.loads((Path(folder) / TAKE_FILE).read_text())
 
 
-class Journal:
-    """The takes this server is writing, one small file each, so a restart finds what a kill -9 left.
-
-    ``<folder>/<job>.json`` = {take_dir, pid, host}; written when a take opens, removed when it ends.
-    :meth:`recover` (at start-up) marks each listed take still ``running`` as ``interrupted`` and removes the
-    temporaries in it, for entries whose server process is gone.
-    """
+class JobJournal:
+    """One small JSON file per job in ``folder`` (its data plus the server's pid and host), so a server that
+    starts again finds what a killed one left. Subclasses say what an entry means."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -150,36 +146,64 @@ class Journal:
     def _entry(self, job_id: str) -> Path:
         return self.folder / f"{safe_label(job_id)}.json"
 
-    def opened(self, job_id: str, take: Take) -> None:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            atomic.write_json(self._entry(job_id), {"take_dir": str(take.dir), "pid": os.getpid(),
-                                                    "host": socket.gethostname(), "job": job_id})
-        except OSError as exc:   # the take itself is fine; only crash recovery of this one is lost
-            log.warning("cannot journal take %s: %s", take.dir, exc)
+    def write(self, job_id: str, data: dict) -> None:
+        """Atomically; raises OSError."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(self._entry(job_id), {**data, "job": job_id, "pid": os.getpid(),
+                                                "host": socket.gethostname()})
 
-    def closed(self, job_id: str) -> None:
+    def remove(self, job_id: str) -> None:
         try:
             os.unlink(self._entry(job_id))
         except OSError:
             pass
 
-    def recover(self) -> list[Path]:
-        """Mark the takes of dead servers ``interrupted``; returns their folders."""
+    def left_over(self) -> list[tuple[Path, dict]]:
+        """(file, data) of the entries whose server process is gone; unreadable entries are removed."""
+        if not self.folder.is_dir():
+            return []
         atomic.sweep(self.folder)
-        recovered = []
+        found = []
         for entry in sorted(self.folder.glob("*.json")):
             try:
                 data = json.loads(entry.read_text())
-                take_dir = Path(data["take_dir"])
-            except (OSError, ValueError, KeyError, TypeError):
+                if not isinstance(data, dict):
+                    raise ValueError("not an object")
+            except (OSError, ValueError):
+                log.warning("removing unreadable journal entry %s", entry)
                 entry.unlink(missing_ok=True)
                 continue
             if data.get("host") == socket.gethostname() and process_alive(data.get("pid")):
-                continue   # another server on this machine is still writing it
-            mark_interrupted(take_dir)
+                continue   # another server on this machine is still at it
+            found.append((entry, data))
+        return found
+
+
+class Journal(JobJournal):
+    """The takes this server is writing: ``{take_dir}``, written when a take opens, removed when it ends.
+
+    :meth:`recover` (at start-up) marks each listed take still ``running`` as ``interrupted`` and removes the
+    temporaries in it, for entries whose server process is gone.
+    """
+
+    def opened(self, job_id: str, take: Take) -> None:
+        try:
+            self.write(job_id, {"take_dir": str(take.dir)})
+        except OSError as exc:   # the take itself is fine; only crash recovery of this one is lost
+            log.warning("cannot journal take %s: %s", take.dir, exc)
+
+    def closed(self, job_id: str) -> None:
+        self.remove(job_id)
+
+    def recover(self) -> list[Path]:
+        """Mark the takes of dead servers ``interrupted``; returns their folders."""
+        recovered = []
+        for entry, data in self.left_over():
+            if isinstance(data.get("take_dir"), str):
+                take_dir = Path(data["take_dir"])
+                mark_interrupted(take_dir)
+                recovered.append(take_dir)
             entry.unlink(missing_ok=True)
-            recovered.append(take_dir)
         return recovered
 
 
