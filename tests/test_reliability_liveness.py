@@ -80,7 +80,7 @@ def test_a_client_that_stops_beating_is_dropped_while_its_job_runs_on(standin):
             assert time.monotonic() < deadline, "the silent connection was never dropped"
             time.sleep(0.1)
         dropped_after, dropped_wall = time.monotonic() - silent_since, time.time()
-        assert LIVENESS_FLOOR - 0.3 <= dropped_after <= LIVENESS_FLOOR + 2.5, dropped_after
+        assert LIVENESS_FLOOR - 0.3 <= dropped_after <= LIVENESS_FLOOR + 4, dropped_after    # checked once a second
         assert watcher.status(job_id)["state"] == "running"       # the job was not touched
         result = follower.wait(timeout=60)                         # the beating follower was never dropped
         assert result.job == job_id and result.take
