@@ -297,10 +297,13 @@ def test_host_pickers_offer_both_engines_and_the_video_adapters_for_the_video_en
     from bodydouble import host
 
     caps = tiny.connect()
-    assert host.fill_engines(caps) == ["image", "video"]
-    assert host.default_engine(caps, FIRST, LAST) == "video" and host.default_engine(caps, FIRST, FIRST) == "image"
-    assert host.fill_engines({"model": {"video_model": None}}) == ["image"]
     adapters = tiny.list_adapters()
+    assert host.fill_engines(caps) == ["image", "video"]
+    assert host.default_engine(caps, FIRST, LAST, adapters) == "video"
+    assert host.default_engine(caps, FIRST, FIRST, adapters) == "image"
+    image_only = [a for a in adapters if a.model_kind == "image"]
+    assert host.default_engine(caps, FIRST, LAST, image_only) == "image", "no video adapter: no dead end"
+    assert host.fill_engines({"model": {"video_model": None}}) == ["image"]
     assert set(host.adapter_choices(adapters, "fill", "video").values()) == {"hero_video"}
     assert set(host.adapter_choices(adapters, "fill", "image").values()) == {"hero"}
     assert set(host.adapter_choices(adapters, "fill").values()) == {"hero"}
@@ -315,3 +318,33 @@ def test_host_pickers_offer_both_engines_and_the_video_adapters_for_the_video_en
     coherent = host.Params(operation="fill", adapter="hero", engine="image", coherence=0.5, first=FIRST,
                            last=FIRST + 2, plate=plate, mask=mask).request()
     assert coherent.engine == "image" and coherent.coherence == 0.5
+
+
+def test_nuke_node_offers_the_video_engine_for_a_shot_and_generates_with_it(tiny, shots, tmp_path, monkeypatch):
+    """The Nuke glue on the fake nuke: a fresh node over a range opens on the video engine with the video
+    adapters; Generate sends a video-engine fill and loads its take; back on 'image' Refresh lists image ones."""
+    from .support import fake_nuke_session
+
+    plate, mask = shots["tinted"]
+    with fake_nuke_session(tiny.address, tmp_path, monkeypatch) as nuke:
+        from bodydouble_nuke import commands
+        from bodydouble_nuke import node as bd_node
+
+        read = nuke.nodes.Read(file=plate, first=FIRST, last=FIRST + 2)
+        matte = nuke.nodes.Read(file=mask, first=FIRST, last=FIRST + 2)
+        nuke._select(matte, read)
+        nuke.menu("Node Graph").findItem("BodyDouble/Fill unseen angle…").invoke()
+        group = nuke.selectedNode()
+        assert group["engine"].values() == ["image", "video"] and group["engine"].value() == "video"
+        assert list(bd_node.adapter_names(group).values()) == ["hero_video"]
+        group["steps"].setValue(1)
+        group["shot"].setValue("nk_shot")
+        group["generate"].execute()
+        nuke._process_events(until=lambda: not commands._running, timeout=120)
+        assert nuke._messages == []
+        take = next(n for n in nuke.allNodes(group=group) if n.Class() == "Read")
+        info = json.loads((Path(take["file"].value()).parent / "take.json").read_text())
+        assert info["status"] == "complete" and info["engine"] == "video"
+        group["engine"].setValue("image")
+        group["refresh"].execute()
+        assert group["engine"].value() == "image" and list(bd_node.adapter_names(group).values()) == ["hero"]

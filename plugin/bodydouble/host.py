@@ -195,10 +195,12 @@ def fill_engines(caps: dict[str, Any]) -> list[str]:
     return ["image", "video"] if video.get("fill_engine") else ["image"]
 
 
-def default_engine(caps: dict[str, Any], first: int, last: int) -> str:
+def default_engine(caps: dict[str, Any], first: int, last: int, adapters: list[AdapterInfo]) -> str:
     """What a picker shows first: the whole shot through the video model for a range longer than one frame
-    where the server has one that fills, else frame by frame."""
-    return "video" if last > first and "video" in fill_engines(caps) else "image"
+    where the server has one that fills and a video adapter to fill with, else frame by frame (a picker that
+    opened on the video engine with no adapter to offer would be a dead end)."""
+    usable = adapter_choices(adapters, "fill", "video")
+    return "video" if last > first and "video" in fill_engines(caps) and usable else "image"
 
 
 def list_adapters(address: str, timeout: float = 10.0, operation: str = "fill",

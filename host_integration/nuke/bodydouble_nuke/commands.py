@@ -96,12 +96,15 @@ def list_adapters(address: str, operation: str = "fill") -> dict[str, str]:
     return host.list_adapters(address, operation=operation, client_name=CLIENT)
 
 
-def refresh_adapters(group: api.Node, address: str, operation: str = "fill") -> None:
-    """The node's picker from the server, and on its status line the adapters it leaves out and why (an
+def refresh_adapters(group: api.Node, address: str, operation: str = "fill", fresh: bool = False) -> None:
+    """The node's pickers from the server (fill engines, then the adapters for the engine picked; ``fresh``: a
+    new node, which gets the default engine), and on its status line the adapters it leaves out and why (an
     enumeration knob cannot grey an entry out)."""
-    adapters = host.fetch_adapters(address, client_name=CLIENT)
-    bd_node.set_adapters(group, host.adapter_choices(adapters, operation))
-    withheld = host.withheld_adapters(adapters, operation)
+    caps: dict[str, Any] = {}
+    adapters = host.fetch_adapters(address, client_name=CLIENT, server_info=caps)
+    engine = bd_node.set_engines(group, caps, adapters, fresh) if operation == "fill" else ""
+    bd_node.set_adapters(group, host.adapter_choices(adapters, operation, engine))
+    withheld = host.withheld_adapters(adapters, operation, engine)
     bd_node.set_status(group, f"adapters from {address}" + ("; not offered: " + "; ".join(
         f"{name} ({why})" for name, why in sorted(withheld.items())) if withheld else ""))
 
@@ -159,7 +162,7 @@ def create_from_selection(operation: str) -> Optional[api.Group]:
     group = bd_node.create(plate, mask, operation, shot=_shot_for(plate))
     api.select_only(group)
     try:
-        refresh_adapters(group, address, operation)
+        refresh_adapters(group, address, operation, fresh=True)
     except errors.BodyDoubleError as exc:
         bd_node.set_status(group, "server not reachable: press Refresh adapters once it runs")
         report(exc, address)
@@ -181,8 +184,8 @@ def _shot_for(plate: api.Node) -> str:
 def _refresh_all(address: str) -> dict[str, str]:
     choices = list_adapters(address)
     for candidate in api.selected_nodes():
-        if bd_node.is_bodydouble(candidate):
-            bd_node.set_adapters(candidate, choices)
+        if bd_node.is_bodydouble(candidate):       # each node's own operation and fill engine
+            refresh_adapters(candidate, address, str(api.get(candidate, "operation")))
     return choices
 
 

@@ -38,6 +38,13 @@ KNOBS = [
     KnobSpec(MARKER, "string", "version", default=VERSION, hidden=True),
     KnobSpec("operation", "enum", "operation", values=host.OPERATIONS,
              tooltip="fill: paint what the plate never showed, inside the mask. extend: new frames after the plate."),
+    KnobSpec("engine", "enum", "fill engine", values=["image"],
+             tooltip="fill: 'video' fills the range as one shot through the server's video model (its video "
+                     "adapters; the default for more than one frame where the server has one), 'image' frame by "
+                     "frame. Press Refresh adapters after changing it."),
+    KnobSpec("coherence", "float", "coherence", default=0.0, range=(0.0, 1.0),
+             tooltip="fill on the image engine: 0 each frame on its own; higher carries the previous frame's fill "
+                     "along the plate's motion (1: the first frame's fill through the shot)."),
     KnobSpec("adapter", "enum", "adapter", values=[NO_ADAPTERS],
              tooltip="Character adapters on the server: character (adapter) · base model."),
     KnobSpec("refresh", "button", "Refresh adapters", command=_CMD.format("refresh_button"), newline=False),
@@ -120,7 +127,24 @@ def read_params(group: api.Node) -> host.Params:
         steps=int(api.get(group, "steps")), first=int(api.get(group, "first")), last=int(api.get(group, "last")),
         count=int(api.get(group, "count")), shot=str(api.get(group, "shot")).strip(),
         colorspace=str(api.get(group, "colorspace")).strip(),
+        # Nodes saved before fill engines existed have neither knob: the server picks, no coherence.
+        engine=str(api.get(group, "engine")) if api.has_knob(group, "engine") else "",
+        coherence=float(api.get(group, "coherence")) if api.has_knob(group, "coherence") else 0.0,
     )
+
+
+def set_engines(group: api.Node, caps: dict, adapters: list, fresh: bool = False) -> str:
+    """The fill engines the server offers (its hello); a ``fresh`` node gets the default for its range (the video
+    engine for more than one frame where the server has one and video adapters), others keep the artist's pick
+    while the server offers it. Returns the engine now picked ('' on a node saved without the knob)."""
+    if not api.has_knob(group, "engine"):
+        return ""
+    offered, current = host.fill_engines(caps), str(api.get(group, "engine"))
+    api.set_choices(group, "engine", offered)
+    picked = current if current in offered and not fresh else \
+        host.default_engine(caps, int(api.get(group, "first")), int(api.get(group, "last")), adapters)
+    api.set(group, "engine", picked)
+    return picked
 
 
 def render_dir(group: api.Node) -> str:
