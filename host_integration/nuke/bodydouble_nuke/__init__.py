@@ -29,7 +29,7 @@ def create_node(plate: "Node", mask: "Optional[Node]" = None, operation: str = "
     from . import commands, node, settings
 
     group = node.create(plate, mask, operation, shot=commands._shot_for(plate))
-    commands.refresh_adapters(group, settings.address(), operation, fresh=True)
+    commands.refresh_adapters(group, settings.address(), operation)
     return group
 
 

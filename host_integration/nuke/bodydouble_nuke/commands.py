@@ -96,13 +96,12 @@ def list_adapters(address: str, operation: str = "fill") -> dict[str, str]:
     return host.list_adapters(address, operation=operation, client_name=CLIENT)
 
 
-def refresh_adapters(group: api.Node, address: str, operation: str = "fill", fresh: bool = False) -> None:
-    """The node's pickers from the server (fill engines, then the adapters for the engine picked; ``fresh``: a
-    new node, which gets the default engine), and on its status line the adapters it leaves out and why (an
-    enumeration knob cannot grey an entry out)."""
+def refresh_adapters(group: api.Node, address: str, operation: str = "fill") -> None:
+    """The node's pickers from the server (fill engines, then the adapters for the engine picked), and on its
+    status line the adapters it leaves out and why (an enumeration knob cannot grey an entry out)."""
     caps: dict[str, Any] = {}
     adapters = host.fetch_adapters(address, client_name=CLIENT, server_info=caps)
-    engine = bd_node.set_engines(group, caps, adapters, fresh) if operation == "fill" else ""
+    engine = bd_node.set_engines(group, caps, adapters) if operation == "fill" else ""
     bd_node.set_adapters(group, host.adapter_choices(adapters, operation, engine))
     withheld = host.withheld_adapters(adapters, operation, engine)
     bd_node.set_status(group, f"adapters from {address}" + ("; not offered: " + "; ".join(
@@ -162,7 +161,7 @@ def create_from_selection(operation: str) -> Optional[api.Group]:
     group = bd_node.create(plate, mask, operation, shot=_shot_for(plate))
     api.select_only(group)
     try:
-        refresh_adapters(group, address, operation, fresh=True)
+        refresh_adapters(group, address, operation)
     except errors.BodyDoubleError as exc:
         bd_node.set_status(group, "server not reachable: press Refresh adapters once it runs")
         report(exc, address)

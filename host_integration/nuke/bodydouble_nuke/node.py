@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # typing.TypeGuard needs Python 3.10; Nuke 14 runs 3.9
     from typing_extensions import TypeGuard
 
 from bodydouble import host
+from bodydouble.client import AdapterInfo
+from bodydouble.jobspec import FILL_ENGINES
 
 from . import nuke_api as api
 from .nuke_api import KnobSpec
@@ -30,6 +32,7 @@ MARKER = "bodydouble_version"
 VERSION = "1"
 NO_ADAPTERS = "(no adapters: press Refresh)"
 PLATE_CHOICE = "plate (no take)"
+SERVER_PICKS = "auto (press Refresh)"       # the engine knob before the server said which it offers
 
 _CMD = "import bodydouble_nuke.commands as bd; bd.{}()"
 
@@ -38,7 +41,7 @@ KNOBS = [
     KnobSpec(MARKER, "string", "version", default=VERSION, hidden=True),
     KnobSpec("operation", "enum", "operation", values=host.OPERATIONS,
              tooltip="fill: paint what the plate never showed, inside the mask. extend: new frames after the plate."),
-    KnobSpec("engine", "enum", "fill engine", values=["image"],
+    KnobSpec("engine", "enum", "fill engine", values=[SERVER_PICKS],
              tooltip="fill: 'video' fills the range as one shot through the server's video model (its video "
                      "adapters; the default for more than one frame where the server has one), 'image' frame by "
                      "frame. Press Refresh adapters after changing it."),
@@ -128,20 +131,26 @@ def read_params(group: api.Node) -> host.Params:
         count=int(api.get(group, "count")), shot=str(api.get(group, "shot")).strip(),
         colorspace=str(api.get(group, "colorspace")).strip(),
         # Nodes saved before fill engines existed have neither knob: the server picks, no coherence.
-        engine=str(api.get(group, "engine")) if api.has_knob(group, "engine") else "",
+        engine=_engine(group),
         coherence=float(api.get(group, "coherence")) if api.has_knob(group, "coherence") else 0.0,
     )
 
 
-def set_engines(group: api.Node, caps: dict, adapters: list, fresh: bool = False) -> str:
-    """The fill engines the server offers (its hello); a ``fresh`` node gets the default for its range (the video
-    engine for more than one frame where the server has one and video adapters), others keep the artist's pick
-    while the server offers it. Returns the engine now picked ('' on a node saved without the knob)."""
+def _engine(group: api.Node) -> str:
+    """The picked fill engine; '' (the server picks) before a Refresh, or on a node saved without the knob."""
+    value = str(api.get(group, "engine")) if api.has_knob(group, "engine") else ""
+    return value if value in FILL_ENGINES else ""
+
+
+def set_engines(group: api.Node, caps: dict[str, Any], adapters: list[AdapterInfo]) -> str:
+    """The fill engines the server offers (its hello). A node that never had them gets the default for its
+    range (the video engine for more than one frame where the server has one and video adapters); later the
+    artist's pick stays while the server offers it. Returns the engine now picked ('' without the knob)."""
     if not api.has_knob(group, "engine"):
         return ""
-    offered, current = host.fill_engines(caps), str(api.get(group, "engine"))
+    offered, current = host.fill_engines(caps), _engine(group)
     api.set_choices(group, "engine", offered)
-    picked = current if current in offered and not fresh else \
+    picked = current if current in offered else \
         host.default_engine(caps, int(api.get(group, "first")), int(api.get(group, "last")), adapters)
     api.set(group, "engine", picked)
     return picked
