@@ -232,3 +232,40 @@ def test_extended_white_frames_stop_at_the_ceiling(studio, monkeypatch, tmp_path
             for path in result.frames.values():
                 rgb = _read(path)[..., :3]
                 assert np.allclose(rgb, expected, rtol=2e-3), (ceiling, float(rgb.min()), float(rgb.max()))
+
+
+@pytest.mark.parametrize("ceiling", [16.0, 2.0])
+def test_extend_reads_each_conditioning_frame_once(ceiling, monkeypatch):
+    """The take's encoding needs the conditioning frames' brightest value, and their model pixels need the
+    encoding: each frame is still read once (counted through the reader), and the model sees exactly what
+    converting each frame with the take's encoding gives (the old two-read path, computed here). The last frame
+    holds a light brighter than the ceiling (~38), so the encoding changes after the others were converted. The
+    highlights kept to convert again stay within a frame's worth of pixels: frame 1002, all of it above the knee,
+    is read a second time (with room for three frames' worth, never)."""
+    from types import SimpleNamespace
+
+    from bodydouble.jobspec import ImageRef
+    from bodydouble_server.imaging import colour as colour_mod
+    from bodydouble_server.operations import common, extend
+
+    rng = np.random.default_rng(11)
+    plates = [_texture(rng, 0.005, 3.0).astype(np.float32) for _ in range(3)]
+    plates[1][...] = rng.uniform(5.0, 9.0, (H, W, 3))                       # a white wall in the sun
+    plates[2][10:14, 20:30] = 38.0 * rng.uniform(0.8, 1.0, (4, 10, 3))       # a practical light
+    items = [SimpleNamespace(frame=1001 + i, plate=ImageRef(pixels=p)) for i, p in enumerate(plates)]
+    video = SimpleNamespace(resolution=48, family=SimpleNamespace(multiple=16))
+    reads: list[str] = []
+    load = common.load_image
+    monkeypatch.setattr(common, "load_image", lambda engine, ref, what: (reads.append(what), load(engine, ref, what))[1])
+    colour = colour_mod.ColourTransform("ACEScg")
+    expected = colour.encoding(max(colour_mod.brightest(p) for p in plates), ceiling)
+    assert expected != colour.encoding(max(colour_mod.brightest(p) for p in plates[:2]), ceiling)
+    for kept, twice in ((extend._KEPT_FRAMES, ["plate 1002"]), (3.0, [])):
+        monkeypatch.setattr(extend, "_KEPT_FRAMES", kept)
+        reads.clear()
+        context, encoding, _, broken = extend._conditioning(None, colour, ceiling, items, video)
+        assert sorted(reads) == sorted(["plate 1001", "plate 1002", "plate 1003", *twice])
+        assert encoding == expected and encoding.ceiling > 30.0 and broken == 0      # raised by the last frame
+        for got, plate in zip(context, plates):
+            want = common.model_input(expected.to_model(plate), *got.shape[:2])
+            assert np.abs(got - want).max() < 1e-5

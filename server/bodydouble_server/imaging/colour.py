@@ -337,7 +337,15 @@ class ModelEncoding:
 
     def to_model(self, rgb: np.ndarray) -> np.ndarray:
         """Any (..., 3) array (half or float) -> float32 in [0, 1]; never NaN or Inf."""
-        return _chunked(rgb, lambda part: np.clip(self._stretch(self.colour._view(part)), 0.0, 1.0))
+        return _chunked(rgb, lambda part: self._model(self.colour._view(part)))
+
+    def from_view(self, shown: np.ndarray) -> np.ndarray:
+        """The plain view's values of a plate (``ColourTransform.to_model``) -> what ``to_model`` gives for it: the
+        stretch alone (one view of a plate serves any encoding)."""
+        return _chunked(shown, self._model)
+
+    def _model(self, display: np.ndarray) -> np.ndarray:
+        return np.clip(self._stretch(display), 0.0, 1.0)     # = the stretch of the view clipped to [0, 1] first
 
     def from_model(self, rgb: np.ndarray) -> np.ndarray:
         """Model pixels back to the plate's space, never above the ceiling; a model that made NaN or Inf fails

@@ -28,6 +28,8 @@ from ..previews import Previewer
 from . import chunks as chunking
 from . import common
 
+_ROWS = 1 << 20      # pixels a step when a full-size frame is scanned or converted in place
+
 _SETTINGS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "fps", "count", "conditioning", "overlap",
              "colour_match", "colorspace", "highlight_ceiling")
 
@@ -54,9 +56,7 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     plan = chunking.plan(req.count, req.conditioning, req.overlap, video.window, video.family.temporal_multiple)
     common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames])
     conditioning = req.frames[-req.conditioning:]
-    # One encoding for the whole take: the request's ceiling, raised to the conditioning frames' brightest value.
-    encoding = colour.encoding(_brightest(engine, conditioning), req.highlight_ceiling)
-    context, last, broken = _conditioning(engine, encoding, conditioning, video)
+    context, encoding, last, broken = _conditioning(engine, colour, req.highlight_ceiling, conditioning, video)
     gen_h, gen_w = context.shape[1:3]
 
     pipe = video.pipeline()
@@ -117,21 +117,37 @@ def run_extend(engine: Engine, job, req: ExtendRequest) -> protocol.Message:
     }, returned)
 
 
-def _brightest(engine: Engine, items) -> float:
-    """The largest finite R, G, B value of the conditioning plates (read one at a time, like _conditioning)."""
-    best = 0.0
-    for item in items:
-        plate = common.load_image(engine, item.plate, f"plate {item.frame}")
-        best = max(best, colour_mod.brightest(plate.rgb(native=True)))
-        del plate
-    return best
+# The frames before the last keep the view values of their pixels above the knee (to convert them again) up to
+# this many frames' worth of pixels in all (16 bytes a pixel); a frame past it is read again, only if the encoding
+# changes (plates that are mostly highlights).
+_KEPT_FRAMES = 1.0
 
 
-def _conditioning(engine: Engine, encoding: ModelEncoding, items, video) -> tuple[np.ndarray, frame_io.Frame, int]:
-    """The last K plate frames at the model's size (read and converted one at a time), the last plate's layout
-    (what every generated frame is written as), and how many of their pixels were NaN/Inf (shown as black)."""
-    context, layout, broken = [], None, 0
-    for item in items:
+@dataclasses.dataclass
+class _Converted:
+    """One conditioning frame at the model's size, unclipped, in ``encoding``; ``bright``/``shown``: its pixels above
+    that encoding's knee and their view values (None: not kept, read again if the take's encoding differs)."""
+
+    item: object
+    small: np.ndarray
+    shape: tuple
+    encoding: ModelEncoding
+    bright: np.ndarray | None = None
+    shown: np.ndarray | None = None
+
+
+def _conditioning(engine: Engine, colour: ColourTransform, ceiling: float, items,
+                  video) -> tuple[np.ndarray, ModelEncoding, frame_io.Frame, int]:
+    """The last K plate frames at the model's size, each read once and converted one at a time; the take's one
+    encoding (the request's ceiling raised to these frames' brightest value); the last plate's layout (what every
+    generated frame is written as); how many of their pixels were NaN/Inf (shown as black).
+
+    The encoding is known only once the last frame is read, and it changes a frame's model pixels only above its
+    knee. So each earlier frame is converted with the encoding of the frames read so far and keeps the view values
+    of its pixels above that knee (a brighter encoding's knee is never lower); when the encoding changes after it,
+    their difference is resized and added (a resize is linear). The last frame is converted with the take's."""
+    converted, layout, broken, brightest, room = [], None, 0, 0.0, 0
+    for index, item in enumerate(items):
         plate = common.load_image(engine, item.plate, f"plate {item.frame}")
         plate.require_rgb("extend")
         if layout is None:
@@ -139,6 +155,7 @@ def _conditioning(engine: Engine, encoding: ModelEncoding, items, video) -> tupl
             height, width = plate.shape
             gen_h, gen_w = regions.model_size(regions.Box(0, height, 0, width), plate.pixel_aspect, video.resolution,
                                               video.family.multiple)
+            room = int(_KEPT_FRAMES * height * width)
         elif plate.shape != layout.shape:
             raise errors.RequestError(
                 f"plate {item.frame} is {plate.shape[1]}x{plate.shape[0]} but plate {reference.frame} is "
@@ -146,10 +163,43 @@ def _conditioning(engine: Engine, encoding: ModelEncoding, items, video) -> tupl
                 code=errors.INVALID_REQUEST)
         rgb = plate.rgb()
         broken += int((~np.isfinite(rgb)).any(axis=2).sum())
-        context.append(common.model_input(encoding.to_model(rgb), gen_h, gen_w))
+        brightest = max(brightest, colour_mod.brightest(rgb))
+        encoding = colour.encoding(brightest, ceiling)
         layout = plate.layout()
-        del plate, rgb
-    return np.stack(context), layout, broken
+        del plate
+        frame = _Converted(item, np.empty(0), rgb.shape, encoding)
+        if index == len(items) - 1:              # the take's encoding is known now: nothing to keep
+            frame.small = regions.resize(encoding.to_model(rgb), gen_h, gen_w)
+            del rgb
+        else:
+            shown = colour.to_model(rgb)             # the plain view, full size
+            del rgb
+            flat = shown.reshape(-1, 3)
+            bright = np.concatenate([
+                (start + np.flatnonzero((flat[start:start + _ROWS] > encoding.knee).any(axis=1))).astype(np.int32)
+                for start in range(0, len(flat), _ROWS)])
+            if len(bright) <= room:
+                frame.bright, frame.shown, room = bright, flat[bright], room - len(bright)
+            del bright
+            for start in range(0, len(flat), _ROWS):     # in place: no second full-size array
+                flat[start:start + _ROWS] = encoding.from_view(flat[start:start + _ROWS])
+            frame.small = regions.resize(shown, gen_h, gen_w)
+            del shown, flat
+        converted.append(frame)
+    context = []
+    for frame in converted:
+        if frame.encoding != encoding and frame.bright is None:     # read again: its highlights were not kept
+            plate = common.load_image(engine, frame.item.plate, f"plate {frame.item.frame}")
+            frame.small = regions.resize(encoding.to_model(plate.rgb()), gen_h, gen_w)
+            del plate
+        elif frame.encoding != encoding and len(frame.bright):
+            change = np.zeros(frame.shape, np.float32)
+            change.reshape(-1, 3)[frame.bright] = encoding.from_view(frame.shown) - frame.encoding.from_view(frame.shown)
+            frame.small += regions.resize(change, gen_h, gen_w)
+            del change
+        frame.bright = frame.shown = None
+        context.append(np.clip(frame.small, 0.0, 1.0))    # common.model_input's clip, after the resize
+    return np.stack(context), encoding, layout, broken
 
 
 def _seam_qc(plate_last: np.ndarray, generated_first: np.ndarray, match: bool) -> dict:
