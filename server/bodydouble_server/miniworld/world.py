@@ -2,9 +2,9 @@
 
 - ``write_plate`` / ``write_matte``: scene-linear ACEScg RGBA half EXRs and single-channel mattes, written
   through a temporary file and a rename like every file the product writes.
-- ``model_sample``: a render as the fill model sees it (the head's box plus fill's context, the OCIO view,
-  the model's size), through the same function fill uses: what the base model and the judge learn from is
-  exactly what fill hands the model.
+- ``model_sample``: a render as the fill model sees it (the head's box plus fill's context, the crop's model
+  encoding, the model's size), through fill's own ``prepare_frame``: what the base model and the judge learn
+  from, and what the judge scores, is exactly what fill hands the model.
 """
 from __future__ import annotations
 
@@ -15,20 +15,29 @@ from pathlib import Path
 import numpy as np
 import OpenImageIO as oiio
 
+from bodydouble.jobspec import FillRequest
+
+from ..imaging import frames as frame_io
 from ..imaging import regions
 from ..imaging.colour import ColourTransform
-from ..operations import common
+from ..operations import fill
 from . import characters as chars
 
 PLATE_COLOURSPACE = "ACEScg"
-FILL_CONTEXT = 0.5            # FillRequest's default context: the base model learns fill's framing
+FILL_REQUEST = FillRequest(frames=[])   # fill's defaults (context 0.5, highlight ceiling): the base model learns
+                                        # the framing and encoding of a default fill
 
 
 @dataclass(frozen=True)
 class Framing:
-    """The model's working size (its declared resolution and size multiple)."""
+    """The model's working size (its declared resolution and size multiple), shaped as fill reads a loaded
+    model's (``model.resolution``, ``model.family.multiple``)."""
     resolution: int
     multiple: int
+
+    @property
+    def family(self) -> "Framing":
+        return self
 
 
 def write_exr(path: Path, pixels: np.ndarray, channels: tuple[str, ...], attributes: dict | None = None) -> Path:
@@ -70,23 +79,11 @@ def read_exr(path: Path) -> np.ndarray:
     return np.asarray(pixels, dtype=np.float32)
 
 
-def model_view(colour: ColourTransform, rgb: np.ndarray, mask: np.ndarray, context: float, pixel_aspect: float,
-               resolution: int, multiple: int) -> tuple[regions.Box, np.ndarray, np.ndarray]:
-    """What fill's model sees of a plate (the same steps as ``operations.fill.fill_frame``): the crop's box,
-    display-referred RGB at the model's size, and the binary inpaint mask at that size."""
-    height, width = mask.shape
-    box = regions.context_box(regions.mask_box(mask), height, width, context)
-    gen_h, gen_w = regions.model_size(box, pixel_aspect, resolution, multiple)
-    ys, xs = box.slices()
-    model_rgb = common.model_input(colour.encode(rgb[ys, xs])[1], gen_h, gen_w)
-    model_mask = (regions.resize(mask[ys, xs][:, :, None], gen_h, gen_w)[:, :, 0] > 0.01).astype(np.float32)
-    return box, model_rgb, model_mask
-
-
 def model_sample(colour: ColourTransform, rgb: np.ndarray, matte: np.ndarray, framing: Framing):
-    """(display RGB at the model's size, binary inpaint mask at that size, crop box) of a render."""
-    box, model_rgb, model_mask = model_view(colour, rgb, matte, FILL_CONTEXT, 1.0, framing.resolution, framing.multiple)
-    return model_rgb, model_mask, box
+    """(display RGB at the model's size, binary inpaint mask at that size, crop box) of a render: fill's own
+    crop, colour and resize steps (``operations.fill.prepare_frame``) on it as a plate."""
+    prepared = fill.prepare_frame(framing, FILL_REQUEST, colour, frame_io.frame_from_buffer(rgb), matte)
+    return prepared.model_rgb, prepared.model_mask, prepared.box
 
 
 def sample_views(rng: np.random.Generator, character: chars.Character, count: int, width: int, height: int,
