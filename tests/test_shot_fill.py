@@ -279,7 +279,10 @@ def test_coherence_carries_the_fill_along_the_plates_motion(passthrough, shots):
 def test_coherent_fill_flickers_no_more_than_per_frame_fill_in_the_miniature_world(tmp_path):
     """One held-out character's back-facing turntable, the camera panning, filled by the world's baked base
     model through the real server (bench/shot_fill.py's CI setting: seconds). Flicker inside the mask is
-    relative to the truth's own change; coherence must not add any, nor cost masked PSNR beyond noise."""
+    relative to the truth's own change. In this world per-frame fill on a fixed seed already follows the plate
+    (the two measure within a few per cent), so what this catches is a coherence that adds flicker or costs
+    likeness: measured, feeding each frame's result back through the model (img2img from the carried frame)
+    gave flicker 1.07 against 0.35, and one crop for the whole shot cost 1.2 dB of masked PSNR."""
     from bodydouble_server.miniworld import shots
 
     results = shots.run(shots.CI, tmp_path)
@@ -288,7 +291,7 @@ def test_coherent_fill_flickers_no_more_than_per_frame_fill_in_the_miniature_wor
     assert results["model"]["family"] == "miniworld" and results["model"]["test_model"] is True
     assert rows["frame"]["frames"] == rows["coherent"]["frames"] == shots.CI.test_frames
     assert rows["frame"]["flicker"] > 0.05, "per-frame fill did not change at all: the shot does not move"
-    assert rows["coherent"]["flicker"] <= rows["frame"]["flicker"]
+    assert rows["coherent"]["flicker"] <= min(1.2, rows["frame"]["flicker"] * 1.05)     # 1.2: the issue's goal
     assert rows["coherent"]["psnr_db"] >= rows["frame"]["psnr_db"] - 0.5
 
 

@@ -173,10 +173,16 @@ GENERATION_FLAGS = {
     "context": Flag(help="context around the mask's box, as a fraction of its size"),
     "feather": Flag(help="soft edge inside the mask, in plate pixels"),
     "count": Flag(required=True, help="how many new frames"),
-    "conditioning": Flag(help="K: the last K plate frames condition the model"),
-    "overlap": Flag(help="frames blended between chunks of a long extension"),
+    "conditioning": Flag(help="extend: the last K plate frames condition the model; fill's video engine: the "
+                              "filled frames each later chunk sees as known"),
+    "overlap": Flag(help="frames blended between chunks of a long extension (or a video-engine fill)"),
     "colour_match": Flag(help="keep the generated colours as they come (the seam is still measured)"),
     "return_pixels": Flag(skip=True),
+    "engine": Flag(choices=("image", "video"), help="fill: 'video' fills the range as one shot on the server's video "
+                                                    "model (video adapters), 'image' frame by frame (default: the "
+                                                    "server picks)"),
+    "coherence": Flag(help="fill, image engine: 0 each frame on its own .. 1 the first frame's fill carried along "
+                           "the plate's motion"),
 }
 TRAIN_FLAGS = {
     "frames": Flag(positional=True, help="folder(s) or files of reference frames (EXR, TIFF, PNG, JPEG, DPX)"),

@@ -217,8 +217,8 @@ class FillRequest:
     # consecutive frames whose adapters are video adapters, on a server with a video model).
     engine: Optional[str] = None
     # Image engine: 0 (each frame on its own) .. 1 (the first frame's fill carried along by the plate's motion).
-    # Between: each frame, generated in one crop for the shot on the same noise per pixel, is mixed inside the
-    # mask with the previous result carried by the plate's optical flow (this much of it).
+    # Between: each frame, generated in crops of one size that follow the mask on the same noise per pixel, is
+    # mixed inside the mask with the previous result carried by the plate's optical flow (this much of it).
     coherence: float = 0.0
     # Video engine: chunks of the video model's window, as extend's (each later chunk sees ``conditioning``
     # filled frames as known and regenerates and cross-fades the previous chunk's last ``overlap`` frames).

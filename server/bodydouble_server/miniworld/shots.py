@@ -41,6 +41,7 @@ class ShotSettings:
     test_frames: int = 8               # the held-out turntable: back-facing, +-test_yaw around 180
     test_yaw: float = 30.0
     pan: float = 2.0                   # camera pan, px a frame (160 px wide plates)
+    grain: float = 0.04                # the plate's grain: relative standard deviation, new every frame
     coherence: float = 0.5
     adapters: bool = True              # train each character's own adapter (else the base model alone)
     train_steps: int = 150
@@ -77,19 +78,23 @@ def flicker(filled: list[np.ndarray], truth: list[np.ndarray], masks: list[np.nd
 
 
 def write_shot(root: Path, data: experiment.CharacterData, s: ShotSettings, es) -> experiment.CharacterData:
-    """The held-out shot, with the camera panning ``pan`` px a frame (experiment.py's own test shot stands still,
-    and a still shot with a fixed seed gives per-frame fill nothing to flicker on): the plate shows the
-    stand-in's head turning from the back, the truth this character's, the mask both heads."""
+    """The held-out shot, with the camera panning ``pan`` px a frame and grain on the plate (experiment.py's own
+    test shot stands still and is clean: with a fixed seed, per-frame fill then has nothing to flicker on): the
+    plate shows the stand-in's head turning from the back, the truth this character's, the mask both heads."""
     c, width, height = data.character, es.plate_width, es.plate_height
     travel = int(np.ceil(s.pan * (s.test_frames - 1)))
     shot = chars.random_shot(chars._rng(es.seed, "pan-shot", c.name), width + travel, height)
     shot = replace(shot, cx=(width + travel) / 2.0)
     double, folder = chars.stand_in(es.seed), root / "pan" / c.name
+    grain = chars._rng(es.seed, "grain", c.name)
     truths = []
     for i, yaw in enumerate(chars.turntable(180 - s.test_yaw, 180 + s.test_yaw, s.test_frames)):
         frame, x0 = data.first + i, int(round(i * s.pan))
         truth, matte = chars.render(c, shot, yaw)
         plate, matte_double = chars.render(c, shot, yaw, head=double)
+        # Film grain, new every frame (multiplicative, as on a scanned or sensor plate): the model's context
+        # changes from frame to frame as it does on a real plate. The truth has none (a grain-free target).
+        plate = plate * (1.0 + s.grain * grain.standard_normal(plate.shape)).astype(np.float32)
         window = (slice(None), slice(travel - x0, travel - x0 + width))      # the camera moves right
         world.write_plate(folder / f"truth.{frame:04d}.exr", truth[window], {"character": c.name, "yaw": yaw})
         world.write_plate(folder / f"plate.{frame:04d}.exr", plate[window], {"character": "stand-in", "yaw": yaw})

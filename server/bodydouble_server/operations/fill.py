@@ -56,8 +56,8 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
     one being prepared, one (or one batch) generating, two finishing; fewer for plates so large that four
     would pass common.PIPELINE_BYTES (an 8K 16-channel shot runs one frame at a time).
 
-    The video engine runs elsewhere (sequence.py); coherence here (sequence.Carry): one crop for the whole shot and
-    each frame started from the one before, so frames go one at a time."""
+    The video engine runs elsewhere (sequence.py); coherence here (sequence.Carry): crops of one size for the
+    shot, each frame mixed with the one before, so frames go one at a time."""
     if sequence.engine_for(req, engine) == "video":
         return sequence.run_video(engine, job, req)
     model = engine.model_for("fill")
@@ -75,18 +75,13 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
     total = len(req.frames)
     carry = sequence.Carry(req) if req.coherence else None
     batch = 1 if carry else common.fill_batch(engine)
-    box = sequence.survey(engine, job, req) if carry else None
+    boxes = dict(zip((f.frame for f in req.frames), sequence.survey(engine, job, req, follow=True))) if carry else {}
 
     def read(item) -> _Prepared:
         # One frame at a time, in its own pixel types: only what the model needs becomes float.
         plate, mask, mask_repaired = read_inputs(engine, req, item)
-        return prepare_frame(model, req, colour, plate, mask, item=item, mask_repaired=mask_repaired, box=box)
-
-    def record(frame: int, counts: dict) -> None:     # the worker's thread, in frame order, before take.add
-        if any(counts.values()):
-            take.info["nonfinite"]["frames"][str(frame)] = counts
-            for key, value in counts.items():
-                repaired[key] += value
+        return prepare_frame(model, req, colour, plate, mask, item=item, mask_repaired=mask_repaired,
+                             box=boxes.get(item.frame))
 
     with contextlib.ExitStack() as finishing:
         # Read ahead and write behind as far as the plates' size allows (common.frames_in_flight).
@@ -110,7 +105,8 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                 attributes = {**common.provenance(engine, "fill", adapters, req, take, job), "engine": "image",
                               "coherence": float(req.coherence)}
                 writer = finishing.enter_context(common.TakeWriter(
-                    take, returned, depth=max(0, common.frames_in_flight(group[0].plate.nbytes) - 2), after=record))
+                    take, returned, depth=max(0, common.frames_in_flight(group[0].plate.nbytes) - 2),
+                    after=nonfinite_recorder(take, repaired)))
 
             def on_step(step: int, steps: int, preview=None, _index=index, _frame=group[0].item.frame) -> None:
                 job.check_cancelled()
@@ -142,6 +138,17 @@ def _finished(req: FillRequest, prepared: "_Prepared", image: np.ndarray, attrib
 
 
 NONFINITE_KEYS = ("nonfinite_filled", "nonfinite_context", "nonfinite_mask")
+
+
+def nonfinite_recorder(take, repaired: dict):
+    """common.TakeWriter's ``after``: each frame's non-finite counts into take.json and the ``repaired`` totals
+    (the worker's thread, in frame order, before take.add)."""
+    def record(frame: int, counts: dict) -> None:
+        if any(counts.values()):
+            take.info["nonfinite"]["frames"][str(frame)] = counts
+            for key, value in counts.items():
+                repaired[key] += value
+    return record
 # The request's settings a fill take records in take.json (here, in the pool and in farm jobs).
 TAKE_SETTINGS = ("prompt", "negative_prompt", "seed", "steps", "strength", "guidance", "colorspace",
                  "highlight_ceiling", "context", "feather")

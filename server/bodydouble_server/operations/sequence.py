@@ -7,8 +7,8 @@ Two ways, chosen by the request's ``engine`` (:func:`engine_for`):
   (chunks.py), with the character's video adapter. Every frame is cropped to one box (the union of the shot's
   masks plus context, :func:`survey`), so the model sees a steady camera; the result goes back into each plate
   through fill's own composite (outside the mask every pixel bit-identical).
-- **image** with ``coherence`` > 0 (:class:`Carry`): frame by frame on the image model, but in one box for the
-  shot, on the same noise per pixel (the same seed at the same size), each frame mixed with the previous result
+- **image** with ``coherence`` > 0 (:class:`Carry`): frame by frame on the image model, in crops of one size
+  that follow the mask (:func:`survey`), on the same noise per pixel (the same seed at the same size), each frame mixed with the previous result
   carried along by the plate's optical flow (imaging/flow.py), ``coherence`` of it; at coherence 1 the first
   frame's fill is carried through the shot without the model.
 """
@@ -79,12 +79,18 @@ def validate_video(req: FillRequest, engine: Engine) -> None:
     _plan(req, video)
 
 
-def survey(engine: Engine, job, req: FillRequest) -> regions.Box:
-    """One crop for the whole shot: the union of every frame's mask box, plus context. Reads each frame's mask
-    (and plate: the mask lies over its data window) once, one frame at a time; the plates must share a size."""
+def survey(engine: Engine, job, req: FillRequest, follow: bool = False) -> list[regions.Box]:
+    """Each frame's crop, all of one size: reads each frame's mask (and plate: the mask lies over its data
+    window) once, one frame at a time; the plates must share a size.
+
+    ``follow`` false (the video engine): one box for the shot, the union of the masks plus context, so the model
+    sees the plate's own camera. True (coherence): fill's own box of each frame (its mask plus context), grown
+    to the shot's largest and centred on the frame's own, so the model sees the framing per-frame fill gives it
+    (a model trained on that framing fills worse in a wider crop) at one size, the same noise per pixel of the
+    crop, and the flow between two crops is the plate's motion less the crop's."""
     from .fill import read_inputs
 
-    union, first, size = None, None, None
+    masks, first, size = [], None, None
     for item in req.frames:
         job.check_cancelled()
         plate, mask, _ = read_inputs(engine, req, item)
@@ -95,18 +101,27 @@ def survey(engine: Engine, job, req: FillRequest) -> regions.Box:
                 f"plate {item.frame} is {plate.shape[1]}x{plate.shape[0]} but plate {first} is {size[1]}x{size[0]}: "
                 "a shot filled as one shares one size", code=errors.INVALID_REQUEST)
         try:
-            box = regions.mask_box(mask)
+            masks.append(regions.mask_box(mask))
         except errors.RequestError as exc:
             raise errors.RequestError(f"frame {item.frame}: {exc}", code=exc.code) from None
-        union = box if union is None else regions.Box(min(union.y0, box.y0), max(union.y1, box.y1),
-                                                      min(union.x0, box.x0), max(union.x1, box.x1))
         del plate, mask
-    return regions.context_box(union, size[0], size[1], req.context)
+    height, width = size
+    if not follow:
+        union = regions.Box(min(b.y0 for b in masks), max(b.y1 for b in masks),
+                            min(b.x0 for b in masks), max(b.x1 for b in masks))
+        return [regions.context_box(union, height, width, req.context)] * len(masks)
+    own = [regions.context_box(b, height, width, req.context) for b in masks]
+    tall, wide = max(b.height for b in own), max(b.width for b in own)
+
+    def placed(low: int, high: int, extent: int, limit: int) -> int:
+        return min(max(0, (low + high - extent) // 2), limit - extent)
+    return [regions.Box(y0, y0 + tall, x0, x0 + wide) for b in own
+            for y0, x0 in [(placed(b.y0, b.y1, tall, height), placed(b.x0, b.x1, wide, width))]]
 
 
 class Carry:
     """Coherence for the image engine: a temporal filter along the plate's motion. Each frame is generated as
-    per-frame fill would (in the shot's one crop, on the same noise per pixel) and, inside the mask, mixed with
+    per-frame fill would (in a crop of the shot's one size, on the same noise per pixel) and, inside the mask, mixed with
     the previous result carried by the plate's motion between the two frames (measured on the plates as the
     model sees them, around the mask): ``coherence`` of the carried result, the rest this frame's own.
 
@@ -154,7 +169,7 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
     plan = _plan(req, video)
     common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames]
                         + [(f.mask, f"mask {f.frame}") for f in req.frames if f.mask is not None])
-    box = survey(engine, job, req)
+    boxes = survey(engine, job, req)
     pipe = video.pipeline()
     adapters = video.adapters.resolve(req.adapters)     # again: the first load may have found broken weights
     video.adapters.activate(pipe, adapters)
@@ -179,7 +194,8 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
     def prepare(index: int) -> fill._Prepared:
         item = req.frames[index]
         plate, mask, mask_repaired = fill.read_inputs(engine, req, item)
-        ready = fill.prepare_frame(video, req, colour, plate, mask, item=item, mask_repaired=mask_repaired, box=box)
+        ready = fill.prepare_frame(video, req, colour, plate, mask, item=item, mask_repaired=mask_repaired,
+                                   box=boxes[index])
         ready.plate = None                            # read again when it is composited: a window of plates is big
         return ready
 
@@ -211,12 +227,7 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
                                                 {**attributes, "chunk": chunk.index + 1}))
         writer.flush()      # every finished chunk is on disk and in take.json before the next starts
 
-    def record(frame: int, counts: dict) -> None:     # the worker's thread, in frame order, before take.add
-        if any(counts.values()):
-            take.info["nonfinite"]["frames"][str(frame)] = counts
-            for key, value in counts.items():
-                repaired[key] += value
-
+    record = fill.nonfinite_recorder(take, repaired)
     with common.completing(take), common.TakeWriter(take, returned, after=record) as writer:
         chunking.run(plan, np.zeros((0, 1, 1, 3), np.float32), req.conditioning + req.overlap, make, emit)
     return common.result_message(job, "fill", take, {
