@@ -55,7 +55,18 @@ def test_fill_writes_a_complete_take_with_provenance(client, studio):
         assert attrs["bodydouble:tool_version"] and attrs["bodydouble:time"]
 
 
-def test_outside_the_mask_every_pixel_is_bit_identical(client, studio):
+def test_outside_the_mask_every_pixel_is_bit_identical(client, studio, monkeypatch):
+    from bodydouble_server.imaging import regions
+    from bodydouble_server.operations import fill as fill_op
+
+    made = []
+    generate = fill_op.generate
+
+    def spy(pipe, req, group, on_step):        # the model's own pictures, and where fill put them
+        images = generate(pipe, req, group, on_step)
+        made.extend((p.box, p.crop_mask, p.encoding, image) for p, image in zip(group, images))
+        return images
+    monkeypatch.setattr(fill_op, "generate", spy)
     result, _ = fill(client, studio, first=1001, last=1001)
     out, _ = read(result.frames[1001])
     plate, _ = read(studio["plate"].replace("####", "1001"))
@@ -65,7 +76,16 @@ def test_outside_the_mask_every_pixel_is_bit_identical(client, studio):
     assert np.array_equal(out[outside].view(np.uint32), plate[outside].view(np.uint32))  # bits, not closeness
     assert plate.max() > 1.0 and out.max() == plate.max()  # overbrights survive
     assert np.array_equal(out[:, :, 3], plate[:, :, 3])     # alpha untouched
-    assert not np.allclose(out[~outside, :3], plate[~outside, :3])  # and inside, something was generated
+    # Inside the mask the take is the model's own picture (resized to the crop, through the crop's encoding back
+    # to scene-linear) over the plate by the feathered (soft) mask, in the crop's place; half storage: 2^-11.
+    ((box, crop_mask, encoding, image),) = made
+    weight = regions.feathered(crop_mask, 4)
+    reached = weight > 0
+    assert reached.sum() > 100 and weight.max() > 0.5
+    generated = encoding.from_model(regions.resize(image, box.height, box.width))
+    want = regions.composite(plate[box.slices()][:, :, :3], generated, weight)[reached]
+    got = out[box.slices()][:, :, :3][reached]
+    assert np.allclose(got, want, rtol=2e-3, atol=1e-4), float(np.abs(got - want).max())
 
 
 def test_takes_never_overwrite_and_seed_reproduces(client, studio):
@@ -91,8 +111,14 @@ def test_adapters_switch_blend_and_disable(client, studio):
     villain = pixels([AdapterRef("villain")])
     base = pixels([])
     blend = pixels([AdapterRef("hero", 0.5), AdapterRef("villain", 0.5)])
+    hero_alone = pixels([AdapterRef("hero", 1.0), AdapterRef("villain", 0.0)])
+    hero_off = pixels([AdapterRef("hero", 0.0)])
     hero_again = pixels([AdapterRef("hero")])
+    # The weights reach the model: a blend's weight-0 member adds nothing, a weight-0 adapter is the base model
+    # (exactly: a LoRA's contribution is scaled by its weight), and a 50/50 blend is neither adapter alone.
+    # (The two adapters and the base model give different pictures, so these are not true by accident.)
     assert not np.array_equal(hero, villain) and not np.array_equal(hero, base)
+    assert np.array_equal(hero_alone, hero) and np.array_equal(hero_off, base)
     assert not np.array_equal(blend, hero) and not np.array_equal(blend, villain)
     assert np.array_equal(hero, hero_again)  # switching back is exact: adapters stay resident, nothing leaks
 

@@ -104,6 +104,14 @@ def test_standin_is_deterministic_follows_adapters_and_waits_without_the_cpu(sho
         if not (Path(config.adapters) / name).exists():
             testing.test_adapter(Path(config.adapters) / name, testing.identity_of("test:standin"), name.title(), seed)
     monkeypatch.setenv(testing.STEP_ENV, "0.2")
+    given = []                     # (seed, active adapters' weight digests) of each call: what reached the model
+    call = testing.StandInPipeline.__call__
+
+    def spy(self, *, generator=None, **kwargs):
+        first = generator[0] if isinstance(generator, list) else generator
+        given.append((first.initial_seed(), self.active_loras()))
+        return call(self, generator=generator, **kwargs)
+    monkeypatch.setattr(testing.StandInPipeline, "__call__", spy)
     with server_thread(config) as srv, Client(srv.bound_address, timeout=30) as client:
         assert {a.name: a.status for a in client.list_adapters()} == {"hero": "ready", "villain": "ready"}
         wall, cpu = time.monotonic(), time.process_time()
@@ -121,8 +129,12 @@ def test_standin_is_deterministic_follows_adapters_and_waits_without_the_cpu(sho
     assert np.array_equal(first, again)
     inside = np.zeros((H, W), bool)
     inside[MASK] = True
-    assert not np.allclose(first[inside], other[inside], atol=1e-3), "the adapter changes the pixels"
-    assert not np.allclose(first[inside], reseeded[inside], atol=1e-3), "so does the seed"
+    # The request's seed and adapter reach the model (the stand-in's picture is keyed by them, so the pixels follow):
+    # hero's weights at 1.0 with seed 5, then villain's (other weights), then hero's again with seed 6.
+    (_, (hero,)), (_, (villain,)), (_, (hero_again,)) = given[-3:]
+    assert [seed for seed, _ in given[-3:]] == [5, 5, 6]
+    assert hero[1] == villain[1] == 1.0 and hero == hero_again and villain[0] != hero[0]
+    assert not np.allclose(first[inside], other[inside], atol=1e-3)   # a different key, a different picture
     plate = _read(shot["plate"].replace("####", "1001"))
     assert np.array_equal(first[~inside], plate[~inside])
     assert "TEST MODEL" in _header(again_path)["bodydouble:base_model"]
