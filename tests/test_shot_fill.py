@@ -351,3 +351,34 @@ def test_nuke_node_offers_the_video_engine_for_a_shot_and_generates_with_it(tiny
         group["engine"].setValue("image")
         group["refresh"].execute()
         assert group["engine"].value() == "image" and list(bd_node.adapter_names(group).values()) == ["hero"]
+
+
+@pytest.fixture(scope="module")
+def served(shots, tiny):
+    """A `bodydouble serve` process with both tiny models (``tiny`` made the adapters), for Blender."""
+    from .support import start_server_process, stop_process
+
+    root = shots["root"]
+    proc, address = start_server_process(root, root / "adapters", extra=[
+        "--resolution", "64", "--video-resolution", "64", "--video-window", str(WINDOW)])
+    yield address
+    stop_process(proc)
+
+
+@pytest.mark.parametrize("blender", ["4.5", "5.0"])
+def test_blender_fill_dialog_offers_the_engines_and_fills_a_shot_on_the_video_model(blender, shots, served):
+    """The Blender extension in real bpy: the fill dialog's engine picker and a video-engine fill."""
+    from .blender_scripts.launcher import blender_python, run_script
+
+    python = blender_python(blender)
+    root = shots["root"]
+    plate, _mask = shots["tinted"]
+    r = run_script(python, "fill_shot.py", {
+        "address": served, "first": FIRST, "last": FIRST + 2, "out": str(root / f"blender{blender}"),
+        "output_root": str(root / f"takes-blender{blender}"), "plate_first_file": plate.replace("####", str(FIRST))})
+    assert r["refresh"]["result"] == ["FINISHED"]
+    assert r["engines"] == ["image", "video"] and r["default_engine"] == "video"
+    assert r["adapters_image"] == ["hero"] and r["adapters_video"] == ["hero_video"]
+    assert r["fill"] == {"result": ["FINISHED"], "error": None}, r["reports"]
+    assert r["take_props"] == {"engine": "video", "adapter": "hero_video", "coherence": 0.0}
+    assert r["take"]["status"] == "complete" and r["take"]["engine"] == "video"

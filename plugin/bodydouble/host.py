@@ -31,7 +31,7 @@ from .jobspec import AdapterRef, ExtendRequest, FillRequest, FrameInput, safe_na
 __all__ = ["OPERATIONS", "OPERATION_TITLES", "Request", "Params", "HostColour", "colour_note", "check_ready",
            "shot_from_path", "hello", "fetch_adapters", "adapter_choices", "list_adapters", "take_label", "TakeRecord",
            "HostWords", "Advice", "advice", "safe_name", "BackgroundJob", "Outcome", "ProgressSink", "frames",
-           "JobResult", "take_left_on_disk", "fill_engines", "default_engine", "ENGINE_TITLES"]
+           "JobResult", "take_left_on_disk", "fill_engines", "default_engine", "ENGINE_TITLES", "serves"]
 
 OPERATIONS = ("fill", "extend")
 OPERATION_TITLES = {"fill": "Fill unseen angle", "extend": "Extend shot"}
@@ -165,8 +165,9 @@ def fetch_adapters(address: str, timeout: float = 10.0, client_name: str = "body
         return client.list_adapters()
 
 
-def _serves(adapter: AdapterInfo, operation: str, engine: str) -> bool:
-    """Fill on the video engine runs on the video model: its adapters are video adapters."""
+def serves(adapter: AdapterInfo, operation: str, engine: str = "") -> bool:
+    """Whether ``adapter`` is for the model that runs ``operation`` (fill on the video engine runs on the video
+    model: its adapters are video adapters)."""
     return adapter.model_kind == engine if operation == "fill" and engine else adapter.serves(operation)
 
 
@@ -175,13 +176,13 @@ def adapter_choices(adapters: list[AdapterInfo], operation: str = "fill", engine
     on the ``video`` engine, run on the server's video model: only adapters trained for it). '/' would make a
     submenu in a Nuke enumeration, so it is shown as '∕'."""
     return {a.label.replace("/", "\u2215"): a.name for a in adapters
-            if a.status == "ready" and _serves(a, operation, engine)}
+            if a.status == "ready" and serves(a, operation, engine)}
 
 
 def withheld_adapters(adapters: list[AdapterInfo], operation: str = "fill", engine: str = "") -> dict[str, str]:
     """Adapter name -> why it is not offered for ``operation`` (no consent record, expired, retired, failed to
     load): a picker that cannot grey an entry out (a Nuke enumeration) says so beside it instead."""
-    return {a.name: a.reason or a.status for a in adapters if a.status != "ready" and _serves(a, operation, engine)}
+    return {a.name: a.reason or a.status for a in adapters if a.status != "ready" and serves(a, operation, engine)}
 
 
 # -- fill engines ------------------------------------------------------------------------------

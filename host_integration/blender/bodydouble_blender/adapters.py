@@ -11,8 +11,11 @@ from bodydouble.client import AdapterInfo
 
 _adapters: list[AdapterInfo] = []
 _server: dict = {}              # the server's hello from the last fetch (its colour set-up, model, ...)
-# Per operation: extend runs on the server's video model, fill on its image model, each with its own adapters.
-_items: dict[str, list[tuple[str, str, str]]] = {"fill": [], "extend": []}
+# Per picker: extend runs on the server's video model, fill on its image model or (the video engine) its video
+# model, each with its own adapters.
+_items: dict[tuple[str, str], list[tuple[str, str, str]]] = {("fill", ""): [], ("fill", "video"): [],
+                                                              ("extend", ""): []}
+_engines: list[tuple[str, str, str]] = []
 _NONE = [("NONE", "(no adapters: refresh)", "Open the dialog again once the server is running")]
 
 
@@ -33,9 +36,9 @@ def server_info() -> dict:
 def set_cache(adapters: list[AdapterInfo]) -> None:
     global _adapters
     _adapters = list(adapters)
-    for operation, items in _items.items():
+    for (operation, engine), items in _items.items():
         items.clear()
-        for a in sorted(usable(operation), key=lambda a: (a.status != "ready", a.character.lower())):
+        for a in sorted(usable(operation, engine), key=lambda a: (a.status != "ready", a.character.lower())):
             if a.status == "ready":
                 items.append((a.name, f"{a.character} · {a.base_model}", f"{a.label}  trigger: {a.trigger}"))
             else:
@@ -46,21 +49,30 @@ def cached() -> list[AdapterInfo]:
     return list(_adapters)
 
 
-def usable(operation: str) -> list[AdapterInfo]:
-    """The cached adapters trained for the model that runs ``operation`` (ready or not)."""
-    return [a for a in _adapters if a.serves(operation)]
+def usable(operation: str, engine: str = "") -> list[AdapterInfo]:
+    """The cached adapters trained for the model that runs ``operation`` (on fill's ``engine``; ready or not)."""
+    return [a for a in _adapters if host.serves(a, operation, engine)]
 
 
-def fill_items(_self=None, _context=None):
-    return _items["fill"] or _NONE
+def fill_items(op=None, _context=None):
+    """The fill dialog's adapters: video adapters while its engine is the video one."""
+    engine = "video" if getattr(op, "engine", "") == "video" else ""
+    return _items["fill", engine] or _NONE
 
 
 def extend_items(_self=None, _context=None):
-    return _items["extend"] or _NONE
+    return _items["extend", ""] or _NONE
 
 
-def first_ready(operation: str) -> str | None:
-    for a in usable(operation):
+def engine_items(_self=None, _context=None):
+    """The fill engines the server offers (from its last hello): frame by frame always, the whole shot where its
+    video model fills."""
+    _engines[:] = [(e, host.ENGINE_TITLES[e], f"fill engine '{e}'") for e in host.fill_engines(_server)]
+    return _engines
+
+
+def first_ready(operation: str, engine: str = "") -> str | None:
+    for a in usable(operation, engine):
         if a.status == "ready":
             return a.name
     return None

@@ -46,6 +46,13 @@ def _load_adapters(op, context, operation: str | None = None) -> bool:
     return True
 
 
+def _engine_changed(op) -> None:
+    """Another fill engine, other adapters (video ones for the video engine): pick one it offers."""
+    engine = "video" if op.engine == "video" else ""
+    if op.adapter not in [a.name for a in adapters.usable("fill", engine) if a.status == "ready"]:
+        op.adapter = adapters.first_ready("fill", engine) or "NONE"
+
+
 def _output_dir(prefs, plate_pattern: str) -> str:
     root = prefs.output_root
     if not root:
@@ -78,8 +85,8 @@ def start_fill(op, context, params: host.Params, extras: dict, tree, source_name
 
 
 class _GenerationProps:
-    adapter: EnumProperty(name="Adapter", items=adapters.fill_items,
-                          description="Character adapter (character · base model), as the server lists them")
+    # Each operator declares its own ``adapter`` (its picker's items): fill after its engine, which decides them
+    # (Blender applies an operator call's keywords in property order).
     prompt: StringProperty(name="Prompt", default="")
     negative_prompt: StringProperty(name="Negative prompt", default="")
     seed: IntProperty(name="Seed", default=0, min=0)
@@ -94,6 +101,11 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
     bl_label = "Fill Unseen Angle…"
     bl_options = {"REGISTER"}
 
+    engine: EnumProperty(name="Engine", items=adapters.engine_items, update=lambda op, _context: _engine_changed(op),
+                         description="Frame by frame on the image model, or the whole shot on the video model "
+                                     "(with video adapters)")
+    adapter: EnumProperty(name="Adapter", items=adapters.fill_items,
+                          description="Character adapter (character · base model), as the server lists them")
     plate_node: StringProperty(name="Plate node", description="Image node with the plate (default: the active one)")
     mask_source: EnumProperty(name="Mask", items=[
         ("ALPHA", "Plate alpha", "The plate image's alpha channel is the mask"),
@@ -101,6 +113,9 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
     ], default="ALPHA")
     mask_node: StringProperty(name="Mask node")
     strength: FloatProperty(name="Strength", default=1.0, min=0.01, max=1.0)
+    coherence: FloatProperty(name="Coherence", default=0.0, min=0.0, max=1.0,
+                             description="Frame by frame: carry the previous frame's fill along the plate's motion "
+                                         "(0 each frame on its own, 1 the first frame's fill through the shot)")
     use_node_range: BoolProperty(name="Node's frame range", default=True)
     frame_start: IntProperty(name="First frame", default=1)
     frame_end: IntProperty(name="Last frame", default=1)
@@ -151,11 +166,14 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
             self.frame_start, self.frame_end = foot.first, foot.last
         except ValueError:
             pass
+        # The whole shot on the video model for a range, where the server has one and a video adapter.
+        self.engine = host.default_engine(adapters.server_info(), self.frame_start, self.frame_end, adapters.cached())
         return context.window_manager.invoke_props_dialog(self, width=460)
 
     def draw(self, context):
         layout = self.layout
         layout.use_property_split = True
+        layout.prop(self, "engine")
         layout.prop(self, "adapter")
         layout.prop(self, "prompt")
         layout.prop(self, "negative_prompt")
@@ -163,6 +181,8 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
         row.prop(self, "seed")
         row.prop(self, "new_seed", toggle=True)
         layout.prop(self, "strength")
+        if self.engine != "video":
+            layout.prop(self, "coherence")
         layout.prop(self, "steps")
         layout.prop(self, "use_node_range")
         col = layout.column(align=True)
@@ -199,7 +219,9 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
         params = host.Params(
             operation="fill", adapter=self.adapter, prompt=self.prompt, negative_prompt=self.negative_prompt,
             seed=seed, steps=steps, strength=strength, first=first, last=last, plate=foot.pattern, mask=mask_pattern,
-            output_dir=_output_dir(prefs, foot.pattern), colorspace=foot.colorspace)
+            output_dir=_output_dir(prefs, foot.pattern), colorspace=foot.colorspace,
+            # Not chosen (a script's EXEC): the server picks the engine from the adapter.
+            engine=self.engine if props.is_property_set("engine") else "", coherence=self.coherence)
         extras = dict(mask_source=self.mask_source, is_sequence=foot.is_sequence, source_node=plate.name,
                       scene_start=foot.scene_start + (first - foot.first), image_colorspace=foot.colorspace,
                       **scene_view(context.scene))

@@ -1,0 +1,49 @@
+"""Fill a shot (#18) in real bpy: the fill dialog's engine picker and a video-engine fill from the compositor.
+
+Run by tests/test_shot_fill.py with the bpy venv's Python; args come in BODYDOUBLE_TEST_ARGS.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bd_harness as harness  # noqa: E402
+import scene_setup  # noqa: E402
+
+import bpy  # noqa: E402
+
+
+class _Dialog:
+    """What the adapter picker's item callback reads of the operator: its engine."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+
+def main(args):
+    import bodydouble_blender as bd
+    from bodydouble import host
+
+    out = {}
+    first, last = args["first"], args["last"]
+    tree, plate, _matte = scene_setup.compositor_with_plate(args["plate_first_file"], first, last)
+    out["refresh"] = harness.call(bpy.ops.bodydouble.refresh_adapters)
+    out["engines"] = [e[0] for e in bd.adapters.engine_items()]
+    out["default_engine"] = host.default_engine(bd.adapters.server_info(), first, last, bd.adapters.cached())
+    out["adapters_image"] = [i[0] for i in bd.adapters.fill_items(_Dialog("image"))]
+    out["adapters_video"] = [i[0] for i in bd.adapters.fill_items(_Dialog("video"))]
+    # The dialog's OK with the video engine (properties are applied in the operator's order: engine first).
+    out["fill"] = harness.call(bpy.ops.bodydouble.fill, "EXEC_DEFAULT", engine="video", adapter="hero_video",
+                               seed=5, steps=1)
+    harness.pump_until_idle()
+    takes = [n for n in tree.nodes if "bodydouble" in n]
+    props = takes[0]["bodydouble"].to_dict() if takes else {}
+    out["take_props"] = {k: props.get(k) for k in ("engine", "adapter", "coherence")}
+    take_json = os.path.join(props.get("take_dir", ""), "take.json")
+    out["take"] = json.load(open(take_json)) if os.path.isfile(take_json) else None
+    out["reports"] = harness.reports()
+    return out
+
+
+if __name__ == "__main__":
+    harness.run(main)
