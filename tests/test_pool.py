@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bodydouble.client import Client
-from bodydouble.jobspec import AdapterRef, FillRequest, sequence_frames
+from bodydouble.jobspec import AdapterRef, ExtendRequest, FillRequest, sequence_frames
 
 from .support import server_thread
 
@@ -25,8 +25,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDepre
 
 
 def _settings(root: Path) -> dict:
-    return dict(model="test:standin", video_model="none", adapters=str(root / "adapters"), roots=[str(root)],
-                output_root=str(root / "takes"), resolution=64, audit_log=str(root / "audit.log"))
+    # A 9-frame video window: an extend of 20 frames is 3 chunks (8 new frames, then 6 and 6 after 2 of overlap).
+    return dict(model="test:standin", video_model="test:standin", video_window=9, adapters=str(root / "adapters"),
+                roots=[str(root)], output_root=str(root / "takes"), resolution=64, audit_log=str(root / "audit.log"))
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,7 @@ def pool(tmp_path_factory):
     identity = testing.identity_of("test:standin")
     for name, seed in (("hero", 1), ("villain", 2)):
         testing.test_adapter(root / "adapters" / name, identity, name.title(), seed)
+    testing.test_adapter(root / "adapters" / "herov", testing.identity_of("test:standin", "video"), "Hero", 4, "video")
     plate, mask = samples.write_sequence(root / "plates", 1001, 1016, 96, 64)
     # A short path: Ray's socket names must fit in 107 bytes.
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bodydouble",
@@ -66,6 +68,12 @@ def _fill(pool, first: int, last: int, adapter: str | None = "hero", **fields) -
                        adapters=[AdapterRef(adapter)] if adapter else [], seed=3, **fields)
 
 
+def _extend(pool, steps: int, **fields) -> ExtendRequest:
+    """20 frames after the plate's last (1017-1036) in 3 chunks; ``steps`` x 0.05 s a chunk."""
+    return ExtendRequest(frames=sequence_frames(pool["plate"], 1013, 1016), count=20, adapters=[AdapterRef("herov")],
+                         steps=steps, seed=5, **fields)
+
+
 def _frame_files(take_dir) -> list[str]:
     return sorted(p.name for p in Path(take_dir).iterdir() if p.suffix == ".exr")
 
@@ -73,7 +81,7 @@ def _frame_files(take_dir) -> list[str]:
 def test_a_fill_spreads_over_the_replicas_and_matches_a_single_server(pool):
     with Client(pool["address"], timeout=30) as client:
         info = client.wait_ready()
-        assert info["model"]["pool"]["replicas"] == 2 and info["operations"] == ["fill"]
+        assert info["model"]["pool"]["replicas"] == 2 and info["operations"] == ["extend", "fill"]
         result = client.submit(_fill(pool, 1001, 1008, steps=2, shot="spread")).wait(timeout=120)
     stats = result.info["pool"]
     assert len(stats["by_replica"]) == 2 and sum(stats["by_replica"].values()) == 8, "both replicas worked"
@@ -161,11 +169,16 @@ def test_the_gateway_runs_several_jobs_at_once(pool):
         assert long.wait(timeout=60).frames
 
 
-def test_a_replica_killed_mid_job_costs_a_retry_not_a_frame(pool):
+def _replica_pids(pool) -> dict[str, int]:
     pids = {}
     while len(pids) < 2:                 # each replica's process
-        info = pool["handle"].describe.remote().result(timeout_s=30)
+        info = pool["handle"].describe.remote().result(timeout_s=60)
         pids[info["replica"]] = info["pid"]
+    return pids
+
+
+def test_a_replica_killed_mid_job_costs_a_retry_not_a_frame(pool):
+    pids = _replica_pids(pool)
     with Client(pool["address"], timeout=30) as client:
         killed = False
         job = client.submit(_fill(pool, 1001, 1012, steps=20, shot="kill"))     # 1 s a frame
@@ -183,6 +196,72 @@ def test_a_replica_killed_mid_job_costs_a_retry_not_a_frame(pool):
     assert take["status"] == "complete" and sorted(map(int, take["frames"])) == list(range(1001, 1013))
     files = sorted(p.name for p in Path(result.take_dir).iterdir())
     assert len(_frame_files(result.take_dir)) == 12 and not [f for f in files if ".bdtmp" in f]
+
+
+def _take(take_dir) -> dict:
+    return json.loads((Path(take_dir) / "take.json").read_text())
+
+
+def test_an_extend_runs_on_one_replica_chunk_by_chunk_as_on_a_single_server(pool):
+    with Client(pool["address"], timeout=30) as client:
+        job = client.submit(_extend(pool, steps=2, shot="extend"))
+        events = [progress.raw for progress in job.events(timeout=120)]
+        result = job.wait(timeout=120)
+    steps = [e for e in events if "chunk" in e]
+    assert {e["chunk"] for e in steps} == {1, 2, 3} and {e["chunks"] for e in steps} == {3}, "per-chunk progress"
+    assert len({e["replica"] for e in steps}) == 1, "one replica runs the whole extend"
+    fractions = [e["fraction"] for e in steps]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert result.info["pool"]["replica"] == steps[0]["replica"] and result.info["pool"]["retries"] == 0
+    assert _take(result.take_dir)["status"] == "complete"
+    assert sorted(result.frames) == list(range(1017, 1037)) and len(_frame_files(result.take_dir)) == 20
+
+    # The same request on one ordinary server: the same chunks, seams and pixels.
+    from bodydouble_server.config import ServerConfig
+    from bodydouble_server.imaging import frames as frame_io
+
+    local = ServerConfig(port=0, **_settings(pool["root"]))
+    with server_thread(local) as srv, Client(srv.bound_address, timeout=30) as client:
+        single = client.submit(_extend(pool, steps=2, shot="extend-single")).wait(timeout=120)
+    assert result.info["chunks"] == single.info["chunks"] and result.info["seam"] == single.info["seam"]
+    for frame in (1017, 1025, 1036):
+        assert np.array_equal(frame_io.read_frame(Path(result.frames[frame]), local.limits).wire(),
+                              frame_io.read_frame(Path(single.frames[frame]), local.limits).wire())
+
+
+def test_cancel_stops_an_extend_on_its_replica(pool):
+    with Client(pool["address"], timeout=30) as client:
+        job = client.submit(_extend(pool, steps=40, shot="extend-cancel"))      # 2 s a chunk
+        for progress in job.events(timeout=60):
+            if progress.raw.get("chunk") == 1 and progress.raw.get("step", 0) >= 2:
+                job.cancel()
+                break
+        with pytest.raises(Exception, match="cancel"):
+            job.wait(timeout=30)
+        take_dir = client.status(job.job_id)["take_dir"]
+        assert _take(take_dir)["status"] == "cancelled", "the reply comes after the replica marked the take"
+        time.sleep(2.5)                  # an extend that kept going would have written its first chunk by now
+        assert _frame_files(take_dir) == []
+
+
+def test_a_replica_killed_mid_extend_leaves_an_interrupted_take_and_the_extend_runs_again(pool):
+    pids = _replica_pids(pool)
+    with Client(pool["address"], timeout=30) as client:
+        killed, first_take = None, None
+        job = client.submit(_extend(pool, steps=40, shot="extend-kill"))       # 2 s a chunk
+        for progress in job.events(timeout=120):
+            if progress.raw.get("chunk") == 2 and killed is None:              # chunk 1 is on disk
+                first_take = client.status(job.job_id)["take_dir"]
+                killed = progress.raw["replica"]
+                os.kill(pids[killed], signal.SIGKILL)
+        result = job.wait(timeout=120)
+    assert killed and result.info["pool"]["retries"] == 1 and result.info["pool"]["replica"] != killed, result.info
+    interrupted = _take(first_take)
+    assert interrupted["status"] == "interrupted" and "replica" in interrupted["error"]
+    # Whole chunks only (chunk 1: 1017-1024; on a slow machine chunk 2 may have ended before the kill: 1017-1030).
+    assert sorted(map(int, interrupted["frames"])) in (list(range(1017, 1025)), list(range(1017, 1031)))
+    assert result.info["pool"]["interrupted_takes"] == [first_take] and result.take_dir != first_take
+    assert _take(result.take_dir)["status"] == "complete" and len(_frame_files(result.take_dir)) == 20
 
 
 def test_a_pool_that_is_down_is_a_clear_error(tmp_path):

@@ -28,8 +28,10 @@
     signing_cert = "/etc/bodydouble/c2pa-chain.pem"   # default: a local chain made in <audit log folder>/provenance
     signing_key = "/etc/bodydouble/c2pa-key.pem"
     trust_anchors = "/etc/bodydouble/c2pa-ca.pem"     # what `provenance verify` trusts
-    # Scale-out (docs/scale-out.md): hand fill jobs to a Ray Serve GPU pool instead of this machine's GPU.
+    # Scale-out (docs/scale-out.md): hand fill, extend and train jobs to a Ray Serve GPU pool instead of this machine's GPU.
     pool = "ray://render-head:10001"   # ray://HOST:PORT (Ray Client), HOST:PORT (GCS), or auto
+    pool_stall_timeout = 600           # seconds a pool job may go without progress (the pool's, any job's) before it
+                                       # ends with model_unavailable and its take is marked interrupted
     [limits]
     max_frame_pixels = 67108864
 """
@@ -79,6 +81,7 @@ class ServerConfig:
     signing_key: str | None = None
     trust_anchors: str | None = None
     pool: str | None = None                 # a Ray Serve GPU pool address (scale/pool.py); unset = this machine
+    pool_stall_timeout: float = 600.0       # seconds without progress before a pool job is given up (scale/pool.py)
     limits: protocol.Limits = field(default_factory=protocol.Limits)
 
     def __post_init__(self) -> None:
@@ -95,6 +98,8 @@ class ServerConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not 0 <= self.fill_batch <= 16:
             raise ValueError(f"fill_batch must be in 0..16 (0 = auto), got {self.fill_batch}")
+        if not self.pool_stall_timeout > 0:
+            raise ValueError(f"pool_stall_timeout must be a positive number of seconds, got {self.pool_stall_timeout}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range")
 

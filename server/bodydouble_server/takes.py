@@ -207,8 +207,9 @@ class Journal(JobJournal):
         return recovered
 
 
-def mark_interrupted(take_dir: Path) -> None:
-    """A take left ``running`` by a dead server: temporaries removed, status ``interrupted``."""
+def mark_interrupted(take_dir: Path, why: str = "the server stopped (killed or crashed) while writing this take") -> None:
+    """A take left ``running`` by a dead server (or a dead pool replica: ``why``): temporaries removed, status
+    ``interrupted``."""
     removed = atomic.sweep(take_dir)
     try:
         data = read_take(take_dir)
@@ -216,8 +217,7 @@ def mark_interrupted(take_dir: Path) -> None:
         data = None
     if isinstance(data, dict) and data.get("status") == "running":
         data.update(status="interrupted", updated=time.time(),
-                    error="the server stopped (killed or crashed) while writing this take; the frames listed are "
-                          "whole files, the rest were never written")
+                    error=f"{why}; the frames listed are whole files, the rest were never written")
         try:
             atomic.write_json(take_dir / TAKE_FILE, data)
         except OSError as exc:

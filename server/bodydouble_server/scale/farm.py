@@ -423,7 +423,7 @@ class _SessionWorker:
         _, self.request, config = load_bundle(bundle)
         self.take = _take_ref(bundle)
         self.frames = {f.frame: f for f in self.request.frames}
-        self.worker = FrameWorker(config)
+        self.worker = FrameWorker(config, video=False)     # renders fill chunks only
 
     def handle(self, message: dict) -> dict:
         import dataclasses

@@ -8,6 +8,9 @@ Progress comes back as lines on its stdout (``BODYDOUBLE {json}``), a cancel goe
 training checkpoints and stops, as in the server), and the end is one ``result`` or ``error`` line. When the
 adapter is published the server rescans, so it is listed and resident at once; pool replicas find it on their
 next load of it. The price: the training process holds its own copy of the base model (GPU memory).
+
+On a GPU pool the same operation runs as a Ray task (``train_task``, started by pool.py with a replica's
+resources), relayed to the gateway through a channel (relay.py) instead of stdin/stdout.
 """
 from __future__ import annotations
 
@@ -74,22 +77,57 @@ def run_train(engine, job, req: TrainRequest) -> protocol.Message:
     if final is None:
         raise errors.JobFailed(f"the training process of job {job.id} ended without a result "
                                f"(exit status {child.returncode})")
-    result = raise_if_error(final)["result"]
+    return protocol.Message(type="result", id=job.request_id, body=published(engine, raise_if_error(final)["result"]))
+
+
+def published(engine, result: dict) -> dict:
+    """A training's result once its adapter is published elsewhere (a child process, a pool task): this
+    server rescans, so the adapter is listed (and resident) at once, and the result says its status here."""
     if not result.get("report_only"):
-        engine.rescan()           # listed and resident in this server at once
+        engine.rescan()
         library = engine.model(result.get("model_kind", "image")).adapters     # the model the adapter is for
         adapter = library.adapters.get(result.get("adapter", ""))
         if adapter is not None:
             result.update(adapter_status=adapter.status, adapter_reason=adapter.reason)
-    return protocol.Message(type="result", id=job.request_id, body=result)
+    return result
+
+
+def train_here(config, request: TrainRequest, job) -> dict:
+    """The server's own train operation in this process (a training process, a pool's training task), on a
+    base model it loads itself: ``{"result": body}`` or an ``error_reply``, never a raised exception."""
+    from ..engine import Engine
+    from ..jobs import Cancelled
+    from ..operations import train
+
+    try:
+        engine = Engine(config)
+        engine.load()
+        return {"result": train.run_train(engine, job, request).body}
+    except errors.BodyDoubleError as exc:
+        return error_reply(exc)
+    except Cancelled:
+        return error_reply(errors.JobCancelled(f"job {job.id} cancelled"))
+    except Exception as exc:  # noqa: BLE001  (reported to the server, which fails the job with it)
+        log.exception("training failed")
+        return error_reply(errors.JobFailed(f"{type(exc).__name__}: {exc}"))
+
+
+def train_task(config, request: TrainRequest, job_id: str, channel) -> dict:
+    """A pool's training task (a Ray task with the resources of a replica, pool.py): ``train_here`` with
+    progress, cancel and the end relayed to the gateway through ``channel``."""
+    from .relay import placement, relay_job
+
+    logging.basicConfig(level=logging.WARNING)
+    job = relay_job(job_id, channel)
+    job.report(0.0, "training task started", phase="start", **placement())
+    return train_here(config, request, job)
 
 
 def _child() -> int:
     """The training process: one request on stdin, progress and the end on stdout, "cancel" on stdin."""
+    from bodydouble import protocol as wire
+
     from ..config import ServerConfig
-    from ..engine import Engine
-    from ..jobs import Cancelled
-    from ..operations import train
     from .farm import ConsoleJob
 
     def say(message: dict) -> None:
@@ -109,19 +147,14 @@ def _child() -> int:
 
     threading.Thread(target=listen, name="cancel", daemon=True).start()
     try:
-        from bodydouble import protocol as wire
-
-        engine = Engine(ServerConfig(**config, limits=wire.Limits(**limits)))
-        engine.load()
+        settings = ServerConfig(**config, limits=wire.Limits(**limits))
         request = codec.from_wire(TrainRequest, spec["request"], [])
-        say({"result": train.run_train(engine, job, request).body})
     except errors.BodyDoubleError as exc:
         say(error_reply(exc))
-    except Cancelled:
-        say(error_reply(errors.JobCancelled(f"job {spec['job']} cancelled")))
-    except Exception as exc:  # noqa: BLE001  (reported to the server, which fails the job with it)
-        log.exception("training failed")
+    except Exception as exc:  # noqa: BLE001  (what the server sent cannot be used: say so rather than die)
         say(error_reply(errors.JobFailed(f"{type(exc).__name__}: {exc}")))
+    else:
+        say(train_here(settings, request, job))
     return 0
 
 

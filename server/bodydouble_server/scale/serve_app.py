@@ -2,7 +2,7 @@
 
 Deploy it with Serve's own tools (docs/scale-out.md), on a cluster whose nodes see the same shared storage::
 
-    serve run bodydouble_server.scale.serve_app:build_app config=/studio/bodydouble/server.toml replicas=4
+    serve run --name bodydouble bodydouble_server.scale.serve_app:build_app config=/studio/bodydouble/server.toml replicas=4
 
 Each replica is a ``worker.FrameWorker``: the base model loaded once, and the adapter sets it is asked for kept
 resident with ``@serve.multiplexed`` (model id = the request's adapter set, ``worker.model_id``), so Serve routes
@@ -19,6 +19,7 @@ import threading
 
 from bodydouble import errors
 
+from .relay import placement
 from .worker import FrameWorker, TakeRef, adapter_names, error_reply
 
 APP = "bodydouble"                  # the Serve application name the gateway looks up
@@ -26,16 +27,17 @@ DEPLOYMENT = "BodyDoubleReplica"
 
 
 class _Held:
-    """A multiplexed "model": an adapter set held resident on this replica until Serve evicts it."""
+    """A multiplexed "model": an adapter set of one model kind held resident on this replica until Serve
+    evicts it."""
 
-    def __init__(self, replica, names: list[str]):
-        self.replica, self.names, self._released = replica, names, False
+    def __init__(self, replica, kind: str, names: list[str]):
+        self.replica, self.kind, self.names, self._released = replica, kind, names, False
 
     def __del__(self):                # Serve calls it on eviction (in a thread); the GC may call it again
         if not self._released:
             self._released = True
             with self.replica.worker.lock:
-                self.replica.worker.release(self.names)
+                self.replica.worker.release(self.names, self.kind)
 
 
 def replica_class(max_adapters: int):
@@ -49,6 +51,7 @@ def replica_class(max_adapters: int):
             context = serve.get_replica_context()
             self.id = getattr(getattr(context, "replica_id", None), "unique_id", None) or str(context.replica_tag)
             self.worker = FrameWorker(ServerConfig.load(config_path, **settings), name=f"replica-{self.id}")
+            self.placement = placement(self.worker.engine.device)
 
         async def _locked(self, fn, *args, cancel: threading.Event | None = None):
             """``fn`` on a thread holding the worker's lock: one pipeline call at a time, and the event loop free
@@ -70,9 +73,9 @@ def replica_class(max_adapters: int):
 
         @serve.multiplexed(max_num_models_per_replica=max_adapters)
         async def _adapters(self, model: str) -> _Held:
-            names = adapter_names(model)
-            await self._locked(self.worker.hold, names)
-            return _Held(self, names)
+            kind, names = adapter_names(model)
+            await self._locked(self.worker.hold, names, kind)
+            return _Held(self, kind, names)
 
         async def fill(self, take: TakeRef, request) -> dict:
             """Render a fill request's frames (a task of a larger job) into ``take``."""
@@ -91,9 +94,24 @@ def replica_class(max_adapters: int):
                 return error_reply(exc)
             return {"frames": frames, "replica": self.id, "pid": os.getpid(), "loads": self.worker.loads}
 
+        async def extend(self, request, job: str, channel) -> dict:
+            """Run an extend request (a whole job: its chunks condition on each other) as ``job``, relayed to
+            the gateway through ``channel`` (relay.py): progress, its take, cancel."""
+            from .relay import relay_job
+
+            cancel = threading.Event()
+            try:
+                await self._adapters(serve.get_multiplexed_model_id())
+            except errors.BodyDoubleError as exc:
+                return error_reply(exc)
+            out = await self._locked(self.worker.extend, request, relay_job(job, channel, cancel, self.id),
+                                     cancel=cancel)
+            return {**(out or error_reply(errors.JobCancelled(f"job {job} cancelled"))), "replica": self.id,
+                    "pid": os.getpid()}
+
         async def describe(self) -> dict:
             info = await self._locked(self.worker.describe)
-            return {**info, "replica": self.id}
+            return {**info, "replica": self.id, **self.placement}
 
         async def listing(self) -> list[dict]:
             return await self._locked(self.worker.listing)

@@ -83,45 +83,59 @@ def publish_once(staged: Path, target: Path) -> bool:
         staged.unlink(missing_ok=True)
 
 
-def model_id(adapters: list[AdapterRef]) -> str:
-    """A pool's multiplexed model id for a request: its adapter set (names, sorted; weights do not matter)."""
-    return "+".join(sorted({a.name for a in adapters})) or BASE
+def model_id(adapters: list[AdapterRef], kind: str = "image") -> str:
+    """A pool's multiplexed model id for a request: its model kind's adapter set (names, sorted; weights do not
+    matter), e.g. ``hero+villain`` for a fill, ``video:hero`` for an extend."""
+    names = "+".join(sorted({a.name for a in adapters})) or BASE
+    return names if kind == "image" else f"{kind}:{names}"
 
 
 BASE = "__base__"       # the model id of requests without adapters
 
 
-def adapter_names(model: str) -> list[str]:
-    return [] if model == BASE else model.split("+")
+def adapter_names(model: str) -> tuple[str, list[str]]:
+    """The model kind and adapter names a ``model_id`` stands for."""
+    kind, _, names = model.rpartition(":")
+    return kind or "image", [] if names == BASE else names.split("+")
 
 
 class FrameWorker:
-    """One loaded model (a pool replica, a farm task's session) that fills frames into takes opened elsewhere.
+    """One loaded model (a pool replica, a farm task's session) that fills frames into takes opened elsewhere,
+    and runs extends on its video model (loaded on the first one, as on a server).
 
     Only the adapters held (``hold``/``release``: a pool replica's multiplexed models, a farm task's request)
     are resident; each hold rescans the adapters folder, so an adapter published after start is found without
     a restart. Not thread-safe, like a pipeline: callers serialise (the Serve replica holds ``lock``).
     """
 
-    def __init__(self, config: ServerConfig, name: str | None = None):
+    def __init__(self, config: ServerConfig, name: str | None = None, video: bool = True):
         from ..adapters import AdapterLibrary
         from ..engine import Engine
 
         self.config = config
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.lock = threading.Lock()
-        # The engine starts on an empty adapters folder, so it loads none; ``adapters`` below is the real folder
-        # with only the held adapters resident.
+        # The engine starts on an empty adapters folder, so it loads none; each model kind's library is then the
+        # real folder with only the held adapters resident.
         self._empty = tempfile.TemporaryDirectory(prefix="bodydouble-worker-")
-        self.engine = Engine(dataclasses.replace(config, adapters=self._empty.name, video_model="none"))
+        self.engine = Engine(dataclasses.replace(config, adapters=self._empty.name,
+                                                 **({} if video else {"video_model": "none"})))
         self.engine.load()
         self.pipe = self.engine.pipeline("fill")
-        self.adapters = AdapterLibrary(Path(config.adapters), self.engine.identity, "image")
-        self.adapters.resident = set()
-        self.adapters.sync(self.pipe)
-        self._holds: collections.Counter = collections.Counter()
+        self.libraries = {}
+        for slot in self.engine.available():
+            slot.adapters = AdapterLibrary(Path(config.adapters), slot.identity, slot.kind.name)
+            slot.adapters.resident = set()
+            self.libraries[slot.kind.name] = slot
+        self.engine.rescan()
+        self._holds: dict[str, collections.Counter] = {kind: collections.Counter() for kind in self.libraries}
         self.loads = 0          # adapter sets made resident (a pool: multiplexed model loads)
         self.frames_written = 0
+
+    @property
+    def adapters(self):
+        """The image model's adapters (fill's)."""
+        return self.libraries["image"].adapters
 
     def describe(self) -> dict:
         return {**self.engine.describe(), "worker": self.name, "pid": os.getpid(), "loads": self.loads,
@@ -132,27 +146,50 @@ class FrameWorker:
         return self.adapters.listing()
 
     # -- resident adapters -----------------------------------------------------------------------------
-    def hold(self, names: list[str]) -> None:
-        """Make ``names`` resident; refuses (clearly) an unknown, incompatible or broken adapter."""
-        self._holds.update(names)
+    def hold(self, names: list[str], kind: str = "image") -> None:
+        """Make ``names`` resident in the ``kind`` model; refuses (clearly) an unknown, incompatible or broken
+        adapter, and a kind this worker has no model of."""
+        if kind not in self.libraries:
+            self.engine.model(kind)           # the coded reason (not_supported, model_unavailable)
+        self._holds[kind].update(names)
         try:
             self._sync()
-            self.adapters.resolve([AdapterRef(n) for n in names])
+            self.libraries[kind].adapters.resolve([AdapterRef(n) for n in names])
         except BaseException:
-            self.release(names)
+            self.release(names, kind)
             raise
         self.loads += 1
 
-    def release(self, names: list[str]) -> None:
-        self._holds.subtract(names)
-        self._holds = +self._holds          # drop names no longer held
+    def release(self, names: list[str], kind: str = "image") -> None:
+        holds = self._holds[kind]
+        holds.subtract(names)
+        self._holds[kind] = +holds          # drop names no longer held
         self._sync()
 
     def _sync(self) -> None:
-        self.adapters.resident = set(self._holds)
-        self.adapters.sync(self.pipe)
+        for kind, slot in self.libraries.items():
+            slot.adapters.resident = set(self._holds[kind])
+            slot.rescan()               # into its loaded pipelines (a lazy video model: inspected only)
 
     # -- work ------------------------------------------------------------------------------------------
+    def extend(self, req, job) -> dict:
+        """The server's own extend (operations/extend.py) on this worker's video model, as ``job`` (a relay to
+        the gateway: progress, the take it opens, cancel): the result body, or an ``error_reply``. It opens
+        its take on shared storage, writes every chunk as it ends and marks the take, as a server does."""
+        from ..jobs import Cancelled
+        from ..operations import extend
+
+        try:
+            if "video" in self.libraries:
+                missing = [a.name for a in req.adapters if a.name not in self.libraries["video"].adapters.loaded]
+                if missing:                       # a call without its multiplexed hold
+                    self.hold(missing, "video")
+            return extend.run_extend(self.engine, job, dataclasses.replace(req, return_pixels=False)).body
+        except errors.BodyDoubleError as exc:
+            return error_reply(exc)
+        except Cancelled:
+            return error_reply(errors.JobCancelled(f"job {job.id} cancelled"))
+
     def fill(self, take: TakeRef, req: FillRequest,
              on_step: Callable[[int, int, int], None] | None = None) -> list[dict]:
         """Render ``req.frames`` into the take: ``[{frame, path, written, worker}]``. A frame whose file is
