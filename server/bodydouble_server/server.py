@@ -26,8 +26,6 @@ import dataclasses
 import errno
 import ipaddress
 import logging
-import os
-import sys
 import threading
 import time
 import uuid
@@ -54,10 +52,6 @@ LIVENESS = 3                 # a watched connection silent for 3 of its announce
 LIVENESS_FLOOR = 3.0         # ...but never sooner than this (a loaded workstation, a GC pause)
 MAX_CLIENT_INTERVAL = 60.0   # announced intervals above this count as this (a window stays minutes, not days)
 _PARKED_LIMIT = 1024         # dropped connections whose follows are kept in case they speak again (oldest go)
-# How long a worker thread running Python (a fill's pipeline between its kernels) may hold the GIL before this
-# loop gets it back. Python's default, 5 ms, is added to a small reply whenever a job runs (bench/load.py);
-# $BODYDOUBLE_SWITCH_INTERVAL overrides it (the benchmark's "before").
-SWITCH_INTERVAL = 0.0005
 
 
 class Server:
@@ -151,7 +145,6 @@ class Server:
         if self._router is None:
             self.bind()
         self._loop_thread = threading.get_ident()
-        sys.setswitchinterval(float(os.environ.get("BODYDOUBLE_SWITCH_INTERVAL") or SWITCH_INTERVAL))
         self.resume_jobs()
         self.jobs.start()
         poller = zmq.Poller()
