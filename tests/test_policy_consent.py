@@ -292,3 +292,29 @@ def test_groups_are_the_users_os_groups_and_keys_can_be_listed(tmp_path):
     assert why(Requester(me)) is None
     assert why(Requester("no-such-user-bodydouble"))[0] == "user"
     assert why(Requester("x", verified=True, key="abc123")) is None
+
+
+def test_a_video_engine_fill_is_judged_by_the_video_model(tmp_path):
+    """A fill on the video engine runs on the video model: the test-model exemption is the video model's. With a
+    real image model and a TEST video model, an adapter with no consent record is refused on the image engine and
+    admitted on the video engine."""
+    from bodydouble_server.config import ServerConfig
+    from bodydouble_server.policy.rules import Policy
+
+    consent = tmp_path / "consent"
+    consent.mkdir()
+    (tmp_path / "licensed-model").mkdir()
+    config = ServerConfig(port=0, model=str(tmp_path / "licensed-model"), video_model="test:passthrough",
+                          roots=[str(tmp_path)], adapters=str(tmp_path / "adapters"), consent_dir=str(consent),
+                          audit_log=str(tmp_path / "audit.log"))
+    policy = Policy(config)
+    requester = Policy.requester("alice", None)
+    frames = sequence_frames(str(tmp_path / "p.####.exr"), 1001, 1002, str(tmp_path / "m.####.exr"))
+
+    def fill(engine):
+        return FillRequest(frames=frames, adapters=[AdapterRef("stranger")], engine=engine, shot="sh010")
+
+    with pytest.raises(errors.BodyDoubleError) as refused:
+        policy.admit_as("fill", fill("image"), "r1", requester)
+    assert refused.value.code == errors.NOT_PERMITTED and refused.value.details["rule"] == "missing_record"
+    assert policy.admit_as("fill", fill("video"), "r2", requester).operation == "fill"

@@ -150,7 +150,7 @@ class Policy:
         again when its first task starts, ``bodydouble train`` in its own process). ``engine``: the server's
         (adapter hashes from what it loaded), else the manifests on disk; ``test_model``: the model trained or
         used is a TEST model (default: the config's model of the request's kind)."""
-        kind = request.model_kind if operation == "train" else MODEL_KINDS.get(operation, "image")
+        kind = _model_kind(operation, request, engine)
         if operation == "train":
             adapters = [{"name": request.name or _slug(request.character), "character": request.character,
                          "model_kind": request.model_kind}]
@@ -392,6 +392,20 @@ def _sha256(path: Path) -> str:
 def _slug(text: str) -> str:
     """The adapter name training gives a character (training/settings.py)."""
     return re.sub(r"[^0-9A-Za-z_-]+", "_", text.strip()).strip("_").lower()
+
+
+def _model_kind(operation: str, request, engine) -> str:
+    """The kind of model a request runs on: a fill on the video engine (asked for, or picked by the server for
+    a shot of video adapters) is judged by the video model, not the image one."""
+    if operation == "train":
+        return request.model_kind
+    if operation == "fill":
+        if engine is None:
+            return "video" if getattr(request, "engine", None) == "video" else "image"
+        from ..operations.sequence import engine_for
+
+        return engine_for(request, engine)
+    return MODEL_KINDS.get(operation, "image")
 
 
 def _is_test_model(config, kind: str) -> bool:
