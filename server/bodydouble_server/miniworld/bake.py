@@ -64,7 +64,7 @@ class BakeSettings:
     vae_steps: int = 1000
     vae_batch: int = 32
     vae_patch: int = 32
-    unet_steps: int = 1000
+    unet_steps: int = 3000
     batch: int = 32
     learning_rate: float = 1e-3
     ema: float = 0.998
