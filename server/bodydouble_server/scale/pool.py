@@ -467,8 +467,10 @@ def gateway(config: ServerConfig) -> tuple[GatewayEngine, dict[str, Operation]]:
     """The engine and operations of a server whose work runs on the pool ``config.pool``: the same checks,
     consent and audit as a single server's (each operation's own ``validate``), the work on the pool."""
     def on_pool(operation: str) -> Operation:
-        run = getattr(Pool, f"run_{operation}")
-        return Operation(lambda engine, job, req: run(engine.pool, engine, job, req), OPERATIONS[operation].validate,
-                         beside=CONCURRENT_JOBS)
+        run, local = getattr(Pool, f"run_{operation}"), OPERATIONS[operation]
+        # A training a killed gateway had accepted is taken up at its next start, as on a server: its task
+        # resumes from the checkpoint in the shared adapters folder.
+        return Operation(lambda engine, job, req: run(engine.pool, engine, job, req), local.validate,
+                         beside=CONCURRENT_JOBS, resume=local.resume)
 
     return GatewayEngine(config), {operation: on_pool(operation) for operation in ("fill", "extend", "train")}

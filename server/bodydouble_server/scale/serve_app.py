@@ -9,7 +9,9 @@ resident with ``@serve.multiplexed`` (model id = the request's adapter set, ``wo
 a request to a replica that already holds its adapters and evicts the least recently used set past
 ``max_adapters``. A replica renders one frame at a time (``max_ongoing_requests=1``: one GPU); Serve's router
 queues the rest. A cancelled request (``DeploymentResponse.cancel()``) stops its frame at the next denoising
-step. Errors come back as data (code, message), never as pickled exceptions.
+step. An extend is one request (its chunks condition on each other) run whole by one replica, whose video model
+loads on the first one; its progress and cancel travel through the gateway's channel (relay.py). Errors come
+back as data (code, message), never as pickled exceptions.
 """
 from __future__ import annotations
 
