@@ -54,3 +54,34 @@ def test_a_resume_refused_at_start_up_answers_under_its_job_id(tmp_path, case):
         lines = [json.loads(line) for line in audit.read_text().splitlines()]
         assert any(line.get("user") == "ann" and line.get("request") == "r-7" and line.get("decision") == "refused"
                    and line.get("code") == "not_permitted" for line in lines), lines
+
+
+def test_a_resume_whose_adapter_was_already_published_answers_from_it(tmp_path):
+    """Killed between publishing and replying: the restarted server answers the job from the adapter on disk (the
+    same training settings, every step done), not with 'already exists'; an adapter of other settings is not taken
+    for it."""
+    from bodydouble_server.config import ServerConfig
+
+    from .test_training import write_frames
+
+    root = tmp_path / "studio"
+    frames = write_frames(root / "refs")
+    request = TrainRequest(frames=[str(frames)], character="Hero", name="hero", resolution=64, steps=2,
+                           checkpoint_every=2, preview_count=0, rights_holder="Studio", licence="test")
+    config = ServerConfig(port=0, video_model="none", roots=[str(root)], adapters=str(root / "adapters"),
+                          output_root=str(root / "takes"), device="cpu", audit_log=str(tmp_path / "audit.log"))
+    with server_thread(config) as srv, Client(srv.bound_address, timeout=60, heartbeat_interval=3.0) as client:
+        published = client.submit(request).wait(timeout=300)
+    manifest = (root / "adapters" / "hero" / "manifest.json").read_bytes()
+
+    left_by_a_killed_server(root / "takes", "job-dead0000-1", request)
+    other = TrainRequest(**{**request.__dict__, "steps": 3})
+    left_by_a_killed_server(root / "takes", "job-dead0000-2", other)
+    with server_thread(config) as srv, Client(srv.bound_address, timeout=60, heartbeat_interval=3.0) as client:
+        result = client.follow("job-dead0000-1").wait(timeout=120)
+        assert result.adapter == "hero" and result.info["published_before_restart"] is True
+        assert result.info["steps_done"] == published.info["steps_done"] == 2
+        with pytest.raises(errors.RequestError) as info:
+            client.follow("job-dead0000-2").wait(timeout=120)
+        assert "already exists" in str(info.value)
+    assert (root / "adapters" / "hero" / "manifest.json").read_bytes() == manifest      # not retrained, not touched

@@ -20,4 +20,4 @@ class Operation:
 OPERATIONS = {"extend": Operation(extend.run_extend, extend.validate),
               "fill": Operation(fill.run_fill, fill.validate),
               # Training runs in its own process (scale/offload.py) so fill and extend keep answering meanwhile.
-              "train": Operation(offload.run_train, train.validate, beside=1, resume=train.resume_point)}
+              "train": Operation(train.answering_from_published(offload.run_train), train.validate, beside=1, resume=train.resume_point)}

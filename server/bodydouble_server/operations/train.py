@@ -9,6 +9,7 @@ its VAE and text encoder are borrowed, with the served adapters switched off.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from ..engine import Engine
 from ..training import checkpoints, contact, run
 from ..training.report import summary_text
 from ..training.loop import TrainingCancelled
+
+log = logging.getLogger("bodydouble.train")
 
 
 def reading_frames(job, what: str, interval: float = 0.5):
@@ -97,6 +100,48 @@ def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
         "previews": sorted(str(p.relative_to(folder)) for p in (folder / "previews").glob("*.png")),
         "model_kind": settings.model_kind, "test_model": identity.test_model,
         "clips": {k: v for k, v in training["clips"].items() if k != "list"} if "clips" in training else None,
+    })
+
+
+def answering_from_published(runner):
+    """``runner`` (the server's train runner) for jobs a restarted server took up again: one whose adapter was
+    published before the crash is answered from it (:func:`published_before_restart`), not run again."""
+    def run_job(engine: Engine, job, req: TrainRequest) -> protocol.Message:
+        if getattr(job, "resumed", None) is not None and not req.report_only:
+            finished = published_before_restart(engine, job, req)
+            if finished is not None:
+                return finished
+        return runner(engine, job, req)
+    return run_job
+
+
+def published_before_restart(engine: Engine, job, req: TrainRequest) -> protocol.Message | None:
+    """A job taken up again after a crash whose adapter was already published (the server died between
+    publishing and replying): its result, read from the adapter on disk, instead of 'already exists'. The
+    adapter must be this request's: the same training settings, every step done."""
+    import dataclasses
+
+    settings, _ = run.from_request(req)
+    folder = Path(engine.config.adapters) / settings.name
+    try:
+        training = json.loads((folder / MANIFEST_FILE).read_text())["training"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if (training.get("settings") != json.loads(json.dumps(dataclasses.asdict(settings)))
+            or training.get("steps_done") != settings.steps):
+        return None
+    log.info("job %s: %s was published before the restart; answering from it", job.id, folder.name)
+    engine.rescan()
+    adapter = engine.model(settings.model_kind).adapters.adapters.get(folder.name)
+    report = training.get("report", {})
+    return _result(job, {
+        "adapter": folder.name, "adapter_dir": str(folder),
+        "adapter_status": adapter.status if adapter else "missing", "adapter_reason": adapter.reason if adapter else "",
+        "steps_done": training["steps_done"], "metrics": training.get("metrics", []), "report": report,
+        "summary": f"published before the server restarted ({len(report.get('gaps', []))} coverage gaps)",
+        "ok_to_train": True, "published_before_restart": True,
+        "previews": sorted(str(p.relative_to(folder)) for p in (folder / "previews").glob("*.png")),
+        "model_kind": settings.model_kind, "test_model": engine.model(settings.model_kind).identity.test_model,
     })
 
 
