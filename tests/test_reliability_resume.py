@@ -85,3 +85,42 @@ def test_a_resume_whose_adapter_was_already_published_answers_from_it(tmp_path):
             client.follow("job-dead0000-2").wait(timeout=120)
         assert "already exists" in str(info.value)
     assert (root / "adapters" / "hero" / "manifest.json").read_bytes() == manifest      # not retrained, not touched
+
+
+def test_a_training_stopped_with_the_server_resumes_at_the_next_start(tmp_path):
+    """A graceful stop (maintenance, a restart) is not the requester's cancel: the training's resume entry stays, and
+    the next start takes it up from its checkpoint under the same job id."""
+    from bodydouble_server.config import ServerConfig
+
+    from .test_training import write_frames
+
+    root = tmp_path / "studio"
+    frames = write_frames(root / "refs")
+    request = TrainRequest(frames=[str(frames)], character="Hero", name="hero", resolution=64, steps=8,
+                           checkpoint_every=2, preview_count=0, rights_holder="Studio", licence="test")
+    config = ServerConfig(port=0, video_model="none", roots=[str(root)], adapters=str(root / "adapters"),
+                          output_root=str(root / "takes"), device="cpu", audit_log=str(tmp_path / "audit.log"))
+    with server_thread(config) as srv, Client(srv.bound_address, timeout=60, heartbeat_interval=3.0) as client:
+        job = client.submit(request)
+        for progress in job.events(timeout=300):
+            if progress.raw.get("phase") == "train" and progress.step >= 3:
+                break
+    assert not (root / "adapters" / "hero").exists()
+    assert [p.stem for p in (root / "takes" / ".bodydouble" / "resume").glob("*.json")] == [job.job_id]
+    with server_thread(config) as srv, Client(srv.bound_address, timeout=60, heartbeat_interval=3.0) as client:
+        assert client.status(job.job_id)["resumed"]["checkpoint_step"] >= 2
+        result = client.follow(job.job_id).wait(timeout=300)
+        assert result.adapter == "hero" and result.info["steps_done"] == 8
+    assert not list((root / "takes" / ".bodydouble" / "resume").glob("*.json"))
+
+    # The requester's own cancel ends it for good.
+    request = TrainRequest(**{**request.__dict__, "name": "hero_cancelled"})
+    with server_thread(config) as srv, Client(srv.bound_address, timeout=60, heartbeat_interval=3.0) as client:
+        job = client.submit(request)
+        for progress in job.events(timeout=300):
+            if progress.raw.get("phase") == "train" and progress.step >= 1:
+                break
+        job.cancel()
+        with pytest.raises(errors.BodyDoubleError):
+            job.wait(timeout=120)
+    assert not list((root / "takes" / ".bodydouble" / "resume").glob("*.json"))

@@ -60,6 +60,7 @@ class Job:
     on_finish: Callable | None = None                  # (job, final msg, state) before the final reply: the audit
     beside: int = 0       # > 0: runs beside the worker thread, at most this many of its operation at once
     resumed: dict | None = None    # a job a restarted server took up again: {"from_instance", "checkpoint_step"}
+    stopped_by_server: bool = False    # cancelled because the server stops, not because anyone asked
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -202,6 +203,7 @@ class JobManager:
             self._stopping = True
             for job in [self.running, *self._beside.values()]:
                 if job is not None:
+                    job.stopped_by_server = True
                     job.cancel_event.set()
             self._cv.notify_all()
         self._thread.join(timeout)

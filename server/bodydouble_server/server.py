@@ -440,7 +440,11 @@ class Server:
                     raise
 
             def on_finish(job: Job, msg: protocol.Message, state: str) -> None:
-                journal.ended(job.id)
+                if state == "cancelled" and job.stopped_by_server:
+                    # A server stop is not the requester's cancel: the next start takes the job up again.
+                    log.warning("job %s (%s) stopped with the server; the next start resumes it", job.id, operation)
+                else:
+                    journal.ended(job.id)
                 admission.finished(job, msg, state)
 
         return self.jobs.submit(peer, request_id, operation, request, lambda job: op.run(self.engine, job, request),
