@@ -159,3 +159,11 @@ def test_farm_jobs_are_consent_checked_at_submit_and_again_when_they_start(studi
     assert [(line.get("decision"), line.get("job")) for line in lines if line["event"] == "submit"] == [
         ("refused", None), ("accepted", "farm-queued"), ("refused", None)]
     assert audit_log.verify(audit).ok
+
+
+def test_a_shot_fill_is_refused_by_the_farm_not_run_frame_by_frame(studio, tmp_path, capsys):
+    """Farm tasks fill chunks on separate nodes: the video engine or coherence would silently become per-frame fill."""
+    for extra in (("--engine", "video"), ("--coherence", "0.5")):
+        bundle = tmp_path / f"shot{extra[0]}"
+        assert _submit(studio, "fill", bundle, "--plate", studio["plate"], "--frames", "1001-1004", *extra) == 1
+        assert "whole shot on one server" in capsys.readouterr().err and not bundle.exists()

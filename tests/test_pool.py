@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bodydouble import errors
 from bodydouble.client import Client
 from bodydouble.jobspec import AdapterRef, ExtendRequest, FillRequest, sequence_frames
 
@@ -101,6 +102,16 @@ def test_a_fill_spreads_over_the_replicas_and_matches_a_single_server(pool):
         spread = frame_io.read_frame(Path(result.frames[frame]), local.limits).wire()
         alone = frame_io.read_frame(Path(single.frames[frame]), local.limits).wire()
         assert np.array_equal(spread, alone)
+
+
+def test_a_shot_fill_is_refused_at_submit_not_run_frame_by_frame(pool):
+    """The pool spreads frames over replicas: the video engine or coherence would silently become per-frame fill."""
+    with Client(pool["address"], timeout=30) as client:
+        for fields in ({"engine": "video"}, {"coherence": 0.5}):
+            with pytest.raises(errors.RequestError) as refused:
+                client.submit(_fill(pool, 1001, 1004, shot="shot-fill", **fields)).wait(timeout=30)
+            assert refused.value.code == errors.NOT_SUPPORTED and "frame by frame" in str(refused.value)
+    assert not list((pool["root"] / "takes").rglob("*shot-fill*"))
 
 
 def test_requests_go_to_the_replica_holding_their_adapter(pool):

@@ -468,9 +468,24 @@ def gateway(config: ServerConfig) -> tuple[GatewayEngine, dict[str, Operation]]:
     consent and audit as a single server's (each operation's own ``validate``), the work on the pool."""
     def on_pool(operation: str) -> Operation:
         run, local = getattr(Pool, f"run_{operation}"), OPERATIONS[operation]
+        validate = _frame_by_frame(local.validate) if operation == "fill" else local.validate
         # A training a killed gateway had accepted is taken up at its next start, as on a server: its task
         # resumes from the checkpoint in the shared adapters folder.
-        return Operation(lambda engine, job, req: run(engine.pool, engine, job, req), local.validate,
+        return Operation(lambda engine, job, req: run(engine.pool, engine, job, req), validate,
                          beside=CONCURRENT_JOBS, resume=local.resume)
 
     return GatewayEngine(config), {operation: on_pool(operation) for operation in ("fill", "extend", "train")}
+
+
+def _frame_by_frame(validate):
+    """Fill's submit checks, plus: the pool spreads a fill's frames over replicas one by one, so a shot fill (the
+    video engine, or coherence that carries each frame into the next) is refused at submit, not run as
+    something else."""
+    def check(req, engine) -> None:
+        if req.engine == "video" or req.coherence:
+            raise errors.RequestError(
+                "the pool fills frame by frame on its replicas: the video engine and coherence need the whole shot "
+                "on one server (submit it to a single server, or use engine 'image' without coherence)",
+                code=errors.NOT_SUPPORTED, details={"engine": req.engine, "coherence": req.coherence})
+        validate(req, engine)
+    return check
