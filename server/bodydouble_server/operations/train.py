@@ -89,18 +89,7 @@ def run_train(engine: Engine, job, req: TrainRequest) -> protocol.Message:
             "Submit the same request again to resume.",
             details={"step": exc.step, "checkpoint": str(exc.checkpoint) if exc.checkpoint else None}) from None
     job.report(1.0, f"publishing {folder.name}", phase="publish")
-    engine.rescan()   # listed (and resident) at once, like any adapter dropped into the folder
-    adapter = library.adapters.get(folder.name)
-    training = json.loads((folder / MANIFEST_FILE).read_text())["training"]
-    return _result(job, {
-        "adapter": folder.name, "adapter_dir": str(folder),
-        "adapter_status": adapter.status if adapter else "missing", "adapter_reason": adapter.reason if adapter else "",
-        "steps_done": training["steps_done"], "metrics": training["metrics"], "report": training["report"],
-        "summary": summary_text(report), "ok_to_train": True,
-        "previews": sorted(str(p.relative_to(folder)) for p in (folder / "previews").glob("*.png")),
-        "model_kind": settings.model_kind, "test_model": identity.test_model,
-        "clips": {k: v for k, v in training["clips"].items() if k != "list"} if "clips" in training else None,
-    })
+    return _published(engine, job, folder, settings.model_kind, summary_text(report))
 
 
 def answering_from_published(runner):
@@ -131,17 +120,27 @@ def published_before_restart(engine: Engine, job, req: TrainRequest) -> protocol
             or training.get("steps_done") != settings.steps):
         return None
     log.info("job %s: %s was published before the restart; answering from it", job.id, folder.name)
+    gaps = training.get("report", {}).get("gaps", [])
+    return _published(engine, job, folder, settings.model_kind,
+                      f"published before the server restarted ({len(gaps)} coverage gaps)", published_before_restart=True)
+
+
+def _published(engine: Engine, job, folder: Path, model_kind: str, summary: str, **extra) -> protocol.Message:
+    """The result of a train job whose adapter is in ``folder``: what its manifest says, and its status here (the
+    server rescans, so it is listed and resident at once, like any adapter dropped into the folder)."""
     engine.rescan()
-    adapter = engine.model(settings.model_kind).adapters.adapters.get(folder.name)
-    report = training.get("report", {})
+    model = engine.model(model_kind)
+    adapter = model.adapters.adapters.get(folder.name)
+    training = json.loads((folder / MANIFEST_FILE).read_text())["training"]
     return _result(job, {
         "adapter": folder.name, "adapter_dir": str(folder),
         "adapter_status": adapter.status if adapter else "missing", "adapter_reason": adapter.reason if adapter else "",
-        "steps_done": training["steps_done"], "metrics": training.get("metrics", []), "report": report,
-        "summary": f"published before the server restarted ({len(report.get('gaps', []))} coverage gaps)",
-        "ok_to_train": True, "published_before_restart": True,
+        "steps_done": training["steps_done"], "metrics": training["metrics"], "report": training["report"],
+        "summary": summary, "ok_to_train": True,
         "previews": sorted(str(p.relative_to(folder)) for p in (folder / "previews").glob("*.png")),
-        "model_kind": settings.model_kind, "test_model": engine.model(settings.model_kind).identity.test_model,
+        "model_kind": model_kind, "test_model": model.identity.test_model,
+        "clips": {k: v for k, v in training["clips"].items() if k != "list"} if "clips" in training else None,
+        **extra,
     })
 
 
