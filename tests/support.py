@@ -65,6 +65,27 @@ def server_thread(config):
         thread.join(10)
 
 
+def cancel_at_chunk(client, request, chunk: int = 2) -> tuple[Path, dict]:
+    """Submit a chunked job (extend, a video-engine fill), cancel it once chunk ``chunk`` is under way, expect
+    ``JobCancelled`` and return its take folder and take.json; the server must still be ready."""
+    import json
+
+    import pytest
+
+    from bodydouble import errors
+
+    job = client.submit(request)
+    for progress in job.events(timeout=120):
+        if progress.raw.get("chunk") == chunk:
+            job.cancel()
+            break
+    with pytest.raises(errors.JobCancelled):
+        job.wait(timeout=120)
+    take_dir = Path(client.status(job.job_id)["take_dir"])
+    assert client.heartbeat()["state"] == "ready"
+    return take_dir, json.loads((take_dir / "take.json").read_text())
+
+
 def start_server_process(root: Path, adapters: Path, port: int | None = None, extra: list[str] | None = None,
                          timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
     """`bodydouble serve` in a subprocess; returns once it answers hello with state ready."""

@@ -25,6 +25,22 @@ def left_by_a_killed_server(output_root, job_id, request, user="ann"):
     return folder
 
 
+def training_studio(tmp_path, steps: int):
+    """(studio root, a train request of ``steps`` steps on its reference frames, a server config on the embedded
+    model): what the resume tests start their servers with."""
+    from bodydouble_server.config import ServerConfig
+
+    from .test_training import write_frames
+
+    root = tmp_path / "studio"
+    frames = write_frames(root / "refs")
+    request = TrainRequest(frames=[str(frames)], character="Hero", name="hero", resolution=64, steps=steps,
+                           checkpoint_every=2, preview_count=0, rights_holder="Studio", licence="test")
+    config = ServerConfig(port=0, video_model="none", roots=[str(root)], adapters=str(root / "adapters"),
+                          output_root=str(root / "takes"), device="cpu", audit_log=str(tmp_path / "audit.log"))
+    return root, request, config
+
+
 @pytest.mark.parametrize("case", ["consent", "path"])
 def test_a_resume_refused_at_start_up_answers_under_its_job_id(tmp_path, case):
     from bodydouble_server.config import ServerConfig
@@ -60,16 +76,7 @@ def test_a_resume_whose_adapter_was_already_published_answers_from_it(tmp_path):
     """Killed between publishing and replying: the restarted server answers the job from the adapter on disk (the
     same training settings, every step done), not with 'already exists'; an adapter of other settings is not taken
     for it."""
-    from bodydouble_server.config import ServerConfig
-
-    from .test_training import write_frames
-
-    root = tmp_path / "studio"
-    frames = write_frames(root / "refs")
-    request = TrainRequest(frames=[str(frames)], character="Hero", name="hero", resolution=64, steps=2,
-                           checkpoint_every=2, preview_count=0, rights_holder="Studio", licence="test")
-    config = ServerConfig(port=0, video_model="none", roots=[str(root)], adapters=str(root / "adapters"),
-                          output_root=str(root / "takes"), device="cpu", audit_log=str(tmp_path / "audit.log"))
+    root, request, config = training_studio(tmp_path, steps=2)
     with server_thread(config) as srv, Client(srv.bound_address, timeout=60, heartbeat_interval=3.0) as client:
         published = client.submit(request).wait(timeout=300)
     manifest = (root / "adapters" / "hero" / "manifest.json").read_bytes()
@@ -90,16 +97,7 @@ def test_a_resume_whose_adapter_was_already_published_answers_from_it(tmp_path):
 def test_a_training_stopped_with_the_server_resumes_at_the_next_start(tmp_path):
     """A graceful stop (maintenance, a restart) is not the requester's cancel: the training's resume entry stays, and
     the next start takes it up from its checkpoint under the same job id."""
-    from bodydouble_server.config import ServerConfig
-
-    from .test_training import write_frames
-
-    root = tmp_path / "studio"
-    frames = write_frames(root / "refs")
-    request = TrainRequest(frames=[str(frames)], character="Hero", name="hero", resolution=64, steps=8,
-                           checkpoint_every=2, preview_count=0, rights_holder="Studio", licence="test")
-    config = ServerConfig(port=0, video_model="none", roots=[str(root)], adapters=str(root / "adapters"),
-                          output_root=str(root / "takes"), device="cpu", audit_log=str(tmp_path / "audit.log"))
+    root, request, config = training_studio(tmp_path, steps=8)
     with server_thread(config) as srv, Client(srv.bound_address, timeout=60, heartbeat_interval=3.0) as client:
         job = client.submit(request)
         for progress in job.events(timeout=300):
