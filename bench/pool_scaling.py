@@ -73,7 +73,8 @@ def main() -> int:
 
     costs = {}
     start = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bodydouble",
+    # "local": a cluster of its own, never one a test or a studio started with `ray start` on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bodydouble",
              _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     costs["ray.init"] = time.perf_counter() - start
     start = time.perf_counter()

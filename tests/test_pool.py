@@ -49,7 +49,8 @@ def pool(tmp_path_factory):
     testing.test_adapter(root / "adapters" / "herov", testing.identity_of("test:standin", "video"), "Hero", 4, "video")
     plate, mask = samples.write_sequence(root / "plates", 1001, 1016, 96, 64)
     # A short path: Ray's socket names must fit in 107 bytes.
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bodydouble",
+    # "local": a cluster of its own, never one a test or a studio started with `ray start` on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bodydouble",
              _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     try:
         serve.start(proxy_location="Disabled")          # no HTTP proxy: the gateway uses handles

@@ -105,11 +105,13 @@ def test_nesting_depth_10000_is_malformed(server, client):
 # -- floods and busy ------------------------------------------------------------------------------
 def flood(server, studio, connections: int, total: int):
     """``total`` requests over ``connections`` sockets, sent back to back (every 50th a fill submit, the rest
-    heartbeats); returns per request id its first reply, and the hello latencies of a fresh client meanwhile."""
+    heartbeats); returns per request id its first reply, the hello latencies of a fresh client meanwhile, and
+    how many of its hellos were answered before the flood's last reply."""
     socks = [dealer(server, timeout_ms=60000) for _ in range(connections)]
     fill = submit_frames("placeholder", a_fill(studio))
     first: dict[str, protocol.Message] = {}
     latencies: list[float] = []
+    answered_at: list[float] = []
     sending = threading.Event()
     sending.set()
 
@@ -118,7 +120,8 @@ def flood(server, studio, connections: int, total: int):
             while sending.is_set():
                 t0 = time.monotonic()
                 fresh.connect()
-                latencies.append(time.monotonic() - t0)
+                answered_at.append(time.monotonic())
+                latencies.append(answered_at[-1] - t0)
                 time.sleep(0.05)
 
     prober = threading.Thread(target=probe)
@@ -141,18 +144,19 @@ def flood(server, studio, connections: int, total: int):
                 msg = recv(sock)
                 if msg.id in expected and msg.id not in first:
                     first[msg.id] = msg
+        flood_ended = time.monotonic()
     finally:
         sending.clear()
         prober.join(30)
         for sock in socks:
             sock.close()
-    return first, latencies
+    return first, latencies, sum(1 for t in answered_at if t < flood_ended)
 
 
 @pytest.mark.parametrize("connections", [1, 8])
 def test_a_flood_gets_every_reply_and_hello_stays_fast(server, studio, client, small_queue, connections):
     small_queue.max_queued = 0          # full: every submit of the flood is told to come back later
-    first, latencies = flood(server, studio, connections, 10_000)
+    first, latencies, during = flood(server, studio, connections, 10_000)
     assert len(first) == 10_000
     kinds = {}
     for rid, msg in first.items():
@@ -161,9 +165,10 @@ def test_a_flood_gets_every_reply_and_hello_stays_fast(server, studio, client, s
     assert kinds == {"result": 10_000 - 200, "busy": 200}, kinds     # every heartbeat answered, every submit told
     busy = next(m for m in first.values() if m.body.get("code") == "busy")
     assert busy.body["details"]["retry_after"] >= 1
-    # Answered throughout, never starved (a hang would be seconds). The 1 s goal itself is timed by bench/load.py,
-    # not here: on a 2-core CI box one hello was measured at 1.2-1.4 s during the flood.
-    assert latencies and max(latencies) < 5.0, latencies
+    # Answered throughout, never starved: a starved client is answered once, after the flood (whose replies take
+    # 10-20 s to drain here). Latency is not timed here: with the server, the flooder and the prober sharing one
+    # process and a loaded 2-core box, single hellos were measured at 1.2 s on CI and 8 s inside a full run.
+    assert during >= 3 and max(latencies) < 30.0, (during, latencies)
 
 
 def test_busy_says_when_to_retry_and_a_cancelled_take_is_marked_first(server, studio, client, small_queue):
