@@ -3,7 +3,7 @@ memory, optional batching, per-frame provenance, and a torch resize with OpenIma
 
 Properties only correct code has: each written frame is its own plate's fill (a frame handed to the wrong
 slot, or a plate paired with another frame's model output, misses by far); the pipelined take is bit for bit
-what the one-frame-at-a-time composition (``fill.fill_frame``) makes; a batched take is bit for bit the
+what the one-frame-at-a-time composition (prepare, generate, finish on one thread) makes; a batched take is bit for bit the
 unbatched one with fewer pipeline calls; the reader never runs more than ``ahead`` frames ahead and the writer
 never holds more than ``depth``; an unreadable plate mid-shot leaves exactly the frames before it.
 """
@@ -165,7 +165,9 @@ def test_each_frame_is_its_own_plates_fill_and_equals_the_serial_path(shot):
             item = _request(shot).frames[frame - 1]
             serial = frame_io.read_frame(Path(item.plate.path), engine.config.limits)
             mask, _ = fill._mask_for(engine, item, serial, None)
-            fill.fill_frame(engine, pipe, _request(shot), ColourTransform("ACEScg"), serial, mask, lambda s, n: None)
+            request = _request(shot)
+            prepared = fill.prepare_frame(engine.model_for("fill"), request, ColourTransform("ACEScg"), serial, mask)
+            fill.finish_frame(request, prepared, fill.generate(pipe, request, [prepared], lambda s, n: None)[0])
             written = frame_io.read_frame(Path(result.frames[frame]), engine.config.limits)
             for name in "RGBA":
                 assert np.array_equal(written.part.channels[name], serial.part.channels[name]), (frame, name)
@@ -307,3 +309,62 @@ def test_the_writer_holds_at_most_depth_frames(tmp_path):
         gate.set()
         third.join(10)
     assert sorted(take.frames) == [1, 2, 3] and all(Path(p).is_file() for p in take.frames.values())
+
+
+def test_a_pool_or_farm_worker_reads_ahead_and_writes_behind_and_never_renders_a_frame_twice(shot, tmp_path,
+                                                                                              monkeypatch):
+    """FrameWorker (pool replicas, farm workers) runs the same pieces as the server's fill, overlapped: frame N+1
+    is read while frame N generates, frames are written off the generating thread, and a retried task reports
+    the frames already published instead of rendering them again."""
+    from bodydouble_server.models import testing
+    from bodydouble_server.operations import fill
+    from bodydouble_server.scale.worker import FrameWorker, TakeRef
+
+    monkeypatch.setenv(testing.STEP_ENV, "0.05")
+    events, lock = [], threading.Lock()
+
+    def record(what, frame):
+        with lock:
+            events.append((what, frame, threading.current_thread().name, time.monotonic()))
+
+    real_read, real_generate, real_composited = fill.read_inputs, fill.generate, fill.composited
+
+    def read_inputs(engine, req, item):
+        record("read", item.frame)
+        return real_read(engine, req, item)
+
+    def generate(pipe, req, group, on_step):
+        record("generate", group[0].item.frame)
+        out = real_generate(pipe, req, group, on_step)
+        record("generated", group[0].item.frame)
+        return out
+
+    def composited(req, prepared, image, attributes):
+        record("write", prepared.item.frame)
+        return real_composited(req, prepared, image, attributes)
+
+    monkeypatch.setattr(fill, "read_inputs", read_inputs)
+    monkeypatch.setattr(fill, "generate", generate)
+    monkeypatch.setattr(fill, "composited", composited)
+    worker = FrameWorker(_config(shot, model="test:standin"), name="w1", video=False)
+    take_dir = tmp_path / "take_001"
+    take_dir.mkdir()
+    take = TakeRef(dir=str(take_dir), number=1, shot="pool", label="base", job="job-w1")
+    done = worker.fill(take, _request(shot, last=4))
+    assert [d["frame"] for d in done] == [1, 2, 3, 4] and all(d["written"] for d in done)
+    at = {(what, frame): (thread, t) for what, frame, thread, t in events}
+    for frame in (1, 2, 3):     # the next frame was being read before this one finished generating
+        assert at["read", frame + 1][1] < at["generated", frame][1], events
+    generating = at["generate", 1][0]
+    assert all(thread != generating for what, _, thread, _ in events if what in ("read", "write")), events
+    for frame in range(1, 5):   # each frame is its own plate outside the mask, bit for bit
+        plate, out = _read(shot["plate"].replace("#", str(frame))), _read(done[frame - 1]["path"])
+        inside = np.zeros((H, W), bool)
+        inside[MASK] = True
+        assert np.array_equal(out[~inside], plate[~inside])
+    before = [p.stat().st_mtime_ns for p in sorted(take_dir.glob("*.exr"))]
+    events.clear()
+    again = worker.fill(take, _request(shot, last=4))       # a retried task: nothing rendered, nothing replaced
+    assert [d["written"] for d in again] == [False] * 4 and not events
+    assert [p.stat().st_mtime_ns for p in sorted(take_dir.glob("*.exr"))] == before
+    assert not [p for p in take_dir.iterdir() if p.name.startswith(".")]      # no temporaries left

@@ -77,7 +77,7 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
     batch = 1 if carry else common.fill_batch(engine)
     boxes = dict(zip((f.frame for f in req.frames), sequence.survey(engine, job, req, follow=True))) if carry else {}
 
-    def read(item) -> _Prepared:
+    def read(item) -> Prepared:
         # One frame at a time, in its own pixel types: only what the model needs becomes float.
         plate, mask, mask_repaired = read_inputs(engine, req, item)
         return prepare_frame(model, req, colour, plate, mask, item=item, mask_repaired=mask_repaired,
@@ -118,7 +118,7 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
             else:
                 images = carry.generate(group[0], lambda: generate(pipe, req, group, previews.hook(on_step)), on_step)
             for prepared, image in zip(group, images):
-                writer.put(prepared.item.frame, functools.partial(_finished, req, prepared, image, attributes))
+                writer.put(prepared.item.frame, functools.partial(composited, req, prepared, image, attributes))
             index += len(group)
             del group, images, prepared, image      # the plates are the writer's now: none kept past its write
         writer.flush()
@@ -127,8 +127,9 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                                                      "nonfinite": dict(repaired)}, returned)
 
 
-def _finished(req: FillRequest, prepared: "_Prepared", image: np.ndarray, attributes: dict):
-    """The writer thread's part of a frame: the composite, and what its EXR says (common.TakeWriter)."""
+def composited(req: FillRequest, prepared: "Prepared", image: np.ndarray, attributes: dict):
+    """The writer thread's part of a frame (common.TakeWriter here, a pool or farm worker's writer): the
+    composite, and what its EXR says. Returns (frame, EXR attributes, non-finite counts)."""
     counts = {**finish_frame(req, prepared, image), "nonfinite_mask": prepared.mask_repaired}
     item = prepared.item
     return prepared.plate, {
@@ -174,7 +175,7 @@ def _mask_for(engine: Engine, item, plate: frame_io.Frame, channel: str | None) 
 
 
 @dataclasses.dataclass
-class _Prepared:
+class Prepared:
     """One frame made ready for the model (the reader thread's work): the plate, where the model works and
     what it sees there."""
 
@@ -194,7 +195,7 @@ class _Prepared:
 
 
 def prepare_frame(model, req: FillRequest, colour: ColourTransform, plate: frame_io.Frame, mask: np.ndarray, *,
-                  item=None, mask_repaired: int = 0, box: regions.Box | None = None) -> _Prepared:
+                  item=None, mask_repaired: int = 0, box: regions.Box | None = None) -> Prepared:
     """Crop to the mask's box plus context (``box``: a given one, a whole shot's), the crop's model encoding,
     both resized to the model's size.
 
@@ -214,7 +215,7 @@ def prepare_frame(model, req: FillRequest, colour: ColourTransform, plate: frame
     model_rgb = common.model_input(shown, gen_h, gen_w)
     del shown
     model_mask = (regions.resize(crop_mask, gen_h, gen_w) > 0.01).astype(np.float32)
-    return _Prepared(item, plate, mask_repaired, box, crop_mask, broken, encoding, model_rgb, model_mask)
+    return Prepared(item, plate, mask_repaired, box, crop_mask, broken, encoding, model_rgb, model_mask)
 
 
 def _reach(crop_mask: np.ndarray, gen_h: int, gen_w: int) -> np.ndarray:
@@ -229,7 +230,7 @@ def _reach(crop_mask: np.ndarray, gen_h: int, gen_w: int) -> np.ndarray:
     return exact
 
 
-def generate(pipe, req: FillRequest, group: list[_Prepared], on_step) -> list[np.ndarray]:
+def generate(pipe, req: FillRequest, group: list[Prepared], on_step) -> list[np.ndarray]:
     """One pipeline call for the group (frames of one model size): each frame's (gen_h, gen_w, 3) picture.
 
     Every frame gets its own generator seeded with the request's seed, so a frame comes out the same whether
@@ -256,7 +257,7 @@ def generate(pipe, req: FillRequest, group: list[_Prepared], on_step) -> list[np
     return [np.asarray(image, dtype=np.float32) for image in out[:len(group)]]
 
 
-def finish_frame(req: FillRequest, prepared: _Prepared, image: np.ndarray) -> dict:
+def finish_frame(req: FillRequest, prepared: Prepared, image: np.ndarray) -> dict:
     """Write the model's ``image`` into the plate's R, G, B in place (only the pixels the feathered mask
     reaches). Returns the non-finite counts: RGB samples inside the mask filled over, and those in the model's
     context, which the model saw as black and which stay as they were in the frame."""
@@ -277,10 +278,3 @@ def finish_frame(req: FillRequest, prepared: _Prepared, image: np.ndarray) -> di
     plate.set_rgb(ys, xs, mixed, inside)
     return {"nonfinite_filled": int(filled.sum()), "nonfinite_context": int(broken.sum()) - int(filled.sum())}
 
-
-def fill_frame(engine: Engine, pipe, req: FillRequest, colour: ColourTransform, plate: frame_io.Frame,
-               mask: np.ndarray, on_step) -> dict:
-    """One frame, start to end, on the calling thread (a pool replica's or farm worker's frame): inpaint inside
-    ``mask`` and write the result into ``plate``'s R, G, B in place. Returns the non-finite counts."""
-    prepared = prepare_frame(engine.model_for("fill"), req, colour, plate, mask)
-    return finish_frame(req, prepared, generate(pipe, req, [prepared], on_step)[0])

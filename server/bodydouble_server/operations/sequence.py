@@ -189,9 +189,9 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
     returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
     total, first = len(req.frames), req.frames[0].frame
     generator = torch.Generator(device="cpu").manual_seed(req.seed)
-    prepared: dict[int, fill._Prepared] = {}          # the current chunk's frames, by index in the shot
+    prepared: dict[int, fill.Prepared] = {}          # the current chunk's frames, by index in the shot
 
-    def prepare(index: int) -> fill._Prepared:
+    def prepare(index: int) -> fill.Prepared:
         item = req.frames[index]
         plate, mask, mask_repaired = fill.read_inputs(engine, req, item)
         ready = fill.prepare_frame(video, req, colour, plate, mask, item=item, mask_repaired=mask_repaired,

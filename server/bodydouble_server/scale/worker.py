@@ -195,7 +195,13 @@ class FrameWorker:
         """Render ``req.frames`` into the take: ``[{frame, path, written, worker}]``. A frame whose file is
         there already (a retried task) is reported with ``written: False`` and not rendered again.
 
+        Pipelined as the server's own fill (operations/fill.py): while frame N generates, frame N+1 is read and
+        prepared and frame N-1 composited, written and published on threads of their own, as far as the
+        plates' size allows (common.frames_in_flight).
+
         ``on_step(frame, step, steps)``: progress, and where a cancel raises between denoising steps."""
+        import concurrent.futures
+
         from ..imaging import frames as frame_io
         from ..imaging.colour import ColourTransform
         from ..operations import common
@@ -208,28 +214,45 @@ class FrameWorker:
         chosen = self.adapters.resolve(req.adapters)
         self.adapters.activate(self.pipe, chosen)
         colour = ColourTransform(req.colorspace)
+        model = self.engine.model_for("fill")
         target = take.take()
-        attributes = common.provenance(self.engine, "fill", chosen, req, target, SimpleNamespace(id=take.job))
-        done = []
-        for item in req.frames:
-            path = target.frame_path(item.frame)
-            if path.exists():
-                done.append({"frame": item.frame, "path": str(path), "written": False, "worker": self.name})
-                continue
-            plate = common.load_image(self.engine, item.plate, f"plate {item.frame}")
-            plate.require_rgb("fill")
-            mask, mask_repaired = fill_op._mask_for(self.engine, item, plate, req.mask_channel)
-            step = (lambda s, n, _frame=item.frame: on_step(_frame, s, n)) if on_step else (lambda s, n: None)
-            counts = fill_op.fill_frame(self.engine, self.pipe, req, colour, plate, mask, step)
+        attributes = {**common.provenance(self.engine, "fill", chosen, req, target, SimpleNamespace(id=take.job)),
+                      "worker": self.name}
+        done = {item.frame: {"frame": item.frame, "path": str(target.frame_path(item.frame)), "written": False,
+                             "worker": self.name} for item in req.frames if target.frame_path(item.frame).exists()}
+
+        def read(item) -> "fill_op.Prepared":
+            plate, mask, mask_repaired = fill_op.read_inputs(self.engine, req, item)
+            return fill_op.prepare_frame(model, req, colour, plate, mask, item=item, mask_repaired=mask_repaired)
+
+        def write(prepared: "fill_op.Prepared", image) -> None:
+            pixels, headers, _ = fill_op.composited(req, prepared, image, attributes)
+            path = target.frame_path(prepared.item.frame)
             staged = path.with_name(f".{path.name}.{os.urandom(4).hex()}{atomic.TEMP_MARK}.exr")
-            mask_source = item.mask.path if item.mask and item.mask.path else ("buffer" if item.mask else "plate alpha")
-            frame_io.write_exr_atomic(staged, plate, {
-                **attributes, "frame": item.frame, "source": plate.source, **counts,
-                "nonfinite_mask": mask_repaired, "worker": self.name, "mask_source": mask_source})
+            frame_io.write_exr_atomic(staged, pixels, headers)
             written = publish_once(staged, path)
             self.frames_written += written
-            done.append({"frame": item.frame, "path": str(path), "written": written, "worker": self.name})
-        return done
+            done[prepared.item.frame] = {"frame": prepared.item.frame, "path": str(path), "written": written,
+                                         "worker": self.name}
+
+        todo = [item for item in req.frames if item.frame not in done]
+        writes: collections.deque = collections.deque()
+        # Leaving the block waits for every started write: what reached the disk is published, whatever failed.
+        with common.Prefetcher(read, todo, fits=lambda p: int(common.frames_in_flight(p.plate.nbytes) > 1)) as reader, \
+                concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bodydouble-write") as writer:
+            for _ in todo:
+                [prepared] = reader.next_batch(1)
+                frame = prepared.item.frame
+                step = (lambda s, n, _frame=frame: on_step(_frame, s, n)) if on_step else (lambda s, n: None)
+                [image] = fill_op.generate(self.pipe, req, [prepared], step)
+                writes.append(writer.submit(write, prepared, image))
+                depth = max(0, common.frames_in_flight(prepared.plate.nbytes) - 2)
+                del prepared, image                  # the writer's now
+                while len(writes) > depth:
+                    writes.popleft().result()
+            while writes:
+                writes.popleft().result()
+        return [done[item.frame] for item in req.frames]
 
 
 def check_frames(take: takes.Take, expected: list[int]) -> None:
