@@ -245,4 +245,4 @@ def _finished(engine: Engine, req: FillRequest, prepared, image: np.ndarray, att
         raise errors.RequestError(f"plate {prepared.item.frame} changed size while the shot was being filled",
                                   code=errors.JOB_FAILED)
     prepared.plate = plate
-    return fill._finished(req, prepared, image, attributes)
+    return fill.composited(req, prepared, image, attributes)
