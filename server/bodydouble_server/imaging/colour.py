@@ -101,7 +101,14 @@ def resolve(name: str) -> str:
 
 
 def server_colour() -> dict:
-    """What hello tells hosts about colour: the config, its working space, the view models see, the encoding."""
+    """What hello tells hosts about colour: the config, its working space, the view models see, the encoding
+    (one shared dict per config: read only)."""
+    return _server_colour(os.environ.get("OCIO"))
+
+
+@functools.lru_cache(maxsize=4)
+def _server_colour(ocio: str | None) -> dict:
+    # Built once per config: every hello carries it, and asking OCIO for it each time was a third of a hello.
     config, known = config_in_use()
     display = config.getDefaultDisplayName()
     return {"config": config.configname(), "scene_linear": config.getColorSpaceNameByRole("scene_linear") or "",
