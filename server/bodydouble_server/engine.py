@@ -148,8 +148,7 @@ class Engine:
         trainable = image is not None and image.available and Path(image.identity.path).is_dir()
         return sorted({op for slot in self.available() for op in slot.operations} | ({"train"} if trainable else set()))
 
-    def describe(self, operations: list[str] | None = None) -> dict:
-        """The loaded models for hello (``operations``: ``self.operations`` when the caller has it already)."""
+    def describe(self) -> dict:
         image, video = self.slots["image"], self.slots.get("video")
         return {
             **image.identity.to_dict(),
@@ -157,7 +156,7 @@ class Engine:
             "device": self.device,
             "dtype": str(self.dtype).removeprefix("torch."),
             "resolution": image.resolution,
-            "operations": self.operations if operations is None else operations,
+            "operations": self.operations,
             "video_model": video.describe() if video is not None and video.available else None,
             "video_error": video.error[1] if video is not None and video.error else None,
         }

@@ -376,13 +376,12 @@ class Server:
     def capabilities(self) -> dict:
         engine = self.engine
         ready = self.jobs.state == "ready"
-        operations = engine.operations if ready else []
         return {
             "server": "bodydouble", "version": __version__, "protocol": protocol.VERSION,
             "instance": self.instance, "heartbeat_interval": HEARTBEAT_INTERVAL,
             "state": self.jobs.state, "load_error": self.jobs.load_error,
-            "model": engine.describe(operations) if ready else None,
-            "operations": operations,
+            "model": engine.describe() if ready else None,
+            "operations": engine.operations if ready else [],
             "known_operations": sorted(REQUEST_TYPES),
             "limits": self.limits.to_dict(),
             "queue": {"max_queued": self.jobs.max_queued, "max_queued_per_connection": self.jobs.max_queued_per_peer},
