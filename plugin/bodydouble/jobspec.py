@@ -227,6 +227,12 @@ class FillRequest:
 
     operation = "fill"
 
+    @property
+    def whole_shot(self) -> bool:
+        """Whether this fill needs the whole shot on one server (frames condition on each other): the video
+        engine, or coherence. The pool and the farm, which split a fill's frames, refuse it."""
+        return self.engine == "video" or bool(self.coherence)
+
     def validate(self) -> None:
         if not self.frames:
             raise ValueError("'frames' is empty: give at least one plate frame")
@@ -252,7 +258,7 @@ class FillRequest:
         if not 0 <= self.conditioning <= 64 or not 0 <= self.overlap <= 64:
             raise ValueError(f"conditioning and overlap must be in 0..64 frames, got {self.conditioning} and "
                              f"{self.overlap}")
-        if self.engine == "video" or self.coherence:
+        if self.whole_shot:
             check_shot(self.frames, "the video engine" if self.engine == "video" else "coherence")
 
 

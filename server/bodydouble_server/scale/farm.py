@@ -587,7 +587,7 @@ def cmd_submit(args) -> int:
         frames = _plate_frames(args, getattr(args, "mask", None))
         request = cls(**values(cls, args, frames=frames, adapters=parse_adapters(args.adapter)))
         name = f"BodyDouble {operation} {request.shot or Path(args.plate).name.split('.')[0]}"
-        if operation == "fill" and (request.engine == "video" or request.coherence):
+        if operation == "fill" and request.whole_shot:
             # Farm tasks fill chunks of frames on separate nodes: a shot fill would silently become per-frame fill.
             raise errors.RequestError("the farm fills chunks of frames on separate nodes; the video engine and "
                                       "coherence need the whole shot on one server (`bodydouble fill`)",

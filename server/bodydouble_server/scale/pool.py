@@ -482,7 +482,7 @@ def _frame_by_frame(validate):
     video engine, or coherence that carries each frame into the next) is refused at submit, not run as
     something else."""
     def check(req, engine) -> None:
-        if req.engine == "video" or req.coherence:
+        if req.whole_shot:
             raise errors.RequestError(
                 "the pool fills frame by frame on its replicas: the video engine and coherence need the whole shot "
                 "on one server (submit it to a single server, or use engine 'image' without coherence)",
