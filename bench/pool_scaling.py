@@ -114,15 +114,17 @@ def main() -> int:
     frame_s = args.steps * args.step_s
     print(f"pool scaling: {args.frames} frames of {args.size}, stand-in {args.steps} steps x {args.step_s} s "
           f"= {frame_s:.2f} s a frame (ideal K=1 job: {args.frames * frame_s:.1f} s)")
-    print(f"{'K':>3} {'wall s':>8} {'speed-up':>9} {'goal':>6} {'frames by replica':<28} {'hit (job)':>9} "
-          f"{'hit (3 adapters)':>16} {'Ray RSS MB':>10}")
+    print(f"{'K':>3} {'wall s':>8} {'speed-up':>9} {'goal':>6} {'GPU busy':>8} {'tasks':>5} {'frames by replica':<24} "
+          f"{'hit (job)':>9} {'hit (3 adapters)':>16} {'Ray RSS MB':>10}")
     base = rows[0][1]
     for k, wall, stats, job_misses, cycle_misses, memory in rows:
         spread = ",".join(str(v) for v in sorted(stats["by_replica"].values(), reverse=True))
-        print(f"{k:>3} {wall:>8.2f} {base / wall:>9.2f} {0.8 * k:>6.1f} {spread:<28} "
-              f"{1 - job_misses / args.frames:>9.2%} {1 - cycle_misses / 24:>16.2%} {memory:>10.0f}")
+        busy = args.frames * frame_s / (k * wall)       # the stand-in's sleeping share of K replicas' time
+        print(f"{k:>3} {wall:>8.2f} {base / wall:>9.2f} {0.8 * k:>6.1f} {busy:>8.0%} {stats['tasks']:>5} {spread:<24} "
+              f"{1 - job_misses / stats['tasks']:>9.2%} {1 - cycle_misses / 24:>16.2%} {memory:>10.0f}")
     print("Ray's own costs: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in costs.items()))
-    print("hit: requests that found their adapter resident (a miss is a load). job: the 48 frames after a K-frame "
+    print("GPU busy: the stand-in's sleep (the GPU's work) over K replicas' wall time. tasks: chunks the gateway "
+          "sent. hit: tasks that found their adapter resident (a miss is a load). job: the 48 frames after a K-frame "
           "warm-up; 3 adapters: 24 single-frame jobs cycling 3 adapters, 2 resident per replica")
     return 0
 

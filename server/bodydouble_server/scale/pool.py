@@ -4,12 +4,12 @@ hands fill, extend and train jobs to the Ray cluster running the Serve applicati
 The gateway resolves the same model settings as its replicas (identity hashes, adapters inspected against them,
 consent and audit: every submit-time check runs here, before ``accepted``) but loads no pipeline.
 
-- **Fill** is split into one task per frame; all are handed to Serve at once, whose router queues them and
-  sends each to a replica holding the request's adapter set (``multiplexed_model_id``). Progress is the frames
-  done; cancel cancels every task (queued ones never start, running ones stop at their next step); a task whose
-  replica died (``ActorDiedError``: Serve does not retry) is sent again, up to ``ATTEMPTS`` times. The take is
-  opened here, frames are published once by the replicas (worker.py), and it says complete only when every
-  frame is there.
+- **Fill** is dealt to the replicas in chunks of frames, one chunk in flight per running replica, each sent by
+  Serve to a replica holding the request's adapter set (``multiplexed_model_id``); chunks shrink towards the
+  end of the job (``Pool._spread``). Progress is the frames published; cancel cancels every task (running ones
+  stop at their next step); a chunk whose replica died (``ActorDiedError``: Serve does not retry) is sent
+  again, up to ``ATTEMPTS`` times. The take is opened here, frames are published once by the replicas
+  (worker.py), and it says complete only when every frame is there.
 - **Extend** is one task (each chunk conditions on the one before) on one replica holding the video adapters
   (model id ``video:<adapters>``); the replica runs the server's own extend, which opens the take on shared
   storage and writes each chunk as it ends. Per-step progress and cancel travel through a channel (relay.py).
@@ -31,6 +31,7 @@ clear ``model_unavailable`` reason, which every request then gets; it never hang
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -58,6 +59,7 @@ CONNECT_TIMEOUT = 5.0         # seconds to reach the cluster's address before sa
 CONNECT_TRIES = 3             # Ray Client connections tried (its per-connection server sometimes fails to start)
 CALL_TIMEOUT = 60.0           # seconds for a small call (describe, listing)
 CONCURRENT_JOBS = 16          # jobs the gateway hands to the pool at once (each waits on the pool, not a CPU)
+MAX_CHUNK = 4                 # frames a fill task carries at most (see Pool._spread)
 POLL = 0.2                    # seconds between looks at a relayed job's channel
 STATUS_EVERY = 2.0            # seconds a replica count (hello) is kept before it is asked again
 
@@ -192,8 +194,8 @@ class Pool:
         })
         frames = [f.frame for f in req.frames]
         with _interrupted_on_stall(take), common.completing(take):
-            tasks = [dataclasses.replace(req, frames=[item], return_pixels=False) for item in req.frames]
-            stats = asyncio.run(self._spread(job, take, worker.TakeRef.of(take, job.id), tasks,
+            stats = asyncio.run(self._spread(job, take, worker.TakeRef.of(take, job.id),
+                                             dataclasses.replace(req, return_pixels=False),
                                              worker.model_id(req.adapters)))
             worker.check_frames(take, frames)
             take.info["pool"].update(stats)
@@ -206,51 +208,77 @@ class Pool:
             "adapter": common.adapter_label(adapters), "seed": req.seed, "test_model": engine.identity.test_model,
             "pool": stats}, returned)
 
-    async def _spread(self, job, take, ref: worker.TakeRef, tasks: list[FillRequest], model: str) -> dict:
-        """Every task handed to Serve at once; results recorded as they come; dead replicas' tasks resent."""
+    async def _spread(self, job, take, ref: worker.TakeRef, req: FillRequest, model: str) -> dict:
+        """The request's frames dealt to the replicas a chunk at a time, one chunk in flight per running replica.
+
+        A replica that ends a chunk gets the next at once (chunks queued in Serve's router wait for a free
+        replica on its retry backoff, up to 0.5 s of idle GPU per frame); a chunk of several frames lets the
+        replica read and write neighbours while one generates (worker.FrameWorker.fill); chunks shrink towards
+        the end (a share of what is left, at most MAX_CHUNK) so the replicas finish together. Progress is per
+        frame, from the files the replicas publish. A dead replica's chunk is sent again: frames it published
+        stay (the worker skips them)."""
         handle = self.handle.options(multiplexed_model_id=model)
-        running: dict[asyncio.Future, tuple[int, int, object]] = {}    # future -> (task, attempt, response)
+        waiting = collections.deque(req.frames)
+        running: dict[asyncio.Future, tuple[list, int, object]] = {}    # future -> (chunk, attempt, response)
+        done: set[int] = set()
+        total, tasks, retries, written, replicas, loads = len(waiting), 0, 0, 0, {}, {}
 
         async def result(response):
             return await response
 
-        def send(index: int, attempt: int) -> None:
-            response = handle.fill.remote(ref, tasks[index])
-            running[asyncio.ensure_future(result(response))] = (index, attempt, response)
+        def send(chunk: list, attempt: int) -> None:
+            nonlocal tasks
+            response = handle.fill.remote(ref, dataclasses.replace(req, frames=chunk))
+            running[asyncio.ensure_future(result(response))] = (chunk, attempt, response)
+            tasks += 1
 
-        for index in range(len(tasks)):
-            send(index, 1)
-        total, done, retries, written, replicas, loads = len(tasks), 0, 0, 0, {}, {}
+        def deal() -> None:
+            width = max(1, self.replicas())
+            while waiting and len(running) < width:
+                size = min(MAX_CHUNK, -(-len(waiting) // (2 * width)))
+                send([waiting.popleft() for _ in range(size)], 1)
+
+        def report(frames: list[int], replica: str | None = None) -> None:
+            fresh = set(frames) - done
+            done.update(fresh)
+            where = {"replica": replica} if replica else {}
+            if fresh or replica:
+                self.progressed()
+                what = f"frame {frames[0]}" if len(frames) == 1 else f"frames {frames[0]}-{frames[-1]}"
+                job.report(len(done) / total, f"{what} done{f' on replica {replica}' if replica else ''} "
+                           f"({len(done)}/{total})", frame=frames[-1], frames=total, frames_done=len(done), **where)
+
+        deal()
         started = time.monotonic()
         try:
             while running:
                 finished, _ = await asyncio.wait(running, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
                 job.check_cancelled()
-                if not finished:
-                    self.check_stall(started)
                 for future in finished:
-                    index, attempt, _ = running.pop(future)
+                    chunk, attempt, _ = running.pop(future)
+                    numbers = [item.frame for item in chunk]
                     try:
                         out = future.result()
                     except Exception as exc:
                         if not _died(exc) or attempt >= ATTEMPTS:
-                            raise errors.JobFailed(f"frame {tasks[index].frames[0].frame}: the pool failed it "
-                                                   f"({attempt} tries): {type(exc).__name__}: {exc}") from None
-                        log.warning("job %s: a replica died under frame %s; sending it again", job.id,
-                                    tasks[index].frames[0].frame)
+                            raise errors.JobFailed(f"frames {numbers}: the pool failed them ({attempt} tries): "
+                                                   f"{type(exc).__name__}: {exc}") from None
+                        log.warning("job %s: a replica died under frames %s; sending them again", job.id, numbers)
                         retries += 1
-                        send(index, attempt + 1)
+                        send(chunk, attempt + 1)
                         continue
-                    self.progressed()
                     for entry in worker.raise_if_error(out)["frames"]:
                         take.add(entry["frame"], entry["path"])
                         written += entry["written"]
-                    replicas[out["replica"]] = replicas.get(out["replica"], 0) + 1
+                    replicas[out["replica"]] = replicas.get(out["replica"], 0) + len(chunk)
                     loads[out["replica"]] = out["loads"]
-                    done += 1
-                    frame = tasks[index].frames[0].frame
-                    job.report(done / total, f"frame {frame} done on replica {out['replica']} ({done}/{total})",
-                               frame=frame, frames=total, frames_done=done, replica=out["replica"])
+                    deal()                   # before reporting: the replica that just freed starts its next chunk
+                    report(numbers, out["replica"])
+                for chunk, _, _ in running.values():
+                    report([item.frame for item in chunk if item.frame not in done
+                            and take.frame_path(item.frame).exists()])
+                if not finished:
+                    self.check_stall(started)
         except BaseException as exc:
             if running and not _is_stall(exc):          # a stalled pool would not answer (nor let go of a call)
                 for _, _, response in running.values():
@@ -259,7 +287,7 @@ class Pool:
                 for future in finished:
                     future.exception()     # retrieved: they ended as cancelled, as asked
             raise
-        return {"tasks": total, "retries": retries, "frames_written": written, "by_replica": replicas,
+        return {"tasks": tasks, "retries": retries, "frames_written": written, "by_replica": replicas,
                 "loads": loads, "seconds": round(time.monotonic() - started, 3)}
 
     # -- extend and train: one relayed task each ----------------------------------------------------------
