@@ -84,10 +84,14 @@ def test_a_fill_spreads_over_the_replicas_and_matches_a_single_server(pool):
     with Client(pool["address"], timeout=30) as client:
         info = client.wait_ready()
         assert info["model"]["pool"]["replicas"] == 2 and info["operations"] == ["extend", "fill"]
-        result = client.submit(_fill(pool, 1001, 1008, steps=2, shot="spread")).wait(timeout=120)
+        job = client.submit(_fill(pool, 1001, 1008, steps=2, shot="spread"))
+        done = [progress.raw["frames_done"] for progress in job.events(timeout=120) if "frames_done" in progress.raw]
+        result = job.wait(timeout=120)
     stats = result.info["pool"]
     assert len(stats["by_replica"]) == 2 and sum(stats["by_replica"].values()) == 8, "both replicas worked"
     assert stats["frames_written"] == 8 and stats["retries"] == 0
+    # Dealt in chunks (8 frames over 2 replicas: 2, 2, 1, 1, 1, 1 tasks), progress still per frame published.
+    assert stats["tasks"] < 8 and done == sorted(done) and done[-1] == 8
     take = json.loads((Path(result.take_dir) / "take.json").read_text())
     assert take["status"] == "complete" and sorted(map(int, take["frames"])) == list(range(1001, 1009))
     assert len(_frame_files(result.take_dir)) == 8
