@@ -4,13 +4,18 @@ commands as real `bodydouble farm task ...` processes, on the stand-in model."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bodydouble import errors
 from bodydouble.cli import main
 
 BODYDOUBLE = str(Path(sys.executable).with_name("bodydouble"))
@@ -36,7 +41,7 @@ def _submit(studio, operation: str, bundle: Path, *extra: str) -> int:
                  "--command", BODYDOUBLE, *extra])
 
 
-def test_a_fill_bundle_runs_end_to_end_one_model_load_per_session(studio, monkeypatch):
+def test_a_fill_bundle_runs_end_to_end_one_model_load_per_session(studio, monkeypatch, capsys):
     from openjd.model import decode_job_template
 
     from bodydouble import protocol
@@ -79,12 +84,30 @@ def test_a_fill_bundle_runs_end_to_end_one_model_load_per_session(studio, monkey
         mask = frame_io.read_frame(Path(studio["mask"].replace("####", frame)), protocol.Limits()).wire()[..., 0] > 0
         assert np.array_equal(out[~mask], plate[~mask]) and not np.array_equal(out[mask], plate[mask])
 
-    # A render task run again (a farm retry) finds its frames there and writes nothing.
+    # A render task run again (a farm retry) finds its frames there and writes nothing; progress per frame.
     before = {f: Path(p).read_bytes() for f, p in take["frames"].items()}
+    capsys.readouterr()
     farm.task_render(bundle.resolve(), None, "1001-1002")
     again = [json.loads(line) for line in (bundle / farm.RENDER_LOG).read_text().splitlines()][-2:]
     assert [r["written"] for r in again] == [False, False]
     assert {f: Path(p).read_bytes() for f, p in take["frames"].items()} == before
+    printed = capsys.readouterr().out
+    assert "openjd_progress: 50.0" in printed and "openjd_progress: 100.0" in printed
+    assert "frame 1001 done" in printed and "frames 1001-1002: 0 rendered, 2 already there" in printed
+
+    # A session worker that dies under a chunk fails the task with its log named; it does not wait forever.
+    for frame in (1005, 1006):
+        Path(take["frames"][str(frame)]).unlink()
+    monkeypatch.setenv(testing.STEP_ENV, "2.0")
+    session = studio["root"] / "session"
+    session.mkdir()
+    farm.task_worker_start(bundle.resolve(), session)
+    pid = json.loads((session / farm.WORKER_FILE).read_text())["pid"]
+    threading.Timer(1.0, os.kill, (pid, signal.SIGKILL)).start()
+    started = time.monotonic()
+    with pytest.raises(errors.BodyDoubleError, match="worker .* died") as died:
+        farm.task_render(bundle.resolve(), session, "1005-1006")
+    assert died.value.code == errors.JOB_FAILED and time.monotonic() - started < 10
 
 
 def test_an_extend_bundle_runs_and_a_train_bundle_validates(studio):

@@ -40,6 +40,7 @@ WORKER_FILE = "bodydouble-worker.json"   # in the session's working folder: the 
 EXTENSIONS = ["TASK_CHUNKING"]
 WORKER_START_TIMEOUT = 1800.0        # seconds a session waits for its worker to load the model
 WORKER_IDLE_EXIT = 1800.0            # a worker whose session never said stop exits after this long idle
+PROGRESS_EVERY = 0.5                 # seconds between looks for published frames while a chunk renders
 
 
 # -- the bundle -------------------------------------------------------------------------------------------
@@ -372,25 +373,46 @@ def task_worker_start(bundle: Path, session: Path) -> None:
     print(f"openjd_status: worker {json.loads(info.read_text())['pid']} ready", flush=True)
 
 
-def _ask(session: Path, message: dict, timeout: float | None = None) -> dict:
+def _ask(session: Path, message: dict, timeout: float | None = None, waiting=lambda: None) -> dict:
+    """The session worker's reply to ``message``; ``waiting()`` runs every PROGRESS_EVERY s until it comes. A
+    worker that died under the request is an error, not a wait without end."""
     import zmq
 
-    address = json.loads((session / WORKER_FILE).read_text())["address"]
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.REQ)
+    worker = json.loads((session / WORKER_FILE).read_text())
+    sock = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
-    if timeout:
-        sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        sock.connect(address)
+        sock.connect(worker["address"])
         sock.send_json(message)
+        while not sock.poll(int(PROGRESS_EVERY * 1000)):
+            if not _alive(worker["pid"]):
+                raise errors.JobFailed(f"the session's worker (pid {worker['pid']}) died; see "
+                                       f"{session / 'bodydouble-worker.log'}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise errors.RequestError(f"the session's worker did not answer in {timeout:g} s",
+                                          code=errors.MODEL_UNAVAILABLE)
+            waiting()
         return sock.recv_json()
     finally:
         sock.close()
 
 
+def _alive(pid: int) -> bool:
+    """The process runs (a zombie that died unreaped, as a test's own child can be, does not)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def task_render(bundle: Path, session: Path | None, frames: str) -> None:
-    """Render a chunk: through the session's worker (OpenJD), or in this process (OpenCue: no sessions)."""
+    """Render a chunk in one call, so the worker reads and writes neighbours while a frame generates
+    (worker.FrameWorker.fill): through the session's worker (OpenJD), or in this process (OpenCue: no sessions).
+    Progress is per frame, from the files the worker publishes while the call runs."""
+    import concurrent.futures
     import socket
 
     from bodydouble.jobspec import parse_frame_range
@@ -399,14 +421,35 @@ def task_render(bundle: Path, session: Path | None, frames: str) -> None:
 
     first, last = parse_frame_range(frames)
     wanted = list(range(first, last + 1))
-    local = None if session is not None else _SessionWorker(bundle)
-    for index, frame in enumerate(wanted):
-        reply = raise_if_error(_ask(session, {"frame": frame}) if local is None else local.handle({"frame": frame}))
-        record = {"frame": frame, "written": reply["written"], "pid": reply["pid"], "host": socket.gethostname()}
-        with open(bundle / RENDER_LOG, "a") as handle:       # one short line per write: appends do not interleave
-            handle.write(json.dumps(record) + "\n")
-        print(f"openjd_progress: {100 * (index + 1) / len(wanted):.1f}\nopenjd_status: frame {frame} "
-              f"({'rendered' if reply['written'] else 'already there'})", flush=True)
+    take, reported = _take_ref(bundle).take(), set()
+
+    def report(published: list[int]) -> None:
+        for frame in published:
+            reported.add(frame)
+            print(f"openjd_progress: {100 * len(reported) / len(wanted):.1f}\nopenjd_status: frame {frame} done",
+                  flush=True)
+
+    def waiting() -> None:
+        report([f for f in wanted if f not in reported and take.frame_path(f).exists()])
+
+    message = {"frames": wanted}
+    if session is not None:
+        out = _ask(session, message, waiting=waiting)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bodydouble-render") as call:
+            reply = call.submit(_SessionWorker(bundle).handle, message)
+            while not reply.done():
+                concurrent.futures.wait([reply], timeout=PROGRESS_EVERY)
+                waiting()
+            out = reply.result()
+    out = raise_if_error(out)
+    report([f for f in wanted if f not in reported])
+    with open(bundle / RENDER_LOG, "a") as handle:       # one short line per write: appends do not interleave
+        for entry in out["frames"]:
+            handle.write(json.dumps({"frame": entry["frame"], "written": entry["written"], "pid": out["pid"],
+                                     "host": socket.gethostname()}) + "\n")
+    rendered = sum(entry["written"] for entry in out["frames"])
+    print(f"openjd_status: frames {frames}: {rendered} rendered, {len(wanted) - rendered} already there", flush=True)
 
 
 def task_worker_stop(session: Path) -> None:
@@ -415,7 +458,7 @@ def task_worker_stop(session: Path) -> None:
 
 
 class _SessionWorker:
-    """The model (a FrameWorker) and the bundle's request, rendering one frame per request."""
+    """The model (a FrameWorker) and the bundle's request, rendering the frames each request names."""
 
     def __init__(self, bundle: Path):
         from .worker import FrameWorker
@@ -431,17 +474,22 @@ class _SessionWorker:
         from .worker import error_reply
 
         try:
-            item = self.frames.get(message.get("frame"))
-            if item is None:
-                raise errors.RequestError(f"frame {message.get('frame')} is not in this job", code=errors.INVALID_REQUEST)
-            [done] = self.worker.fill(self.take, dataclasses.replace(self.request, frames=[item]))
+            asked = message.get("frames")
+            if not isinstance(asked, list) or not asked:
+                raise errors.RequestError("a render request names its frames: {\"frames\": [N, ...]}",
+                                          code=errors.INVALID_REQUEST)
+            unknown = [f for f in asked if not isinstance(f, int) or f not in self.frames]
+            if unknown:
+                raise errors.RequestError(f"frames {unknown} are not in this job", code=errors.INVALID_REQUEST)
+            done = self.worker.fill(self.take, dataclasses.replace(self.request, frames=[self.frames[f] for f in asked]))
         except errors.BodyDoubleError as exc:
             return error_reply(exc)
-        return {"written": done["written"], "pid": os.getpid(), "loads": self.worker.loads}
+        return {"frames": done, "pid": os.getpid(), "loads": self.worker.loads}
 
 
 def session_worker(bundle: Path, session: Path) -> None:
-    """The worker process of one OpenJD session: answers ``{"frame": N}`` and ``{"stop": true}`` on loopback."""
+    """The worker process of one OpenJD session: answers ``{"frames": [N, ...]}`` and ``{"stop": true}`` on
+    loopback."""
     import zmq
 
     worker = _SessionWorker(bundle)
