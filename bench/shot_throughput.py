@@ -11,6 +11,8 @@ $BODYDOUBLE_STANDIN_STEP_S x steps = 1.0 s a frame). Printed, all from one run:
 - the CPU critical path per frame: how long the model waits between two frames' pipeline calls (median), plus
   the lead-in (submit -> first call) and the drain (last call -> result) that a shot pays once;
 - the CPU the server burned per frame in all its threads (what a GPU box's cores must cover within a frame);
+- each CPU stage's own time a frame (reading and preparing; finishing, writing and sealing): the pace a box
+  with a core free for each stage would keep;
 - for reference, the embedded tiny real model at 2K: served / bare pipeline calls at the same size.
 
 Usage: python bench/shot_throughput.py [--frames-2k 24] [--frames-4k 12] [--tiny-frames 4] [--step 0.25]
@@ -85,6 +87,41 @@ class CallClock:
                 self.calls.append((start, time.perf_counter()))
 
 
+class StageClock:
+    """Times the fill's two CPU stages in the server's own threads, summed over the shot: reading and preparing
+    frames (the reader thread: read_inputs + prepare_frame) and finishing, writing and sealing them (the writer
+    thread: TakeWriter._write). With the model, they are the three stages of the frame pipeline: on a box with
+    a core free for each, the shot runs at the slowest stage's pace."""
+
+    def __init__(self):
+        from bodydouble_server.operations import common, fill
+
+        self.seconds = {"read": 0.0, "write": 0.0}
+        self._patches = [(fill, "read_inputs", "read"), (fill, "prepare_frame", "read"),
+                         (common.TakeWriter, "_write", "write")]
+        self._saved = []
+
+    def __enter__(self) -> "StageClock":
+        for owner, name, stage in self._patches:
+            original = getattr(owner, name)
+            self._saved.append((owner, name, original))
+            setattr(owner, name, self._timed(original, stage))
+        return self
+
+    def _timed(self, fn, stage: str):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[stage] += time.perf_counter() - start
+        return timed
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, original in self._saved:
+            setattr(owner, name, original)
+
+
 def _patch_pipeline(server) -> CallClock:
     slot = server.engine.model_for("fill")
     pipe = slot.pipeline("fill")
@@ -110,9 +147,10 @@ def run_shot(label: str, root: Path, items: list, model: str | None, step: float
         client.submit(FillRequest(frames=items[:1], prompt="warm", steps=1, seed=1, shot="warm",
                                   **_NO_PREVIEW)).wait(timeout=600)
         clock.calls.clear()
-        cpu0, start = _cpu_seconds(), time.perf_counter()
-        client.submit(request).wait(timeout=3600)
-        served_s, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
+        with StageClock() as stages:
+            cpu0, start = _cpu_seconds(), time.perf_counter()
+            client.submit(request).wait(timeout=3600)
+            served_s, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
         calls = list(clock.calls)
         # The same pipeline, bare: one call per frame at the shot's model size, nothing else.
         import numpy as np
@@ -134,7 +172,8 @@ def run_shot(label: str, root: Path, items: list, model: str | None, step: float
             "gap_ms": 1000 * statistics.median(gaps) if gaps else 0.0,
             "gap_max_ms": 1000 * max(gaps) if gaps else 0.0,
             "lead_ms": 1000 * (calls[0][0] - start), "drain_ms": 1000 * (start + served_s - calls[-1][1]),
-            "over_ms": 1000 * (served_s - bare_s) / frames, "cpu_ms": 1000 * cpu / frames}
+            "over_ms": 1000 * (served_s - bare_s) / frames, "cpu_ms": 1000 * cpu / frames,
+            "read_ms": 1000 * stages.seconds["read"] / frames, "write_ms": 1000 * stages.seconds["write"] / frames}
 
 
 def _model_sizes(server, items) -> set:
@@ -176,11 +215,13 @@ def main() -> None:
     print(f"\nfill, {STEPS} steps a frame, stand-in {args.step * STEPS:.2f} s a frame; {os.cpu_count()} CPUs; "
           f"ratios from this one run")
     print(f"{'shot':20} {'frames':>6} {'served s':>9} {'model s':>8} {'ratio':>6} {'crit ms/f':>9} "
-          f"{'max ms':>7} {'lead ms':>8} {'drain ms':>8} {'over ms/f':>9} {'CPU ms/f':>8} {'cores':>5}")
+          f"{'max ms':>7} {'lead ms':>8} {'drain ms':>8} {'over ms/f':>9} {'CPU ms/f':>8} {'cores':>5} "
+          f"{'read ms/f':>9} {'write ms/f':>10}")
     for r in rows:
         print(f"{r['label']:20} {r['frames']:6d} {r['served']:9.2f} {r['bare']:8.2f} {r['ratio']:6.3f} "
               f"{r['gap_ms']:9.1f} {r['gap_max_ms']:7.1f} {r['lead_ms']:8.0f} {r['drain_ms']:8.0f} "
-              f"{r['over_ms']:9.1f} {r['cpu_ms']:8.0f} {r['cpu_ms'] / (1000 * r['bare'] / r['frames']):5.2f}")
+              f"{r['over_ms']:9.1f} {r['cpu_ms']:8.0f} {r['cpu_ms'] / (1000 * r['bare'] / r['frames']):5.2f} "
+              f"{r['read_ms']:9.0f} {r['write_ms']:10.0f}")
     targets = {"2K stand-in": 1.03, "4K stand-in": 1.05}
     for r in rows:
         if r["label"] in targets:
@@ -189,7 +230,9 @@ def main() -> None:
                   f"critical path {r['gap_ms']:.1f} ms/frame (target <= 60 ms at 2K)")
     print("columns: model s = the bare pipeline's time for the frames; crit = median wait of the model between two "
           "frames' calls; over = (served - model) / frames, lead-in and drain included; CPU = all threads; cores = "
-          "CPU per frame / model time per frame: free cores the pipeline needs to keep the model busy")
+          "CPU per frame / model time per frame: free cores the pipeline needs to keep the model busy; read / "
+          "write = the reader's and the writer's thread time a frame (their own latency, waits for a busy CPU "
+          "included): with a core free for each, the model is never starved while both stay under its time a frame")
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work shares them)")
 
 
