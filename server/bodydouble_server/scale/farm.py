@@ -417,7 +417,7 @@ def task_render(bundle: Path, session: Path | None, frames: str) -> None:
 
     from bodydouble.jobspec import parse_frame_range
 
-    from .worker import raise_if_error
+    from .worker import published, raise_if_error
 
     first, last = parse_frame_range(frames)
     wanted = list(range(first, last + 1))
@@ -430,7 +430,7 @@ def task_render(bundle: Path, session: Path | None, frames: str) -> None:
                   flush=True)
 
     def waiting() -> None:
-        report([f for f in wanted if f not in reported and take.frame_path(f).exists()])
+        report(published(take, [f for f in wanted if f not in reported]))
 
     message = {"frames": wanted}
     if session is not None:

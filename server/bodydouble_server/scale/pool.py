@@ -275,8 +275,7 @@ class Pool:
                     deal()                   # before reporting: the replica that just freed starts its next chunk
                     report(numbers, out["replica"])
                 for chunk, _, _ in running.values():
-                    report([item.frame for item in chunk if item.frame not in done
-                            and take.frame_path(item.frame).exists()])
+                    report(worker.published(take, [item.frame for item in chunk if item.frame not in done]))
                 if not finished:
                     self.check_stall(started)
         except BaseException as exc:

@@ -255,11 +255,18 @@ class FrameWorker:
         return [done[item.frame] for item in req.frames]
 
 
+def published(take: takes.Take, frames) -> list[int]:
+    """Those of ``frames`` whose file is in the take: whole, since workers only publish by link or rename (what
+    progress counts while a worker runs, and what a take needs before it may say complete)."""
+    return [f for f in frames if take.frame_path(f).is_file()]
+
+
 def check_frames(take: takes.Take, expected: list[int]) -> None:
     """Before a take may say complete: every expected frame's file is there (whole: files are only ever
     published by rename or link) and listed once. Temporaries a killed worker left are removed first."""
     atomic.sweep(take.dir)
-    missing = [f for f in expected if not take.frame_path(f).is_file()]
+    there = set(published(take, expected))
+    missing = [f for f in expected if f not in there]
     if missing:
         raise errors.RequestError(f"take {take.dir}: frames {missing} were never written", code=errors.JOB_FAILED)
     take.frames.update({frame: str(take.frame_path(frame)) for frame in expected})
