@@ -2,9 +2,8 @@
 image fill and the video engine, on held-out miniature-world shots (server/bodydouble_server/miniworld/shots.py).
 
 Flicker = mean |change between consecutive filled frames| inside the mask / the ground truth's own change there
-(issue #18's goal: <= 1.2). Every row comes from one run through one server. The world has no video model (its
-stage 7 is not built): the video row runs on the embedded tiny Wan VACE with random weights, so its numbers show
-the engine runs through the product and say nothing about likeness.
+(issue #18's goal: <= 1.2). Every row comes from one run through one server. The video row runs on the world's
+baked video model (miniworld/bake_video.py) with each character's own video adapter.
 
     python bench/shot_fill.py                 # 3 characters, own adapters trained (~10-15 min on 2 CPU cores)
     python bench/shot_fill.py --quick         # 2 characters, 6 frames, shorter training (~5 min)

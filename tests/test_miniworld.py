@@ -86,6 +86,39 @@ def test_tiny_bake_writes_a_test_model_the_family_registry_claims(tmp_path):
         pipe.tokenizer("front").input_ids[1]
 
 
+def test_tiny_video_bake_writes_a_wan_vace_test_model_the_video_family_claims(tmp_path):
+    """bake_video.py at its tiny setting: a WanVACEPipeline folder that diffusers loads, with latents /4 in space
+    and time, claimed by the miniworld-video family (not plain wan-vace), labelled TEST MODEL, and extending
+    and inpainting through the family's own calls at the declared size."""
+    import torch
+    from diffusers import WanVACEPipeline
+
+    from bodydouble_server import models
+    from bodydouble_server.miniworld import bake_video
+
+    out = tmp_path / "video"
+    assert bake_video.main([str(out), "--tiny", "--work", str(tmp_path / "work")]) == 0
+    declared = json.loads((out / models.miniworld.DECLARATION).read_text())
+    assert declared["family"] == "miniworld-video" and declared["test_model"] and "TEST MODEL" in declared["label"]
+    family = models.detect_family(out, kind="video")
+    assert family.name == "miniworld-video" and family.test_label == declared["label"]
+    assert (family.resolution, family.multiple, family.window, family.temporal_multiple) == (64, 8, 9, 4)
+    metrics = json.loads((out / bake_video.METRICS_FILE).read_text())
+    assert metrics["transformer"]["steps"] == bake_video.TINY.transformer_steps
+    assert {"extend_psnr_db", "hold_psnr_db", "fill_psnr_db", "grey_psnr_db"} <= set(metrics["evaluation"])
+    pipe = WanVACEPipeline.from_pretrained(str(out), local_files_only=True)
+    assert (pipe.vae_scale_factor_spatial, pipe.vae_scale_factor_temporal) == (4, 4)
+    # The measured latent statistics replaced the placeholders, one per latent channel.
+    assert len(pipe.vae.config.latents_std) == bake_video.TINY.z_dim and pipe.vae.config.latents_std != [1.0] * bake_video.TINY.z_dim
+    settings = dict(height=64, width=64, prompt="back of the head", negative_prompt="", steps=2, guidance=1.0,
+                    fps=24.0, generator=torch.Generator().manual_seed(0), on_step=lambda *a: None)
+    context = np.full((1, 64, 64, 3), 0.5, np.float32)
+    assert family.extend(pipe, context, 4, **settings).shape == (4, 64, 64, 3)
+    mask = np.zeros((5, 64, 64), np.float32)
+    mask[:, 16:48, 16:48] = 1
+    assert family.inpaint(pipe, np.repeat(context, 5, 0), mask, **settings).shape == (5, 64, 64, 3)
+
+
 def test_committed_weights_are_safetensors_within_budget():
     from bodydouble_server.miniworld import experiment
 

@@ -255,10 +255,10 @@ def _recoloured(x, generator):
     cannot hold."""
     import torch
 
-    n = x.shape[0]
+    n, ones = x.shape[0], (1,) * (x.dim() - 2)     # (N, 3, H, W) images or (N, 3, F, H, W) clips
     perm = torch.stack([torch.randperm(3, generator=generator) for _ in range(n)])
-    x = torch.gather((x + 1) / 2, 1, perm[:, :, None, None].expand_as(x))
-    gain = 0.6 + 0.8 * torch.rand(n, 3, 1, 1, generator=generator)
+    x = torch.gather((x + 1) / 2, 1, perm.view(n, 3, *ones).expand_as(x))
+    gain = 0.6 + 0.8 * torch.rand(n, 3, *ones, generator=generator)
     return (x * gain).clamp(0, 1) * 2 - 1
 
 
@@ -448,7 +448,7 @@ def bake(out: Path, settings: BakeSettings, work: Path, log=print) -> dict:
         "unet": {"steps": result["steps"], "curve": result["curve"]}, "evaluation": evaluation,
         "note": "wall_s counts this run only (a resumed bake: the last part)",
     }
-    _publish(pipe, out, settings, metrics)
+    publish(pipe, out, declaration(settings), family.LABEL, metrics)
     return metrics
 
 
@@ -456,15 +456,16 @@ def _count(module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
 
-def _publish(pipe, out: Path, settings: BakeSettings, metrics: dict) -> None:
-    """Staged beside ``out`` and renamed into place: a reader never sees half a model."""
+def publish(pipe, out: Path, declared: dict, label: str, metrics: dict) -> None:
+    """The model folder with its declaration, TEST MODEL label and bake metrics, staged beside ``out`` and
+    renamed into place: a reader never sees half a model."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         pipe.save_pretrained(staging)
-        (staging / family.DECLARATION).write_text(json.dumps(declaration(settings), indent=1) + "\n")
-        (staging / "BODYDOUBLE_TEST_MODEL.txt").write_text(family.LABEL + "\n")
+        (staging / family.DECLARATION).write_text(json.dumps(declared, indent=1) + "\n")
+        (staging / "BODYDOUBLE_TEST_MODEL.txt").write_text(label + "\n")
         (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
         if out.exists():
             shutil.rmtree(out)

@@ -38,6 +38,7 @@ from . import world
 MINIWORLD = Path(__file__).resolve().parent
 BAKED = MINIWORLD / "baked"
 BASE_MODEL = BAKED / "base-model"
+VIDEO_MODEL = BAKED / "video-model"      # bake_video.py: the world's video (extend, video engine) model
 JUDGE = BAKED / "judge"
 RIGHTS = {"rights_holder": "BodyDouble miniature world (synthetic)", "licence": "synthetic renders, no person"}
 
@@ -193,8 +194,9 @@ class Scorer:
 
 
 # -- the product, over ZeroMQ ------------------------------------------------------------------------
-def adapter_name(c: chars.Character, row: str) -> str:
-    return {"b": f"{c.name}_own", "d": f"{c.name}_upper", "e": f"{c.name}_noback"}[row]
+def adapter_name(c: chars.Character, row: str, kind: str = "image") -> str:
+    return {"b": f"{c.name}_own", "d": f"{c.name}_upper", "e": f"{c.name}_noback"}[row] + \
+        ("_video" if kind == "video" else "")
 
 
 def train_sets(data: CharacterData) -> dict[str, list[str]]:
@@ -203,16 +205,20 @@ def train_sets(data: CharacterData) -> dict[str, list[str]]:
             "e": [str(refs["side"])]}
 
 
-def train(client, data: CharacterData, row: str, s: ExperimentSettings, adapters: Path, log) -> dict:
+def train(client, data: CharacterData, row: str, s: ExperimentSettings, adapters: Path, log,
+          kind: str = "image") -> dict:
+    """Row ``row``'s adapter for the server's ``kind`` model (image: fill's; video: extend's and the video
+    engine's, trained on the same frames as 1-frame clips)."""
     from bodydouble.jobspec import TrainRequest
 
     c = data.character
-    folder = adapters / adapter_name(c, row)
+    name = adapter_name(c, row, kind)
+    folder = adapters / name
     if (folder / "manifest.json").is_file():      # a kept run (--keep) picked up again
         log(f"reusing {folder.name} ({row})")
         return {"adapter": folder.name, "seconds": 0.0, "gaps": []}
     request = TrainRequest(
-        frames=train_sets(data)[row], character=c.name, name=adapter_name(c, row), trigger=f"<{c.name}>",
+        frames=train_sets(data)[row], character=c.name, name=name, trigger=f"<{c.name}>", model_kind=kind,
         resolution=s.resolution, rank=s.rank, steps=s.train_steps, batch=s.train_batch,
         learning_rate=s.learning_rate, seed=0, checkpoint_every=s.train_steps, holdout_per_view=0, preview_count=0,
         min_frames=1, force=row == "e",     # (e) has a coverage gap on purpose: the report says so, we go ahead

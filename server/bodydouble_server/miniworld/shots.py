@@ -8,9 +8,8 @@ back-facing turntable (the camera panning; the plate shows a stand-in) through t
     per-frame    the image engine, each frame on its own (today's fill)
     coherent     the image engine at ``coherence`` (each frame started from the previous result, carried by flow)
     carried      the image engine at coherence 1 (the first frame's fill carried through the shot)
-    video        the video engine, on the embedded tiny Wan VACE: the world has no video model (its stage 7 is
-                 not built), and random weights say nothing about likeness; the row shows the engine runs
-                 through the product, and its flicker is only that of a random model
+    video        the video engine, on the world's baked video model (bake_video.py, Wan-VACE-shaped), with the
+                 character's own video adapter from the server's train job (the same references, 1-frame clips)
 
 Scores, in the model's display-referred encoding: **flicker** inside the mask = mean |change between consecutive
 filled frames| / the ground truth's own mean change there (1.0: as much change as the truth, the head turning;
@@ -31,7 +30,7 @@ ROWS = (
     ("frame", "per-frame fill (image engine)"),
     ("coherent", "coherent image fill"),
     ("carried", "image fill carried (coherence 1)"),
-    ("video", "video engine, tiny Wan (RANDOM weights)"),
+    ("video", "video engine (world's video model)"),
 )
 
 
@@ -46,7 +45,7 @@ class ShotSettings:
     adapters: bool = True              # train each character's own adapter (else the base model alone)
     train_steps: int = 150
     fill_steps: int = 20
-    video_steps: int = 10
+    video_steps: int = 20
     rows: tuple = ("frame", "coherent", "carried", "video")
 
     def experiment(self) -> experiment.ExperimentSettings:
@@ -107,19 +106,19 @@ def _request(data: experiment.CharacterData, row: str, adapter: str | None, s: S
     from bodydouble.jobspec import AdapterRef, FillRequest, sequence_frames
 
     last = data.first + len(data.truth) - 1
-    trigger = f"<{data.character.name}> " if adapter and row != "video" else ""
+    trigger = f"<{data.character.name}> " if adapter else ""
     fields = {"frame": {"engine": "image"}, "coherent": {"engine": "image", "coherence": s.coherence},
               "carried": {"engine": "image", "coherence": 1.0},
-              "video": {"engine": "video", "steps": s.video_steps, "guidance": 5.0}}[row]
+              "video": {"engine": "video", "steps": s.video_steps}}[row]
     return FillRequest(frames=sequence_frames(data.plate, data.first, last, data.mask),
-                       adapters=[AdapterRef(adapter)] if adapter and row != "video" else [],
+                       adapters=[AdapterRef(adapter)] if adapter else [],
                        prompt=f"{trigger}back of the head", seed=7, strength=1.0,
                        **{"steps": s.fill_steps, "guidance": experiment.ExperimentSettings.guidance, **fields},
                        output_dir=str(out))
 
 
 def run(settings: ShotSettings, root: Path, log=print) -> dict:
-    """Every row for every character, through one server (the baked base model and the tiny video model)."""
+    """Every row for every character, through one server (the world's baked image and video models)."""
     from bodydouble.client import Client
 
     from ..cli import start_in_thread
@@ -130,7 +129,8 @@ def run(settings: ShotSettings, root: Path, log=print) -> dict:
     es = settings.experiment()
     cast = chars.eval_characters(es.seed, settings.characters)
     datas = [write_shot(root, experiment.write_references(root, c, es), settings, es) for c in cast]
-    config = ServerConfig(port=0, model=str(experiment.BASE_MODEL), roots=[str(root)],
+    config = ServerConfig(port=0, model=str(experiment.BASE_MODEL), video_model=str(experiment.VIDEO_MODEL),
+                          roots=[str(root)],
                           adapters=str(root / "adapters"), output_root=str(root / "takes"), device="cpu",
                           video_resolution=experiment.family.RESOLUTION, consent_dir=str(root / "consent"),
                           audit_log=str(root / "state" / "audit.log"), adapters_without_consent="allow")
@@ -142,14 +142,16 @@ def run(settings: ShotSettings, root: Path, log=print) -> dict:
         with Client(server.bound_address, timeout=120, heartbeat_interval=10.0) as client:
             hello = client.wait_ready()
             for data in datas:
-                adapter = (experiment.train(client, data, "b", es, root / "adapters", log)["adapter"]
-                           if settings.adapters else None)
+                kinds = {"video" if row == "video" else "image" for row in settings.rows}
+                adapters = {kind: experiment.train(client, data, "b", es, root / "adapters", log, kind=kind)["adapter"]
+                            for kind in sorted(kinds) if settings.adapters}
                 frames = range(data.first, data.first + len(data.truth))
                 masks = [world.read_exr(Path(data.mask.replace("####", f"{f:04d}")))[:, :, 0] for f in frames]
                 truths = [world.read_exr(p) for p in data.truth]
                 shown_truth = [scorer.display(t) for t in truths]
                 for row in settings.rows:
                     t = time.monotonic()
+                    adapter = adapters.get("video" if row == "video" else "image")
                     result = client.submit(_request(data, row, adapter, settings,
                                                     root / "takes" / data.character.name / row)).wait(timeout=1800)
                     per_row[row]["seconds"] += time.monotonic() - t

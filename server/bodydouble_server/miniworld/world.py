@@ -100,13 +100,13 @@ def sample_views(rng: np.random.Generator, character: chars.Character, count: in
         shot = chars.random_shot(rng, width, height)
         rgb, matte = chars.render(character, shot, yaw)
         model_rgb, model_mask, _ = model_sample(colour, rgb, matte, framing)
-        model_rgb = _square(model_rgb, size)
-        model_mask = _square(model_mask[:, :, None], size)[:, :, 0]
+        model_rgb = square(model_rgb, size)
+        model_mask = square(model_mask[:, :, None], size)[:, :, 0]
         rgbs[i], masks[i], out_yaws[i] = model_rgb, model_mask > 0.5, yaw
     return rgbs, masks, out_yaws
 
 
-def _square(pixels: np.ndarray, size: int) -> np.ndarray:
+def square(pixels: np.ndarray, size: int) -> np.ndarray:
     """Fill's size snaps each side to the multiple; a head box of this world is square to within it."""
     if pixels.shape[:2] == (size, size):
         return pixels

@@ -56,7 +56,23 @@ from .samples import FrameTensors, frame_prompt, inpaint_masks, split_holdout
 TEXT_TOKENS = 512          # WanVACEPipeline's max_sequence_length default: what extend's calls use
 ENCODE_FRAMES = 8          # a real Wan VAE at full size: encode this many frames' worth at a time
 PREVIEW_FRAMES = 4         # frames a preview makes after its one conditioning frame (1 + 4 = 4 * 1 + 1)
-TRAINABLE_FAMILIES = ("wan-vace",)
+TRAINABLE_FAMILIES = ("wan-vace", "miniworld-video")
+
+
+def vace_control(pipe, videos, generate, device):
+    """VACE's control input, as ``WanVACEPipeline.__call__`` makes it from extend's video and mask: (N, 3, F,
+    H, W) pixels in [-1, 1] and the (N, 1, F, H, W) region to generate (1) -> (N, 2 z + s*s, F', h, w) (s: the
+    VAE's spatial factor). The pixels to generate are set to grey first, as extend's control video has them.
+    The pipeline's methods take one video at a time, so a batch is prepared sample by sample."""
+    import torch
+
+    generate = (generate > 0.5).to(videos.dtype)
+    control = []
+    with torch.no_grad():
+        for video, mask in zip((videos * (1 - generate)).split(1), generate.split(1)):
+            latents = pipe.prepare_video_latents(video, mask, [[]], device=device)   # [[]]: no reference images
+            control.append(torch.cat([latents, pipe.prepare_masks(mask, [[]]).to(latents.dtype)], dim=1))
+    return torch.cat(control)
 
 
 class VideoTrainer(Trainer):
@@ -80,7 +96,8 @@ class VideoTrainer(Trainer):
         family = models.get_family(identity.family)
         if settings.resolution % family.multiple:
             raise errors.RequestError(f"resolution must be a multiple of {family.multiple} for the video model "
-                                      f"(VAE / 8 x transformer patch 2), got {settings.resolution}",
+                                      f"({family.name}: its VAE's and transformer patch's scale), got "
+                                      f"{settings.resolution}",
                                       code=errors.INVALID_REQUEST)
         self.clips = self._cut_clips(family, dataset, settings) if settings.clip_frames != 1 else None
         self._controls: dict[tuple, object] = {}     # 1-frame samples' controls that repeat (_sample_control)
@@ -212,18 +229,7 @@ class VideoTrainer(Trainer):
         return t
 
     def _control(self, videos, generate):
-        """VACE's control input, as ``WanVACEPipeline.__call__`` makes it from extend's video and mask: (N, 3, F,
-        H, W) pixels in [-1, 1] and the (N, 1, F, H, W) region to generate (1) -> (N, 2 z + 64, F', h, w). The
-        pixels to generate are set to grey first, as extend's control video has them."""
-        import torch
-
-        generate = (generate > 0.5).to(videos.dtype)
-        control = []
-        with torch.no_grad():
-            for video, mask in zip((videos * (1 - generate)).split(1), generate.split(1)):
-                latents = self.pipe.prepare_video_latents(video, mask, [[]], device=self.device)   # [[]]: no reference images
-                control.append(torch.cat([latents, self.pipe.prepare_masks(mask, [[]]).to(latents.dtype)], dim=1))
-        return torch.cat(control).to(self.weight_dtype)
+        return vace_control(self.pipe, videos, generate, self.device).to(self.weight_dtype)
 
     def _sample_control(self, tensors: FrameTensors, frame: int, mask):
         """One 1-frame sample's control. The whole frame and the character's matte come back every time a frame
