@@ -89,7 +89,8 @@ def test_tiny_bake_writes_a_test_model_the_family_registry_claims(tmp_path):
 def test_tiny_video_bake_writes_a_wan_vace_test_model_the_video_family_claims(tmp_path):
     """bake_video.py at its tiny setting: a WanVACEPipeline folder that diffusers loads, with latents /4 in space
     and time, claimed by the miniworld-video family (not plain wan-vace), labelled TEST MODEL, and extending
-    and inpainting through the family's own calls at the declared size."""
+    and inpainting through the family's own calls at the declared size. Baked twice, bit-identical (the first
+    version trained on text embeddings with UMT5's dropout on: every prompt a new random embedding)."""
     import torch
     from diffusers import WanVACEPipeline
 
@@ -97,7 +98,10 @@ def test_tiny_video_bake_writes_a_wan_vace_test_model_the_video_family_claims(tm
     from bodydouble_server.miniworld import bake_video
 
     out = tmp_path / "video"
-    assert bake_video.main([str(out), "--tiny", "--work", str(tmp_path / "work")]) == 0
+    for folder in (out, tmp_path / "again"):
+        assert bake_video.main([str(folder), "--tiny", "--work", str(folder) + ".work"]) == 0
+    for part in ("vae/diffusion_pytorch_model.safetensors", "transformer/diffusion_pytorch_model.safetensors"):
+        assert (out / part).read_bytes() == (tmp_path / "again" / part).read_bytes(), part
     declared = json.loads((out / models.miniworld.DECLARATION).read_text())
     assert declared["family"] == "miniworld-video" and declared["test_model"] and "TEST MODEL" in declared["label"]
     family = models.detect_family(out, kind="video")

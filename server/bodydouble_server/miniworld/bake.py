@@ -197,25 +197,58 @@ def _generator(seed: int, phase: str, step: int):
     return torch.Generator().manual_seed(chars.hash_int(f"{seed}/{phase}/{step}") % (2**63))
 
 
-def vae_phase(settings: BakeSettings, vae, data: dict, work: Path, log) -> dict:
-    import torch
-    from safetensors.torch import load_file
-
+def checkpointed_loop(phase: str, folder: Path, modules: dict, optimizer, total: int, learning_rate: float,
+                      warm_cap: int, every: int, log, step_fn, after_step=None) -> list[dict]:
+    """The loop every bake phase runs: resume from the newest checkpoint in ``folder`` (``modules``: prefix ->
+    module, their weights saved under those prefixes), then per step ``step_fn(step)`` (the batch's forward
+    and backward; returns the loss), the learning rate's schedule, the optimizer's step, ``after_step(step)``
+    (an EMA); a checkpoint and a log line every ``every`` steps. Returns the loss curve."""
     from ..training import checkpoints
 
-    folder = work / "vae"
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate)
     step, metrics = 0, []
     found = checkpoints.latest(folder)
     if found is not None:
         state, opt_state = checkpoints.load(found)
-        vae.load_state_dict(state)
+        for prefix, module in modules.items():
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         optimizer.load_state_dict(opt_state)
         step, metrics = found.step, list(found.state.get("metrics", []))
-    count, size, patch = len(data["rgb"]), settings.resolution, settings.vae_patch
     started, losses = time.monotonic(), []
-    vae.train()
-    while step < settings.vae_steps:
+    while step < total:
+        loss = step_fn(step)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate * _lr_scale(step, total, min(warm_cap, max(1, total // 10)))
+        optimizer.step()
+        step += 1
+        if after_step is not None:
+            after_step(step)
+        losses.append(float(loss.detach()))
+        if step % every == 0 or step == total:
+            metrics.append({"step": step, "loss": float(np.mean(losses)), "time": time.time()})
+            losses = []
+            state = {f"{prefix}{k}": v.contiguous() for prefix, module in modules.items()
+                     for k, v in module.state_dict().items()}
+            checkpoints.save(folder, step, state, optimizer.state_dict(), {"metrics": metrics})
+            log(f"{phase}: step {step}/{total} loss {metrics[-1]['loss']:.4f} ({time.monotonic() - started:.0f} s)")
+    return metrics
+
+
+def ema_update(ema_modules, live_modules, decay: float) -> None:
+    import torch
+
+    with torch.no_grad():
+        for ema, live in zip(ema_modules, live_modules):
+            for pe, pl in zip(ema.parameters(), live.parameters()):
+                pe.mul_(decay).add_(pl.detach(), alpha=1 - decay)
+
+
+def vae_phase(settings: BakeSettings, vae, data: dict, work: Path, log) -> dict:
+    import torch
+
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate)
+    count, size, patch = len(data["rgb"]), settings.resolution, settings.vae_patch
+
+    def step_fn(step: int):
         g = _generator(settings.seed, "vae", step + 1)
         index = torch.randint(0, count, (settings.vae_batch,), generator=g)
         y0, x0 = (int(v) for v in torch.randint(0, size - patch + 1, (2,), generator=g))
@@ -227,18 +260,11 @@ def vae_phase(settings: BakeSettings, vae, data: dict, work: Path, log) -> dict:
         loss = (recon - x).abs().mean() + 0.5 * (recon - x).pow(2).mean() + 1e-3 * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for group in optimizer.param_groups:
-            group["lr"] = settings.learning_rate * _lr_scale(step, settings.vae_steps, min(75, max(1, settings.vae_steps // 10)))
-        optimizer.step()
-        step += 1
-        losses.append(float(loss.detach()))
-        if step % settings.checkpoint_every == 0 or step == settings.vae_steps:
-            metrics.append({"step": step, "loss": float(np.mean(losses)), "time": time.time()})
-            losses = []
-            checkpoints.save(folder, step, {k: v.contiguous() for k, v in vae.state_dict().items()},
-                             optimizer.state_dict(), {"metrics": metrics})
-            log(f"vae: step {step}/{settings.vae_steps} loss {metrics[-1]['loss']:.4f} "
-                f"({time.monotonic() - started:.0f} s)")
+        return loss
+
+    vae.train()
+    metrics = checkpointed_loop("vae", work / "vae", {"": vae}, optimizer, settings.vae_steps, settings.learning_rate,
+                                75, settings.checkpoint_every, log, step_fn)
     vae.eval()
     with torch.no_grad():
         x = _pixels(data["eval_rgb"])
@@ -298,28 +324,15 @@ def unet_phase(settings: BakeSettings, unet, text_encoder, tok, scheduler, vae, 
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
 
-    from ..training import checkpoints
-
-    folder = work / "unet"
     noise_scheduler = DDPMScheduler.from_config(scheduler.config)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=1e-2)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
-    step, metrics = 0, []
-    found = checkpoints.latest(folder)
-    if found is not None:
-        state, opt_state = checkpoints.load(found)
-        for prefix, module in (("unet.", unet), ("text.", text_encoder), ("ema_unet.", ema_unet),
-                               ("ema_text.", ema_text)):
-            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-        optimizer.load_state_dict(opt_state)
-        step, metrics = found.step, list(found.state.get("metrics", []))
     views = [chars.view_of(float(y)) for y in data["yaw"]]
     count, size = len(views), settings.resolution
     scaling = latents["scaling"]
-    started, losses = time.monotonic(), []
-    unet.train(), text_encoder.train()
-    while step < settings.unet_steps:
+
+    def step_fn(step: int):
         g = _generator(settings.seed, "unet", step + 1)
         index = torch.randint(0, count, (settings.batch,), generator=g)
         rng = np.random.default_rng(chars.hash_int(f"{settings.seed}/prompts/{step + 1}"))
@@ -359,26 +372,15 @@ def unet_phase(settings: BakeSettings, unet, text_encoder, tok, scheduler, vae, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
-        for group in optimizer.param_groups:
-            group["lr"] = settings.learning_rate * _lr_scale(step, settings.unet_steps,
-                                                             min(100, max(1, settings.unet_steps // 10)))
-        optimizer.step()
-        step += 1
-        decay = min(settings.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for ema, live in ((ema_unet, unet), (ema_text, text_encoder)):
-                for pe, pl in zip(ema.parameters(), live.parameters()):
-                    pe.mul_(decay).add_(pl.detach(), alpha=1 - decay)
-        losses.append(float(loss.detach()))
-        if step % settings.checkpoint_every == 0 or step == settings.unet_steps:
-            metrics.append({"step": step, "loss": float(np.mean(losses)), "time": time.time()})
-            losses = []
-            state = {f"{prefix}{k}": v.contiguous() for prefix, module in
-                     (("unet.", unet), ("text.", text_encoder), ("ema_unet.", ema_unet), ("ema_text.", ema_text))
-                     for k, v in module.state_dict().items()}
-            checkpoints.save(folder, step, state, optimizer.state_dict(), {"metrics": metrics})
-            elapsed = time.monotonic() - started
-            log(f"unet: step {step}/{settings.unet_steps} loss {metrics[-1]['loss']:.4f} ({elapsed:.0f} s)")
+        return loss
+
+    def after_step(step: int) -> None:
+        ema_update((ema_unet, ema_text), (unet, text_encoder), min(settings.ema, (1 + step) / (10 + step)))
+
+    unet.train(), text_encoder.train()
+    metrics = checkpointed_loop("unet", work / "unet", {"unet.": unet, "text.": text_encoder, "ema_unet.": ema_unet,
+                                                       "ema_text.": ema_text}, optimizer, settings.unet_steps,
+                                settings.learning_rate, 100, settings.checkpoint_every, log, step_fn, after_step)
     return {"steps": settings.unet_steps, "curve": metrics, "unet": ema_unet.eval(), "text_encoder": ema_text.eval()}
 
 

@@ -109,7 +109,9 @@ def build_pipeline(settings: VideoBakeSettings):
             in_channels=z, out_channels=z, text_dim=64, freq_dim=64, ffn_dim=2 * settings.width,
             num_layers=settings.layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64,
             vace_layers=list(range(0, settings.layers, 2)), vace_in_channels=2 * z + spatial * spatial)
-    pipe = WanVACEPipeline(tokenizer=tokenizer, text_encoder=text_encoder.requires_grad_(False), vae=vae,
+    # The text encoder stays as built, in eval mode: UMT5's dropout (0.1) would make every embedding random, and
+    # the served pipeline (loaded by from_pretrained) runs it without.
+    pipe = WanVACEPipeline(tokenizer=tokenizer, text_encoder=text_encoder.requires_grad_(False).eval(), vae=vae,
                            transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=settings.shift))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -202,21 +204,10 @@ def _videos(rgb_f16) -> "torch.Tensor":
 def vae_phase(settings: VideoBakeSettings, vae, data: dict, work: Path, log) -> dict:
     import torch
 
-    from ..training import checkpoints
-
-    folder = work / "vae"
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate)
-    step, metrics = 0, []
-    found = checkpoints.latest(folder)
-    if found is not None:
-        state, opt_state = checkpoints.load(found)
-        vae.load_state_dict(state)
-        optimizer.load_state_dict(opt_state)
-        step, metrics = found.step, list(found.state.get("metrics", []))
     count, size, patch, frames = len(data["rgb"]), settings.resolution, settings.vae_patch, settings.vae_frames
-    started, losses = time.monotonic(), []
-    vae.train()
-    while step < settings.vae_steps:
+
+    def step_fn(step: int):
         g = image_bake._generator(settings.seed, "video-vae", step + 1)
         index = torch.randint(0, count, (settings.vae_batch,), generator=g).numpy()
         t0 = int(torch.randint(0, settings.clip_frames - frames + 1, (1,), generator=g))
@@ -230,19 +221,11 @@ def vae_phase(settings: VideoBakeSettings, vae, data: dict, work: Path, log) -> 
         loss = (recon - x).abs().mean() + 0.5 * (recon - x).pow(2).mean() + 1e-3 * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for group in optimizer.param_groups:
-            group["lr"] = settings.learning_rate * image_bake._lr_scale(
-                step, settings.vae_steps, min(75, max(1, settings.vae_steps // 10)))
-        optimizer.step()
-        step += 1
-        losses.append(float(loss.detach()))
-        if step % settings.checkpoint_every == 0 or step == settings.vae_steps:
-            metrics.append({"step": step, "loss": float(np.mean(losses)), "time": time.time()})
-            losses = []
-            checkpoints.save(folder, step, {k: v.contiguous() for k, v in vae.state_dict().items()},
-                             optimizer.state_dict(), {"metrics": metrics})
-            log(f"vae: step {step}/{settings.vae_steps} loss {metrics[-1]['loss']:.4f} "
-                f"({time.monotonic() - started:.0f} s)")
+        return loss
+
+    vae.train()
+    metrics = image_bake.checkpointed_loop("vae", work / "vae", {"": vae}, optimizer, settings.vae_steps,
+                                           settings.learning_rate, 75, settings.checkpoint_every, log, step_fn)
     vae.eval()
     with torch.no_grad():
         x = _videos(data["eval_rgb"])
@@ -322,25 +305,13 @@ def transformer_phase(settings: VideoBakeSettings, pipe, data: dict, latents: di
 
     import torch
 
-    from ..training import checkpoints
-
-    folder = work / "transformer"
     transformer = pipe.transformer
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=settings.transformer_learning_rate, weight_decay=1e-2)
     ema = copy.deepcopy(transformer).requires_grad_(False)
-    step, metrics = 0, []
-    found = checkpoints.latest(folder)
-    if found is not None:
-        state, opt_state = checkpoints.load(found)
-        for prefix, module in (("live.", transformer), ("ema.", ema)):
-            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-        optimizer.load_state_dict(opt_state)
-        step, metrics = found.step, list(found.state.get("metrics", []))
-    views = [chars.view_of(float(y[0]) % 360) for y in data["yaw"]]
+    views = [chars.view_of(float(y[0])) for y in data["yaw"]]
     count, texts = len(views), {}
-    started, losses = time.monotonic(), []
-    transformer.train()
-    while step < settings.transformer_steps:
+
+    def step_fn(step: int):
         g = image_bake._generator(settings.seed, "video-transformer", step + 1)
         index = torch.randint(0, count, (settings.batch,), generator=g)
         rng = np.random.default_rng(chars.hash_int(f"{settings.seed}/video-prompts/{step + 1}"))
@@ -369,24 +340,16 @@ def transformer_phase(settings: VideoBakeSettings, pipe, data: dict, latents: di
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        for group in optimizer.param_groups:
-            group["lr"] = settings.transformer_learning_rate * image_bake._lr_scale(
-                step, settings.transformer_steps, min(100, max(1, settings.transformer_steps // 10)))
-        optimizer.step()
-        step += 1
-        decay = min(settings.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pl in zip(ema.parameters(), transformer.parameters()):
-                pe.mul_(decay).add_(pl.detach(), alpha=1 - decay)
-        losses.append(float(loss.detach()))
-        if step % settings.checkpoint_every == 0 or step == settings.transformer_steps:
-            metrics.append({"step": step, "loss": float(np.mean(losses)), "time": time.time()})
-            losses = []
-            state = {f"{prefix}{k}": v.contiguous() for prefix, module in (("live.", transformer), ("ema.", ema))
-                     for k, v in module.state_dict().items()}
-            checkpoints.save(folder, step, state, optimizer.state_dict(), {"metrics": metrics})
-            log(f"transformer: step {step}/{settings.transformer_steps} loss {metrics[-1]['loss']:.4f} "
-                f"({time.monotonic() - started:.0f} s)")
+        return loss
+
+    def after_step(step: int) -> None:
+        image_bake.ema_update((ema,), (transformer,), min(settings.ema, (1 + step) / (10 + step)))
+
+    transformer.train()
+    metrics = image_bake.checkpointed_loop(
+        "transformer", work / "transformer", {"live.": transformer, "ema.": ema}, optimizer,
+        settings.transformer_steps, settings.transformer_learning_rate, 100, settings.checkpoint_every, log, step_fn,
+        after_step)
     return {"steps": settings.transformer_steps, "curve": metrics, "transformer": ema.eval()}
 
 
