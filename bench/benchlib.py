@@ -34,3 +34,44 @@ def interleaved(bare, through_server, repeats: int) -> tuple[float, float]:
     timed(bare), timed(through_server)
     times = [(timed(bare), timed(through_server)) for _ in range(repeats)]
     return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+
+
+def world_options(parser, quick: str) -> None:
+    """The options every miniature-world bench takes (likeness, shot_fill, extend_likeness)."""
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--characters", type=int, help="held-out characters (whole look-alike groups of 3 first)")
+    parser.add_argument("--json", help="also write the results as JSON to this file")
+    parser.add_argument("--keep", help="work in this folder and keep it (plates, adapters, takes)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a shared 2-core CPU two threads run several times slower)")
+
+
+def world_run(args, run) -> dict:
+    """``run(root, log)`` in --keep's folder (kept) or a temporary one, torch on --threads threads (set before
+    torch loads, here and in the server's training process, which inherits the environment); --json written."""
+    import json
+    import os
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    from bodydouble_server.engine import quiet_libraries
+
+    torch.set_num_threads(args.threads)
+    quiet_libraries()
+
+    def log(message: str) -> None:
+        print(time.strftime("%H:%M:%S"), message, file=sys.stderr, flush=True)
+
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+        results = run(Path(args.keep), log)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bodydouble-world-") as work:
+            results = run(Path(work), log)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return results

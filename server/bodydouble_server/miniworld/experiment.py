@@ -373,7 +373,8 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def with_overrides(settings: ExperimentSettings, **changes) -> ExperimentSettings:
+def with_overrides(settings, **changes):
+    """A frozen settings dataclass (any of the world's) with the changes that are not None."""
     return replace(settings, **{k: v for k, v in changes.items() if v is not None})
 
 

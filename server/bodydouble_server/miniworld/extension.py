@@ -19,7 +19,7 @@ last's.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +203,3 @@ def format_table(results: dict) -> str:
     lines.append("PSNR over the head's box; identity: the judge's top-1 on back-facing extended frames (chance within a "
                  "look-alike group 0.33); drift: first chunk's identity - last chunk's")
     return "\n".join(lines)
-
-
-def with_overrides(settings: ExtendSettings, **changes) -> ExtendSettings:
-    return replace(settings, **{k: v for k, v in changes.items() if v is not None})

@@ -200,7 +200,3 @@ def format_table(results: dict) -> str:
     lines.append("flicker: mean |change between consecutive filled frames| inside the mask / the truth's own; "
                  "goal <= 1.2")
     return "\n".join(lines)
-
-
-def with_overrides(settings: ShotSettings, **changes) -> ShotSettings:
-    return replace(settings, **{k: v for k, v in changes.items() if v is not None})
