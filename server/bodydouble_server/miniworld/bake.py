@@ -476,25 +476,32 @@ def publish(pipe, out: Path, declared: dict, label: str, metrics: dict) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def command_line(argv, doc: str, default, tiny, bake_fn, steps: dict[str, str]) -> int:
+    """A bake script's command line: OUT, --work, --tiny and the phases' step counts (``steps``: option ->
+    settings field, e.g. "--vae-steps" -> "vae_steps")."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("out", help="model folder to write (diffusers layout)")
     parser.add_argument("--work", help="work folder for the render cache and checkpoints (default: OUT.work)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long bake (CI: the script still runs)")
-    parser.add_argument("--vae-steps", type=int, help="override the VAE's steps")
-    parser.add_argument("--unet-steps", type=int, help="override the UNet's steps")
+    for option, name in steps.items():
+        parser.add_argument(option, type=int, dest=name, help=f"override the settings' {name}")
     args = parser.parse_args(argv)
-    settings = TINY if args.tiny else BakeSettings()
-    settings = replace(settings, **{k: v for k, v in (("vae_steps", args.vae_steps), ("unet_steps", args.unet_steps)) if v})
+    settings = replace(tiny if args.tiny else default,
+                       **{name: getattr(args, name) for name in steps.values() if getattr(args, name)})
     out = Path(args.out)
     work = Path(args.work) if args.work else out.with_name(out.name + ".work")
 
     def log(message: str) -> None:
         print(time.strftime("%H:%M:%S"), message, flush=True)
 
-    metrics = bake(out, settings, work, log)
+    metrics = bake_fn(out, settings, work, log)
     log(f"baked {out} in {metrics['wall_s']:.0f} s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_line(argv, __doc__, BakeSettings(), TINY, bake, {"--vae-steps": "vae_steps",
+                                                                   "--unet-steps": "unet_steps"})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ Phases, deterministic from the settings' seed and checkpointed in WORK (an inter
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -419,25 +418,8 @@ def bake(out: Path, settings: VideoBakeSettings, work: Path, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", help="model folder to write (diffusers layout)")
-    parser.add_argument("--work", help="work folder for the clip cache and checkpoints (default: OUT.work)")
-    parser.add_argument("--tiny", action="store_true", help="a seconds-long bake (CI: the script still runs)")
-    parser.add_argument("--vae-steps", type=int, help="override the VAE's steps")
-    parser.add_argument("--transformer-steps", type=int, help="override the transformer's steps")
-    args = parser.parse_args(argv)
-    settings = TINY if args.tiny else VideoBakeSettings()
-    settings = replace(settings, **{k: v for k, v in (("vae_steps", args.vae_steps),
-                                                      ("transformer_steps", args.transformer_steps)) if v})
-    out = Path(args.out)
-    work = Path(args.work) if args.work else out.with_name(out.name + ".work")
-
-    def log(message: str) -> None:
-        print(time.strftime("%H:%M:%S"), message, flush=True)
-
-    metrics = bake(out, settings, work, log)
-    log(f"baked {out} in {metrics['wall_s']:.0f} s")
-    return 0
+    return image_bake.command_line(argv, __doc__, VideoBakeSettings(), TINY, bake,
+                                   {"--vae-steps": "vae_steps", "--transformer-steps": "transformer_steps"})
 
 
 if __name__ == "__main__":
