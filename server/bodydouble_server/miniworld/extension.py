@@ -11,7 +11,8 @@ the look-alikes apart. Rows:
     (a) base video model alone     (b) the character's own video adapter    (c) its look-alike's video adapter
 
 (video adapters from the server's train job on the image experiment's references: front/side turntables and two
-back views, as 1-frame clips), beside the last plate frame held (what a model that cannot move makes).
+back views, as 1-frame clips), beside the last plate frame held (what a model that cannot move makes) and the
+ground truth itself (the judge's own ceiling on these frames).
 Scores per extended frame against the truth: PSNR over the head's box (the head and some background), and on
 the back-facing frames the judge's top-1 identity, per chunk: drift is the first chunk's identity minus the
 last's.
@@ -28,7 +29,7 @@ from . import characters as chars
 from . import experiment, world
 
 ROWS = (("a", "base video model, no adapter"), ("b", "own video adapter"), ("c", "look-alike's video adapter"),
-        ("hold", "last plate frame held (reference)"))
+        ("hold", "last plate frame held (reference)"), ("truth", "ground truth (reference)"))
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class ExtendSettings:
     train_steps: int = 300
     steps: int = 20
     guidance: float = 2.0
-    rows: tuple = ("a", "b", "c", "hold")
+    rows: tuple = ("a", "b", "c", "hold", "truth")
 
     def experiment(self) -> experiment.ExperimentSettings:
         return experiment.ExperimentSettings(characters=self.characters, train_steps=self.train_steps)
@@ -150,6 +151,9 @@ def run(settings: ExtendSettings, root: Path, log=print) -> dict:
                 for row in settings.rows:
                     if row == "hold":
                         made = {frame: last_plate for frame, _ in shot["truth"]}
+                    elif row == "truth":
+                        made = {frame: world.read_exr(shot["folder"] / f"truth.{frame:04d}.exr")
+                                for frame, _ in shot["truth"]}
                     else:
                         owner = {"a": None, "b": c, "c": look_alike}[row]
                         adapter = adapters[owner.name] if owner else None
