@@ -417,17 +417,24 @@ def declaration(settings: BakeSettings) -> dict:
             "multiple": settings.multiple, "seed": settings.seed, "base_characters": settings.characters}
 
 
-def bake(out: Path, settings: BakeSettings, work: Path, log=print) -> dict:
+def begin(settings, work: Path) -> float:
+    """A bake's first steps, either bake: quiet libraries, its thread count (bit-exact per count), the work folder
+    with the settings it runs on; the start time."""
     import torch
-    from diffusers import StableDiffusionInpaintPipeline
 
     from ..engine import quiet_libraries
 
     quiet_libraries()
     torch.set_num_threads(settings.threads)
     work.mkdir(parents=True, exist_ok=True)
-    started = time.time()
     (work / "settings.json").write_text(json.dumps(asdict(settings), indent=1))
+    return time.time()
+
+
+def bake(out: Path, settings: BakeSettings, work: Path, log=print) -> dict:
+    from diffusers import StableDiffusionInpaintPipeline
+
+    started = begin(settings, work)
     data = render_phase(settings, work, log)
     tok = tokenizer()
     vae, unet, text_encoder, scheduler = build_components(settings, len(tok))

@@ -406,15 +406,7 @@ def declaration(settings: VideoBakeSettings) -> dict:
 
 
 def bake(out: Path, settings: VideoBakeSettings, work: Path, log=print) -> dict:
-    import torch
-
-    from ..engine import quiet_libraries
-
-    quiet_libraries()
-    torch.set_num_threads(settings.threads)
-    work.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    (work / "settings.json").write_text(json.dumps(asdict(settings), indent=1))
+    started = image_bake.begin(settings, work)
     data = render_phase(settings, work, log)
     pipe = build_pipeline(settings)
     vae_metrics = vae_phase(settings, pipe.vae, data, work, log)

@@ -54,6 +54,9 @@ class ExtendSettings:
 
 
 QUICK = ExtendSettings(characters=2, count=12, train_steps=100)
+# The CI check: one character, the base video model against the last plate frame held (no training), two
+# chunks of few steps.
+CI = ExtendSettings(characters=1, count=8, steps=8, rows=("a", "hold"))
 
 
 def write_plate(root: Path, data: experiment.CharacterData, s: ExtendSettings, es) -> dict:
@@ -186,6 +189,8 @@ def summarise(settings: ExtendSettings, per_row: dict, hello: dict, timings: dic
         by_chunk = [float(np.mean([r["judged"] == r["truth"] for r in back if r["chunk"] == k])) for k in chunks]
         rows[key] = {"title": title, "frames": len(scores), "back_frames": len(back),
                      "psnr_db": float(np.mean([r["psnr"] for r in scores])),
+                     "psnr_by_chunk": [float(np.mean([r["psnr"] for r in scores if r["chunk"] == k]))
+                                       for k in sorted({r["chunk"] for r in scores})],
                      "identity": float(np.mean([r["judged"] == r["truth"] for r in back])) if back else None,
                      "identity_by_chunk": by_chunk,
                      "drift": by_chunk[0] - by_chunk[-1] if len(by_chunk) > 1 else None}

@@ -32,6 +32,7 @@ ROWS = (
     ("carried", "image fill carried (coherence 1)"),
     ("video", "video engine (world's video model)"),
 )
+REFERENCES = (("plate", "stand-in plate untouched (reference)"), ("truth", "ground truth (reference)"))
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,9 @@ class ShotSettings:
 
 FEATHER = 4                            # FillRequest's default feather, which every row uses
 QUICK = ShotSettings(characters=2, test_frames=6, train_steps=100)
-# The CI check: one character, the base model, a few frames and steps (seconds).
-CI = ShotSettings(characters=1, test_frames=4, adapters=False, fill_steps=8, rows=("frame", "coherent"))
+# The CI check: one character, the base models, a few frames and steps (seconds).
+CI = ShotSettings(characters=1, test_frames=4, adapters=False, fill_steps=8, video_steps=8,
+                  rows=("frame", "coherent", "video"))
 
 
 def flicker(filled: list[np.ndarray], truth: list[np.ndarray], masks: list[np.ndarray],
@@ -137,7 +139,7 @@ def run(settings: ShotSettings, root: Path, log=print) -> dict:
     server, thread = start_in_thread(config)
     scorer = experiment.Scorer()
     per_row: dict[str, dict] = {key: {"scores": [], "made": [], "real": [], "seconds": 0.0}
-                                for key, _ in ROWS + (("truth", ""),)}
+                                for key, _ in ROWS + REFERENCES}
     try:
         with Client(server.bound_address, timeout=120, heartbeat_interval=10.0) as client:
             hello = client.wait_ready()
@@ -157,6 +159,8 @@ def run(settings: ShotSettings, root: Path, log=print) -> dict:
                     per_row[row]["seconds"] += time.monotonic() - t
                     filled = [world.read_exr(Path(result.frames[f])) for f in frames]
                     _score(per_row[row], scorer, filled, truths, shown_truth, masks, data.character.name)
+                plates = [world.read_exr(Path(data.plate.replace("####", f"{f:04d}"))) for f in frames]
+                _score(per_row["plate"], scorer, plates, truths, shown_truth, masks, data.character.name)
                 _score(per_row["truth"], scorer, truths, truths, shown_truth, masks, data.character.name)
                 log(f"filled {data.character.name}: {', '.join(settings.rows)}")
     finally:
@@ -175,7 +179,7 @@ def _score(row: dict, scorer, filled, truths, shown_truth, masks, name: str) -> 
 
 def summarise(settings: ShotSettings, per_row: dict, hello: dict, wall_s: float) -> dict:
     rows = {}
-    for key, title in ROWS + (("truth", "ground truth (reference)"),):
+    for key, title in ROWS + REFERENCES:
         row = per_row.get(key)
         if not row or not row["scores"]:
             continue
