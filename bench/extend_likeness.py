@@ -5,8 +5,8 @@ and its look-alike's (server/bodydouble_server/miniworld/extension.py).
 Every row comes from one run through one server: plates written as EXRs, video adapters trained by the server's
 train job, frames made by its extend job, scores read back from the EXR takes.
 
-    python bench/extend_likeness.py                 # 3 characters (one look-alike group), 20 frames extended
-    python bench/extend_likeness.py --quick         # 2 characters, 12 frames, 100 training steps
+    python bench/extend_likeness.py                 # 3 characters (one look-alike group), 20 frames extended (~8 min)
+    python bench/extend_likeness.py --quick         # 2 characters, 12 frames, 100 training steps (~2 min)
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ Flicker = mean |change between consecutive filled frames| inside the mask / the 
 (issue #18's goal: <= 1.2). Every row comes from one run through one server. The video row runs on the world's
 baked video model (miniworld/bake_video.py) with each character's own video adapter.
 
-    python bench/shot_fill.py                 # 3 characters, own adapters trained (~10-15 min on 2 CPU cores)
-    python bench/shot_fill.py --quick         # 2 characters, 6 frames, shorter training (~5 min)
+    python bench/shot_fill.py                 # 3 characters, own image and video adapters trained (~6 min on 2 CPU cores)
+    python bench/shot_fill.py --quick         # 2 characters, 6 frames, shorter training (~3 min)
     python bench/shot_fill.py --no-adapters   # the base model alone (~1 min)
 """
 from __future__ import annotations
