@@ -84,8 +84,8 @@ class VideoBakeSettings:
 
 
 TINY = VideoBakeSettings(characters=2, clips_per_character=2, vae_steps=2, vae_clip_steps=2, transformer_steps=2,
-                         vae_batch=2,
-                         batch=2, checkpoint_every=1, eval_clips=2, eval_steps=2, vae_base_dim=8, width=32, layers=2)
+                         vae_batch=2, batch=2, checkpoint_every=1, eval_clips=2, eval_steps=2, vae_base_dim=8,
+                         width=32, layers=2)
 
 
 # -- components ------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ the look-alikes apart. Rows:
     (a) base video model alone     (b) the character's own video adapter    (c) its look-alike's video adapter
 
 (video adapters from the server's train job on the image experiment's references: front/side turntables and two
-back views, as 1-frame clips), beside the last plate frame held (what a model that cannot move makes) and the
-ground truth itself (the judge's own ceiling on these frames).
+back views, as 1-frame clips), beside the last plate frame held (what a model that cannot move makes), the
+truth through the video VAE (the ceiling of any extension on this model) and the ground truth itself (the
+judge's own ceiling on these frames).
 Scores per extended frame against the truth: PSNR over the head's box (the head and some background), and on
 the back-facing frames the judge's top-1 identity, per chunk: drift is the first chunk's identity minus the
 last's.
@@ -89,10 +90,10 @@ def extend(client, shot: dict, adapter: str | None, trigger: str, s: ExtendSetti
     return {frame: result.frames[frame] for frame, _ in shot["truth"]}
 
 
-def vae_round_trip(truth: list[np.ndarray], colour, window: int) -> list[np.ndarray]:
+def vae_round_trip(truth: list[np.ndarray], colour) -> list[np.ndarray]:
     """The truth frames as the video model at best gives them back: in the model's encoding, resized to its size
-    (extend's framing: the whole plate), through its VAE in windows of ``window`` frames and back: the ceiling of
-    any extension on this model (a latent model cannot give back what its VAE loses)."""
+    (extend's framing: the whole plate), through its VAE in windows of the model's window and back: the ceiling
+    of any extension on this model (a latent model cannot give back what its VAE loses)."""
     import torch
     from diffusers import AutoencoderKLWan
 
@@ -102,7 +103,7 @@ def vae_round_trip(truth: list[np.ndarray], colour, window: int) -> list[np.ndar
         return torch.nn.functional.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
 
     vae = AutoencoderKLWan.from_pretrained(str(experiment.VIDEO_MODEL / "vae")).eval()
-    window = min(window, len(truth))
+    window = min(family.VIDEO_WINDOW, len(truth))
     window -= (window - 1) % family.MINIWORLD_VIDEO.temporal_multiple        # Wan's frame rule, 4k + 1
     x = torch.from_numpy(np.stack([colour.to_model(t[:, :, :3]) for t in truth])).permute(0, 3, 1, 2).float()
     small = resize(x, (family.RESOLUTION, family.RESOLUTION))
@@ -180,15 +181,17 @@ def run(settings: ExtendSettings, root: Path, log=print) -> dict:
                 look_alike = next((d.character for d in datas[group:group + chars.GROUP_SIZE] if d is not data),
                                   datas[(index + 1) % len(datas)].character)
                 last_plate = world.read_exr(Path(shot["plate"].replace("####", f"{shot['last']:04d}")))
+                truths = {frame: world.read_exr(shot["folder"] / f"truth.{frame:04d}.exr")
+                          for frame, _ in shot["truth"]}
+                mattes = {frame: world.read_exr(shot["folder"] / f"matte.{frame:04d}.exr")[:, :, 0]
+                          for frame in truths}
                 for row in settings.rows:
                     if row == "hold":
-                        made = {frame: last_plate for frame, _ in shot["truth"]}
-                    elif row in ("truth", "vae"):
-                        made = {frame: world.read_exr(shot["folder"] / f"truth.{frame:04d}.exr")
-                                for frame, _ in shot["truth"]}
-                        if row == "vae":
-                            made = dict(zip(made, vae_round_trip(list(made.values()), scorer.colour,
-                                                                 family.VIDEO_WINDOW)))
+                        made = {frame: last_plate for frame in truths}
+                    elif row == "truth":
+                        made = truths
+                    elif row == "vae":
+                        made = dict(zip(truths, vae_round_trip(list(truths.values()), scorer.colour)))
                     else:
                         owner = {"a": None, "b": c, "c": look_alike}[row]
                         adapter = adapters[owner.name] if owner else None
@@ -196,9 +199,7 @@ def run(settings: ExtendSettings, root: Path, log=print) -> dict:
                         made = {f: world.read_exr(Path(p)) for f, p in
                                 extend(client, shot, adapter, trigger, settings, root / "takes" / c.name / row).items()}
                     for i, (frame, yaw) in enumerate(shot["truth"]):
-                        truth = world.read_exr(shot["folder"] / f"truth.{frame:04d}.exr")
-                        matte = world.read_exr(shot["folder"] / f"matte.{frame:04d}.exr")[:, :, 0]
-                        per_row[row].append({**score(scorer, made[frame], truth, matte, yaw, settings),
+                        per_row[row].append({**score(scorer, made[frame], truths[frame], mattes[frame], yaw, settings),
                                              "truth": c.name, "frame": i,
                                              "chunk": chunk_of(i, settings, family.VIDEO_WINDOW,
                                                                family.MINIWORLD_VIDEO.temporal_multiple)})
