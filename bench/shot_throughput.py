@@ -13,9 +13,12 @@ $BODYDOUBLE_STANDIN_STEP_S x steps = 1.0 s a frame). Printed, all from one run:
 - the CPU the server burned per frame in all its threads (what a GPU box's cores must cover within a frame);
 - each CPU stage's own time a frame (reading and preparing; finishing, writing and sealing): the pace a box
   with a core free for each stage would keep;
-- for reference, the embedded tiny real model at 2K: served / bare pipeline calls at the same size.
+- for reference, a real diffusers model at 2K: served / bare pipeline calls at the same size: the embedded tiny
+  model, or ``--model test:sd15-size`` (SD 1.5 inpaint's real size, random weights) on a GPU, at
+  ``--model-steps`` steps a frame.
 
 Usage: python bench/shot_throughput.py [--frames-2k 24] [--frames-4k 12] [--tiny-frames 4] [--step 0.25]
+                                       [--model test:sd15-size --model-steps 25]
 """
 from __future__ import annotations
 
@@ -130,20 +133,25 @@ def _patch_pipeline(server) -> CallClock:
     return clock
 
 
-def run_shot(label: str, root: Path, items: list, model: str | None, step: float, repeats: int = 1) -> dict:
+def run_shot(label: str, root: Path, items: list, model: str | None, step: float, repeats: int = 1,
+             steps: int = STEPS, batch: int = 0) -> dict:
     from benchlib import served
     from bodydouble.jobspec import FillRequest
     from bodydouble_server.config import ServerConfig
 
     os.environ["BODYDOUBLE_STANDIN_STEP_S"] = f"{step}"
-    config = ServerConfig(port=0, model=model, video_model="none", roots=[str(root)],
+    config = ServerConfig(port=0, model=model, video_model="none", roots=[str(root)], fill_batch=batch,
                           adapters=str(root / "adapters"), output_root=str(root / "takes"),
                           consent_dir=str(root / "consent"), audit_log=str(root / "audit.log"))
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     with served(config) as (server, client):
         clock = _patch_pipeline(server)
         pipe = clock.pipe
         shot = "".join(c for c in label.lower() if c.isalnum())
-        request = FillRequest(frames=items, prompt="bench", steps=STEPS, seed=7, shot=shot, **_NO_PREVIEW)
+        request = FillRequest(frames=items, prompt="bench", steps=steps, seed=7, shot=shot, **_NO_PREVIEW)
         client.submit(FillRequest(frames=items[:1], prompt="warm", steps=1, seed=1, shot="warm",
                                   **_NO_PREVIEW)).wait(timeout=600)
         clock.calls.clear()
@@ -154,7 +162,6 @@ def run_shot(label: str, root: Path, items: list, model: str | None, step: float
         calls = list(clock.calls)
         # The same pipeline, bare: one call per frame at the shot's model size, nothing else.
         import numpy as np
-        import torch
 
         gen = next(iter(_model_sizes(server, items[:1])))
         image = np.full((1, *gen, 3), 0.5, np.float32)
@@ -162,7 +169,7 @@ def run_shot(label: str, root: Path, items: list, model: str | None, step: float
         bare = []
         for _ in range(max(1, repeats)):
             t = time.perf_counter()
-            pipe(prompt="bench", image=image, mask_image=mask, height=gen[0], width=gen[1], num_inference_steps=STEPS,
+            pipe(prompt="bench", image=image, mask_image=mask, height=gen[0], width=gen[1], num_inference_steps=steps,
                  strength=1.0, guidance_scale=7.5, generator=torch.Generator().manual_seed(7), output_type="np")
             bare.append(time.perf_counter() - t)
     frames = len(items)
@@ -173,7 +180,8 @@ def run_shot(label: str, root: Path, items: list, model: str | None, step: float
             "gap_max_ms": 1000 * max(gaps) if gaps else 0.0,
             "lead_ms": 1000 * (calls[0][0] - start), "drain_ms": 1000 * (start + served_s - calls[-1][1]),
             "over_ms": 1000 * (served_s - bare_s) / frames, "cpu_ms": 1000 * cpu / frames,
-            "read_ms": 1000 * stages.seconds["read"] / frames, "write_ms": 1000 * stages.seconds["write"] / frames}
+            "read_ms": 1000 * stages.seconds["read"] / frames, "write_ms": 1000 * stages.seconds["write"] / frames,
+            "size": gen, "gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}
 
 
 def _model_sizes(server, items) -> set:
@@ -196,7 +204,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames-2k", type=int, default=24)
     parser.add_argument("--frames-4k", type=int, default=12)
-    parser.add_argument("--tiny-frames", type=int, default=4, help="frames for the tiny real model (0: skip)")
+    parser.add_argument("--tiny-frames", type=int, default=4, help="frames for the real model row (0: skip)")
+    parser.add_argument("--model", default=None, help="the real model row's model (default: the embedded tiny one; "
+                                                      "test:sd15-size on a GPU)")
+    parser.add_argument("--model-steps", type=int, default=STEPS, help="the real model row's steps a frame")
+    parser.add_argument("--model-batches", default="0", help="the real model row once per fill_batch setting, "
+                                                             "comma-separated (0: the server's auto choice)")
     parser.add_argument("--step", type=float, default=0.25, help="stand-in seconds per step (4 steps a frame)")
     args = parser.parse_args()
 
@@ -210,10 +223,17 @@ def main() -> None:
     if shot_4k:
         rows.append(run_shot("4K stand-in", root, shot_4k, "test:standin", args.step))
     if args.tiny_frames:
-        rows.append(run_shot("2K tiny real model", root, shot_2k[:args.tiny_frames], None, args.step, repeats=3))
+        name = args.model.removeprefix("test:") if args.model else "tiny real model"
+        for batch in (int(b) for b in args.model_batches.split(",")):
+            label = f"2K {name}" + (f" b{batch}" if batch else "")
+            rows.append(run_shot(label, root, shot_2k[:args.tiny_frames], args.model, args.step, repeats=3,
+                                 steps=args.model_steps, batch=batch))
 
-    print(f"\nfill, {STEPS} steps a frame, stand-in {args.step * STEPS:.2f} s a frame; {os.cpu_count()} CPUs; "
-          f"ratios from this one run")
+    import torch
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    print(f"\nfill, {STEPS} steps a frame, stand-in {args.step * STEPS:.2f} s a frame (real model row: "
+          f"{args.model_steps} steps); {os.cpu_count()} CPUs, {gpu}; ratios from this one run")
     print(f"{'shot':20} {'frames':>6} {'served s':>9} {'model s':>8} {'ratio':>6} {'crit ms/f':>9} "
           f"{'max ms':>7} {'lead ms':>8} {'drain ms':>8} {'over ms/f':>9} {'CPU ms/f':>8} {'cores':>5} "
           f"{'read ms/f':>9} {'write ms/f':>10}")
@@ -222,6 +242,10 @@ def main() -> None:
               f"{r['gap_ms']:9.1f} {r['gap_max_ms']:7.1f} {r['lead_ms']:8.0f} {r['drain_ms']:8.0f} "
               f"{r['over_ms']:9.1f} {r['cpu_ms']:8.0f} {r['cpu_ms'] / (1000 * r['bare'] / r['frames']):5.2f} "
               f"{r['read_ms']:9.0f} {r['write_ms']:10.0f}")
+    for r in rows:
+        if r["gpu_gib"] is not None:
+            print(f"  {r['label']}: model size {r['size'][1]}x{r['size'][0]}, bare {1000 * r['bare'] / r['frames']:.0f} "
+                  f"ms a frame, GPU memory peak {r['gpu_gib']:.2f} GiB")
     targets = {"2K stand-in": 1.03, "4K stand-in": 1.05}
     for r in rows:
         if r["label"] in targets:

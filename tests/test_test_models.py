@@ -168,8 +168,21 @@ def test_unknown_test_model_is_a_clear_error():
     from bodydouble import errors
     from bodydouble_server.models import testing
 
-    with pytest.raises(errors.BodyDoubleError, match="test:passthrough, test:standin"):
+    with pytest.raises(errors.BodyDoubleError, match="test:passthrough, test:sd15-size, test:standin"):
         testing.resolve("test:nonesuch", "image")
+
+
+def test_sd15_size_model_has_sd15_inpaints_real_architecture():
+    """What test:sd15-size builds (weights left out: the meta device) is SD 1.5 inpaint's size, parameter for
+    parameter (the published counts of runwayml/stable-diffusion-inpainting's three models), in half precision:
+    GPU timings on it are the real model's."""
+    from bodydouble_server.models import embedded
+
+    pipe = embedded.build_sd15_size_pipeline(device="meta")
+    counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("unet", "vae", "text_encoder")}
+    assert counts == {"unet": 859_535_364, "vae": 83_653_863, "text_encoder": 123_060_480}
+    assert pipe.unet.dtype.itemsize == 2
+    assert type(pipe).__name__ == "StableDiffusionInpaintPipeline"
 
 
 def test_serve_command_starts_the_standin(shot):

@@ -1,4 +1,4 @@
-"""TEST-ONLY model families: a GPU-like stand-in and a passthrough. Never for artists.
+"""TEST-ONLY models: a GPU-like stand-in, a passthrough and a real-size random SD 1.5. Never for artists.
 
 ``bodydouble serve --model test:standin`` (and ``--video-model test:standin`` for extend):
     sleeps ``$BODYDOUBLE_STANDIN_STEP_S`` seconds (default 0.25) per denoising step, the way a process waits
@@ -10,8 +10,12 @@
     returns its input unchanged (extend: the last known frame, held), so a fill through the real server gives
     back the plate inside the mask: colour, crop, pixel aspect, resize and feather checked end to end.
 
-Both run through the real fill/extend code: they are pipelines with diffusers' call signature and its LoRA
-methods (adapters are read, checked and switched, and change the stand-in's pixels). Their identity says
+``bodydouble serve --model test:sd15-size``:
+    a real diffusers SD 1.5 inpaint pipeline at its real size (860 M-parameter UNet) with random weights: a
+    GPU's own time and memory per frame, measured with no model download (bench/shot_throughput.py --model).
+
+The first two run through the real fill/extend code: they are pipelines with diffusers' call signature and its LoRA
+methods (adapters are read, checked and switched, and change the stand-in's pixels). Every test model's identity says
 TEST MODEL in every header and hello (``test_model: true``), their path is ``test:<name>`` (so nothing offers
 to train on them) and no host lists them: a pipeline engineer types them on purpose.
 """
@@ -29,6 +33,7 @@ import numpy as np
 
 from bodydouble import errors
 
+from . import embedded
 from .embedded import cached_build
 from .registry import Family, register
 
@@ -295,8 +300,11 @@ PASSTHROUGH_VIDEO = register(Family(
     detect=_detects(PassthroughVideoPipeline), kind="video", window=81, temporal_multiple=4,
     extend=_extend_passthrough, inpaint=_inpaint_passthrough))
 
+# name, kind -> what builds its folder: a test pipeline class, or a builder of a real diffusers pipeline with
+# random weights (sd15-size: SD 1.5 inpaint's real size, for GPU time and memory; its family is sd15's own).
 _PIPELINES = {("standin", "image"): StandInPipeline, ("passthrough", "image"): PassthroughPipeline,
-              ("standin", "video"): StandInVideoPipeline, ("passthrough", "video"): PassthroughVideoPipeline}
+              ("standin", "video"): StandInVideoPipeline, ("passthrough", "video"): PassthroughVideoPipeline,
+              ("sd15-size", "image"): embedded.build_sd15_size_pipeline}
 
 
 @dataclass(frozen=True)

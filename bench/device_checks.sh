@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The checks that need a GPU machine, in one run (a lent machine's minutes are few): the GPU-bound targets of
+# #12 (hello p99 with 8 clients during a fill) and #16 (2K / 4K shots beside a GPU-speed model; SD 1.5 inpaint
+# at its real size on the GPU, batched and not), then the fill / extend tests on CUDA (the suite runs on CPU).
+#
+#   bash bench/device_checks.sh --wheels    here, before: the wheels the GPU machine lacks into .whl/ (ignored)
+#   bash bench/device_checks.sh [OUT]       there: logs go to OUT (default $OUT, else /tmp/bd-device)
+#
+# The GPU machine's own Python (3.12, torch with CUDA, transformers, peft, opencv) is used; what it lacks
+# travels as wheels (pinned as in constraints.txt) and is installed under /tmp/site. Each stage has its own time
+# limit, so one that hangs does not cost the others.
+set -u
+if [ "${1:-}" = "--wheels" ]; then
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
+    pins=$(grep -iE '^(diffusers|pyzmq|OpenImageIO|OpenEXR|fileseq|ftfy|wcwidth|c2pa-python|cryptography)==' constraints.txt)
+    exec python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_26_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .whl $pins cffi==2.0.0 pycparser==3.12 toml==0.10.2
+fi
+out=${1:-${OUT:-/tmp/bd-device}}
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/plugin:$PWD/server:$PWD
+
+stage() {   # stage NAME SECONDS COMMAND...: its output to the console and $out/NAME.txt
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name (limit ${limit} s): $*"
+    local start=$SECONDS
+    timeout -k 10 "$limit" "$@" 2>&1 | grep -v "^\[transformers\]" | tee "$out/$name.txt"
+    echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
+}
+
+stage machine 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
+    python3 -c "import torch, diffusers, transformers, OpenImageIO, zmq, c2pa; print(\"torch\", torch.__version__,
+    \"cuda\", torch.cuda.is_available(), \"diffusers\", diffusers.__version__, \"transformers\", transformers.__version__,
+    \"oiio\", OpenImageIO.__version__, \"zmq\", zmq.__version__)"'
+stage load 150 python3 bench/load.py --seconds 10
+stage shot_throughput 300 python3 bench/shot_throughput.py --model test:sd15-size --model-steps 25 --tiny-frames 8 \
+    --model-batches 1,0
+stage cuda_tests 200 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_fill.py tests/test_extend.py \
+    tests/test_frame_pipeline.py tests/test_previews.py tests/test_test_models.py tests/test_colour_passthrough.py \
+    tests/test_video_models.py tests/test_model_families.py
