@@ -36,13 +36,13 @@ stage() {   # stage NAME SECONDS COMMAND...: its output to the console and $out/
     echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
 }
 
-stage machine 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
+stage machine 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
     python3 -c "import torch, diffusers, transformers, OpenImageIO, zmq, c2pa; print(\"torch\", torch.__version__,
     \"cuda\", torch.cuda.is_available(), \"diffusers\", diffusers.__version__, \"transformers\", transformers.__version__,
     \"oiio\", OpenImageIO.__version__, \"zmq\", zmq.__version__)"'
-stage load 150 python3 bench/load.py --seconds 10
-stage shot_throughput 300 python3 bench/shot_throughput.py --model test:sd15-size --model-steps 25 --tiny-frames 8 \
+stage load 100 python3 bench/load.py --seconds 10
+stage shot_throughput 230 python3 bench/shot_throughput.py --model test:sd15-size --model-steps 25 --tiny-frames 8 \
     --model-batches 1,0
-stage cuda_tests 200 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_fill.py tests/test_extend.py \
+stage cuda_tests 150 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_fill.py tests/test_extend.py \
     tests/test_frame_pipeline.py tests/test_previews.py tests/test_test_models.py tests/test_colour_passthrough.py \
     tests/test_video_models.py tests/test_model_families.py
