@@ -12,7 +12,10 @@
 set -u
 if [ "${1:-}" = "--wheels" ]; then
     grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
-    pins=$(grep -iE '^(diffusers|pyzmq|OpenImageIO|OpenEXR|fileseq|ftfy|wcwidth|c2pa-python|cryptography)==' constraints.txt)
+    names='diffusers|pyzmq|OpenImageIO|OpenEXR|fileseq|ftfy|wcwidth|c2pa-python|cryptography'
+    pins=$(grep -iE "^($names)==" constraints.txt)
+    [ "$(echo "$pins" | wc -l)" -eq "$(echo "$names" | tr '|' '\n' | wc -l)" ] \
+        || { echo "constraints.txt pins only: $pins (wanted: $names)" >&2; exit 1; }
     exec python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_26_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d .whl $pins cffi==2.0.0 pycparser==3.12 toml==0.10.2
