@@ -131,7 +131,7 @@ class ModelSlot:
 
     def _resolve(self, source: str | None) -> None:
         cfg, title = self.config, self.kind.title
-        test = testing.resolve(source, self.kind.name)   # none set, test:standin, test:passthrough: a TEST model
+        test = testing.resolve(source, self.kind.name)   # none set, or test:<name>: a TEST model
         path = test.folder if test else Path(source).expanduser()
         if not path.exists():
             raise errors.RequestError(f"{title} {path} does not exist", code=errors.MODEL_UNAVAILABLE)
