@@ -74,7 +74,8 @@ def _scheduler():
 
 
 def _assemble(seed: int, unet_config: dict, vae_config: dict, text_config: dict, device=None):
-    """An SD-inpaint pipeline with random weights drawn from ``seed`` (the global RNG is left as it was)."""
+    """An SD-inpaint pipeline with random weights drawn from ``seed`` (the global RNG is left as it was); the text
+    encoder's vocabulary is the tokenizer's unless ``text_config`` sets one."""
     import torch
     from diffusers import AutoencoderKL, StableDiffusionInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -87,7 +88,8 @@ def _assemble(seed: int, unet_config: dict, vae_config: dict, text_config: dict,
             unet = UNet2DConditionModel(in_channels=9, out_channels=4, **unet_config)
             vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, **vae_config)
             text_encoder = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1,
-                                                        layer_norm_eps=1e-05, **text_config))
+                                                        layer_norm_eps=1e-05,
+                                                        **{"vocab_size": len(tokenizer), **text_config}))
     finally:
         torch.random.set_rng_state(generator_state)
     return StableDiffusionInpaintPipeline(
@@ -106,7 +108,7 @@ def build_pipeline():
         vae_config=dict(block_out_channels=(16, 32, 32, 32), down_block_types=["DownEncoderBlock2D"] * 4,
                         up_block_types=["UpDecoderBlock2D"] * 4, norm_num_groups=8, sample_size=128),
         text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                         vocab_size=len(_tokenizer()), projection_dim=32),
+                         projection_dim=32),
     )
 
 

@@ -33,8 +33,7 @@ import numpy as np
 
 from bodydouble import errors
 
-from . import embedded
-from .embedded import cached_build
+from .embedded import build_sd15_size_pipeline, cached_build
 from .registry import Family, register
 
 PREFIX = "test:"
@@ -304,7 +303,7 @@ PASSTHROUGH_VIDEO = register(Family(
 # random weights (sd15-size: SD 1.5 inpaint's real size, for GPU time and memory; its family is sd15's own).
 _PIPELINES = {("standin", "image"): StandInPipeline, ("passthrough", "image"): PassthroughPipeline,
               ("standin", "video"): StandInVideoPipeline, ("passthrough", "video"): PassthroughVideoPipeline,
-              ("sd15-size", "image"): embedded.build_sd15_size_pipeline}
+              ("sd15-size", "image"): build_sd15_size_pipeline}
 
 
 @dataclass(frozen=True)
