@@ -75,7 +75,7 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
     total = len(req.frames)
     carry = sequence.Carry(req) if req.coherence else None
     batch = 1 if carry else common.fill_batch(engine)
-    boxes = dict(zip((f.frame for f in req.frames), sequence.survey(engine, job, req, follow=True))) if carry else {}
+    boxes = dict(zip((f.frame for f in req.frames), sequence.survey(engine, job, req))) if carry else {}
 
     def read(item) -> Prepared:
         # One frame at a time, in its own pixel types: only what the model needs becomes float.
