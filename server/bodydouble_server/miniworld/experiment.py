@@ -169,7 +169,12 @@ def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class Scorer:
-    """Scores a filled frame against the truth inside the mask, as the model's encoding shows them."""
+    """Scores a filled frame against the truth inside the mask, as the model's encoding shows them.
+
+    Make it before starting an in-process server, or after it is ready: diffusers loads a model under
+    accelerate's init_empty_weights, which patches nn.Module.register_parameter process-wide, so a judge built
+    while the server's thread loads is built on the meta device and its weights never land (seen in the suite:
+    "Tensor on device meta")."""
 
     def __init__(self, judge_folder: Path = JUDGE):
         from ..imaging.colour import ColourTransform

@@ -163,8 +163,8 @@ def run(settings: ExtendSettings, root: Path, log=print) -> dict:
                           video_resolution=family.RESOLUTION, roots=[str(root)], adapters=str(root / "adapters"),
                           output_root=str(root / "takes"), device="cpu", consent_dir=str(root / "consent"),
                           audit_log=str(root / "state" / "audit.log"), adapters_without_consent="allow")
+    scorer = experiment.Scorer()             # before the server's thread loads models (Scorer says why)
     server, thread = start_in_thread(config)
-    scorer = experiment.Scorer()
     per_row: dict[str, list[dict]] = {key: [] for key, _ in ROWS}
     timings = {"train_s": 0.0, "extend_s": 0.0}
     try:

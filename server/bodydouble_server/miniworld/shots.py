@@ -136,8 +136,8 @@ def run(settings: ShotSettings, root: Path, log=print) -> dict:
                           adapters=str(root / "adapters"), output_root=str(root / "takes"), device="cpu",
                           video_resolution=experiment.family.RESOLUTION, consent_dir=str(root / "consent"),
                           audit_log=str(root / "state" / "audit.log"), adapters_without_consent="allow")
+    scorer = experiment.Scorer()             # before the server's thread loads models (Scorer says why)
     server, thread = start_in_thread(config)
-    scorer = experiment.Scorer()
     per_row: dict[str, dict] = {key: {"scores": [], "made": [], "real": [], "seconds": 0.0}
                                 for key, _ in ROWS + REFERENCES}
     try:
