@@ -67,5 +67,5 @@ def test_video_vae_codes_a_still_as_well_as_a_frame_of_a_clip():
             truth = clip[0, :, i].permute(1, 2, 0).numpy()[mask]
             for scores, made in ((alone, coded[i][0, :, 0]), (in_clip, whole[0, :, i])):
                 error = (made.clamp(-1, 1).permute(1, 2, 0).numpy()[mask] - truth) / 2
-                scores.append(10 * np.log10(1 / np.mean(error ** 2)))
+                scores.append(world.decibels(np.mean(error ** 2)))
     assert np.mean(alone) >= np.mean(in_clip) - STILL_MARGIN_DB, (np.mean(alone), np.mean(in_clip))

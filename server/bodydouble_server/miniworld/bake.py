@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -270,7 +269,7 @@ def vae_phase(settings: BakeSettings, vae, data: dict, work: Path, log) -> dict:
         x = _pixels(data["eval_rgb"])
         recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
         mse = float(((recon - x) / 2).pow(2).mean())
-    return {"steps": settings.vae_steps, "curve": metrics, "eval_psnr_db": 10 * math.log10(1 / max(mse, 1e-10))}
+    return {"steps": settings.vae_steps, "curve": metrics, "eval_psnr_db": world.decibels(mse)}
 
 
 def _recoloured(x, generator):
@@ -408,8 +407,7 @@ def evaluate(pipe, settings: BakeSettings, data: dict) -> dict:
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
-    return 10 * math.log10(1.0 / max(mse, 1e-10))
+    return world.decibels(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
 
 
 def declaration(settings: BakeSettings) -> dict:

@@ -30,7 +30,6 @@ Phases, deterministic from the settings' seed and checkpointed in WORK (an inter
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -228,13 +227,9 @@ def vae_phase(settings: VideoBakeSettings, vae, data: dict, work: Path, log) -> 
         alone = torch.stack([((vae.decode(vae.encode(x[:, :, i:i + 1]).latent_dist.mode()).sample.clamp(-1, 1)
                                - x[:, :, i:i + 1]) / 2).pow(2).mean() for i in range(x.shape[2])])
     return {"steps": {"vae": settings.vae_steps, "vae-clips": settings.vae_clip_steps}, "curve": metrics,
-            "eval_psnr_db": _db(per_frame.mean()),
-            "eval_psnr_db_per_frame": [round(_db(m), 2) for m in per_frame],
-            "eval_psnr_db_frames_alone": round(_db(alone.mean()), 2)}
-
-
-def _db(mse) -> float:
-    return 10 * math.log10(1 / max(float(mse), 1e-10))
+            "eval_psnr_db": world.decibels(per_frame.mean()),
+            "eval_psnr_db_per_frame": [round(world.decibels(m), 2) for m in per_frame],
+            "eval_psnr_db_frames_alone": round(world.decibels(alone.mean()), 2)}
 
 
 def _vae_stage(settings: VideoBakeSettings, vae, data: dict, folder: Path, phase: str, frames: int, steps: int,

@@ -24,7 +24,6 @@ the judge's top-1 identity.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -143,8 +142,7 @@ def write_references(root: Path, c: chars.Character, s: ExperimentSettings) -> C
 
 # -- scores ------------------------------------------------------------------------------------------
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a - b) ** 2))
-    return 10 * math.log10(1.0 / max(mse, 1e-10))
+    return world.decibels(np.mean((a - b) ** 2))
 
 
 def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,3 +112,8 @@ def square(pixels: np.ndarray, size: int) -> np.ndarray:
     if pixels.shape[:2] == (size, size):
         return pixels
     return regions.resize(pixels, size, size)
+
+
+def decibels(mse: float) -> float:
+    """PSNR of a mean squared error of [0, 1] pixels (a perfect match reads 100 dB)."""
+    return 10 * math.log10(1.0 / max(float(mse), 1e-10))
