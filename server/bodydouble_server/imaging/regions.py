@@ -47,6 +47,19 @@ def context_box(box: Box, height: int, width: int, context: float, minimum: int 
     return Box(max(0, box.y0 - pad_y), min(height, box.y1 + pad_y), max(0, box.x0 - pad_x), min(width, box.x1 + pad_x))
 
 
+def shot_boxes(boxes: list[Box], height: int, width: int, context: float) -> list[Box]:
+    """A shot's crops, one per frame, all of one size: each frame's own fill crop (``context_box`` of its mask's
+    box) grown to the shot's largest and centred on the frame's own, inside the frame. The model sees each frame
+    as per-frame fill frames it, at one size (one noise per pixel of the crop)."""
+    own = [context_box(b, height, width, context) for b in boxes]
+    tall, wide = max(b.height for b in own), max(b.width for b in own)
+
+    def placed(low: int, high: int, extent: int, limit: int) -> int:
+        return min(max(0, (low + high - extent) // 2), limit - extent)
+    return [Box(y0, y0 + tall, x0, x0 + wide) for b in own
+            for y0, x0 in [(placed(b.y0, b.y1, tall, height), placed(b.x0, b.x1, wide, width))]]
+
+
 def model_size(box: Box, pixel_aspect: float, resolution: int, multiple: int) -> tuple[int, int]:
     """(height, width) to generate at: the long physical side at ``resolution``, both multiples of ``multiple``."""
     phys_w, phys_h = box.width * pixel_aspect, box.height

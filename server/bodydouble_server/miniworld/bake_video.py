@@ -9,7 +9,7 @@ Phases, deterministic from the settings' seed and checkpointed in WORK (an inter
 1. render: ``clips_per_character`` clips of ``clip_frames`` (9 = 4 * 2 + 1, Wan's frame rule) of each base
    character turning (a random start yaw and speed, the head drifting as a camera pans), framed as the product
    frames them for the video model: half as **extend** does (the whole plate, resized), half as **fill's video
-   engine** does (one box for the clip: the union of its head mattes plus fill's context), through fill's own
+   engine** does (``regions.shot_boxes``: each frame's own crop, grown to one size for the clip), through fill's own
    ``prepare_frame`` (crop, OCIO view, resize to 64 px).
 2. vae: ``AutoencoderKLWan`` with two downsamplings (latents /4 in space, /4 in time as Wan's: 9 frames -> 3
    latent frames of 16 x 16), on random 32 x 32 windows (it is convolutional) of 5 frames, then of whole clips
@@ -128,7 +128,7 @@ def build_pipeline(settings: VideoBakeSettings):
 def render_clip(rng: np.random.Generator, character: chars.Character, settings: VideoBakeSettings, framing_kind: int,
                 colour, yaws=None):
     """One clip: (rgb (F, R, R, 3) float16 display-referred at the model's size, head masks (F, R, R) bool,
-    yaws (F,)), framed for ``framing_kind`` (EXTEND: the whole plate; FILL: the union of the mattes + context)."""
+    yaws (F,)), framed for ``framing_kind`` (EXTEND: the whole plate; FILL: each frame's own crop at one size, as the video engine frames a shot)."""
     from ..imaging import frames as frame_io
     from ..imaging import regions
     from ..operations import fill
@@ -147,17 +147,14 @@ def render_clip(rng: np.random.Generator, character: chars.Character, settings: 
         renders.append(rgb * (1.0 + grain * rng.standard_normal(rgb.shape)).astype(np.float32))
         mattes.append(matte)
     if framing_kind == EXTEND:
-        box = regions.Box(0, plate, 0, plate)
+        boxes = [regions.Box(0, plate, 0, plate)] * f
     else:
-        boxes = [regions.mask_box(m) for m in mattes]
-        union = regions.Box(min(b.y0 for b in boxes), max(b.y1 for b in boxes),
-                            min(b.x0 for b in boxes), max(b.x1 for b in boxes))
-        box = regions.context_box(union, plate, plate, world.FILL_REQUEST.context)
+        boxes = regions.shot_boxes([regions.mask_box(m) for m in mattes], plate, plate, world.FILL_REQUEST.context)
     framing = world.Framing(size, family.VIDEO_MULTIPLE)
     rgbs, masks = np.zeros((f, size, size, 3), np.float16), np.zeros((f, size, size), bool)
     for i in range(f):
         prepared = fill.prepare_frame(framing, world.FILL_REQUEST, colour, frame_io.frame_from_buffer(renders[i]),
-                                      mattes[i], box=box)
+                                      mattes[i], box=boxes[i])
         rgbs[i] = world.square(prepared.model_rgb, size)
         masks[i] = world.square(prepared.model_mask[:, :, None], size)[:, :, 0] > 0.5
     return rgbs, masks, np.asarray(yaws, np.float32)

@@ -80,18 +80,15 @@ def validate_video(req: FillRequest, engine: Engine) -> None:
 
 
 def survey(engine: Engine, job, req: FillRequest) -> list[regions.Box]:
-    """Each frame's crop, all of one size: reads each frame's mask (and plate: the mask lies over its data
-    window) once, one frame at a time; the plates must share a size.
-
-    Fill's own box of each frame (its mask plus context), grown to the shot's largest and centred on the frame's
-    own: the model sees the framing per-frame fill gives it, at one size (one noise per pixel of the crop; the
-    flow between two crops is the plate's motion less the crop's). Adapters learn a character at that framing
+    """Each frame's crop, all of one size (``regions.shot_boxes``): reads each frame's mask (and plate: the mask
+    lies over its data window) once, one frame at a time; the plates must share a size. The flow between two
+    crops is the plate's motion less the crop's. Adapters learn a character at per-frame fill's framing
     (training frames its references so); measured in the miniature world, one box for the whole shot (the union
     of its masks, the plate's own camera) cost the image engine 1.2 dB and all identity, the video engine 1.7 dB
     and identity 0.42 -> 0.12 (docs/likeness.md, "Stage 7")."""
     from .fill import read_inputs
 
-    masks, first, size = [], None, None
+    mask_boxes, first, size = [], None, None
     for item in req.frames:
         job.check_cancelled()
         plate, mask, _ = read_inputs(engine, req, item)
@@ -102,18 +99,11 @@ def survey(engine: Engine, job, req: FillRequest) -> list[regions.Box]:
                 f"plate {item.frame} is {plate.shape[1]}x{plate.shape[0]} but plate {first} is {size[1]}x{size[0]}: "
                 "a shot filled as one shares one size", code=errors.INVALID_REQUEST)
         try:
-            masks.append(regions.mask_box(mask))
+            mask_boxes.append(regions.mask_box(mask))
         except errors.RequestError as exc:
             raise errors.RequestError(f"frame {item.frame}: {exc}", code=exc.code) from None
         del plate, mask
-    height, width = size
-    own = [regions.context_box(b, height, width, req.context) for b in masks]
-    tall, wide = max(b.height for b in own), max(b.width for b in own)
-
-    def placed(low: int, high: int, extent: int, limit: int) -> int:
-        return min(max(0, (low + high - extent) // 2), limit - extent)
-    return [regions.Box(y0, y0 + tall, x0, x0 + wide) for b in own
-            for y0, x0 in [(placed(b.y0, b.y1, tall, height), placed(b.x0, b.x1, wide, width))]]
+    return regions.shot_boxes(mask_boxes, *size, req.context)
 
 
 class Carry:
