@@ -23,6 +23,21 @@ def test_mask_box_and_context():
     assert info.value.code == "empty_mask"
 
 
+def test_a_shots_crops_are_each_frames_own_crop_at_the_shots_largest_size():
+    """regions.shot_boxes: the video engine and the world's video bake frame a shot with it."""
+    own = [regions.Box(40, 60, 20, 40), regions.Box(30, 70, 100, 140), regions.Box(0, 20, 180, 200)]
+    boxes = regions.shot_boxes(own, 100, 200, context=0.5)
+    sizes = {(b.height, b.width) for b in boxes}
+    assert sizes == {(80, 80)}                                  # the largest own crop: 40 x 40 grown by half a side
+    for mask_box, box in zip(own, boxes):
+        context = regions.context_box(mask_box, 100, 200, 0.5)
+        assert box.y0 <= context.y0 and context.y1 <= box.y1 and box.x0 <= context.x0 and context.x1 <= box.x1
+        assert 0 <= box.y0 and box.y1 <= 100 and 0 <= box.x0 and box.x1 <= 200
+    assert (boxes[0].y0, boxes[0].x0) == (10, 0)                # centred on its own (50, 30), held inside the frame
+    assert (boxes[1].y0, boxes[1].x0) == (10, 80)               # centred on its own (50, 120)
+    assert (boxes[2].y0, boxes[2].x1) == (0, 200)               # at the corner: pushed back inside
+
+
 def test_model_size_respects_pixel_aspect_and_multiples():
     box = regions.Box(0, 100, 0, 200)
     assert regions.model_size(box, 1.0, 512, 8) == (256, 512)

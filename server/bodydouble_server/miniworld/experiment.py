@@ -23,6 +23,7 @@ the judge's top-1 identity.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -196,6 +197,32 @@ class Scorer:
         return {"psnr": psnr(out_d[inside], truth_d[inside]), "ssim": float(ssim), "judged": name}
 
 
+@contextlib.contextmanager
+def served(root: Path, model: Path = BASE_MODEL, video_model: Path | None = None, judge: Path = JUDGE):
+    """The world's models served in this process over a real socket, rooted at ``root`` (plates, adapters, takes):
+    yields (client, hello, scorer). The scorer is built before the server's thread loads its models (Scorer says
+    why); the server stops on the way out."""
+    from bodydouble.client import Client
+
+    from ..cli import start_in_thread
+    from ..config import ServerConfig
+
+    scorer = Scorer(judge)
+    video = {"video_model": str(video_model), "video_resolution": family.RESOLUTION} if video_model else {}
+    config = ServerConfig(port=0, model=str(model), roots=[str(root)], adapters=str(root / "adapters"),
+                          output_root=str(root / "takes"), device="cpu", consent_dir=str(root / "consent"),
+                          audit_log=str(root / "state" / "audit.log"),
+                          adapters_without_consent="allow", **video)  # synthetic characters: no person, no consent
+    server, thread = start_in_thread(config)
+    try:
+        # A batch run on a busy CPU, the server in this process: a lenient heartbeat (a stall is not a lost server).
+        with Client(server.bound_address, timeout=120, heartbeat_interval=10.0) as client:
+            yield client, client.wait_ready(), scorer
+    finally:
+        server.stop()
+        thread.join(10)
+
+
 # -- the product, over ZeroMQ ------------------------------------------------------------------------
 def adapter_name(c: chars.Character, row: str, kind: str = "image") -> str:
     return {"b": f"{c.name}_own", "d": f"{c.name}_upper", "e": f"{c.name}_noback"}[row] + \
@@ -248,11 +275,6 @@ def fill(client, data: CharacterData, adapter: str | None, trigger: str, s: Expe
 
 def run(settings: ExperimentSettings, root: Path, model: Path = BASE_MODEL, judge: Path = JUDGE, log=print) -> dict:
     """The whole experiment in ``root`` (plates, adapters, takes); returns the results table as a dict."""
-    from bodydouble.client import Client
-
-    from ..cli import start_in_thread
-    from ..config import ServerConfig
-
     started = time.monotonic()
     root = Path(root)
     cast = chars.eval_characters(settings.seed, settings.characters)
@@ -260,49 +282,37 @@ def run(settings: ExperimentSettings, root: Path, model: Path = BASE_MODEL, judg
         raise ValueError("the experiment needs at least 2 characters (a look-alike for row c)")
     datas = [write_references(root, c, settings) for c in cast]
     log(f"world: {len(cast)} characters written under {root} ({time.monotonic() - started:.0f} s)")
-    config = ServerConfig(port=0, model=str(model), roots=[str(root)], adapters=str(root / "adapters"),
-                          output_root=str(root / "takes"), device="cpu", consent_dir=str(root / "consent"),
-                          audit_log=str(root / "state" / "audit.log"),
-                          adapters_without_consent="allow")   # synthetic characters: no person, no consent to record
-    server, thread = start_in_thread(config)
     timings = {"train_s": 0.0, "fill_s": 0.0}
     per_row: dict[str, list[dict]] = {key: [] for key, _ in ROWS + REFERENCES}
-    try:
-        # A batch run on a busy CPU, the server in this process: a lenient heartbeat (a stall is not a lost server).
-        with Client(server.bound_address, timeout=120, heartbeat_interval=10.0) as client:
-            hello = client.wait_ready()
-            trained: dict[tuple[str, str], str] = {}
-            t = time.monotonic()
-            for data in datas:
-                for row in ("b", "d", "e"):
-                    if row in settings.rows or (row == "b" and "c" in settings.rows):
-                        trained[data.character.name, row] = train(client, data, row, settings, root / "adapters", log)["adapter"]
-            timings["train_s"] = time.monotonic() - t
-            t = time.monotonic()
-            scorer = Scorer(judge)
-            for index, data in enumerate(datas):
-                c = data.character
-                group_start = index - index % chars.GROUP_SIZE
-                members = [d for d in datas[group_start:group_start + chars.GROUP_SIZE] if d is not data]
-                look_alike = members[0].character if members else datas[(index + 1) % len(datas)].character
-                for row in settings.rows:
-                    if row == "a":
-                        adapter, trigger = None, ""
-                    elif row == "c":
-                        adapter, trigger = trained[look_alike.name, "b"], f"<{look_alike.name}>"
-                    else:
-                        adapter, trigger = trained[c.name, row], f"<{c.name}>"
-                    frames = fill(client, data, adapter, trigger, settings, root / "takes" / c.name / row)
-                    for path, truth_path, frame in zip(frames, data.truth, range(data.first, data.first + 999)):
-                        mask = world.read_exr(Path(data.mask.replace("####", f"{frame:04d}")))[:, :, 0]
-                        score = scorer.frame(world.read_exr(Path(path)), world.read_exr(truth_path), mask)
-                        per_row[row].append({**score, "character": c.name, "truth": c.name})
-                log(f"filled {c.name}: rows {', '.join(settings.rows)}")
-                _references(scorer, data, per_row)
-            timings["fill_s"] = time.monotonic() - t
-    finally:
-        server.stop()
-        thread.join(10)
+    with served(root, model, judge=judge) as (client, hello, scorer):
+        trained: dict[tuple[str, str], str] = {}
+        t = time.monotonic()
+        for data in datas:
+            for row in ("b", "d", "e"):
+                if row in settings.rows or (row == "b" and "c" in settings.rows):
+                    trained[data.character.name, row] = train(client, data, row, settings, root / "adapters", log)["adapter"]
+        timings["train_s"] = time.monotonic() - t
+        t = time.monotonic()
+        for index, data in enumerate(datas):
+            c = data.character
+            group_start = index - index % chars.GROUP_SIZE
+            members = [d for d in datas[group_start:group_start + chars.GROUP_SIZE] if d is not data]
+            look_alike = members[0].character if members else datas[(index + 1) % len(datas)].character
+            for row in settings.rows:
+                if row == "a":
+                    adapter, trigger = None, ""
+                elif row == "c":
+                    adapter, trigger = trained[look_alike.name, "b"], f"<{look_alike.name}>"
+                else:
+                    adapter, trigger = trained[c.name, row], f"<{c.name}>"
+                frames = fill(client, data, adapter, trigger, settings, root / "takes" / c.name / row)
+                for path, truth_path, frame in zip(frames, data.truth, range(data.first, data.first + 999)):
+                    mask = world.read_exr(Path(data.mask.replace("####", f"{frame:04d}")))[:, :, 0]
+                    score = scorer.frame(world.read_exr(Path(path)), world.read_exr(truth_path), mask)
+                    per_row[row].append({**score, "character": c.name, "truth": c.name})
+            log(f"filled {c.name}: rows {', '.join(settings.rows)}")
+            _references(scorer, data, per_row)
+        timings["fill_s"] = time.monotonic() - t
     return summarise(settings, per_row, hello, timings, time.monotonic() - started)
 
 

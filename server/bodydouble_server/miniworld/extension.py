@@ -147,10 +147,6 @@ def score(scorer, made: np.ndarray, truth: np.ndarray, matte: np.ndarray, yaw: f
 
 def run(settings: ExtendSettings, root: Path, log=print) -> dict:
     """Every row for every character through one server (the baked image and video models)."""
-    from bodydouble.client import Client
-
-    from ..cli import start_in_thread
-    from ..config import ServerConfig
     from ..models import miniworld as family
 
     started = time.monotonic()
@@ -159,55 +155,44 @@ def run(settings: ExtendSettings, root: Path, log=print) -> dict:
     cast = chars.eval_characters(es.seed, settings.characters)
     datas = [experiment.write_references(root, c, es) for c in cast]
     shots = [write_plate(root, d, settings, es) for d in datas]
-    config = ServerConfig(port=0, model=str(experiment.BASE_MODEL), video_model=str(experiment.VIDEO_MODEL),
-                          video_resolution=family.RESOLUTION, roots=[str(root)], adapters=str(root / "adapters"),
-                          output_root=str(root / "takes"), device="cpu", consent_dir=str(root / "consent"),
-                          audit_log=str(root / "state" / "audit.log"), adapters_without_consent="allow")
-    scorer = experiment.Scorer()             # before the server's thread loads models (Scorer says why)
-    server, thread = start_in_thread(config)
     per_row: dict[str, list[dict]] = {key: [] for key, _ in ROWS}
     timings = {"train_s": 0.0, "extend_s": 0.0}
-    try:
-        with Client(server.bound_address, timeout=120, heartbeat_interval=10.0) as client:
-            hello = client.wait_ready()
-            t = time.monotonic()
-            adapters = {d.character.name: experiment.train(client, d, "b", es, root / "adapters", log, kind="video")
-                        ["adapter"] for d in datas if {"b", "c"} & set(settings.rows)}
-            timings["train_s"] = time.monotonic() - t
-            t = time.monotonic()
-            for index, (data, shot) in enumerate(zip(datas, shots)):
-                c = data.character
-                group = index - index % chars.GROUP_SIZE
-                look_alike = next((d.character for d in datas[group:group + chars.GROUP_SIZE] if d is not data),
-                                  datas[(index + 1) % len(datas)].character)
-                last_plate = world.read_exr(Path(shot["plate"].replace("####", f"{shot['last']:04d}")))
-                truths = {frame: world.read_exr(shot["folder"] / f"truth.{frame:04d}.exr")
-                          for frame, _ in shot["truth"]}
-                mattes = {frame: world.read_exr(shot["folder"] / f"matte.{frame:04d}.exr")[:, :, 0]
-                          for frame in truths}
-                for row in settings.rows:
-                    if row == "hold":
-                        made = {frame: last_plate for frame in truths}
-                    elif row == "truth":
-                        made = truths
-                    elif row == "vae":
-                        made = dict(zip(truths, vae_round_trip(list(truths.values()), scorer.colour)))
-                    else:
-                        owner = {"a": None, "b": c, "c": look_alike}[row]
-                        adapter = adapters[owner.name] if owner else None
-                        trigger = f"<{owner.name}>" if owner else ""
-                        made = {f: world.read_exr(Path(p)) for f, p in
-                                extend(client, shot, adapter, trigger, settings, root / "takes" / c.name / row).items()}
-                    for i, (frame, yaw) in enumerate(shot["truth"]):
-                        per_row[row].append({**score(scorer, made[frame], truths[frame], mattes[frame], yaw, settings),
-                                             "truth": c.name, "frame": i,
-                                             "chunk": chunk_of(i, settings, family.VIDEO_WINDOW,
-                                                               family.MINIWORLD_VIDEO.temporal_multiple)})
-                log(f"extended {c.name}: rows {', '.join(settings.rows)}")
-            timings["extend_s"] = time.monotonic() - t
-    finally:
-        server.stop()
-        thread.join(10)
+    with experiment.served(root, video_model=experiment.VIDEO_MODEL) as (client, hello, scorer):
+        t = time.monotonic()
+        adapters = {d.character.name: experiment.train(client, d, "b", es, root / "adapters", log, kind="video")
+                    ["adapter"] for d in datas if {"b", "c"} & set(settings.rows)}
+        timings["train_s"] = time.monotonic() - t
+        t = time.monotonic()
+        for index, (data, shot) in enumerate(zip(datas, shots)):
+            c = data.character
+            group = index - index % chars.GROUP_SIZE
+            look_alike = next((d.character for d in datas[group:group + chars.GROUP_SIZE] if d is not data),
+                              datas[(index + 1) % len(datas)].character)
+            last_plate = world.read_exr(Path(shot["plate"].replace("####", f"{shot['last']:04d}")))
+            truths = {frame: world.read_exr(shot["folder"] / f"truth.{frame:04d}.exr")
+                      for frame, _ in shot["truth"]}
+            mattes = {frame: world.read_exr(shot["folder"] / f"matte.{frame:04d}.exr")[:, :, 0]
+                      for frame in truths}
+            for row in settings.rows:
+                if row == "hold":
+                    made = {frame: last_plate for frame in truths}
+                elif row == "truth":
+                    made = truths
+                elif row == "vae":
+                    made = dict(zip(truths, vae_round_trip(list(truths.values()), scorer.colour)))
+                else:
+                    owner = {"a": None, "b": c, "c": look_alike}[row]
+                    adapter = adapters[owner.name] if owner else None
+                    trigger = f"<{owner.name}>" if owner else ""
+                    made = {f: world.read_exr(Path(p)) for f, p in
+                            extend(client, shot, adapter, trigger, settings, root / "takes" / c.name / row).items()}
+                for i, (frame, yaw) in enumerate(shot["truth"]):
+                    per_row[row].append({**score(scorer, made[frame], truths[frame], mattes[frame], yaw, settings),
+                                         "truth": c.name, "frame": i,
+                                         "chunk": chunk_of(i, settings, family.VIDEO_WINDOW,
+                                                           family.MINIWORLD_VIDEO.temporal_multiple)})
+            log(f"extended {c.name}: rows {', '.join(settings.rows)}")
+        timings["extend_s"] = time.monotonic() - t
     return summarise(settings, per_row, hello, timings, time.monotonic() - started)
 
 

@@ -121,51 +121,34 @@ def _request(data: experiment.CharacterData, row: str, adapter: str | None, s: S
 
 def run(settings: ShotSettings, root: Path, log=print) -> dict:
     """Every row for every character, through one server (the world's baked image and video models)."""
-    from bodydouble.client import Client
-
-    from ..cli import start_in_thread
-    from ..config import ServerConfig
-
     started = time.monotonic()
     root = Path(root)
     es = settings.experiment()
     cast = chars.eval_characters(es.seed, settings.characters)
     datas = [write_shot(root, experiment.write_references(root, c, es), settings, es) for c in cast]
-    config = ServerConfig(port=0, model=str(experiment.BASE_MODEL), video_model=str(experiment.VIDEO_MODEL),
-                          roots=[str(root)],
-                          adapters=str(root / "adapters"), output_root=str(root / "takes"), device="cpu",
-                          video_resolution=experiment.family.RESOLUTION, consent_dir=str(root / "consent"),
-                          audit_log=str(root / "state" / "audit.log"), adapters_without_consent="allow")
-    scorer = experiment.Scorer()             # before the server's thread loads models (Scorer says why)
-    server, thread = start_in_thread(config)
     per_row: dict[str, dict] = {key: {"scores": [], "made": [], "real": [], "seconds": 0.0}
                                 for key, _ in ROWS + REFERENCES}
-    try:
-        with Client(server.bound_address, timeout=120, heartbeat_interval=10.0) as client:
-            hello = client.wait_ready()
-            for data in datas:
-                kinds = {"video" if row == "video" else "image" for row in settings.rows}
-                adapters = {kind: experiment.train(client, data, "b", es, root / "adapters", log, kind=kind)["adapter"]
-                            for kind in sorted(kinds) if settings.adapters}
-                frames = range(data.first, data.first + len(data.truth))
-                masks = [world.read_exr(Path(data.mask.replace("####", f"{f:04d}")))[:, :, 0] for f in frames]
-                truths = [world.read_exr(p) for p in data.truth]
-                shown_truth = [scorer.display(t) for t in truths]
-                for row in settings.rows:
-                    t = time.monotonic()
-                    adapter = adapters.get("video" if row == "video" else "image")
-                    result = client.submit(_request(data, row, adapter, settings,
-                                                    root / "takes" / data.character.name / row)).wait(timeout=1800)
-                    per_row[row]["seconds"] += time.monotonic() - t
-                    filled = [world.read_exr(Path(result.frames[f])) for f in frames]
-                    _score(per_row[row], scorer, filled, truths, shown_truth, masks, data.character.name)
-                plates = [world.read_exr(Path(data.plate.replace("####", f"{f:04d}"))) for f in frames]
-                _score(per_row["plate"], scorer, plates, truths, shown_truth, masks, data.character.name)
-                _score(per_row["truth"], scorer, truths, truths, shown_truth, masks, data.character.name)
-                log(f"filled {data.character.name}: {', '.join(settings.rows)}")
-    finally:
-        server.stop()
-        thread.join(10)
+    with experiment.served(root, video_model=experiment.VIDEO_MODEL) as (client, hello, scorer):
+        for data in datas:
+            kinds = {"video" if row == "video" else "image" for row in settings.rows}
+            adapters = {kind: experiment.train(client, data, "b", es, root / "adapters", log, kind=kind)["adapter"]
+                        for kind in sorted(kinds) if settings.adapters}
+            frames = range(data.first, data.first + len(data.truth))
+            masks = [world.read_exr(Path(data.mask.replace("####", f"{f:04d}")))[:, :, 0] for f in frames]
+            truths = [world.read_exr(p) for p in data.truth]
+            shown_truth = [scorer.display(t) for t in truths]
+            for row in settings.rows:
+                t = time.monotonic()
+                adapter = adapters.get("video" if row == "video" else "image")
+                result = client.submit(_request(data, row, adapter, settings,
+                                                root / "takes" / data.character.name / row)).wait(timeout=1800)
+                per_row[row]["seconds"] += time.monotonic() - t
+                filled = [world.read_exr(Path(result.frames[f])) for f in frames]
+                _score(per_row[row], scorer, filled, truths, shown_truth, masks, data.character.name)
+            plates = [world.read_exr(Path(data.plate.replace("####", f"{f:04d}"))) for f in frames]
+            _score(per_row["plate"], scorer, plates, truths, shown_truth, masks, data.character.name)
+            _score(per_row["truth"], scorer, truths, truths, shown_truth, masks, data.character.name)
+            log(f"filled {data.character.name}: {', '.join(settings.rows)}")
     return summarise(settings, per_row, hello, time.monotonic() - started)
 
 
