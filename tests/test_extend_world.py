@@ -19,17 +19,18 @@ def results(tmp_path_factory):
 
 def test_extend_continues_the_plate_on_the_world_video_model(results):
     """Frames numbered after the plate come back in two chunks, and they continue the plate: over the head's box
-    within 6 dB of the last plate frame held, each chunk within 8.5 (measured: 17.9 dB against 23.6, chunks 18.6
-    and 15.7 dB; the first video bake 19.1, chunks 19.4 and 18.0). This video model does not yet beat a held
+    within 5 dB of the last plate frame held, each chunk within 6.5 (measured on the committed bake: 20.0 dB
+    against 23.6, chunks 20.4 and 18.8 dB; the bake before it 17.9, chunks 18.6 and 15.7, which would fail
+    here; the first video bake 19.1, chunks 19.4 and 18.0). This video model does not yet beat a held
     frame (docs/likeness.md, "Stage 7"); what breaks here is a path that loses the plate: wrong colour encoding,
     frames out of order, chunks not conditioned on their tail. The truth through the video VAE (the ceiling of
-    any extension on this model) lies above what the model makes (measured 22.6 dB)."""
+    any extension on this model) lies above what the model makes (measured 22.9 dB)."""
     rows = results["rows"]
     assert results["video_model"]["family"] == "miniworld-video" and results["video_model"]["test_model"] is True
     assert rows["a"]["frames"] == rows["hold"]["frames"] == extension.CI.count
     assert len(rows["a"]["psnr_by_chunk"]) == 2, "8 frames after 3 known ones in a 9-frame window: two chunks"
-    assert rows["a"]["psnr_db"] >= rows["hold"]["psnr_db"] - 6.0, rows
-    assert min(rows["a"]["psnr_by_chunk"]) >= rows["hold"]["psnr_db"] - 8.5, rows
+    assert rows["a"]["psnr_db"] >= rows["hold"]["psnr_db"] - 5.0, rows
+    assert min(rows["a"]["psnr_by_chunk"]) >= rows["hold"]["psnr_db"] - 6.5, rows
     assert rows["vae"]["frames"] == extension.CI.count and rows["vae"]["psnr_db"] >= rows["a"]["psnr_db"], rows
 
 
@@ -38,8 +39,8 @@ def test_video_vae_codes_a_still_as_well_as_a_frame_of_a_clip():
     starts on a frame Wan's VAE codes alone (its first-frame path, no temporal conv). The first video bake's VAE
     coded a held-out head alone at 13.5 dB inside the mask, its yellow hair white, against 24 dB for the same
     frame inside a clip: no video adapter could hold what it learned (docs/likeness.md, "Stage 7"). Held-out
-    characters' back views, framed as fill frames them, coded alone and as one 5-frame clip (the bake that codes
-    lone frames too: 20.6 against 22.3 dB; the first: 13.8 against 21.1)."""
+    characters' back views, framed as fill frames them, coded alone and as one 5-frame clip (the committed bake:
+    24.0 against 23.1 dB; the first bake to code lone frames too: 20.6 against 22.3; the first: 13.8 against 21.1)."""
     import torch
     from diffusers import AutoencoderKLWan
 
