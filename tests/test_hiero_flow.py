@@ -614,3 +614,16 @@ def test_fill_opens_the_node_graph_flow_on_the_shots_source(studio_app, plate):
     assert (read["first"].value(), read["last"].value()) == CUT and read["colorspace"].value() == "ACEScg"
     assert (group["first"].value(), group["last"].value()) == CUT
     assert group.fullName() in nuke._panels and nuke._messages == []
+
+
+def test_fill_from_the_timeline_offers_both_engines_and_opens_on_video_for_the_cut(on_video_server, plate):
+    """Issue #18's pickers in Nuke Studio: the shot's range opens on the video engine where the server has a video
+    model and video adapters to pick (the node's own picker, which the timeline's fill opens on)."""
+    from bodydouble_nuke import node as bd_node
+
+    nuke, hiero = on_video_server
+    _, sequence, _, item = _edit(hiero, plate, shot="sh020")
+    hiero._right_click(sequence, item)._find(FILL).trigger()
+    group = nuke.selectedNode()
+    assert group["engine"].values() == ["image", "video"] and group["engine"].value() == "video"
+    assert sorted(bd_node.adapter_names(group).values()) == ["hero", "villain"]
