@@ -8,6 +8,7 @@ baked video model (miniworld/bake_video.py) with each character's own video adap
     python bench/shot_fill.py                 # 3 characters, own image and video adapters trained (~6 min on 2 CPU cores)
     python bench/shot_fill.py --quick         # 2 characters, 6 frames, shorter training (~3 min)
     python bench/shot_fill.py --no-adapters   # the base model alone (~1 min)
+    python bench/shot_fill.py --rows video    # one row (frame, coherent, carried, video)
 """
 from __future__ import annotations
 
@@ -19,18 +20,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main(argv: list[str] | None = None) -> int:
     from benchlib import world_options, world_run
+    from bodydouble_server.miniworld.shots import ROWS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     world_options(parser, quick="2 characters, 6 frames, 100 training steps")
     parser.add_argument("--test-frames", type=int)
     parser.add_argument("--coherence", type=float, help="the coherent row's coherence (default 0.5)")
     parser.add_argument("--no-adapters", action="store_true", help="fill with the base model alone (no training)")
+    parser.add_argument("--rows", help=f"comma-separated rows to run (default: all of {','.join(k for k, _ in ROWS)})")
     args = parser.parse_args(argv)
+    unknown = set(args.rows.split(",")) - {k for k, _ in ROWS} if args.rows else set()
+    if unknown:
+        parser.error(f"--rows: no row {', '.join(sorted(unknown))} (rows: {', '.join(k for k, _ in ROWS)})")
     from bodydouble_server.miniworld import experiment, shots
 
     settings = experiment.with_overrides(shots.QUICK if args.quick else shots.ShotSettings(),
                                          characters=args.characters, test_frames=args.test_frames,
-                                         coherence=args.coherence, adapters=False if args.no_adapters else None)
+                                         coherence=args.coherence, adapters=False if args.no_adapters else None,
+                                         rows=tuple(args.rows.split(",")) if args.rows else None)
     results = world_run(args, lambda root, log: shots.run(settings, root, log))
     print(f"model: {results['model']['name']}; video model: {results['video_model']['name']}")
     print(f"{settings.characters} held-out characters x {settings.test_frames} frames, camera pan "

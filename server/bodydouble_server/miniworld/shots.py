@@ -171,6 +171,10 @@ def summarise(settings: ShotSettings, per_row: dict, hello: dict, wall_s: float)
                      "frames": len(scores), "flicker": float(np.sum(row["made"]) / max(np.sum(row["real"]), 1e-9)),
                      "psnr_db": float(np.mean([s["psnr"] for s in scores])),
                      "identity": float(np.mean([s["judged"] == s["truth"] for s in scores])),
+                     # Frame by frame of the shot, over the characters (scores come a character's shot at a time):
+                     # the video engine codes a chunk's first frame alone, the rest four to a latent frame.
+                     "psnr_db_by_frame": [float(np.mean([s["psnr"] for s in scores[i::settings.test_frames]]))
+                                          for i in range(settings.test_frames)],
                      "seconds": round(row["seconds"], 1)}
     model = hello.get("model") or {}
     return {"settings": asdict(settings), "rows": rows,
@@ -186,4 +190,8 @@ def format_table(results: dict) -> str:
                      f"{row['identity']:>8.2f} {row['seconds']:>7.1f}")
     lines.append("flicker: mean |change between consecutive filled frames| inside the mask / the truth's own; "
                  "goal <= 1.2")
+    lines.append("PSNR dB by frame of the shot (the video engine's chunks start at frame 0, coded alone by its VAE):")
+    for key, row in results["rows"].items():
+        if key != "truth":
+            lines.append(f"  {row['title']:<42} " + " ".join(f"{v:5.2f}" for v in row["psnr_db_by_frame"]))
     return "\n".join(lines)
