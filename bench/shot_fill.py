@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-adapters", action="store_true", help="fill with the base model alone (no training)")
     parser.add_argument("--rows", help=f"comma-separated rows to run (default: all of {','.join(k for k, _ in ROWS)})")
     args = parser.parse_args(argv)
-    unknown = set(args.rows.split(",")) - {k for k, _ in ROWS} if args.rows else set()
+    rows = tuple(args.rows.split(",")) if args.rows else None
+    unknown = set(rows or ()) - {k for k, _ in ROWS}
     if unknown:
         parser.error(f"--rows: no row {', '.join(sorted(unknown))} (rows: {', '.join(k for k, _ in ROWS)})")
     from bodydouble_server.miniworld import experiment, shots
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = experiment.with_overrides(shots.QUICK if args.quick else shots.ShotSettings(),
                                          characters=args.characters, test_frames=args.test_frames,
                                          coherence=args.coherence, adapters=False if args.no_adapters else None,
-                                         rows=tuple(args.rows.split(",")) if args.rows else None)
+                                         rows=rows)
     results = world_run(args, lambda root, log: shots.run(settings, root, log))
     print(f"model: {results['model']['name']}; video model: {results['video_model']['name']}")
     print(f"{settings.characters} held-out characters x {settings.test_frames} frames, camera pan "

@@ -235,6 +235,14 @@ def train_sets(data: CharacterData) -> dict[str, list[str]]:
             "e": [str(refs["side"])]}
 
 
+def look_alike_of(datas: list[CharacterData], index: int) -> chars.Character:
+    """Row (c)'s character for ``datas[index]``: the next member of its look-alike group (the cast comes in whole
+    groups, in order), else the next character of the cast."""
+    group = index - index % chars.GROUP_SIZE
+    return next((d.character for d in datas[group:group + chars.GROUP_SIZE] if d is not datas[index]),
+                datas[(index + 1) % len(datas)].character)
+
+
 def train(client, data: CharacterData, row: str, s: ExperimentSettings, adapters: Path, log,
           kind: str = "image") -> dict:
     """Row ``row``'s adapter for the server's ``kind`` model (image: fill's; video: extend's and the video
@@ -294,10 +302,7 @@ def run(settings: ExperimentSettings, root: Path, model: Path = BASE_MODEL, judg
         timings["train_s"] = time.monotonic() - t
         t = time.monotonic()
         for index, data in enumerate(datas):
-            c = data.character
-            group_start = index - index % chars.GROUP_SIZE
-            members = [d for d in datas[group_start:group_start + chars.GROUP_SIZE] if d is not data]
-            look_alike = members[0].character if members else datas[(index + 1) % len(datas)].character
+            c, look_alike = data.character, look_alike_of(datas, index)
             for row in settings.rows:
                 if row == "a":
                     adapter, trigger = None, ""

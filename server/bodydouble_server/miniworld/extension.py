@@ -164,10 +164,7 @@ def run(settings: ExtendSettings, root: Path, log=print) -> dict:
         timings["train_s"] = time.monotonic() - t
         t = time.monotonic()
         for index, (data, shot) in enumerate(zip(datas, shots)):
-            c = data.character
-            group = index - index % chars.GROUP_SIZE
-            look_alike = next((d.character for d in datas[group:group + chars.GROUP_SIZE] if d is not data),
-                              datas[(index + 1) % len(datas)].character)
+            c, look_alike = data.character, experiment.look_alike_of(datas, index)
             last_plate = world.read_exr(Path(shot["plate"].replace("####", f"{shot['last']:04d}")))
             truths = {frame: world.read_exr(shot["folder"] / f"truth.{frame:04d}.exr")
                       for frame, _ in shot["truth"]}
