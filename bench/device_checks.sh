@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The checks that need a GPU machine, in one run (a lent machine's minutes are few): the GPU-bound targets of
-# #12 (hello p99 with 8 clients during a fill) and #16 (2K / 4K shots beside a GPU-speed model; SD 1.5 inpaint
-# at its real size on the GPU, batched and not), then the fill / extend tests on CUDA (the suite runs on CPU).
+# The checks that need a GPU machine, in one run (a lent machine's minutes are few), most wanted first: the fill /
+# extend tests on CUDA (the suite runs on CPU); the miniature world's likeness and shot-fill tables served on CUDA
+# in float16, as a studio runs the product (the committed tables are CPU float32: a precision defect shows as a
+# gap between the two); then the GPU-bound targets of #16 (2K / 4K shots beside a GPU-speed model; SD 1.5
+# inpaint at its real size on the GPU, batched and not) and #12 (hello p99 with 8 clients during a fill).
 #
 #   bash bench/device_checks.sh --wheels    here, before: the wheels the GPU machine lacks into .whl/ (ignored)
 #   bash bench/device_checks.sh [OUT]       there: logs go to OUT (default $OUT, else /tmp/bd-device)
@@ -43,9 +45,11 @@ stage machine 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_versio
     python3 -c "import torch, diffusers, transformers, OpenImageIO, zmq, c2pa; print(\"torch\", torch.__version__,
     \"cuda\", torch.cuda.is_available(), \"diffusers\", diffusers.__version__, \"transformers\", transformers.__version__,
     \"oiio\", OpenImageIO.__version__, \"zmq\", zmq.__version__)"'
-stage load 100 python3 bench/load.py --seconds 10
-stage shot_throughput 230 python3 bench/shot_throughput.py --model test:sd15-size --model-steps 25 --tiny-frames 8 \
-    --model-batches 1,0
-stage cuda_tests 150 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_fill.py tests/test_extend.py \
+stage cuda_tests 120 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_fill.py tests/test_extend.py \
     tests/test_frame_pipeline.py tests/test_previews.py tests/test_test_models.py tests/test_colour_passthrough.py \
     tests/test_video_models.py tests/test_model_families.py
+stage likeness_cuda 150 python3 bench/likeness.py --quick --device cuda --threads 4
+stage shot_fill_cuda 100 python3 bench/shot_fill.py --quick --device cuda --threads 4
+stage shot_throughput 130 python3 bench/shot_throughput.py --frames-2k 12 --frames-4k 6 --model test:sd15-size \
+    --model-steps 25 --tiny-frames 8 --model-batches 1,0
+stage load 40 python3 bench/load.py --seconds 5

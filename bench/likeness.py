@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                                          characters=args.characters, train_steps=args.train_steps,
                                          test_frames=args.test_frames)
     results = world_run(args, lambda root, log: experiment.run(
-        settings, root, Path(args.model or experiment.BASE_MODEL), Path(args.judge or experiment.JUDGE), log))
+        settings, root, Path(args.model or experiment.BASE_MODEL), Path(args.judge or experiment.JUDGE), log,
+        args.device))
     model = results["model"] or {}
     print(f"likeness: {settings.characters} held-out characters, {settings.test_frames} back-facing test frames each, "
           f"adapters rank {settings.rank} x {settings.train_steps} steps; model {model.get('name')} "

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                                          characters=args.characters, test_frames=args.test_frames,
                                          coherence=args.coherence, adapters=False if args.no_adapters else None,
                                          rows=rows)
-    results = world_run(args, lambda root, log: shots.run(settings, root, log))
+    results = world_run(args, lambda root, log: shots.run(settings, root, log, args.device))
     print(f"model: {results['model']['name']}; video model: {results['video_model']['name']}")
     print(f"{settings.characters} held-out characters x {settings.test_frames} frames, camera pan "
           f"{settings.pan:g} px/frame, {'own adapters' if settings.adapters else 'base model'}; "
