@@ -184,30 +184,38 @@ def test_batched_fill_is_the_unbatched_take_with_fewer_calls(shot, model, monkey
                 Client(srv.bound_address, timeout=60) as client:
             pipe = srv.engine.model_for("fill").pipeline("fill")
             before = pipe.calls
-            result = client.submit(_request(shot)).wait(timeout=120)
+            progress = []
+            result = client.submit(_request(shot)).wait(timeout=120, on_progress=progress.append)
             takes[batch] = {f: _read(p) for f, p in result.frames.items()}
             assert pipe.calls - before == -(-FRAMES // batch)          # 5 frames: 5 calls, or [3, 2]
+            # Progress covers every frame of a batch: it ends at 100 %, each call's steps name its first frame.
+            fractions = [p.fraction for p in progress]
+            assert fractions[-1] == pytest.approx(1.0) and fractions == sorted(fractions), fractions
+            assert sorted({p.frame for p in progress}) == list(range(1, FRAMES + 1, batch))
     assert sorted(takes[3]) == list(range(1, FRAMES + 1))
     for frame in takes[1]:
         assert np.array_equal(takes[1][frame], takes[3][frame]), frame
 
 
-def test_an_unreadable_plate_mid_shot_keeps_exactly_the_frames_before_it(shot, monkeypatch):
+@pytest.mark.parametrize("batch", [1, 4])
+def test_an_unreadable_plate_mid_shot_keeps_exactly_the_frames_before_it(shot, batch, monkeypatch):
+    """Read in line or in a batch (a GPU's fill_batch): the frames before the broken plate are kept."""
     from bodydouble_server.models import testing
 
     monkeypatch.setenv(testing.STEP_ENV, "0")
-    broken = shot["root"] / "broken"
-    broken.mkdir(exist_ok=True)
+    broken = shot["root"] / f"broken{batch}"
+    broken.mkdir()
     for frame in range(1, 5):
         source = Path(shot["plate"].replace("#", str(frame)))
         (broken / f"plate.{frame}.exr").write_bytes(source.read_bytes() if frame != 3 else b"not an exr" * 100)
     request = FillRequest(frames=sequence_frames(str(broken / "plate.#.exr"), 1, 4, shot["mask"]), steps=1,
-                          preview=None, shot="broken")
-    with server_thread(_config(shot, model="test:standin")) as srv, Client(srv.bound_address, timeout=60) as client:
+                          preview=None, shot=broken.name)
+    with server_thread(_config(shot, model="test:standin", fill_batch=batch)) as srv, \
+            Client(srv.bound_address, timeout=60) as client:
         with pytest.raises(errors.RequestError) as caught:
             client.submit(request).wait(timeout=120)
     assert caught.value.code == errors.UNREADABLE_FILE and "plate 3" in caught.value.message
-    take_json = next((shot["root"] / "takes" / "broken").glob("**/take.json"))
+    take_json = next((shot["root"] / "takes" / broken.name).glob("**/take.json"))
     take = json.loads(take_json.read_text())
     assert take["status"] == "failed" and sorted(int(f) for f in take["frames"]) == [1, 2]
     assert sorted(p.name.split(".")[-2] for p in take_json.parent.glob("*.exr")) == ["0001", "0002"]

@@ -248,7 +248,10 @@ class Prefetcher:
         self._top_up()
         while len(group) < most:
             self._top_up(least=1)
-            if not self._pending or self._pending[0].result().size != group[0].size:
+            # An item that failed to read ends the batch before it: the frames ahead of it are generated and
+            # written, and its error is raised when the caller asks for it (as when read in line).
+            if not self._pending or self._pending[0].exception() is not None \
+                    or self._pending[0].result().size != group[0].size:
                 break
             group.append(self._pending.popleft().result())
             self._top_up()

@@ -108,9 +108,12 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                     take, returned, depth=max(0, common.frames_in_flight(group[0].plate.nbytes) - 2),
                     after=nonfinite_recorder(take, repaired)))
 
-            def on_step(step: int, steps: int, preview=None, _index=index, _frame=group[0].item.frame) -> None:
+            def on_step(step: int, steps: int, preview=None, _index=index, _frame=group[0].item.frame,
+                        _count=len(group)) -> None:
+                # One pipeline call makes the whole batch: each step advances all its frames.
                 job.check_cancelled()
-                job.report((_index + step / steps) / total, f"frame {_frame}: step {step}/{steps}", preview=preview,
+                label = f"frame {_frame}" if _count == 1 else f"frames {_frame}-{group[-1].item.frame}"
+                job.report((_index + _count * step / steps) / total, f"{label}: step {step}/{steps}", preview=preview,
                            frame=_frame, frame_index=_index, frames=total, step=step, steps=steps)
 
             if carry is None:
