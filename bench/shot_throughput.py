@@ -211,6 +211,9 @@ def main() -> None:
     parser.add_argument("--model-batches", default="0", help="the real model row once per fill_batch setting, "
                                                              "comma-separated (0: the server's auto choice)")
     parser.add_argument("--step", type=float, default=0.25, help="stand-in seconds per step (4 steps a frame)")
+    parser.add_argument("--standin-batch", type=int, default=0,
+                        help="the stand-in rows' fill_batch (0: the server's auto choice, 1 on a CPU; 4 is what a "
+                             "GPU with 16 GiB free picks)")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="bd-shot-"))
@@ -219,9 +222,11 @@ def main() -> None:
     shot_2k = write_shot(root / "2k", 2048, 1080, args.frames_2k, 400)
     shot_4k = write_shot(root / "4k", 4096, 2160, args.frames_4k, 800) if args.frames_4k else []
     print(f"plates written in {time.perf_counter() - t:.1f} s under {root}", flush=True)
-    rows.append(run_shot("2K stand-in", root, shot_2k, "test:standin", args.step))
+    suffix = f" b{args.standin_batch}" if args.standin_batch else ""
+    rows.append(run_shot("2K stand-in" + suffix, root, shot_2k, "test:standin", args.step, batch=args.standin_batch))
     if shot_4k:
-        rows.append(run_shot("4K stand-in", root, shot_4k, "test:standin", args.step))
+        rows.append(run_shot("4K stand-in" + suffix, root, shot_4k, "test:standin", args.step,
+                             batch=args.standin_batch))
     if args.tiny_frames:
         name = args.model.removeprefix("test:") if args.model else "tiny real model"
         for batch in (int(b) for b in args.model_batches.split(",")):
@@ -248,9 +253,10 @@ def main() -> None:
                   f"ms a frame, GPU memory peak {r['gpu_gib']:.2f} GiB")
     targets = {"2K stand-in": 1.03, "4K stand-in": 1.05}
     for r in rows:
-        if r["label"] in targets:
-            met = "met" if r["ratio"] <= targets[r["label"]] else "NOT met"
-            print(f"  {r['label']}: served/stand-in {r['ratio']:.3f} (target <= {targets[r['label']]}: {met}); "
+        target = targets.get(r["label"].split(" b")[0])
+        if target is not None:
+            met = "met" if r["ratio"] <= target else "NOT met"
+            print(f"  {r['label']}: served/stand-in {r['ratio']:.3f} (target <= {target}: {met}); "
                   f"critical path {r['gap_ms']:.1f} ms/frame (target <= 60 ms at 2K)")
     print("columns: model s = the bare pipeline's time for the frames; crit = median wait of the model between two "
           "frames' calls; over = (served - model) / frames, lead-in and drain included; CPU = all threads; cores = "
