@@ -197,6 +197,37 @@ def test_batched_fill_is_the_unbatched_take_with_fewer_calls(shot, model, monkey
         assert np.array_equal(takes[1][frame], takes[3][frame]), frame
 
 
+def test_a_batch_goes_to_the_writer_without_waiting_for_earlier_writes(shot, monkeypatch):
+    """With writes held back, the second batch still starts: the worker hands a whole batch (3 frames) to the
+    writer and goes on, as the model's time covers the writes (a writer shallower than the batch made the
+    worker wait for earlier writes before each batch)."""
+    from bodydouble_server.models import testing
+    from bodydouble_server.operations import common
+
+    monkeypatch.setenv(testing.STEP_ENV, "0")
+    release = threading.Event()
+    original = common.TakeWriter._write
+
+    def held(self, *args):
+        release.wait(60)
+        return original(self, *args)
+
+    monkeypatch.setattr(common.TakeWriter, "_write", held)
+    with server_thread(_config(shot, model="test:standin", fill_batch=3)) as srv, \
+            Client(srv.bound_address, timeout=60) as client:
+        pipe = srv.engine.model_for("fill").pipeline("fill")
+        before = pipe.calls
+        job = client.submit(_request(shot))
+        deadline = time.monotonic() + 30
+        while pipe.calls - before < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second_batch_started = pipe.calls - before == 2
+        release.set()
+        result = job.wait(timeout=120)
+    assert second_batch_started, "the worker waited for the first batch's writes"
+    assert sorted(result.frames) == list(range(1, FRAMES + 1))
+
+
 @pytest.mark.parametrize("batch", [1, 4])
 def test_an_unreadable_plate_mid_shot_keeps_exactly_the_frames_before_it(shot, batch, monkeypatch):
     """Read in line or in a batch (a GPU's fill_batch): the frames before the broken plate are kept."""
