@@ -17,7 +17,8 @@ def test_every_train_option_is_a_flag_and_reaches_the_request():
             "--trigger", "<h>", "--resolution", "256", "--rank", "8", "--steps", "7", "--learning-rate", "0.5",
             "--batch", "2", "--seed", "3", "--checkpoint-every", "4", "--holdout-per-view", "0",
             "--preview-steps", "2", "--preview-count", "1", "--no-mixed-precision", "--no-gradient-checkpointing",
-            "--train-text-encoder", "--clip-frames", "5", "--clip-conditioning", "2", "--rights-holder", "Studio",
+            "--train-text-encoder", "--clip-frames", "5", "--clip-conditioning", "2", "--clip-fill", "0.25",
+            "--rights-holder", "Studio",
             "--licence", "ok", "--colorspace", "sRGB", "--min-frames", "2", "--min-per-view", "0",
             "--require-view", "front", "--require-view", "back", "--force", "--report-only",
             "--contact-sheet", "sheet.png"]

@@ -1,8 +1,9 @@
 """Video adapters trained on clips of footage (``clip_frames`` > 1), on the embedded tiny Wan VACE.
 
 Plate sequences of a moving character are cut into 5-frame clips and trained with extend's objective
-(first frames known, the rest generated): through the server's train job (published, manifest records the
-clips, changes extend), in process (stop + resume = an uninterrupted run), and bad input.
+(first frames known, the rest generated) and the video engine's fill (the matte made on every frame): through
+the server's train job (published, manifest records the clips, changes extend), in process (stop + resume = an
+uninterrupted run), each control as serving builds it, and bad input.
 """
 import json
 from pathlib import Path
@@ -139,6 +140,7 @@ def test_stopped_and_resumed_clip_run_matches_an_uninterrupted_one(tmp_path, stu
     ("footage", {"model_kind": "image"}, "clip_frames 5 is for video training"),
     ("footage", {"clip_conditioning": 5}, "clip_conditioning (known frames at the start of each clip) must be in 1..4"),
     ("footage", {"clip_frames": 85}, "clip_frames must be in 1..81"),
+    ("footage", {"clip_fill": 1.5}, "clip_fill (the share of clips trained on fill, the rest on extend) must be in 0..1"),
 ])
 def test_bad_clip_training_requests_are_clear_errors(client, studio, source, changes, text):
     with pytest.raises(errors.RequestError) as caught:
@@ -206,3 +208,41 @@ def test_clip_control_is_what_extend_gives_the_transformer(tmp_path, studio):
     assert control.shape == seen[0].shape and control.shape[1] == 2 * pipe.vae.config.z_dim + 64
     assert torch.allclose(control, seen[0], atol=1e-4), float((control - seen[0]).abs().max())
     assert not torch.allclose(control, trainer.data.control[0:1], atol=1e-4)   # another clip, another control
+
+
+def test_clip_fill_control_is_what_the_video_engine_gives_the_transformer(tmp_path, studio):
+    """A clip drawn for fill (``clip_fill``) trains with, to float precision, the ``control_hidden_states`` the
+    video engine's fill hands the transformer for those frames with the character's matte to make."""
+    import torch
+
+    from bodydouble_server.config import ServerConfig
+    from bodydouble_server.models import get_family
+    from bodydouble_server.models.slots import open_model
+    from bodydouble_server.training import dataset
+    from bodydouble_server.training.settings import TrainSettings
+    from bodydouble_server.training.video import VideoTrainer
+
+    video = open_model("video", ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
+    pipe = video.pipeline()
+    settings = TrainSettings(**{**TRAIN, "clip_fill": 1.0, "holdout_per_view": 0})
+    data = dataset.load([studio["footage"] / "front"], SIZE)
+    trainer = VideoTrainer(pipe, video.identity, data, settings, tmp_path / "work")
+    assert "100% fill" in trainer.objective()
+    clip = trainer.train_frames[1]
+    seen = []
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["control_hidden_states"]), with_kwargs=True)
+    try:
+        get_family(video.identity.family).inpaint(
+            pipe, np.stack([f.rgb for f in clip.frames]), np.stack([(f.mask > 0.5) for f in clip.frames]).astype(np.float32),
+            height=SIZE, width=SIZE, prompt="", negative_prompt="", steps=1, guidance=1.0, fps=16,
+            generator=torch.Generator().manual_seed(0), on_step=lambda s, n: None)
+    finally:
+        hook.remove()
+    control = trainer.data.fill_control[1:2]
+    assert control.shape == seen[0].shape
+    assert torch.allclose(control, seen[0], atol=1e-4), float((control - seen[0]).abs().max())
+    assert not torch.allclose(control, trainer.data.control[1:2], atol=1e-4)     # not extend's control
+    # Every sample of a step draws fill at clip_fill 1.0: the loss weight is the matte on every latent frame.
+    weight = trainer.data.fill_weight[1]
+    assert weight.shape[1] == trainer.data.mean.shape[2] and bool((weight.sum(dim=(-2, -1)) > 0).all())

@@ -198,6 +198,8 @@ TRAIN_FLAGS = {
                              "(name.####.exr), 1 or 4k+1 for Wan (5, 9, 13...); 1: every frame a 1-frame clip"),
     "clip_conditioning": Flag(help="video, with --clip-frames: frames at the start of each clip given as known "
                                    "(extend's K)"),
+    "clip_fill": Flag(help="video, with --clip-frames: the share of clips trained on the video engine's fill "
+                           "(the character's matte generated on every frame), the rest on extend; 0: extend only"),
     "mixed_precision": Flag(help="GPU: train in float32"),
     "gradient_checkpointing": Flag(help="GPU: faster steps, more memory"),
     "licence": Flag(help="licence / consent note"),

@@ -333,6 +333,9 @@ class TrainOptions:
     # The model's frame rule applies: 1 or temporal_multiple * k + 1 (5, 9, 13, ... for Wan).
     clip_frames: int = 1
     clip_conditioning: int = 1        # frames at the start of each clip given as known (extend's K)
+    # Share of clip samples trained on the video engine's fill (the character's matte to generate on every frame
+    # of the clip, the rest known); the others train extend's objective. 0: extend only.
+    clip_fill: float = 0.5
     rights_holder: str = ""           # required to train (not for a report)
     licence: str = ""                 # licence / consent note; required to train
 
@@ -366,6 +369,9 @@ class TrainOptions:
             raise ValueError(f"clip_conditioning (known frames at the start of each clip) must be in "
                              f"1..{max(1, self.clip_frames - 1)} for clip_frames {self.clip_frames}, "
                              f"got {self.clip_conditioning}")
+        if not 0.0 <= self.clip_fill <= 1.0:
+            raise ValueError(f"clip_fill (the share of clips trained on fill, the rest on extend) must be in 0..1, "
+                             f"got {self.clip_fill}")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")
 

@@ -28,5 +28,5 @@ class TrainSettings(TrainOptions):
         # Steps and checkpoint cadence may change on resume (train longer); nothing else may. Without clips the
         # clip fields are left out: checkpoints of 1-frame runs written before they existed still resume.
         unfingerprinted = ("steps", "checkpoint_every", "preview_steps", "preview_count") + \
-            (("clip_frames", "clip_conditioning") if self.clip_frames == 1 else ())
+            (("clip_frames", "clip_conditioning", "clip_fill") if self.clip_frames == 1 else ())
         return {k: v for k, v in asdict(self).items() if k not in unfingerprinted}

@@ -22,8 +22,14 @@ clips of F consecutive frames (``clips.cut``: by file pattern, non-overlapping),
 known -- kept in the control video, mask 0 -- and the rest are to generate -- grey, mask 1 --, exactly the
 control an extend of K plate frames builds. The loss counts the latent frames that hold generated frames
 only (Wan's causal VAE: latent 0 is frame 0, latent j frames 4j-3..4j), weighted by the character's matte
-where there is one. The adapter then learns how the character moves as well as how they look. A clip's
-control input needs no random draw, so it is encoded once, with the clip's posterior.
+where there is one. The adapter then learns how the character moves as well as how they look.
+A share ``clip_fill`` of the samples (drawn per sample) trains the **video engine's fill** instead: the
+character's matte is to generate on every frame of the clip (grey, mask 1) and the rest of each frame is known,
+the control a shot fill builds; the loss counts the matte on every latent frame. Why both: a video adapter
+trained on stills (1-frame clips) learns the character for the latent frame the VAE codes alone -- a chunk's
+first frame -- and carries little to the frames it codes four to a latent (measured in the miniature world:
++2.0 dB on the first frame of a fill chunk, +0.5 on the rest); footage with fill's objective teaches those.
+A clip's control inputs need no random draw, so both are encoded once, with the clip's posterior.
 
 Control (``control_hidden_states``), made by ``WanVACEPipeline``'s own ``prepare_video_latents`` and
 ``prepare_masks``, from what extend gives it: the control video is the frame(s) with the pixels to generate
@@ -148,9 +154,12 @@ class VideoTrainer(Trainer):
     def objective(self) -> str:
         if self.clips is not None:
             k = self.settings.clip_conditioning
-            return (f"flow matching (velocity noise - x0) on {self.settings.clip_frames}-frame clips, extend: the first "
-                    f"{k} frame(s) known (kept in the VACE control, mask 0), the rest generated (grey, mask 1); "
-                    "loss on the generated latent frames, character matte where present")
+            share = self.settings.clip_fill
+            return (f"flow matching (velocity noise - x0) on {self.settings.clip_frames}-frame clips; "
+                    f"{1 - share:.0%} extend: the first {k} frame(s) known (kept in the VACE control, mask 0), the rest "
+                    "generated (grey, mask 1), loss on the generated latent frames, character matte where present"
+                    + (f"; {share:.0%} fill: the character's matte generated on every frame, the rest known, loss on "
+                       "the matte" if share > 0 else ""))
         return ("flow matching (velocity noise - x0) on 1-frame clips, VACE control: character matte, "
                 "random box or whole frame to generate")
 
@@ -225,6 +234,11 @@ class VideoTrainer(Trainer):
                            dim=1)
         generated = (torch.arange(latent_frames, device=self.device) > (k - 1) // step).float()
         t.weight = (mattes * generated.view(1, -1, 1, 1))[:, None]
+        if self.settings.clip_fill > 0:
+            # Fill's control: every frame's matte to generate, the rest known; the loss on the matte everywhere
+            # (a frame without a matte is all to generate, as a fill of the whole frame would be).
+            region = (t.mattes > 0.5).to(videos.dtype).view(n, frames, 1, size, size).transpose(1, 2)
+            t.fill_control, t.fill_weight = self._control(videos, region), mattes[:, None]
         del t.pixels, t.mattes
         return t
 
@@ -268,8 +282,12 @@ class VideoTrainer(Trainer):
             control = torch.cat([self._sample_control(tensors, frame, mask)
                                  for frame, mask in zip(index.tolist(), masks)])
             weight = F.interpolate(tensors.mattes[index], size=x0.shape[-2:], mode="area").float()[:, :, None]
-        else:   # extend's control, fixed per clip: encoded once
+        else:   # extend's control or fill's, fixed per clip: encoded once
             control, weight = tensors.control[index], tensors.weight[index]
+            if self.settings.clip_fill > 0:
+                fill = (torch.rand(n, generator=generator) < self.settings.clip_fill).to(self.device)
+                control = torch.where(fill.view(n, 1, 1, 1, 1), tensors.fill_control[index], control)
+                weight = torch.where(fill.view(n, 1, 1, 1, 1), tensors.fill_weight[index], weight)
         s = sigma.view(n, 1, 1, 1, 1)
         noisy = ((1 - s) * x0 + s * noise).to(self.weight_dtype)
         with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=self.autocast):
