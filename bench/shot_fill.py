@@ -9,6 +9,7 @@ baked video model (miniworld/bake_video.py) with each character's own video adap
     python bench/shot_fill.py --quick         # 2 characters, 6 frames, shorter training (~3 min)
     python bench/shot_fill.py --no-adapters   # the base model alone (~1 min)
     python bench/shot_fill.py --rows video    # one row (frame, coherent, carried, video)
+    python bench/shot_fill.py --footage 5     # references as 5-frame clips: video adapters train on clips
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-frames", type=int)
     parser.add_argument("--coherence", type=float, help="the coherent row's coherence (default 0.5)")
     parser.add_argument("--no-adapters", action="store_true", help="fill with the base model alone (no training)")
+    parser.add_argument("--footage", type=int, help="references as clips of this many frames (4k+1: the video "
+                                                     "adapters train on clips, fill and extend), not stills")
     parser.add_argument("--rows", help=f"comma-separated rows to run (default: all of {','.join(k for k, _ in ROWS)})")
     args = parser.parse_args(argv)
     rows = tuple(args.rows.split(",")) if args.rows else None
@@ -38,11 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = experiment.with_overrides(shots.QUICK if args.quick else shots.ShotSettings(),
                                          characters=args.characters, test_frames=args.test_frames,
                                          coherence=args.coherence, adapters=False if args.no_adapters else None,
-                                         rows=rows)
+                                         rows=rows, footage_frames=args.footage)
     results = world_run(args, lambda root, log: shots.run(settings, root, log, args.device))
     print(f"model: {results['model']['name']}; video model: {results['video_model']['name']}")
     print(f"{settings.characters} held-out characters x {settings.test_frames} frames, camera pan "
-          f"{settings.pan:g} px/frame, {'own adapters' if settings.adapters else 'base model'}; "
+          f"{settings.pan:g} px/frame, {'own adapters' if settings.adapters else 'base model'}"
+          f"{f' from {settings.footage_frames}-frame footage clips' if settings.footage_frames else ''}; "
           f"wall {results['wall_s']:.0f} s")
     print(shots.format_table(results))
     return 0

@@ -65,6 +65,34 @@ def test_views_of_yaws():
         "front", "three-quarter-left", "three-quarter-right", "profile-left", "profile-right", "back", "back", "back"]
 
 
+def test_footage_references_are_clips_the_trainer_cuts_whole(tmp_path):
+    """With footage_frames, every reference still becomes a clip of that many frames in its view's folder (the
+    head turning footage_turn degrees a frame, each frame with its matte), which the video trainer's cutter takes
+    whole: one clip per still, no frame left out; the same references as stills are the stills themselves."""
+    from bodydouble_server.miniworld import experiment
+    from bodydouble_server.training import clips, dataset
+
+    settings = experiment.ExperimentSettings(characters=1, side_shots=1, side_frames=3, back_views=2, test_frames=1,
+                                             footage_frames=5)
+    c = chars.eval_characters(SEED, 1)[0]
+    data = experiment.write_references(tmp_path / "footage", c, settings)
+    frames = dataset.load([data.refs["side"], data.refs["back"]], 64).frames
+    found = clips.cut(frames, 5)
+    assert found.summary() | {"sequences": None} == {"clip_frames": 5, "clips": 5, "sequences": None,
+                                                     "frames_in_clips": 25, "frames_left_out": 0, "stills": 0}
+    assert all(f.mask is not None for f in frames)
+    assert sorted(c.view for c in found.clips).count("back") == 2
+    import OpenImageIO as oiio
+
+    for clip in found.clips:
+        yaws = [oiio.ImageInput.open(str(f.path)).spec().getattribute("miniworld:yaw") for f in clip.frames]
+        assert len({f.path.parent for f in clip.frames}) == 1 and clip.last - clip.first == 4
+        assert np.allclose(np.diff(yaws), settings.footage_turn), yaws
+    stills = experiment.write_references(tmp_path / "stills", c, experiment.ExperimentSettings(
+        characters=1, side_shots=1, side_frames=3, back_views=2, test_frames=1))
+    assert len(dataset.load([stills.refs["side"], stills.refs["back"]], 64).frames) == 5
+
+
 def test_tiny_bake_writes_a_test_model_the_family_registry_claims(tmp_path):
     from bodydouble_server import models
     from bodydouble_server.miniworld import bake

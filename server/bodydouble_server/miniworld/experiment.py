@@ -65,6 +65,11 @@ class ExperimentSettings:
     back_yaw: float = 30.0               # within +- this of 180
     test_frames: int = 6                 # the held-out shot's back-facing turntable
     test_yaw: float = 40.0               # within +- this of 180
+    # Footage instead of stills: each reference above becomes a clip of this many frames (the head turning
+    # footage_turn degrees a frame from the still's yaw, one shot, numbered name.####.exr in the still's view
+    # folder); image adapters train on every frame, video adapters on the clips (clip_frames). 0: stills.
+    footage_frames: int = 0
+    footage_turn: float = 3.0
     # Training: what a TD would set for this base model (its bake trained at 1e-3).
     rank: int = 8
     train_steps: int = 300
@@ -101,11 +106,14 @@ def write_references(root: Path, c: chars.Character, s: ExperimentSettings) -> C
     base = root / "refs" / c.name
 
     def write(group: str, view_yaws: list[tuple[str, float]], shot: chars.Shot) -> None:
-        for k, (stem, yaw) in enumerate(view_yaws):
-            rgb, matte = chars.render(c, shot, yaw)
+        for stem, yaw in view_yaws:
             folder = base / group / chars.view_of(yaw)
-            world.write_plate(folder / f"{stem}.exr", rgb, {"character": c.name, "yaw": yaw})
-            world.write_matte(folder / "masks" / f"{stem}.exr", matte)
+            frames = [(f"{stem}.exr", yaw)] if not s.footage_frames else \
+                [(f"{stem}.{1001 + j:04d}.exr", yaw + j * s.footage_turn) for j in range(s.footage_frames)]
+            for name, frame_yaw in frames:
+                rgb, matte = chars.render(c, shot, frame_yaw)
+                world.write_plate(folder / name, rgb, {"character": c.name, "yaw": frame_yaw})
+                world.write_matte(folder / "masks" / name, matte)
 
     for k in range(s.side_shots):
         rng = chars._rng(s.seed, "side-shot", c.name, k)
@@ -262,7 +270,7 @@ def train(client, data: CharacterData, row: str, s: ExperimentSettings, adapters
         resolution=s.resolution, rank=s.rank, steps=s.train_steps, batch=s.train_batch,
         learning_rate=s.learning_rate, seed=0, checkpoint_every=s.train_steps, holdout_per_view=0, preview_count=0,
         min_frames=1, force=row == "e",     # (e) has a coverage gap on purpose: the report says so, we go ahead
-        **RIGHTS)
+        **({"clip_frames": s.footage_frames} if kind == "video" and s.footage_frames else {}), **RIGHTS)
     started = time.monotonic()
     result = client.submit(request).wait(timeout=3600)
     log(f"trained {result.adapter} ({row}) in {time.monotonic() - started:.0f} s, "

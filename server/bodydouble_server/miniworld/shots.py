@@ -48,11 +48,13 @@ class ShotSettings:
     fill_steps: int = 20
     video_steps: int = 20
     rows: tuple = ("frame", "coherent", "carried", "video")
+    footage_frames: int = 0            # references as clips of this many frames (experiment.py's), 0: stills
 
     def experiment(self) -> experiment.ExperimentSettings:
         return experiment.ExperimentSettings(characters=self.characters, test_frames=self.test_frames,
                                              test_yaw=self.test_yaw, train_steps=self.train_steps,
-                                             fill_steps=self.fill_steps, rows=("b",))
+                                             fill_steps=self.fill_steps, rows=("b",),
+                                             footage_frames=self.footage_frames)
 
 
 FEATHER = 4                            # FillRequest's default feather, which every row uses
