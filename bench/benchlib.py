@@ -44,6 +44,9 @@ def world_options(parser, quick: str) -> None:
     parser.add_argument("--keep", help="work in this folder and keep it (plates, adapters, takes)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared 2-core CPU two threads run several times slower)")
+    parser.add_argument("--train-steps", type=int, help="each adapter's training steps")
+    parser.add_argument("--footage", type=int, help="references as clips of this many frames, the head turning "
+                                                     "(4k+1: video adapters train on the clips), not stills")
     parser.add_argument("--device", default="cpu",
                         help="the server's device: cpu (the committed tables), cuda (float16, as a studio runs it)")
 

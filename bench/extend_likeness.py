@@ -22,12 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     world_options(parser, quick="2 characters, 12 frames, 100 training steps")
     parser.add_argument("--count", type=int, help="frames to extend")
-    parser.add_argument("--train-steps", type=int)
     args = parser.parse_args(argv)
     from bodydouble_server.miniworld import experiment, extension
 
     settings = experiment.with_overrides(extension.QUICK if args.quick else extension.ExtendSettings(),
-                                         characters=args.characters, count=args.count, train_steps=args.train_steps)
+                                         characters=args.characters, count=args.count, train_steps=args.train_steps,
+                                         footage_frames=args.footage)
     results = world_run(args, lambda root, log: extension.run(settings, root, log, args.device))
     print(f"video model: {results['video_model']['name']} (test model: {results['video_model']['test_model']})")
     print(f"{settings.characters} held-out characters, plate turning to {settings.plate_last:g} degrees at "

@@ -26,7 +26,6 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     world_options(parser, quick="3 characters, 150 training steps, 4 test frames")
-    parser.add_argument("--train-steps", type=int)
     parser.add_argument("--test-frames", type=int)
     parser.add_argument("--model", help="the baked base model folder (default: the committed one)")
     parser.add_argument("--judge", help="the judge's folder (default: the committed one)")
@@ -35,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = experiment.with_overrides(experiment.QUICK if args.quick else experiment.ExperimentSettings(),
                                          characters=args.characters, train_steps=args.train_steps,
-                                         test_frames=args.test_frames)
+                                         test_frames=args.test_frames, footage_frames=args.footage)
     results = world_run(args, lambda root, log: experiment.run(
         settings, root, Path(args.model or experiment.BASE_MODEL), Path(args.judge or experiment.JUDGE), log,
         args.device))

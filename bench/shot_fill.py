@@ -28,8 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-frames", type=int)
     parser.add_argument("--coherence", type=float, help="the coherent row's coherence (default 0.5)")
     parser.add_argument("--no-adapters", action="store_true", help="fill with the base model alone (no training)")
-    parser.add_argument("--footage", type=int, help="references as clips of this many frames (4k+1: the video "
-                                                     "adapters train on clips, fill and extend), not stills")
     parser.add_argument("--rows", help=f"comma-separated rows to run (default: all of {','.join(k for k, _ in ROWS)})")
     args = parser.parse_args(argv)
     rows = tuple(args.rows.split(",")) if args.rows else None
@@ -41,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = experiment.with_overrides(shots.QUICK if args.quick else shots.ShotSettings(),
                                          characters=args.characters, test_frames=args.test_frames,
                                          coherence=args.coherence, adapters=False if args.no_adapters else None,
-                                         rows=rows, footage_frames=args.footage)
+                                         rows=rows, footage_frames=args.footage, train_steps=args.train_steps)
     results = world_run(args, lambda root, log: shots.run(settings, root, log, args.device))
     print(f"model: {results['model']['name']}; video model: {results['video_model']['name']}")
     print(f"{settings.characters} held-out characters x {settings.test_frames} frames, camera pan "

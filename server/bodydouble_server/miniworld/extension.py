@@ -50,9 +50,11 @@ class ExtendSettings:
     steps: int = 20
     guidance: float = 2.0
     rows: tuple = ("a", "b", "c", "hold", "vae", "truth")
+    footage_frames: int = 0            # references as clips of this many frames (experiment.py's), 0: stills
 
     def experiment(self) -> experiment.ExperimentSettings:
-        return experiment.ExperimentSettings(characters=self.characters, train_steps=self.train_steps)
+        return experiment.ExperimentSettings(characters=self.characters, train_steps=self.train_steps,
+                                             footage_frames=self.footage_frames)
 
 
 QUICK = ExtendSettings(characters=2, count=12, train_steps=100)
