@@ -334,8 +334,9 @@ class TrainOptions:
     clip_frames: int = 1
     clip_conditioning: int = 1        # frames at the start of each clip given as known (extend's K)
     # Share of clip samples trained on the video engine's fill (the character's matte to generate on every frame
-    # of the clip, the rest known); the others train extend's objective. 0: extend only.
-    clip_fill: float = 0.5
+    # of the clip, the rest known); the others train extend's objective. 0: extend only; 1: a fill adapter
+    # (in the miniature world a fill share lifts the video engine's fill and lowers extend: docs/training.md).
+    clip_fill: float = 0.0
     rights_holder: str = ""           # required to train (not for a report)
     licence: str = ""                 # licence / consent note; required to train
 

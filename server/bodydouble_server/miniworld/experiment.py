@@ -70,6 +70,7 @@ class ExperimentSettings:
     # folder); image adapters train on every frame, video adapters on the clips (clip_frames). 0: stills.
     footage_frames: int = 0
     footage_turn: float = 3.0
+    footage_fill: float = 0.0            # video adapters' clip_fill (1.0 for the video engine's fill, 0 for extend)
     # Training: what a TD would set for this base model (its bake trained at 1e-3).
     rank: int = 8
     train_steps: int = 300
@@ -270,7 +271,8 @@ def train(client, data: CharacterData, row: str, s: ExperimentSettings, adapters
         resolution=s.resolution, rank=s.rank, steps=s.train_steps, batch=s.train_batch,
         learning_rate=s.learning_rate, seed=0, checkpoint_every=s.train_steps, holdout_per_view=0, preview_count=0,
         min_frames=1, force=row == "e",     # (e) has a coverage gap on purpose: the report says so, we go ahead
-        **({"clip_frames": s.footage_frames} if kind == "video" and s.footage_frames else {}), **RIGHTS)
+        **({"clip_frames": s.footage_frames, "clip_fill": s.footage_fill} if kind == "video" and s.footage_frames
+           else {}), **RIGHTS)
     started = time.monotonic()
     result = client.submit(request).wait(timeout=3600)
     log(f"trained {result.adapter} ({row}) in {time.monotonic() - started:.0f} s, "

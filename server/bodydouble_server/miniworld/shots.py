@@ -48,13 +48,14 @@ class ShotSettings:
     fill_steps: int = 20
     video_steps: int = 20
     rows: tuple = ("frame", "coherent", "carried", "video")
-    footage_frames: int = 0            # references as clips of this many frames (experiment.py's), 0: stills
+    footage_frames: int = 0            # references as clips of this many frames (experiment.py's), 0: stills;
+                                       # the video adapters from them are fill adapters (clip_fill 1)
 
     def experiment(self) -> experiment.ExperimentSettings:
         return experiment.ExperimentSettings(characters=self.characters, test_frames=self.test_frames,
                                              test_yaw=self.test_yaw, train_steps=self.train_steps,
                                              fill_steps=self.fill_steps, rows=("b",),
-                                             footage_frames=self.footage_frames)
+                                             footage_frames=self.footage_frames, footage_fill=1.0)
 
 
 FEATHER = 4                            # FillRequest's default feather, which every row uses

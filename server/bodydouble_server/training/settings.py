@@ -25,8 +25,9 @@ class TrainSettings(TrainOptions):
             raise errors.RequestError(str(exc), code=errors.INVALID_REQUEST) from None
 
     def fingerprint_fields(self) -> dict:
-        # Steps and checkpoint cadence may change on resume (train longer); nothing else may. Without clips the
-        # clip fields are left out: checkpoints of 1-frame runs written before they existed still resume.
+        # Steps and checkpoint cadence may change on resume (train longer); nothing else may. Fields left at what
+        # runs before them did are left out (no clips; clips without a fill share): their checkpoints still resume.
         unfingerprinted = ("steps", "checkpoint_every", "preview_steps", "preview_count") + \
-            (("clip_frames", "clip_conditioning", "clip_fill") if self.clip_frames == 1 else ())
+            (("clip_frames", "clip_conditioning", "clip_fill") if self.clip_frames == 1 else ()) + \
+            (("clip_fill",) if self.clip_fill == 0 else ())
         return {k: v for k, v in asdict(self).items() if k not in unfingerprinted}
