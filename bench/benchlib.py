@@ -49,6 +49,13 @@ def world_options(parser, quick: str) -> None:
                                                      "(4k+1: video adapters train on the clips), not stills")
     parser.add_argument("--device", default="cpu",
                         help="the server's device: cpu (the committed tables), cuda (float16, as a studio runs it)")
+    parser.add_argument("--dtype", default="auto", help="the server's precision: auto (CPU float32, CUDA float16), "
+                                                        "float32, float16, bfloat16")
+
+
+def server_options(args) -> dict:
+    """The world server's settings from world_options' flags."""
+    return {"device": args.device, "dtype": args.dtype}
 
 
 def world_run(args, run) -> dict:

@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchlib import world_options, world_run
+    from benchlib import server_options, world_options, world_run
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     world_options(parser, quick="2 characters, 12 frames, 100 training steps")
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = experiment.with_overrides(extension.QUICK if args.quick else extension.ExtendSettings(),
                                          characters=args.characters, count=args.count, train_steps=args.train_steps,
                                          footage_frames=args.footage)
-    results = world_run(args, lambda root, log: extension.run(settings, root, log, args.device))
+    results = world_run(args, lambda root, log: extension.run(settings, root, log, server_options(args)))
     print(f"video model: {results['video_model']['name']} (test model: {results['video_model']['test_model']})")
     print(f"{settings.characters} held-out characters, plate turning to {settings.plate_last:g} degrees at "
           f"{settings.speed:g} a frame, {settings.count} frames extended ({settings.conditioning} known a chunk); "

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchlib import world_options, world_run
+    from benchlib import server_options, world_options, world_run
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     world_options(parser, quick="3 characters, 150 training steps, 4 test frames")
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                                          test_frames=args.test_frames, footage_frames=args.footage)
     results = world_run(args, lambda root, log: experiment.run(
         settings, root, Path(args.model or experiment.BASE_MODEL), Path(args.judge or experiment.JUDGE), log,
-        args.device))
+        server_options(args)))
     model = results["model"] or {}
     print(f"likeness: {settings.characters} held-out characters, {settings.test_frames} back-facing test frames each, "
           f"adapters rank {settings.rank} x {settings.train_steps} steps; model {model.get('name')} "

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchlib import world_options, world_run
+    from benchlib import server_options, world_options, world_run
     from bodydouble_server.miniworld.shots import ROWS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                                          characters=args.characters, test_frames=args.test_frames,
                                          coherence=args.coherence, adapters=False if args.no_adapters else None,
                                          rows=rows, footage_frames=args.footage, train_steps=args.train_steps)
-    results = world_run(args, lambda root, log: shots.run(settings, root, log, args.device))
+    results = world_run(args, lambda root, log: shots.run(settings, root, log, server_options(args)))
     print(f"model: {results['model']['name']}; video model: {results['video_model']['name']}")
     print(f"{settings.characters} held-out characters x {settings.test_frames} frames, camera pan "
           f"{settings.pan:g} px/frame, {'own adapters' if settings.adapters else 'base model'}"

@@ -208,11 +208,12 @@ class Scorer:
 
 @contextlib.contextmanager
 def served(root: Path, model: Path = BASE_MODEL, video_model: Path | None = None, judge: Path = JUDGE,
-           device: str = "cpu"):
+           server: dict | None = None):
     """The world's models served in this process over a real socket, rooted at ``root`` (plates, adapters, takes):
     yields (client, hello, scorer). The scorer is built before the server's thread loads its models (Scorer says
-    why); the server stops on the way out. ``device`` is the server's (its dtype follows it: float16 on CUDA, as
-    a studio runs it); the judge scores on the CPU either way."""
+    why); the server stops on the way out. ``server``: ServerConfig settings over the world's (default: the CPU
+    in float32, the committed tables; ``{"device": "cuda"}`` serves float16 as a studio runs it, ``"dtype"``
+    another precision); the judge scores on the CPU either way."""
     from bodydouble.client import Client
 
     from ..cli import start_in_thread
@@ -220,10 +221,11 @@ def served(root: Path, model: Path = BASE_MODEL, video_model: Path | None = None
 
     scorer = Scorer(judge)
     video = {"video_model": str(video_model), "video_resolution": family.RESOLUTION} if video_model else {}
+    settings = {"device": "cpu", **video, **(server or {})}
     config = ServerConfig(port=0, model=str(model), roots=[str(root)], adapters=str(root / "adapters"),
-                          output_root=str(root / "takes"), device=device, consent_dir=str(root / "consent"),
+                          output_root=str(root / "takes"), consent_dir=str(root / "consent"),
                           audit_log=str(root / "state" / "audit.log"),
-                          adapters_without_consent="allow", **video)  # synthetic characters: no person, no consent
+                          adapters_without_consent="allow", **settings)  # synthetic characters: no person, no consent
     server, thread = start_in_thread(config)
     try:
         # A batch run on a busy CPU, the server in this process: a lenient heartbeat (a stall is not a lost server).
@@ -294,7 +296,7 @@ def fill(client, data: CharacterData, adapter: str | None, trigger: str, s: Expe
 
 
 def run(settings: ExperimentSettings, root: Path, model: Path = BASE_MODEL, judge: Path = JUDGE, log=print,
-        device: str = "cpu") -> dict:
+        server: dict | None = None) -> dict:
     """The whole experiment in ``root`` (plates, adapters, takes); returns the results table as a dict."""
     started = time.monotonic()
     root = Path(root)
@@ -305,7 +307,7 @@ def run(settings: ExperimentSettings, root: Path, model: Path = BASE_MODEL, judg
     log(f"world: {len(cast)} characters written under {root} ({time.monotonic() - started:.0f} s)")
     timings = {"train_s": 0.0, "fill_s": 0.0}
     per_row: dict[str, list[dict]] = {key: [] for key, _ in ROWS + REFERENCES}
-    with served(root, model, judge=judge, device=device) as (client, hello, scorer):
+    with served(root, model, judge=judge, server=server) as (client, hello, scorer):
         trained: dict[tuple[str, str], str] = {}
         t = time.monotonic()
         for data in datas:

@@ -147,7 +147,7 @@ def score(scorer, made: np.ndarray, truth: np.ndarray, matte: np.ndarray, yaw: f
     return row
 
 
-def run(settings: ExtendSettings, root: Path, log=print, device: str = "cpu") -> dict:
+def run(settings: ExtendSettings, root: Path, log=print, server: dict | None = None) -> dict:
     """Every row for every character through one server (the baked image and video models)."""
     from ..models import miniworld as family
 
@@ -159,7 +159,7 @@ def run(settings: ExtendSettings, root: Path, log=print, device: str = "cpu") ->
     shots = [write_plate(root, d, settings, es) for d in datas]
     per_row: dict[str, list[dict]] = {key: [] for key, _ in ROWS}
     timings = {"train_s": 0.0, "extend_s": 0.0}
-    with experiment.served(root, video_model=experiment.VIDEO_MODEL, device=device) as (client, hello, scorer):
+    with experiment.served(root, video_model=experiment.VIDEO_MODEL, server=server) as (client, hello, scorer):
         t = time.monotonic()
         adapters = {d.character.name: experiment.train(client, d, "b", es, root / "adapters", log, kind="video")
                     ["adapter"] for d in datas if {"b", "c"} & set(settings.rows)}

@@ -122,7 +122,7 @@ def _request(data: experiment.CharacterData, row: str, adapter: str | None, s: S
                        output_dir=str(out))
 
 
-def run(settings: ShotSettings, root: Path, log=print, device: str = "cpu") -> dict:
+def run(settings: ShotSettings, root: Path, log=print, server: dict | None = None) -> dict:
     """Every row for every character, through one server (the world's baked image and video models)."""
     started = time.monotonic()
     root = Path(root)
@@ -131,7 +131,7 @@ def run(settings: ShotSettings, root: Path, log=print, device: str = "cpu") -> d
     datas = [write_shot(root, experiment.write_references(root, c, es), settings, es) for c in cast]
     per_row: dict[str, dict] = {key: {"scores": [], "made": [], "real": [], "seconds": 0.0}
                                 for key, _ in ROWS + REFERENCES}
-    with experiment.served(root, video_model=experiment.VIDEO_MODEL, device=device) as (client, hello, scorer):
+    with experiment.served(root, video_model=experiment.VIDEO_MODEL, server=server) as (client, hello, scorer):
         for data in datas:
             kinds = {"video" if row == "video" else "image" for row in settings.rows}
             adapters = {kind: experiment.train(client, data, "b", es, root / "adapters", log, kind=kind)["adapter"]
