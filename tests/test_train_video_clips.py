@@ -110,8 +110,10 @@ def test_stopped_and_resumed_clip_run_matches_an_uninterrupted_one(tmp_path, stu
 
     video = open_model("video", ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
     pipe = video.pipeline()
+    # Half the samples on fill's objective (back footage without mattes: the whole frame made), half on extend's:
+    # the per-sample draw replays on resume like every other draw of a step.
     settings = TrainSettings(**{**TRAIN, "steps": 5, "preview_count": 0, "seed": 9, "batch": 2,
-                                "clip_conditioning": 2})
+                                "clip_conditioning": 2, "clip_fill": 0.5})
     thresholds = Thresholds(required_views=VIEWS)
     straight, _ = train_adapter(pipe, video.identity, [studio["footage"]], settings, tmp_path / "straight",
                                 thresholds=thresholds)
@@ -132,6 +134,7 @@ def test_stopped_and_resumed_clip_run_matches_an_uninterrupted_one(tmp_path, stu
     held = [{m["step"]: m["heldout"] for m in t["metrics"]} for t in manifests]
     assert held[1].pop(3) and held[0] == held[1]
     assert manifests[0]["clips"] == manifests[1]["clips"] and manifests[0]["clips"]["clip_conditioning"] == 2
+    assert "50% extend" in manifests[0]["objective"] and "50% fill" in manifests[0]["objective"]
 
 
 @pytest.mark.parametrize("source, changes, text", [
