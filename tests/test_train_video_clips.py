@@ -180,36 +180,51 @@ def test_cut_sequences_into_clips(tmp_path):
                                "frames_left_out": 2, "stills": 1}
 
 
+def _trainer_and_served_control(tmp_path, studio, changes: dict, serve):
+    """A video trainer on the front footage (TRAIN with ``changes``) and the ``control_hidden_states`` the
+    pipeline hands the transformer when ``serve(family, pipe, clip)`` runs it on the trainer's second clip."""
+    import torch
+
+    from bodydouble_server.config import ServerConfig
+    from bodydouble_server.models import get_family
+    from bodydouble_server.models.slots import open_model
+    from bodydouble_server.training import dataset
+    from bodydouble_server.training.settings import TrainSettings
+    from bodydouble_server.training.video import VideoTrainer
+
+    video = open_model("video", ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
+    pipe = video.pipeline()
+    settings = TrainSettings(**{**TRAIN, "holdout_per_view": 0, **changes})
+    trainer = VideoTrainer(pipe, video.identity, dataset.load([studio["footage"] / "front"], SIZE), settings,
+                           tmp_path / "work")
+    seen = []
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["control_hidden_states"]), with_kwargs=True)
+    try:
+        serve(get_family(video.identity.family), pipe, trainer.train_frames[1])
+    finally:
+        hook.remove()
+    return trainer, seen[0]
+
+
+def _one_step(**settings):
+    import torch
+
+    return {"height": SIZE, "width": SIZE, "prompt": "", "negative_prompt": "", "steps": 1, "guidance": 1.0,
+            "fps": 16, "generator": torch.Generator().manual_seed(0), "on_step": lambda s, n: None, **settings}
+
+
 def test_clip_control_is_what_extend_gives_the_transformer(tmp_path, studio):
     """The control a clip trains with is, to float precision, the ``control_hidden_states`` the pipeline hands
     the transformer when extend runs on the clip's known frames: training sees what serving sees."""
     import torch
 
-    from bodydouble_server.config import ServerConfig
-    from bodydouble_server.models import get_family
-    from bodydouble_server.training import dataset
-    from bodydouble_server.training.settings import TrainSettings
-    from bodydouble_server.training.video import VideoTrainer
-    from bodydouble_server.models.slots import open_model
-
-    video = open_model("video", ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
-    pipe = video.pipeline()
-    settings = TrainSettings(**{**TRAIN, "clip_conditioning": 2, "holdout_per_view": 0})
-    data = dataset.load([studio["footage"] / "front"], SIZE)
-    trainer = VideoTrainer(pipe, video.identity, data, settings, tmp_path / "work")
-    clip = trainer.train_frames[1]
-    seen = []
-    hook = pipe.transformer.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs["control_hidden_states"]), with_kwargs=True)
-    try:
-        get_family(video.identity.family).extend(
-            pipe, np.stack([f.rgb for f in clip.frames[:2]]), 3, height=SIZE, width=SIZE, prompt="", negative_prompt="",
-            steps=1, guidance=1.0, fps=16, generator=torch.Generator().manual_seed(0), on_step=lambda s, n: None)
-    finally:
-        hook.remove()
+    trainer, served = _trainer_and_served_control(
+        tmp_path, studio, {"clip_conditioning": 2},
+        lambda family, pipe, clip: family.extend(pipe, np.stack([f.rgb for f in clip.frames[:2]]), 3, **_one_step()))
     control = trainer.data.control[1:2]
-    assert control.shape == seen[0].shape and control.shape[1] == 2 * pipe.vae.config.z_dim + 64
-    assert torch.allclose(control, seen[0], atol=1e-4), float((control - seen[0]).abs().max())
+    assert control.shape == served.shape and control.shape[1] == 2 * trainer.pipe.vae.config.z_dim + 64
+    assert torch.allclose(control, served, atol=1e-4), float((control - served).abs().max())
     assert not torch.allclose(control, trainer.data.control[0:1], atol=1e-4)   # another clip, another control
 
 
@@ -218,34 +233,16 @@ def test_clip_fill_control_is_what_the_video_engine_gives_the_transformer(tmp_pa
     video engine's fill hands the transformer for those frames with the character's matte to make."""
     import torch
 
-    from bodydouble_server.config import ServerConfig
-    from bodydouble_server.models import get_family
-    from bodydouble_server.models.slots import open_model
-    from bodydouble_server.training import dataset
-    from bodydouble_server.training.settings import TrainSettings
-    from bodydouble_server.training.video import VideoTrainer
-
-    video = open_model("video", ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
-    pipe = video.pipeline()
-    settings = TrainSettings(**{**TRAIN, "clip_fill": 1.0, "holdout_per_view": 0})
-    data = dataset.load([studio["footage"] / "front"], SIZE)
-    trainer = VideoTrainer(pipe, video.identity, data, settings, tmp_path / "work")
+    trainer, served = _trainer_and_served_control(
+        tmp_path, studio, {"clip_fill": 1.0},
+        lambda family, pipe, clip: family.inpaint(pipe, np.stack([f.rgb for f in clip.frames]),
+                                                  np.stack([f.mask > 0.5 for f in clip.frames]).astype(np.float32),
+                                                  **_one_step()))
     assert "100% fill" in trainer.objective()
-    clip = trainer.train_frames[1]
-    seen = []
-    hook = pipe.transformer.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs["control_hidden_states"]), with_kwargs=True)
-    try:
-        get_family(video.identity.family).inpaint(
-            pipe, np.stack([f.rgb for f in clip.frames]), np.stack([(f.mask > 0.5) for f in clip.frames]).astype(np.float32),
-            height=SIZE, width=SIZE, prompt="", negative_prompt="", steps=1, guidance=1.0, fps=16,
-            generator=torch.Generator().manual_seed(0), on_step=lambda s, n: None)
-    finally:
-        hook.remove()
     control = trainer.data.fill_control[1:2]
-    assert control.shape == seen[0].shape
-    assert torch.allclose(control, seen[0], atol=1e-4), float((control - seen[0]).abs().max())
+    assert control.shape == served.shape
+    assert torch.allclose(control, served, atol=1e-4), float((control - served).abs().max())
     assert not torch.allclose(control, trainer.data.control[1:2], atol=1e-4)     # not extend's control
-    # Every sample of a step draws fill at clip_fill 1.0: the loss weight is the matte on every latent frame.
+    # The loss weight of a fill clip: the matte on every latent frame.
     weight = trainer.data.fill_weight[1]
     assert weight.shape[1] == trainer.data.mean.shape[2] and bool((weight.sum(dim=(-2, -1)) > 0).all())
