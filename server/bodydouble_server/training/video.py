@@ -155,11 +155,13 @@ class VideoTrainer(Trainer):
         if self.clips is not None:
             k = self.settings.clip_conditioning
             share = self.settings.clip_fill
+            parts = [(1 - share, f"extend: the first {k} frame(s) known (kept in the VACE control, mask 0), the rest "
+                                 "generated (grey, mask 1), loss on the generated latent frames, character matte "
+                                 "where present"),
+                     (share, "fill: the character's matte generated on every frame, the rest known, loss on the "
+                             "matte")]
             return (f"flow matching (velocity noise - x0) on {self.settings.clip_frames}-frame clips; "
-                    f"{1 - share:.0%} extend: the first {k} frame(s) known (kept in the VACE control, mask 0), the rest "
-                    "generated (grey, mask 1), loss on the generated latent frames, character matte where present"
-                    + (f"; {share:.0%} fill: the character's matte generated on every frame, the rest known, loss on "
-                       "the matte" if share > 0 else ""))
+                    + "; ".join(f"{part:.0%} {what}" for part, what in parts if part > 0))
         return ("flow matching (velocity noise - x0) on 1-frame clips, VACE control: character matte, "
                 "random box or whole frame to generate")
 
