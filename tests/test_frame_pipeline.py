@@ -187,20 +187,22 @@ def test_batched_fill_is_the_unbatched_take_with_fewer_calls(shot, model, monkey
             progress = []
             result = client.submit(_request(shot)).wait(timeout=120, on_progress=progress.append)
             takes[batch] = {f: _read(p) for f, p in result.frames.items()}
-            assert pipe.calls - before == -(-FRAMES // batch)          # 5 frames: 5 calls, or [3, 2]
+            # The first call takes one frame (the model starts on the first plate read), then batches:
+            # 5 frames: 5 calls, or [1], [2, 3, 4], [5].
+            assert pipe.calls - before == 1 + -(-(FRAMES - 1) // batch)
             # Progress covers every frame of a batch: it ends at 100 %, each call's steps name its first frame.
             fractions = [p.fraction for p in progress]
             assert fractions[-1] == pytest.approx(1.0) and fractions == sorted(fractions), fractions
-            assert sorted({p.frame for p in progress}) == list(range(1, FRAMES + 1, batch))
+            assert sorted({p.frame for p in progress}) == [1, *range(2, FRAMES + 1, batch)]
     assert sorted(takes[3]) == list(range(1, FRAMES + 1))
     for frame in takes[1]:
         assert np.array_equal(takes[1][frame], takes[3][frame]), frame
 
 
 def test_a_batch_goes_to_the_writer_without_waiting_for_earlier_writes(shot, monkeypatch):
-    """With writes held back, the second batch still starts: the worker hands a whole batch (3 frames) to the
-    writer and goes on, as the model's time covers the writes (a writer shallower than the batch made the
-    worker wait for earlier writes before each batch)."""
+    """With writes held back after the first frame's, the call after a batch still starts: the worker hands a
+    whole batch (3 frames) to the writer and goes on, as the model's time covers the writes (a writer shallower
+    than the batch made the worker wait for earlier writes before each batch). Calls: [1], [2, 3, 4], [5]."""
     from bodydouble_server.models import testing
     from bodydouble_server.operations import common
 
@@ -208,9 +210,10 @@ def test_a_batch_goes_to_the_writer_without_waiting_for_earlier_writes(shot, mon
     release = threading.Event()
     original = common.TakeWriter._write
 
-    def held(self, *args):
-        release.wait(60)
-        return original(self, *args)
+    def held(self, frame, *args):
+        if frame != 1:
+            release.wait(60)
+        return original(self, frame, *args)
 
     monkeypatch.setattr(common.TakeWriter, "_write", held)
     with server_thread(_config(shot, model="test:standin", fill_batch=3)) as srv, \
@@ -219,12 +222,12 @@ def test_a_batch_goes_to_the_writer_without_waiting_for_earlier_writes(shot, mon
         before = pipe.calls
         job = client.submit(_request(shot))
         deadline = time.monotonic() + 30
-        while pipe.calls - before < 2 and time.monotonic() < deadline:
+        while pipe.calls - before < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
-        second_batch_started = pipe.calls - before == 2
+        next_call_started = pipe.calls - before == 3
         release.set()
         result = job.wait(timeout=120)
-    assert second_batch_started, "the worker waited for the first batch's writes"
+    assert next_call_started, "the worker waited for the batch's writes"
     assert sorted(result.frames) == list(range(1, FRAMES + 1))
 
 

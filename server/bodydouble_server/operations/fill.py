@@ -91,7 +91,9 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
         index = 0
         while index < total:
             job.check_cancelled()
-            group = reader.next_batch(batch)
+            # The first call takes one frame: the model starts once one plate is read, not a batch of them (and
+            # the artist sees the first frame sooner); the reader fills the next batch meanwhile.
+            group = reader.next_batch(batch if index else 1)
             if take is None:
                 # The take opens once the first frame's inputs are read and checked: a plate or mask that cannot
                 # be used leaves no folder and uses no take number (a cancel or a model failure marks the take).
