@@ -92,6 +92,8 @@ def test_train_job_on_clips_publishes_an_adapter_that_changes_extend(client, stu
 
     listed = {a.name: a for a in client.list_adapters()}
     assert listed["hero_walk"].status == "ready" and listed["hero_walk"].serves("extend")
+    # Clips on extend's objective alone: the picker says what it is for.
+    assert listed["hero_walk"].trained_for == "extend" and listed["hero_walk"].label.endswith(" · for extend")
     trained = extend(client, studio, [AdapterRef("hero_walk")])
     assert trained.shape == plain.shape and not np.array_equal(trained, plain)
     assert np.array_equal(extend(client, studio, []), plain)     # same seed, no adapter: the same frames
@@ -246,3 +248,21 @@ def test_clip_fill_control_is_what_the_video_engine_gives_the_transformer(tmp_pa
     # The loss weight of a fill clip: the matte on every latent frame.
     weight = trainer.data.fill_weight[1]
     assert weight.shape[1] == trainer.data.mean.shape[2] and bool((weight.sum(dim=(-2, -1)) > 0).all())
+
+
+@pytest.mark.parametrize("settings, purpose", [
+    ({"clip_frames": 5, "clip_fill": 1.0}, "fill"), ({"clip_frames": 5, "clip_fill": 0.0}, "extend"),
+    ({"clip_frames": 5, "clip_fill": 0.5}, ""), ({"clip_frames": 1, "clip_fill": 0.0}, ""), ({}, ""),
+    ({"clip_frames": "5", "clip_fill": 1.0}, ""), ({"clip_frames": 5, "clip_fill": "all"}, "")])
+def test_a_video_adapter_from_clips_is_listed_with_the_job_it_was_trained_for(tmp_path, settings, purpose):
+    """Only an adapter trained on clips for one job (fill or extend) says so; stills, a mix, or a manifest whose
+    settings are not what the trainer writes say nothing."""
+    from bodydouble.client import AdapterInfo
+    from bodydouble_server.adapters import Adapter
+
+    entry = Adapter("hero", tmp_path, manifest={"character": "Hero", "model_kind": "video",
+                                                "training": {"settings": settings}}).describe()
+    assert entry["trained_for"] == purpose
+    info = AdapterInfo(name=entry["name"], character=entry["character"], trigger="", base_model="", status="ready",
+                       raw=entry)
+    assert info.label.endswith(f" · for {purpose}") == bool(purpose)

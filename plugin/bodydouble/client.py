@@ -101,8 +101,14 @@ class AdapterInfo:
 
     @property
     def label(self) -> str:
-        """What a host's adapter picker shows."""
-        return f"{self.character} ({self.name}) · {self.base_model}"
+        """What a host's adapter picker shows (a video adapter trained for one job says which)."""
+        return f"{self.character} ({self.name}) · {self.base_model}" + \
+            (f" · for {self.trained_for}" if self.trained_for else "")
+
+    @property
+    def trained_for(self) -> str:
+        """``fill`` or ``extend`` for a video adapter trained for that job alone, else ""."""
+        return self.raw.get("trained_for", "")
 
     @property
     def model_kind(self) -> str:

@@ -35,7 +35,8 @@ MODEL_KINDS = ("image", "video")
 # Every string a listing entry carries is capped (characters), and a listing holds at most MAX_LISTED adapters:
 # with the field names an entry stays under ~2.5 KB, so a listing always fits the 1 MiB reply limit.
 FIELD_CAPS = {"name": 128, "character": 128, "trigger": 128, "base_model": 128, "family": 64, "model_kind": 16,
-              "rights_holder": 256, "licence": 512, "version": 64, "sha256": 64, "status": 16, "reason": 512}
+              "trained_for": 16, "rights_holder": 256, "licence": 512, "version": 64, "sha256": 64, "status": 16,
+              "reason": 512}
 MAX_LISTED = 384
 
 
@@ -63,6 +64,18 @@ class Adapter:
         self.status, self.reason = "invalid", reason
         return self
 
+    def trained_for(self) -> str:
+        """The one job a video adapter from footage clips was trained for: ``fill`` (the video engine; clip_fill 1),
+        ``extend`` (clip_fill 0), else "" (stills or a mix: both). The two objectives pull apart (docs/training.md),
+        so a picker says which."""
+        training = self.manifest.get("training")
+        settings = training.get("settings") if isinstance(training, dict) else None
+        if not isinstance(settings, dict) or not isinstance(settings.get("clip_frames"), int) \
+                or settings["clip_frames"] <= 1:
+            return ""
+        share = settings.get("clip_fill", 0.0)
+        return {0: "extend", 1: "fill"}.get(share, "") if isinstance(share, (int, float)) else ""
+
     def describe(self) -> dict:
         base = self.manifest.get("base_model") or {}
         entry = {
@@ -72,6 +85,7 @@ class Adapter:
             "base_model": base.get("name", "") if isinstance(base, dict) else str(base),
             "family": base.get("family", "") if isinstance(base, dict) else "",
             "model_kind": self.manifest.get("model_kind", "image"),
+            "trained_for": self.trained_for(),
             "rights_holder": self.manifest.get("rights_holder", ""),
             "licence": self.manifest.get("licence", ""),
             "version": self.manifest.get("version", ""),
