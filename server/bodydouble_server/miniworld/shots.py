@@ -63,6 +63,9 @@ QUICK = ShotSettings(characters=2, test_frames=6, train_steps=100)
 # The CI check: one character, the base models, a few frames and steps (seconds).
 CI = ShotSettings(characters=1, test_frames=4, adapters=False, fill_steps=8, video_steps=8,
                   rows=("frame", "coherent", "video"))
+# The CI check of video adapters: one character's own, from stills or (footage_frames) a fill adapter from clips,
+# on the video engine; 100 training steps (about 1.5 min each on 2 cores).
+CI_VIDEO_ADAPTER = ShotSettings(characters=1, test_frames=4, train_steps=100, rows=("video",))
 
 
 def flicker(filled: list[np.ndarray], truth: list[np.ndarray], masks: list[np.ndarray],
