@@ -114,10 +114,10 @@ def run_fill(engine: Engine, job, req: FillRequest) -> protocol.Message:
                     after=nonfinite_recorder(take, repaired)))
 
             def on_step(step: int, steps: int, preview=None, _index=index, _frame=group[0].item.frame,
-                        _count=len(group)) -> None:
+                        _last=group[-1].item.frame, _count=len(group)) -> None:
                 # One pipeline call makes the whole batch: each step advances all its frames.
                 job.check_cancelled()
-                label = f"frame {_frame}" if _count == 1 else f"frames {_frame}-{group[-1].item.frame}"
+                label = f"frame {_frame}" if _count == 1 else f"frames {_frame}-{_last}"
                 job.report((_index + _count * step / steps) / total, f"{label}: step {step}/{steps}", preview=preview,
                            frame=_frame, frame_index=_index, frames=total, step=step, steps=steps)
 
