@@ -107,33 +107,3 @@ def test_exr_write_is_atomic_and_keeps_layout(tmp_path):
     again = frames.read_frame(dst, Limits())
     assert again.pixel_aspect == 2.0 and again.spec.get_int_attribute("bodydouble:seed") == 3
     assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".*"))
-
-
-def _flow_scene():
-    """A smooth random texture (DIS can follow it) and a disk mask in the middle: (texture, mask, inner disk)."""
-    import cv2
-
-    rng = np.random.default_rng(0)
-    texture = cv2.GaussianBlur(rng.uniform(0, 1, (104, 104, 3)).astype(np.float32), (0, 0), 1.5)
-    texture = (texture - texture.min()) / (texture.max() - texture.min())
-    yy, xx = np.mgrid[:96, :96]
-    radius = (yy - 48) ** 2 + (xx - 48) ** 2
-    return texture, (radius < 20 ** 2).astype(np.float32), radius < 12 ** 2
-
-
-def test_the_fill_follows_the_stand_in_where_it_moves_and_the_surroundings_where_it_changes():
-    """Coherence's flow inside the mask. A stand-in that moves (2 px right in a still frame: a tracked head
-    turning) is followed; one that only changes (a flat patch that brightens while the camera pans 2 px) takes
-    the motion of the plate around it."""
-    from bodydouble_server.imaging import flow
-
-    texture, mask, inner = _flow_scene()
-    inside = mask > 0.5
-    before = texture[4:100, 4:100].copy()
-    now = before.copy()
-    now[inside] = texture[4:100, 2:98][inside]
-    assert np.allclose(np.median(flow.plate_flow(before, now, mask)[inner], axis=0), (-2.0, 0.0), atol=0.25)
-
-    before, now = texture[4:100, 4:100].copy(), texture[4:100, 2:98].copy()
-    before[inside], now[inside] = 0.2, 0.5
-    assert np.allclose(np.median(flow.plate_flow(before, now, mask)[inner], axis=0), (-2.0, 0.0), atol=0.25)

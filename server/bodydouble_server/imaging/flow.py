@@ -2,10 +2,9 @@
 
 OpenCV's DIS flow (Kroeger et al. 2016: dense inverse search, a few ms at a model's crop size on a CPU) runs
 on the plates as the model sees them. Inside the mask the plate shows what is being replaced (a stand-in's
-head, a marker). Where it moves consistently (the flow forward and back agree) it moves as what is filled there
-does, the head it stands in for; where it does not (it flickers, changes, has nothing to match) the flow is
-filled in from the plate around the mask (normalised convolution: a Gaussian average of the surrounding flow,
-weighted by how much texture each pixel has to measure motion by).
+head, a marker): its motion is not the motion the fill should follow, so there the flow is filled in from the
+plate around the mask (normalised convolution: a Gaussian average of the surrounding flow, weighted by how
+much texture each pixel has to measure motion by).
 """
 from __future__ import annotations
 
@@ -28,31 +27,12 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
 def plate_flow(previous: np.ndarray, current: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(H, W, 2) float32: for each pixel of ``current``, where it was in ``previous`` (x, y offsets), both
     (H, W, 3) in [0, 1]; inside ``mask`` (H, W, > 0.5) and a margin around it, the plate's motion around the
-    mask (zero where nothing around it has texture to measure), except where the plate inside the mask moves
-    consistently (forward and backward flow agree): there its own motion."""
-    import cv2
-
-    now, before = _grey(current), _grey(previous)
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    own = dis.calc(now, before, None)
-    flow = _around_the_mask(own, now, mask)
-    # Inside the mask, the plate's own motion where it is consistent: a stand-in's head turning moves as the head
-    # being filled does (measured in the miniature world: carried along the surrounding plate's pan, the fill
-    # slipped on the tracked head, 0.08 dB below per-frame fill over 8 frames; 0.01 with its own motion), while
-    # a stand-in that changes rather than moves (a flicker, a prop swapped) fails the check, and one with no
-    # texture has nothing to measure: those keep the surroundings' motion.
-    textured = cv2.cornerMinEigenVal(now.astype(np.float32) / 255.0, 5) > _FLAT
-    trusted = (mask > 0.5) & textured & _consistent(own, dis.calc(before, now, None))
-    flow[trusted] = own[trusted]
-    return flow
-
-
-def _around_the_mask(flow: np.ndarray, now: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``flow`` with the mask and a margin around it filled in from the textured plate around them."""
+    mask (zero where nothing around it has texture to measure)."""
     import cv2
 
     height, width = mask.shape
-    flow = flow.copy()
+    now = _grey(current)
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(now, _grey(previous), None)
     # The margin: DIS's patches (8 px) and its smoothing carry what changes inside the mask a little way out.
     grow = max(2, int(round(_MARGIN * max(height, width))))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
@@ -72,14 +52,6 @@ def _around_the_mask(flow: np.ndarray, now: np.ndarray, mask: np.ndarray) -> np.
     filled = np.where(total[..., None] > 1e-3 * total.max(), spread / np.maximum(total, 1e-12)[..., None], mean)
     flow[hidden] = filled[hidden]
     return flow
-
-
-def _consistent(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
-    """Where following ``forward`` then ``backward`` comes back to the start (within half a pixel and 5 % of the
-    motion: Sundaram et al. 2010's occlusion test)."""
-    back_there = warp(backward, forward)
-    error = np.sum((forward + back_there) ** 2, axis=-1)
-    return error <= 0.25 + 0.01 * (np.sum(forward ** 2, axis=-1) + np.sum(back_there ** 2, axis=-1))
 
 
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
