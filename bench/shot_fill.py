@@ -9,7 +9,7 @@ baked video model (miniworld/bake_video.py) with each character's own video adap
     python bench/shot_fill.py --quick         # 2 characters, 6 frames, shorter training (~3 min)
     python bench/shot_fill.py --no-adapters   # the base model alone (~1 min)
     python bench/shot_fill.py --rows video    # one row (frame, coherent, carried, video)
-    python bench/shot_fill.py --footage 5     # references as 5-frame clips: video adapters train on clips
+    python bench/shot_fill.py --footage 5     # references as 5-frame clips: fill adapters from clips (~7 min)
 """
 from __future__ import annotations
 
