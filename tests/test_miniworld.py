@@ -84,8 +84,15 @@ def test_footage_references_are_clips_the_trainer_cuts_whole(tmp_path):
     assert sorted(c.view for c in found.clips).count("back") == 2
     import OpenImageIO as oiio
 
+    def yaw(path) -> float:
+        image = oiio.ImageInput.open(str(path))
+        try:
+            return image.spec().getattribute("miniworld:yaw")
+        finally:
+            image.close()
+
     for clip in found.clips:
-        yaws = [oiio.ImageInput.open(str(f.path)).spec().getattribute("miniworld:yaw") for f in clip.frames]
+        yaws = [yaw(f.path) for f in clip.frames]
         assert len({f.path.parent for f in clip.frames}) == 1 and clip.last - clip.first == 4
         assert np.allclose(np.diff(yaws), settings.footage_turn), yaws
     stills = experiment.write_references(tmp_path / "stills", c, experiment.ExperimentSettings(
