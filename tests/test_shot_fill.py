@@ -68,11 +68,11 @@ def tinted(k: int) -> np.ndarray:
     return base + 0.04 * k
 
 
-def texture(k: int, shift: float = 2.0) -> np.ndarray:
+def texture(k: int, shift: float = 2.0, seed: int = 3) -> np.ndarray:
     """A smooth random texture panning ``shift`` px a frame to the right (the whole plate moves)."""
     import cv2
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     big = cv2.GaussianBlur(rng.random((H + 8, W + 64, 3)).astype(np.float32), (0, 0), 2.5)
     big = 0.05 + 0.6 * (big - big.min()) / (big.max() - big.min())
     start = 32 - int(round(k * shift))
@@ -86,6 +86,12 @@ def shots(tmp_path_factory):
     made = {"root": root}
     made["tinted"] = write_shot(root / "tinted", tinted, lambda k: ellipse(40 + k))
     made["moving"] = write_shot(root / "moving", texture, lambda k: ellipse(48), last=FIRST + 4)
+    # A textured disc (its own texture) moving right 2 px a frame, its mask a roto of it, over a plate panning
+    # left 2 px a frame: what the mask covers moves with the mask, against the plate around it.
+    made["tracked"] = write_shot(
+        root / "tracked", lambda k: np.where(ellipse(30 + 2 * k)[..., None] > 0, texture(k, 2.0, seed=5),
+                                             texture(k, -2.0)),
+        lambda k: ellipse(30 + 2 * k), last=FIRST + 4)
     # The stand-in inside the mask changes every frame; around it nothing moves.
     made["flicker"] = write_shot(root / "flicker", lambda k: tinted(0) + 0.3 * (k % 2) * ellipse(48)[..., None],
                                  lambda k: ellipse(48), last=FIRST + 3)
@@ -284,6 +290,21 @@ def test_coherence_carries_the_fill_along_the_plates_motion(passthrough, shots):
     inner[12:-12, 30:-30] = True       # away from the crop's edges, where the warp repeats the border
     inner &= inside
     for k in range(1, last - FIRST + 1):
+        out = read(result.frames[FIRST + k])
+        carried = np.abs(out[inner][:, :3] - all_plates[k][inner][:, :3]).mean()
+        unmoved = np.abs(all_plates[0][inner][:, :3] - all_plates[k][inner][:, :3]).mean()
+        assert carried < 0.25 * unmoved, (k, carried, unmoved)
+
+
+def test_coherence_carries_the_fill_along_a_moving_matte_not_the_plate_around_it(passthrough, shots):
+    """The mask is a roto of a disc moving right while the plate around it pans left. At coherence 1 the first
+    frame's fill (the passthrough's: the disc) is carried with the matte, so each frame shows the disc where it
+    is now; carried with the plate around the mask it would slide 4 px a frame against it."""
+    shot, last = shots["tracked"], FIRST + 4
+    result = fill(passthrough, shot, last=last, coherence=1.0)
+    all_plates = plates(shot, last=last)
+    for k in range(1, last - FIRST + 1):
+        inner = ellipse(30 + 2 * k, rx=12, ry=14) > 0       # away from the matte's edge
         out = read(result.frames[FIRST + k])
         carried = np.abs(out[inner][:, :3] - all_plates[k][inner][:, :3]).mean()
         unmoved = np.abs(all_plates[0][inner][:, :3] - all_plates[k][inner][:, :3]).mean()

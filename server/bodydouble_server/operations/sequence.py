@@ -9,12 +9,14 @@ Two ways, chosen by the request's ``engine`` (:func:`engine_for`):
   (outside the mask every pixel bit-identical).
 - **image** with ``coherence`` > 0 (:class:`Carry`): frame by frame on the image model, in crops of one size
   that follow the mask (:func:`survey`), on the same noise per pixel (the same seed at the same size), each frame mixed with the previous result
-  carried along by the plate's optical flow (imaging/flow.py), ``coherence`` of it; at coherence 1 the first
+  carried along by the plate's optical flow (imaging/flow.py; along the matte's own motion where the matte
+  moves on the plate), ``coherence`` of it; at coherence 1 the first
   frame's fill is carried through the shot without the model.
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -30,6 +32,9 @@ from . import common
 
 # What a video-engine take records of its request beyond fill's own settings.
 _VIDEO_SETTINGS = ("conditioning", "overlap")
+# A matte moving this many plate pixels a frame or more is a roto of what moves under it (coherence carries the
+# fill with the matte); one that stays put covers the plate behind it (carried with the plate around it).
+_MATTE_MOVES_PX = 1.0
 
 
 def engine_for(req: FillRequest, engine: Engine) -> str:
@@ -109,8 +114,9 @@ def survey(engine: Engine, job, req: FillRequest) -> list[regions.Box]:
 class Carry:
     """Coherence for the image engine: a temporal filter along the plate's motion. Each frame is generated as
     per-frame fill would (in a crop of the shot's one size, on the same noise per pixel) and, inside the mask, mixed with
-    the previous result carried by the plate's motion between the two frames (measured on the plates as the
-    model sees them, around the mask): ``coherence`` of the carried result, the rest this frame's own.
+    the previous result carried by the motion between the two frames: the plate's (measured on the plates as
+    the model sees them, around the mask), or, where the matte itself moves on the plate, the matte's
+    (:func:`flow.follow_matte`); ``coherence`` of the carried result, the rest this frame's own.
 
     Why not start each frame's denoising from the carried result (img2img at 1 - coherence of the strength):
     measured in the miniature world (bench/shot_fill.py, base model, coherence 0.5) that feeds the model's
@@ -120,16 +126,21 @@ class Carry:
         self.req = req
         self.result: np.ndarray | None = None       # the previous frame's picture at the model's size
         self.plate: np.ndarray | None = None        # the previous frame's plate as the model saw it
+        self.box: regions.Box | None = None         # ... its crop on the plate
+        self.matte: flow.Matte | None = None        # ... and its mask in that crop
 
     def generate(self, prepared, run, on_step) -> list[np.ndarray]:
         """``prepared``'s picture: ``run()`` (fill.generate on this frame), mixed with the carried result inside
         the mask; at coherence 1 the carried result alone (the model is not run)."""
         coherence, plate = self.req.coherence, prepared.model_rgb.copy()
         inside = (prepared.model_mask > 0.5)[..., None]
+        matte = flow.Matte.of(prepared.model_mask)
         if self.result is None:
             picture = run()[0]
         else:
-            carried = flow.carry(self.result, self.plate, plate, prepared.model_mask)
+            motion = flow.follow_matte(flow.plate_flow(self.plate, plate, prepared.model_mask), self.matte, matte,
+                                       prepared.model_mask, self._attached(prepared.box, matte, prepared.size))
+            carried = flow.warp(self.result, motion)
             if coherence >= 1.0:
                 prepared.model_rgb = prepared.model_mask = None
                 on_step(1, 1)
@@ -137,8 +148,19 @@ class Carry:
             else:
                 own = run()[0]
                 picture = np.where(inside, coherence * carried + (1.0 - coherence) * own, own)
-        self.result, self.plate = picture, plate
+        self.result, self.plate, self.box, self.matte = picture, plate, prepared.box, matte
         return [picture]
+
+    def _attached(self, box: regions.Box, matte: flow.Matte | None, size: tuple[int, int]) -> float:
+        """How much the matte moved on the plate since the previous frame, 0 (still) to 1 (a plate pixel or
+        more: its centre, or its edge as it grows, about half its size's change)."""
+        if self.matte is None or matte is None:
+            return 0.0
+        across, down = box.width / size[1], box.height / size[0]     # plate pixels a model pixel (one crop size)
+        shift = np.array([box.x0 - self.box.x0, box.y0 - self.box.y0], np.float32) + (
+            (matte.centre - self.matte.centre) * np.array([across, down], np.float32))
+        growth = abs(matte.size - self.matte.size) * math.sqrt(across * down) / 2.0
+        return min(1.0, max(float(np.hypot(*shift)), growth) / _MATTE_MOVES_PX)
 
 
 def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
