@@ -79,6 +79,13 @@ def texture(k: int, shift: float = 2.0, seed: int = 3) -> np.ndarray:
     return np.ascontiguousarray(big[4:4 + H, start:start + W])
 
 
+def disc_pattern(radius: float, cx: float = 48, cy: float = H / 2) -> np.ndarray:
+    """A pattern that scales with a disc of ``radius``: what a roto of it covers as it comes closer."""
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    u, v = (x - cx) / radius, (y - cy) / radius
+    return np.stack([0.4 + 0.25 * np.sin(5 * u), 0.4 + 0.25 * np.cos(4 * v), 0.3 + 0.2 * np.sin(3 * (u + v))], -1)
+
+
 # -- servers ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory):
@@ -92,6 +99,11 @@ def shots(tmp_path_factory):
         root / "tracked", lambda k: np.where(ellipse(30 + 2 * k)[..., None] > 0, texture(k, 2.0, seed=5),
                                              texture(k, -2.0)),
         lambda k: ellipse(30 + 2 * k), last=FIRST + 4)
+    # A patterned disc growing 2 px a frame (coming closer) over a still plate, its mask a roto of it.
+    made["growing"] = write_shot(
+        root / "growing", lambda k: np.where(ellipse(48, rx=14 + 2 * k, ry=16 + 2 * k)[..., None] > 0,
+                                             disc_pattern(14 + 2 * k), texture(k, 0.0)),
+        lambda k: ellipse(48, rx=14 + 2 * k, ry=16 + 2 * k), last=FIRST + 4)
     # The stand-in inside the mask changes every frame; around it nothing moves.
     made["flicker"] = write_shot(root / "flicker", lambda k: tinted(0) + 0.3 * (k % 2) * ellipse(48)[..., None],
                                  lambda k: ellipse(48), last=FIRST + 3)
@@ -296,18 +308,23 @@ def test_coherence_carries_the_fill_along_the_plates_motion(passthrough, shots):
         assert carried < 0.25 * unmoved, (k, carried, unmoved)
 
 
-def test_coherence_carries_the_fill_along_a_moving_matte_not_the_plate_around_it(passthrough, shots):
-    """The mask is a roto of a disc moving right while the plate around it pans left. At coherence 1 the first
-    frame's fill (the passthrough's: the disc) is carried with the matte, so each frame shows the disc where it
-    is now; carried with the plate around the mask it would slide 4 px a frame against it."""
-    shot, last = shots["tracked"], FIRST + 4
+@pytest.mark.parametrize("name, inner", [
+    ("tracked", lambda k: ellipse(30 + 2 * k, rx=12, ry=14)),      # away from the matte's edge
+    ("growing", lambda k: ellipse(48, rx=10 + 2 * k, ry=12 + 2 * k)),
+])
+def test_coherence_carries_the_fill_along_a_moving_matte_not_the_plate_around_it(passthrough, shots, name, inner):
+    """The mask is a roto of a disc moving right while the plate around it pans left (``tracked``), or of a disc
+    growing over a still plate (``growing``). At coherence 1 the first frame's fill (the passthrough's: the disc)
+    is carried with the matte, so each frame shows the disc as it is now; carried with the plate around the mask
+    it would slide 4 px a frame against it, or stay its first size."""
+    shot, last = shots[name], FIRST + 4
     result = fill(passthrough, shot, last=last, coherence=1.0)
     all_plates = plates(shot, last=last)
     for k in range(1, last - FIRST + 1):
-        inner = ellipse(30 + 2 * k, rx=12, ry=14) > 0       # away from the matte's edge
+        region = inner(k) > 0
         out = read(result.frames[FIRST + k])
-        carried = np.abs(out[inner][:, :3] - all_plates[k][inner][:, :3]).mean()
-        unmoved = np.abs(all_plates[0][inner][:, :3] - all_plates[k][inner][:, :3]).mean()
+        carried = np.abs(out[region][:, :3] - all_plates[k][region][:, :3]).mean()
+        unmoved = np.abs(all_plates[0][region][:, :3] - all_plates[k][region][:, :3]).mean()
         assert carried < 0.25 * unmoved, (k, carried, unmoved)
 
 
