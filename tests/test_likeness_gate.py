@@ -5,10 +5,10 @@ Two held-out look-alikes (they differ only in the back marking), each trained on
 back views; two back-facing frames each of a held-out shot whose plate shows a stand-in. The full table is
 bench/likeness.py's (docs/likeness.md).
 
-Today the product does not meet the likeness goals in this world (measured on 6 characters with the 3,000-step base
-model: own adapter +2.9 dB over the base model, judge identity 0.33 from the back; docs/likeness.md, "What the world found"): that test is
-a strict xfail, so it fails the suite the day it starts passing and the bar must be raised to stay a gate. The
-mask test holds.
+The adapter's pixels are a gate: its fill must come within the issue's margin of the truth above the base model's
+(6 dB; measured here 8.2). Its identity is not yet (measured on 6 characters: judge identity from the back well
+below the goal; docs/likeness.md, "What the world found"): that test is a strict xfail, so it fails the suite
+the day it starts passing and the bar must be raised to stay a gate.
 """
 import pytest
 
@@ -29,13 +29,20 @@ def test_fill_puts_a_head_where_the_stand_in_was(results):
     rows = results["rows"]
     assert results["model"]["test_model"] is True and results["model"]["family"] == "miniworld"
     # A fill that ignored the mask would leave the stand-in (the "plate" row); one that painted the mask flat
-    # scores like the grey fill. A character's adapter beats both by 2 dB (measured here, 100 training steps: +5.9
-    # to +6.3 dB). The base model alone draws a blurry head (measured: +0.3 dB over the stand-in; 6 characters
-    # +2.5 dB, and 0.1 dB below grey), so it is held only to replacing the stand-in.
+    # scores like the grey fill. A character's adapter beats both by 2 dB (measured here, 100 training steps: +8.2
+    # to +9.3 dB). The base model alone draws a blurry generic head, as far from the truth as the stand-in's
+    # (measured: 10.51 against 10.46 dB): no margin to hold it to.
     for row in ("b", "c"):
         assert rows[row]["psnr_db"] >= rows["plate"]["psnr_db"] + 2.0
         assert rows[row]["psnr_db"] >= rows["grey"]["psnr_db"] + 2.0
-    assert rows["a"]["psnr_db"] > rows["plate"]["psnr_db"]
+
+
+def test_the_trained_adapter_draws_its_character_far_closer_than_the_base_model(results):
+    """Issue #20's margin: the own adapter's fill of the unseen side at least 6 dB closer to the truth (masked
+    PSNR) than the base model's. A fill that ignored the adapter, or a train job that learned nothing, scores
+    as the base model (measured: 18.70 against 10.51 dB)."""
+    rows = results["rows"]
+    assert rows["b"]["psnr_db"] >= rows["a"]["psnr_db"] + 6.0
 
 
 @pytest.mark.xfail(strict=True, reason="measured gap: the adapters do not carry the back of the head yet "
@@ -46,6 +53,5 @@ def test_own_adapter_keeps_the_likeness_on_the_unseen_side(results):
     assert rows["b"]["identity"] >= 0.75
     assert rows["b"]["identity"] >= rows["a"]["identity"] + 0.5
     assert rows["b"]["identity"] >= rows["c"]["identity"] + 0.5
-    # Pixels: the own adapter closer to the truth than the base model and than its look-alike's adapter.
-    assert rows["b"]["psnr_db"] >= rows["a"]["psnr_db"] + 3.0
+    # Pixels: the own adapter closer to the truth than its look-alike's adapter.
     assert rows["b"]["psnr_db"] >= rows["c"]["psnr_db"] + 1.0

@@ -41,6 +41,11 @@ BASE_MODEL = BAKED / "base-model"
 VIDEO_MODEL = BAKED / "video-model"      # bake_video.py: the world's video (extend, video engine) model
 JUDGE = BAKED / "judge"
 RIGHTS = {"rights_holder": "BodyDouble miniature world (synthetic)", "licence": "synthetic renders, no person"}
+# Every fill's feather, scaled to the world. Fill's default (4 px) is for production plates: its ramp lies inside
+# the mask (outside it the plate stays bit-exact) and is 8 px wide, ~2% of a 2K plate's 400 px head. The world's
+# heads are ~30 px: there 4 px left 120 of a head's 870 masked pixels filled whole, the stand-in showed through the
+# rest, and every adapter's fill lost 2.3 dB and was judged darker than the truth (measured: docs/likeness.md).
+FEATHER = 1
 
 ROWS = (
     ("a", "base model, no adapter"),
@@ -290,7 +295,7 @@ def fill(client, data: CharacterData, adapter: str | None, trigger: str, s: Expe
     request = FillRequest(
         frames=sequence_frames(data.plate, data.first, last, data.mask),
         adapters=[AdapterRef(adapter)] if adapter else [], prompt=f"{trigger} back of the head".strip(),
-        seed=7, steps=s.fill_steps, strength=1.0, guidance=s.guidance, output_dir=str(out))
+        seed=7, steps=s.fill_steps, strength=1.0, guidance=s.guidance, feather=FEATHER, output_dir=str(out))
     result = client.submit(request).wait(timeout=1800)
     return [result.frames[f] for f in range(data.first, last + 1)]
 

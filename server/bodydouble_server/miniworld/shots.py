@@ -58,7 +58,6 @@ class ShotSettings:
                                              footage_frames=self.footage_frames, footage_fill=1.0)
 
 
-FEATHER = 4                            # FillRequest's default feather, which every row uses
 QUICK = ShotSettings(characters=2, test_frames=6, train_steps=100)
 # The CI check: one character, the base models, a few frames and steps (seconds).
 CI = ShotSettings(characters=1, test_frames=4, adapters=False, fill_steps=8, video_steps=8,
@@ -69,7 +68,7 @@ CI_VIDEO_ADAPTER = ShotSettings(characters=1, test_frames=4, train_steps=100, ro
 
 
 def flicker(filled: list[np.ndarray], truth: list[np.ndarray], masks: list[np.ndarray],
-            feather: int = FEATHER) -> tuple[float, float]:
+            feather: int = experiment.FEATHER) -> tuple[float, float]:
     """(mean |filled change|, mean |truth change|) between consecutive frames, over the pixels filled whole in
     both frames (the mask inside its feather: at the feather the composite keeps some plate, the stand-in);
     images already in the display encoding."""
@@ -120,7 +119,7 @@ def _request(data: experiment.CharacterData, row: str, adapter: str | None, s: S
               "video": {"engine": "video", "steps": s.video_steps}}[row]
     return FillRequest(frames=sequence_frames(data.plate, data.first, last, data.mask),
                        adapters=[AdapterRef(adapter)] if adapter else [],
-                       prompt=f"{trigger}back of the head", seed=7, strength=1.0,
+                       prompt=f"{trigger}back of the head", seed=7, strength=1.0, feather=experiment.FEATHER,
                        **{"steps": s.fill_steps, "guidance": experiment.ExperimentSettings.guidance, **fields},
                        output_dir=str(out))
 
