@@ -359,7 +359,7 @@ def test_coherent_fill_flickers_no_more_than_per_frame_fill_in_the_miniature_wor
 def test_video_engine_fills_the_turning_head_without_flicker_in_the_miniature_world(world_shot):
     """The video engine on the world's baked video model (bake_video.py): the flicker goal. Its likeness is not
     gated here: at this size (base models, 8 steps) every row scores near the stand-in plate's masked PSNR
-    (measured: image 9.9, video 11.2, the stand-in 9.5 dB); bench/shot_fill.py has the full table."""
+    (measured: image 9.8, video 10.9, the stand-in 9.5 dB); bench/shot_fill.py has the full table."""
     from bodydouble_server.miniworld import shots
 
     video = world_shot["rows"]["video"]

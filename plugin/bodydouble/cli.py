@@ -171,7 +171,8 @@ GENERATION_FLAGS = {
     "shot": Flag(help="shot name: takes go to <output root>/<shot>/ unless --output-dir"),
     "mask_channel": Flag(help="channel of the mask image (default: alpha, else the first)"),
     "context": Flag(help="context around the mask's box, as a fraction of its size"),
-    "feather": Flag(help="soft edge inside the mask, in plate pixels"),
+    "feather": Flag(help="soft edge inside the mask, in plate pixels (a ramp twice as wide; the plate shows "
+                            "through it: lower it on a small mask)"),
     "count": Flag(required=True, help="how many new frames"),
     "conditioning": Flag(help="extend: the last K plate frames condition the model; fill's video engine: the "
                               "filled frames each later chunk sees as known"),
