@@ -377,10 +377,9 @@ def test_video_engine_fills_the_turning_head_without_flicker_in_the_miniature_wo
 def test_a_fill_adapter_from_footage_fills_the_shot_better_than_one_from_stills(tmp_path_factory):
     """The same references as stills (video adapter: 1-frame clips) and as 5-frame footage clips (a fill adapter,
     clip_fill 1): the video engine fills the held-out shot closer to the truth with the fill adapter. Measured
-    at this size: 16.46 dB against 15.43 (3 characters x 8 frames, 150 steps: 14.81 against 13.79); an adapter
-    from the same clips on extend's objective alone fills at 12.55 there, so a fill objective that is lost or
-    mis-built (its control, its loss) fails this (checked: the world's footage adapter on extend's objective
-    alone, 11.39 dB against 15.43)."""
+    at this size: 17.94 dB against 16.22 (3 characters x 8 frames, 150 steps: 15.92 against 14.13), so a fill
+    objective that is lost or mis-built (its control, its loss) fails this (checked: the world's footage adapter
+    on extend's objective alone, 10.54 dB against 16.22)."""
     from dataclasses import replace
 
     from bodydouble_server.miniworld import shots
