@@ -68,8 +68,6 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
                      borderMode=cv2.BORDER_REPLICATE)
 
 
-
-
 @dataclass(frozen=True)
 class Matte:
     """Where a mask lies in a crop: its centre (x, y) and its size (the square root of its area), in pixels."""
