@@ -121,6 +121,35 @@ def test_tiny_bake_writes_a_test_model_the_family_registry_claims(tmp_path):
         pipe.tokenizer("front").input_ids[1]
 
 
+def test_an_interrupted_bake_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_path):
+    """The bake checkpoints every phase (weights, optimizer, EMA) and resumes: stopped once in the VAE phase and
+    once in the UNet phase, it publishes the same weights, byte for byte, as a bake that ran straight through."""
+    from dataclasses import replace
+
+    from bodydouble_server.miniworld import bake
+
+    settings = replace(bake.TINY, vae_steps=6, unet_steps=6, checkpoint_every=2)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at(message: str):
+        def log(line: str) -> None:
+            if line.startswith(message):
+                raise Stop(line)
+        return log
+
+    bake.bake(tmp_path / "straight", settings, tmp_path / "straight.work", log=lambda line: None)
+    for stop in ("vae: step 2/", "unet: step 4/"):
+        with pytest.raises(Stop):
+            bake.bake(tmp_path / "resumed", settings, tmp_path / "resumed.work", log=stop_at(stop))
+    bake.bake(tmp_path / "resumed", settings, tmp_path / "resumed.work", log=lambda line: None)
+    parts = sorted(p.relative_to(tmp_path / "straight") for p in (tmp_path / "straight").rglob("*.safetensors"))
+    assert len(parts) == 3
+    for part in parts:
+        assert (tmp_path / "straight" / part).read_bytes() == (tmp_path / "resumed" / part).read_bytes(), part
+
+
 def test_tiny_video_bake_writes_a_wan_vace_test_model_the_video_family_claims(tmp_path):
     """bake_video.py at its tiny setting: a WanVACEPipeline folder that diffusers loads, with latents /4 in space
     and time, claimed by the miniworld-video family (not plain wan-vace), labelled TEST MODEL, and extending
