@@ -437,12 +437,14 @@ def test_nuke_node_offers_the_video_engine_for_a_shot_and_generates_with_it(tiny
         assert list(bd_node.adapter_names(group).values()) == ["hero_video"]
         group["steps"].setValue(1)
         group["shot"].setValue("nk_shot")
+        assert group["feather"].value() == 4                    # fill's default, lowered for a small mask
+        group["feather"].setValue(1)
         group["generate"].execute()
         nuke._process_events(until=lambda: not commands._running, timeout=120)
         assert nuke._messages == []
         take = next(n for n in nuke.allNodes(group=group) if n.Class() == "Read")
         info = json.loads((Path(take["file"].value()).parent / "take.json").read_text())
-        assert info["status"] == "complete" and info["engine"] == "video"
+        assert info["status"] == "complete" and info["engine"] == "video" and info["request"]["feather"] == 1
         group["engine"].setValue("image")
         group["refresh"].execute()
         assert group["engine"].value() == "image" and list(bd_node.adapter_names(group).values()) == ["hero"]
@@ -477,3 +479,4 @@ def test_blender_fill_dialog_offers_the_engines_and_fills_a_shot_on_the_video_mo
     assert r["fill"] == {"result": ["FINISHED"], "error": None}, r["reports"]
     assert r["take_props"] == {"engine": "video", "adapter": "hero_video", "coherence": 0.0}
     assert r["take"]["status"] == "complete" and r["take"]["engine"] == "video"
+    assert r["take"]["request"]["feather"] == 2                 # the dialog's feather reached the server

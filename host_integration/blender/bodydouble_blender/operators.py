@@ -9,7 +9,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from bodydouble import errors, host
-from bodydouble.jobspec import MODEL_KINDS
+from bodydouble.jobspec import MODEL_KINDS, FillRequest
 
 from . import adapters, compositor, jobs, messages, nodes, preferences, strips
 
@@ -116,6 +116,9 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
     coherence: FloatProperty(name="Coherence", default=0.0, min=0.0, max=1.0,
                              description="Frame by frame: carry the previous frame's fill along the plate's motion "
                                          "(0 each frame on its own, 1 the first frame's fill through the shot)")
+    feather: IntProperty(name="Feather", default=FillRequest.feather, min=0, max=256,
+                         description="Soft edge inside the mask, in plate pixels: the plate still shows across a "
+                                     "ramp twice as wide, so lower it on a small mask (outside it nothing changes)")
     use_node_range: BoolProperty(name="Node's frame range", default=True)
     frame_start: IntProperty(name="First frame", default=1)
     frame_end: IntProperty(name="Last frame", default=1)
@@ -183,6 +186,7 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
         layout.prop(self, "strength")
         if self.engine != "video":
             layout.prop(self, "coherence")
+        layout.prop(self, "feather")
         layout.prop(self, "steps")
         layout.prop(self, "use_node_range")
         col = layout.column(align=True)
@@ -221,7 +225,8 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
             seed=seed, steps=steps, strength=strength, first=first, last=last, plate=foot.pattern, mask=mask_pattern,
             output_dir=_output_dir(prefs, foot.pattern), colorspace=foot.colorspace,
             # Not chosen (a script's EXEC): the server picks the engine from the adapter.
-            engine=self.engine if props.is_property_set("engine") else "", coherence=self.coherence)
+            engine=self.engine if props.is_property_set("engine") else "", coherence=self.coherence,
+            feather=self.feather)
         extras = dict(mask_source=self.mask_source, is_sequence=foot.is_sequence, source_node=plate.name,
                       scene_start=foot.scene_start + (first - foot.first), image_colorspace=foot.colorspace,
                       **scene_view(context.scene))

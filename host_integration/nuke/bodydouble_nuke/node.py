@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # typing.TypeGuard needs Python 3.10; Nuke 14 runs 3.9
 
 from bodydouble import host
 from bodydouble.client import AdapterInfo
-from bodydouble.jobspec import FILL_ENGINES
+from bodydouble.jobspec import FILL_ENGINES, FillRequest
 
 from . import nuke_api as api
 from .nuke_api import KnobSpec
@@ -33,6 +33,7 @@ VERSION = "1"
 NO_ADAPTERS = "(no adapters: press Refresh)"
 PLATE_CHOICE = "plate (no take)"
 SERVER_PICKS = "auto (press Refresh)"       # the engine knob before the server said which it offers
+FEATHER = FillRequest.feather               # the feather knob's default, and a node saved before it existed
 
 _CMD = "import bodydouble_nuke.commands as bd; bd.{}()"
 
@@ -48,6 +49,9 @@ KNOBS = [
     KnobSpec("coherence", "float", "coherence", default=0.0, range=(0.0, 1.0),
              tooltip="fill on the image engine: 0 each frame on its own; higher carries the previous frame's fill "
                      "along the plate's motion (1: the first frame's fill through the shot)."),
+    KnobSpec("feather", "int", "feather", default=FEATHER,
+             tooltip="fill: the soft edge inside the mask, in plate pixels; the plate still shows across a ramp "
+                     "twice as wide, so lower it on a small mask (outside the mask the plate is untouched)."),
     KnobSpec("adapter", "enum", "adapter", values=[NO_ADAPTERS],
              tooltip="Character adapters on the server: character (adapter) · base model."),
     KnobSpec("refresh", "button", "Refresh adapters", command=_CMD.format("refresh_button"), newline=False),
@@ -133,6 +137,7 @@ def read_params(group: api.Node) -> host.Params:
         # Nodes saved before fill engines existed have neither knob: the server picks, no coherence.
         engine=_engine(group),
         coherence=float(api.get(group, "coherence")) if api.has_knob(group, "coherence") else 0.0,
+        feather=int(api.get(group, "feather")) if api.has_knob(group, "feather") else FEATHER,
     )
 
 
