@@ -5,11 +5,11 @@ Flicker = mean |change between consecutive filled frames| inside the mask / the 
 (issue #18's goal: <= 1.2). Every row comes from one run through one server. The video row runs on the world's
 baked video model (miniworld/bake_video.py) with each character's own video adapter.
 
-    python bench/shot_fill.py                 # 3 characters, own image and video adapters trained (~6 min on 2 CPU cores)
+    python bench/shot_fill.py                 # 3 characters, own image and video adapters trained (4.3 min on 2 CPU cores)
     python bench/shot_fill.py --quick         # 2 characters, 6 frames, shorter training (~3 min)
     python bench/shot_fill.py --no-adapters   # the base model alone (~1 min)
     python bench/shot_fill.py --rows video    # one row (frame, coherent, carried, video)
-    python bench/shot_fill.py --footage 5     # references as 5-frame clips: fill adapters from clips (~7 min)
+    python bench/shot_fill.py --footage 5     # references as 5-frame clips: fill adapters from clips (4.9 min)
 """
 from __future__ import annotations
 
