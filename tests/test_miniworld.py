@@ -49,6 +49,21 @@ def test_look_alikes_differ_only_on_the_back_of_the_head():
     assert not np.array_equal(chars.render(other, s, 0.0)[0], fronts[0])
 
 
+def test_sampled_views_know_where_the_marking_shows():
+    """The bake's marking masks: the render's own pixels that differ from the same shot without the marking,
+    framed as fill frames it: on the head, none from the front, a marking's worth from the back."""
+    from bodydouble_server.imaging.colour import ColourTransform
+
+    c = chars.eval_characters(SEED, 1)[0]
+    rgb, mask, _, marks = world.sample_views(np.random.default_rng(5), c, 2, 96, 96, world.Framing(64, 16),
+                                             ColourTransform("ACEScg"), yaws=[20.0, 180.0], markings=True)
+    again, _, _ = world.sample_views(np.random.default_rng(5), c, 2, 96, 96, world.Framing(64, 16),
+                                     ColourTransform("ACEScg"), yaws=[20.0, 180.0])
+    assert np.array_equal(rgb, again)                 # asking for the masks changes no render
+    assert marks[0].sum() == 0 and 0.02 < marks[1].sum() / mask[1].sum() < 0.2
+    assert (marks[1] & mask[1]).sum() >= 0.9 * marks[1].sum()
+
+
 def test_stand_in_head_keeps_the_plate_outside_the_head(tmp_path):
     c, s = chars.eval_characters(SEED, 1)[0], shot()
     truth, matte = chars.render(c, s, 180.0)
@@ -119,6 +134,43 @@ def test_tiny_bake_writes_a_test_model_the_family_registry_claims(tmp_path):
     pipe = StableDiffusionInpaintPipeline.from_pretrained(str(out), local_files_only=True)
     assert pipe.vae_scale_factor == 4 and pipe.tokenizer("back of the head").input_ids[1] != \
         pipe.tokenizer("front").input_ids[1]
+
+
+def test_a_unet_rebaked_on_a_kept_vae_ships_that_vae_to_the_byte(tmp_path):
+    """``--vae-from``: the UNet is baked on another model's VAE (how a model's UNet is retrained without moving
+    its latents), and the folder ships that VAE unchanged; the UNet's widths and the marking's captions and loss
+    weight are settings too."""
+    from bodydouble_server.miniworld import bake
+
+    first = tmp_path / "first"
+    assert bake.main([str(first), "--tiny", "--work", str(tmp_path / "first.work")]) == 0
+    second = tmp_path / "second"
+    assert bake.main([str(second), "--tiny", "--work", str(tmp_path / "second.work"), "--vae-from", str(first),
+                      "--unet-channels", "16,32,48", "--marking-captions", "0.5", "--marking-weight", "20"]) == 0
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    assert (first / vae).read_bytes() == (second / vae).read_bytes()
+    assert not (tmp_path / "second.work" / "vae").exists()
+    metrics = json.loads((second / bake.METRICS_FILE).read_text())
+    assert metrics["vae"]["from"] == str(first) and metrics["settings"]["unet_channels"] == [16, 32, 48]
+    assert metrics["settings"]["marking_weight"] == 20 and metrics["settings"]["marking_captions"] == 0.5
+    unet = json.loads((second / "unet" / "config.json").read_text())
+    assert unet["block_out_channels"] == [16, 32, 48]
+
+
+def test_base_captions_name_the_marking_where_a_render_shows_it():
+    """The base model's captions describe the back marking ("red ring marking") half the time on renders
+    that show it, never on ones that cannot (yaw within 90 degrees of the face), in whole tokens."""
+    from bodydouble_server.miniworld import bake
+
+    character = chars.base_character(7, 0)
+    words = f"{character.marking_colour} {character.marking_shape} {bake.MARKING_WORD}"
+    assert bake.marking_caption(character, 40.0) is None and bake.marking_caption(character, -89.0) is None
+    rng = np.random.default_rng(0)
+    backs = [bake.prompt_for(rng, "back", bake.marking_caption(character, 200.0)) for _ in range(400)]
+    named = sum(words in p for p in backs)
+    assert 120 < named < 240, named
+    tok = bake.tokenizer()
+    assert len(tok(words).input_ids) == 5      # start, three whole words, end
 
 
 def test_an_interrupted_bake_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_path):

@@ -7,14 +7,18 @@ Phases, each deterministic from the settings' seed (per-step generators; bit-exa
 and thread count) and checkpointed in WORK so an interrupted bake resumes where it stopped:
 
 1. render: ``renders_per_character`` random shots of each base character at random yaws, framed as fill
-   frames a plate (the head's box plus fill's context, the OCIO view, the model's size); cached as .npz.
+   frames a plate (the head's box plus fill's context, the OCIO view, the model's size), with where the back
+   marking shows; cached as .npz.
 2. vae: an AutoencoderKL with three blocks (latents /4: 64x64 -> 16x16x4), L1 + a small KL, on random
    patches (it is fully convolutional); its ``scaling_factor`` is then measured (1 / std of the latents).
+   ``--vae-from MODEL`` keeps another bake's VAE instead (a UNet rebaked on the same latents).
 3. unet: an inpainting UNet (9 input channels, as SD-inpaint) and a 2-layer CLIP text encoder, jointly,
    v-prediction on a cosine schedule; the inpaint mask is the head's matte (what fill uses), a random box
    or everything; loss 1.0 inside the mask, 0.1 outside; the prompt names the view (with a random
    character name in front half the time, so a trigger word does not throw the base model), empty 10% of
-   the time (classifier-free guidance); EMA weights are what ships.
+   the time (classifier-free guidance); EMA weights are what ships. Settings for a bigger bake: the UNet's
+   widths (``--unet-channels``), captions that name the marking (``--marking-captions``) and extra loss
+   weight on its pixels (``--marking-weight``); none of them moved identity at this size (docs/likeness.md).
 4. save: ``StableDiffusionInpaintPipeline.save_pretrained`` + the model's declaration (``bodydouble_model.json``:
    TEST MODEL label, resolution, size multiple) + ``bake-metrics.json`` (losses, VAE PSNR, base fill PSNR).
 """
@@ -47,7 +51,9 @@ VIEW_PHRASES = {
     "back": ("back", "back of the head", "back view", "from behind", "the back of the head"),
 }
 MAX_TOKENS = 24     # this world's prompts are a trigger and a view: short context, cheaper cross-attention
-WORDS = sorted({w for phrases in VIEW_PHRASES.values() for p in phrases for w in p.split()} | {"head", "character"})
+MARKING_WORD = "marking"
+WORDS = sorted({w for phrases in VIEW_PHRASES.values() for p in phrases for w in p.split()} | {"head", "character"}
+               | set(chars.SHAPES) | set(chars.COLOURS) | {MARKING_WORD})
 
 
 @dataclass(frozen=True)
@@ -61,12 +67,15 @@ class BakeSettings:
     vae_channels: tuple = (32, 64, 64)
     unet_channels: tuple = (32, 64, 96)     # 2.7 M parameters; (48, 96, 144) is 6.1 M at ~1.6x a step's time
     latent_channels: int = 4
+    vae_from: str = ""              # a model folder whose VAE to keep (its UNet rebaked on it), "" to train one
     vae_steps: int = 1000
     vae_batch: int = 32
     vae_patch: int = 32
     unet_steps: int = 3000
     batch: int = 32
     learning_rate: float = 1e-3
+    marking_captions: float = 0.0   # share of renders showing the marking whose caption names it ("red ring marking")
+    marking_weight: float = 0.0     # extra loss weight on the marking's pixels (0: the head's pixels count alike)
     ema: float = 0.998
     checkpoint_every: int = 100
     eval_renders: int = 24          # held-out renders of base characters (new shots) to score the bake
@@ -132,7 +141,13 @@ def build_components(settings: BakeSettings, vocab_size: int):
     return vae, unet, text_encoder, scheduler
 
 
-def prompt_for(rng: np.random.Generator, view: str) -> str:
+def prompt_for(rng: np.random.Generator, view: str, marking: str | None = None, named: float = 0.5) -> str:
+    """A training caption: the view, a random name in front half the time (a trigger word does not throw the
+    base model), and, a ``named`` share of the time when ``marking`` is given (the render shows it), what it
+    shows there ("red ring marking"), as a licensed model's captions describe what is in the picture: a model
+    that never heard a marking named can only draw the average of every marking it saw where it cannot see
+    one. (Off in the committed bake: at this model's size it shifted the head's colours toward the named one
+    and drew no shape the judge could name; docs/likeness.md.)"""
     if rng.random() < 0.1:
         return ""
     phrase = VIEW_PHRASES[view][rng.integers(len(VIEW_PHRASES[view]))]
@@ -140,7 +155,15 @@ def prompt_for(rng: np.random.Generator, view: str) -> str:
         name = "".join(chr(97 + int(k)) for k in rng.integers(0, 26, rng.integers(2, 7)))
         digits = "".join(str(int(k)) for k in rng.integers(0, 10, rng.integers(0, 3)))
         phrase = f"<{name}{digits}> {phrase}"
+    if marking is not None and named and rng.random() < named:
+        phrase = f"{phrase} {marking} {MARKING_WORD}"
     return phrase
+
+
+def marking_caption(character: chars.Character, yaw: float) -> str | None:
+    """The words for a character's back marking where a render at ``yaw`` shows it (90 degrees or more from
+    the front: it is hidden to 70 and grazes the silhouette to 80), else None."""
+    return f"{character.marking_colour} {character.marking_shape}" if abs(chars.wrap_yaw(yaw)) >= 90 else None
 
 
 # -- phases ------------------------------------------------------------------------------------------
@@ -148,19 +171,20 @@ def render_phase(settings: BakeSettings, work: Path, log) -> dict:
     cache = work / "renders.npz"
     if cache.is_file():
         with np.load(cache) as data:
-            return {k: data[k] for k in data.files}
+            if "marking" in data.files:     # a cache from before the markings' masks is rendered again
+                return {k: data[k] for k in data.files}
     from ..imaging.colour import ColourTransform
 
     colour = ColourTransform(world.PLATE_COLOURSPACE)
     framing = world.Framing(settings.resolution, settings.multiple)
-    parts = {"rgb": [], "mask": [], "yaw": [], "character": []}
+    parts = {"rgb": [], "mask": [], "yaw": [], "character": [], "marking": []}
     started = time.monotonic()
     for index in range(settings.characters):
         character = chars.base_character(settings.seed, index)
         rng = chars._rng(settings.seed, "bake-renders", index)
-        rgb, mask, yaw = world.sample_views(rng, character, settings.renders_per_character, settings.plate,
-                                            settings.plate, framing, colour)
-        parts["rgb"].append(rgb), parts["mask"].append(mask), parts["yaw"].append(yaw)
+        rgb, mask, yaw, marking = world.sample_views(rng, character, settings.renders_per_character, settings.plate,
+                                                     settings.plate, framing, colour, markings=True)
+        parts["rgb"].append(rgb), parts["mask"].append(mask), parts["yaw"].append(yaw), parts["marking"].append(marking)
         parts["character"].append(np.full(len(yaw), index, np.int16))
         log(f"render: character {index + 1}/{settings.characters} ({time.monotonic() - started:.0f} s)")
     data = {k: np.concatenate(v) for k, v in parts.items()}
@@ -266,11 +290,17 @@ def vae_phase(settings: BakeSettings, vae, data: dict, work: Path, log) -> dict:
     metrics = checkpointed_loop("vae", work / "vae", {"": vae}, optimizer, settings.vae_steps, settings.learning_rate,
                                 75, settings.checkpoint_every, log, step_fn)
     vae.eval()
+    return {"steps": settings.vae_steps, "curve": metrics, "eval_psnr_db": vae_psnr(vae, data)}
+
+
+def vae_psnr(vae, data: dict) -> float:
+    """The VAE's round trip of the bake's held-out renders, in dB."""
+    import torch
+
     with torch.no_grad():
         x = _pixels(data["eval_rgb"])
         recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-        mse = float(((recon - x) / 2).pow(2).mean())
-    return {"steps": settings.vae_steps, "curve": metrics, "eval_psnr_db": world.decibels(mse)}
+        return world.decibels(float(((recon - x) / 2).pow(2).mean()))
 
 
 def _recoloured(x, generator):
@@ -329,6 +359,8 @@ def unet_phase(settings: BakeSettings, unet, text_encoder, tok, scheduler, vae, 
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=1e-2)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     views = [chars.view_of(float(y)) for y in data["yaw"]]
+    characters = [chars.base_character(settings.seed, i) for i in range(settings.characters)]
+    markings = [marking_caption(characters[c], float(y)) for c, y in zip(data["character"].tolist(), data["yaw"])]
     count, size = len(views), settings.resolution
     scaling = latents["scaling"]
 
@@ -336,7 +368,7 @@ def unet_phase(settings: BakeSettings, unet, text_encoder, tok, scheduler, vae, 
         g = _generator(settings.seed, "unet", step + 1)
         index = torch.randint(0, count, (settings.batch,), generator=g)
         rng = np.random.default_rng(chars.hash_int(f"{settings.seed}/prompts/{step + 1}"))
-        prompts = [prompt_for(rng, views[i]) for i in index.tolist()]
+        prompts = [prompt_for(rng, views[i], markings[i], settings.marking_captions) for i in index.tolist()]
         ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids
         mean, std = latents["mean"][index], latents["std"][index]
@@ -368,6 +400,9 @@ def unet_phase(settings: BakeSettings, unet, text_encoder, tok, scheduler, vae, 
         pred = unet(model_in, t, embeds).sample
         target = noise_scheduler.get_velocity(z, noise, t)
         weight = 0.1 + 0.9 * F.interpolate(masks, size=z.shape[-2:], mode="area")
+        if settings.marking_weight:
+            marks = torch.from_numpy(data["marking"][index.numpy()])[:, None].float() * masks
+            weight = weight + settings.marking_weight * F.interpolate(marks, size=z.shape[-2:], mode="area")
         loss = ((pred - target) ** 2 * weight).sum() / (weight.sum() * z.shape[1])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -437,7 +472,13 @@ def bake(out: Path, settings: BakeSettings, work: Path, log=print) -> dict:
     data = render_phase(settings, work, log)
     tok = tokenizer()
     vae, unet, text_encoder, scheduler = build_components(settings, len(tok))
-    vae_metrics = vae_phase(settings, vae, data, work, log)
+    if settings.vae_from:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(Path(settings.vae_from) / "vae").eval()
+        vae_metrics = {"from": settings.vae_from, "eval_psnr_db": vae_psnr(vae, data)}
+    else:
+        vae_metrics = vae_phase(settings, vae, data, work, log)
     latents = encode_phase(vae, data)
     vae.register_to_config(scaling_factor=latents["scaling"])
     log(f"vae: eval PSNR {vae_metrics['eval_psnr_db']:.2f} dB, scaling factor {latents['scaling']:.4f}")
@@ -482,18 +523,18 @@ def publish(pipe, out: Path, declared: dict, label: str, metrics: dict) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def command_line(argv, doc: str, default, tiny, bake_fn, steps: dict[str, str]) -> int:
-    """A bake script's command line: OUT, --work, --tiny and the phases' step counts (``steps``: option ->
-    settings field, e.g. "--vae-steps" -> "vae_steps")."""
+def command_line(argv, doc: str, default, tiny, bake_fn, options: dict[str, tuple[str, object]]) -> int:
+    """A bake script's command line: OUT, --work, --tiny and settings overrides (``options``: option ->
+    (settings field, its parser), e.g. "--vae-steps" -> ("vae_steps", int))."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("out", help="model folder to write (diffusers layout)")
     parser.add_argument("--work", help="work folder for the render cache and checkpoints (default: OUT.work)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long bake (CI: the script still runs)")
-    for option, name in steps.items():
-        parser.add_argument(option, type=int, dest=name, help=f"override the settings' {name}")
+    for option, (name, parse) in options.items():
+        parser.add_argument(option, type=parse, dest=name, help=f"override the settings' {name}")
     args = parser.parse_args(argv)
     settings = replace(tiny if args.tiny else default,
-                       **{name: getattr(args, name) for name in steps.values() if getattr(args, name)})
+                       **{name: getattr(args, name) for name, _ in options.values() if getattr(args, name)})
     out = Path(args.out)
     work = Path(args.work) if args.work else out.with_name(out.name + ".work")
 
@@ -506,8 +547,15 @@ def command_line(argv, doc: str, default, tiny, bake_fn, steps: dict[str, str]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    return command_line(argv, __doc__, BakeSettings(), TINY, bake, {"--vae-steps": "vae_steps",
-                                                                   "--unet-steps": "unet_steps"})
+    return command_line(argv, __doc__, BakeSettings(), TINY, bake, {
+        "--vae-steps": ("vae_steps", int), "--unet-steps": ("unet_steps", int),
+        "--unet-channels": ("unet_channels", widths), "--vae-from": ("vae_from", str),
+        "--marking-captions": ("marking_captions", float), "--marking-weight": ("marking_weight", float)})
+
+
+def widths(text: str) -> tuple:
+    """"48,96,144" -> (48, 96, 144)."""
+    return tuple(int(v) for v in text.split(","))
 
 
 if __name__ == "__main__":

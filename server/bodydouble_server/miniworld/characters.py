@@ -139,9 +139,14 @@ def stand_in(seed: int) -> Character:
     return Character(name="stand-in", marking_shape="none", marking_colour="white", **traits)
 
 
+def wrap_yaw(yaw: float) -> float:
+    """A yaw (degrees) in [-180, 180): 0 the face, +-180 the back."""
+    return (yaw + 180.0) % 360.0 - 180.0
+
+
 def view_of(yaw: float) -> str:
     """The standard view tag of a yaw (degrees)."""
-    y = (yaw + 180.0) % 360.0 - 180.0
+    y = wrap_yaw(yaw)
     a = abs(y)
     if a <= 30:
         return "front"

@@ -140,7 +140,7 @@ def score(scorer, made: np.ndarray, truth: np.ndarray, matte: np.ndarray, yaw: f
     box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
     made_d, truth_d = scorer.display(made), scorer.display(truth)
     row = {"psnr": experiment.psnr(np.clip(made_d[box], 0, 1), np.clip(truth_d[box], 0, 1)), "yaw": yaw,
-           "back": abs(((yaw - 180.0) + 180.0) % 360.0 - 180.0) <= s.back}
+           "back": abs(chars.wrap_yaw(yaw - 180.0)) <= s.back}
     if row["back"]:
         model_rgb, model_mask, _ = world.model_sample(scorer.colour, made[:, :, :3], matte, scorer.framing)
         row["judged"] = scorer.judge.predict(model_rgb[None], model_mask[None])[0]

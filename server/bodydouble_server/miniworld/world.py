@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,23 +88,27 @@ def model_sample(colour: ColourTransform, rgb: np.ndarray, matte: np.ndarray, fr
 
 
 def sample_views(rng: np.random.Generator, character: chars.Character, count: int, width: int, height: int,
-                 framing: Framing, colour: ColourTransform, yaws=None):
+                 framing: Framing, colour: ColourTransform, yaws=None, markings: bool = False):
     """``count`` random shots of ``character`` (random yaw unless given), framed as fill frames them.
 
-    Returns (rgb (N, R, R, 3) float16 display-referred, masks (N, R, R) bool, yaws (N,) float32)."""
+    Returns (rgb (N, R, R, 3) float16 display-referred, masks (N, R, R) bool, yaws (N,) float32), and with
+    ``markings`` where the back marking shows (N, R, R) bool: the shot rendered again without it, differenced."""
     size = framing.resolution
     rgbs = np.zeros((count, size, size, 3), np.float16)
     masks = np.zeros((count, size, size), bool)
+    marks = np.zeros((count, size, size), bool)
     out_yaws = np.zeros(count, np.float32)
+    unmarked = replace(character, marking_shape="none")
     for i in range(count):
         yaw = float(rng.uniform(0, 360)) if yaws is None else float(yaws[i])
         shot = chars.random_shot(rng, width, height)
         rgb, matte = chars.render(character, shot, yaw)
         model_rgb, model_mask, _ = model_sample(colour, rgb, matte, framing)
-        model_rgb = square(model_rgb, size)
-        model_mask = square(model_mask[:, :, None], size)[:, :, 0]
-        rgbs[i], masks[i], out_yaws[i] = model_rgb, model_mask > 0.5, yaw
-    return rgbs, masks, out_yaws
+        rgbs[i], masks[i], out_yaws[i] = square(model_rgb, size), square(model_mask[:, :, None], size)[:, :, 0] > 0.5, yaw
+        if markings:
+            plain = square(model_sample(colour, chars.render(unmarked, shot, yaw)[0], matte, framing)[0], size)
+            marks[i] = np.abs(square(model_rgb, size) - plain).max(axis=-1) > 0.02
+    return (rgbs, masks, out_yaws, marks) if markings else (rgbs, masks, out_yaws)
 
 
 def square(pixels: np.ndarray, size: int) -> np.ndarray:
