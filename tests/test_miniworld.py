@@ -158,17 +158,19 @@ def test_a_unet_rebaked_on_a_kept_vae_ships_that_vae_to_the_byte(tmp_path):
 
 
 def test_base_captions_name_the_marking_where_a_render_shows_it():
-    """The base model's captions describe the back marking ("red ring marking") half the time on renders
-    that show it, never on ones that cannot (yaw within 90 degrees of the face), in whole tokens."""
+    """With ``--marking-captions 0.5`` the base model's captions describe the back marking ("red ring marking")
+    half the time on renders that show it, never on ones that cannot (yaw within 90 degrees of the face), in
+    whole tokens; by default (the committed bake's recipe) never."""
     from bodydouble_server.miniworld import bake
 
     character = chars.base_character(7, 0)
     words = f"{character.marking_colour} {character.marking_shape} {bake.MARKING_WORD}"
     assert bake.marking_caption(character, 40.0) is None and bake.marking_caption(character, -89.0) is None
     rng = np.random.default_rng(0)
-    backs = [bake.prompt_for(rng, "back", bake.marking_caption(character, 200.0)) for _ in range(400)]
+    backs = [bake.prompt_for(rng, "back", bake.marking_caption(character, 200.0), 0.5) for _ in range(400)]
     named = sum(words in p for p in backs)
     assert 120 < named < 240, named
+    assert not any(words in bake.prompt_for(rng, "back", bake.marking_caption(character, 200.0)) for _ in range(100))
     tok = bake.tokenizer()
     assert len(tok(words).input_ids) == 5      # start, three whole words, end
 

@@ -141,7 +141,7 @@ def build_components(settings: BakeSettings, vocab_size: int):
     return vae, unet, text_encoder, scheduler
 
 
-def prompt_for(rng: np.random.Generator, view: str, marking: str | None = None, named: float = 0.5) -> str:
+def prompt_for(rng: np.random.Generator, view: str, marking: str | None = None, named: float = 0.0) -> str:
     """A training caption: the view, a random name in front half the time (a trigger word does not throw the
     base model), and, a ``named`` share of the time when ``marking`` is given (the render shows it), what it
     shows there ("red ring marking"), as a licensed model's captions describe what is in the picture: a model
