@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# The checks that need a GPU machine, in one run (a lent machine's minutes are few), most wanted first: the fill /
-# extend tests on CUDA (the suite runs on CPU); the miniature world's likeness table served on CUDA in float16,
-# as a studio runs the product, and in float32 (the committed tables are CPU float32); then #16's 2K shot beside a
-# GPU-speed model at the GPU's own batch (SD 1.5 inpaint at its real size, batched and not). The first GPU run
-# (2026-12-04) also ran bench/load.py (#12) and bench/shot_fill.py --quick --device cuda: numbers in the issues.
+# The checks that need a GPU machine (a lent machine's minutes are few), most wanted first: the miniature world's
+# base model baked bigger than 2 CPU cores can, and whether it draws a marking it is told by name (#20's open
+# question); then the fill / extend tests on CUDA (the suite runs on CPU); the world's likeness table served on CUDA
+# in float16, as a studio runs the product, and in float32 (the committed tables are CPU float32); then #16's 2K
+# shot beside a GPU-speed model at the GPU's own batch (SD 1.5 inpaint at its real size, batched and not). The
+# first GPU run (2026-12-04) also ran bench/load.py (#12) and bench/shot_fill.py --quick --device cuda: numbers in
+# the issues.
 #
 #   bash bench/device_checks.sh --wheels    here, before: the wheels the GPU machine lacks into .whl/ (ignored)
 #   bash bench/device_checks.sh [OUT]       there: logs go to OUT (default $OUT, else /tmp/bd-device)
+#   STAGES="machine bake_gpu named_marking" bash bench/device_checks.sh OUT     only those stages: a run is
+#                                           at most 10 minutes, so three runs for all (likeness_gpu_bake next,
+#                                           on the same warm machine: the bake lies in /tmp/bd-bake)
+#
+# Two groups, one run each: the product's checks (cuda_tests, likeness_cuda, likeness_cuda_fp32,
+# shot_throughput) and the world's bigger base model (bake_gpu: a UNet too big to bake on 2 CPU cores, on the
+# committed VAE, with the marking named in its captions; named_marking: can it draw a marking told by name, the
+# question no CPU bake answered yes to; likeness_gpu_bake: if so, the likeness table on it). Their order in the
+# file is the order of want.
 #
 # The GPU machine's own Python (3.12, torch with CUDA, transformers, peft, opencv) is used; what it lacks
 # travels as wheels (pinned as in constraints.txt) and is installed under /tmp/site. Each stage has its own time
@@ -32,9 +43,10 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/plugin:$PWD/server:$PWD
 
-stage() {   # stage NAME SECONDS COMMAND...: its output to the console and $out/NAME.txt
+stage() {   # stage NAME SECONDS COMMAND...: its output to the console and $out/NAME.txt (skipped unless in $STAGES)
     local name=$1 limit=$2
     shift 2
+    case " ${STAGES:-$name} " in *" $name "*) ;; *) return 0 ;; esac
     echo "=== $name (limit ${limit} s): $*"
     local start=$SECONDS
     timeout -k 10 "$limit" "$@" 2>&1 | grep -v "^\[transformers\]" | tee "$out/$name.txt"
@@ -45,6 +57,13 @@ stage machine 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_versio
     python3 -c "import torch, diffusers, transformers, OpenImageIO, zmq, c2pa; print(\"torch\", torch.__version__,
     \"cuda\", torch.cuda.is_available(), \"diffusers\", diffusers.__version__, \"transformers\", transformers.__version__,
     \"oiio\", OpenImageIO.__version__, \"zmq\", zmq.__version__)"'
+# The world's bigger base model (one run), then the product's checks (another).
+bake=/tmp/bd-bake/base-model
+stage bake_gpu 450 python3 -m bodydouble_server.miniworld.bake $bake --work /tmp/bd-bake/work --device cuda \
+    --vae-from server/bodydouble_server/miniworld/baked/base-model --unet-channels 128,256,384 --batch 64 \
+    --unet-steps 3000 --marking-captions 0.5 --marking-weight 20
+stage named_marking 60 python3 bench/named_marking.py $bake --device cuda --sheet "$out/named_marking.png"
+stage likeness_gpu_bake 240 python3 bench/likeness.py --quick --model $bake --device cuda --threads 4
 stage cuda_tests 90 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_fill.py tests/test_extend.py \
     tests/test_frame_pipeline.py tests/test_previews.py tests/test_test_models.py tests/test_colour_passthrough.py \
     tests/test_video_models.py tests/test_model_families.py

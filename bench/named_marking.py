@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--characters", type=int, default=6)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--guidance", type=float, default=2.0, help="the experiment's (2.0)")
+    parser.add_argument("--device", default="cpu", help="where the base pipeline runs (the judge: the CPU)")
     parser.add_argument("--sheet", help="write a PNG: per character, the truths, then the fills of each prompt")
     args = parser.parse_args(argv)
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     pipe = StableDiffusionInpaintPipeline.from_pretrained(args.model, local_files_only=True, safety_checker=None,
                                                           requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
+    pipe.to(args.device).set_progress_bar_config(disable=True)
     judge, colour = Judge(experiment.JUDGE), ColourTransform(world.PLATE_COLOURSPACE)
     framing = world.Framing(family.RESOLUTION, family.MULTIPLE)
     named, rows = {"truth": [], "view": [], "named": []}, []

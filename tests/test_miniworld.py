@@ -146,13 +146,15 @@ def test_a_unet_rebaked_on_a_kept_vae_ships_that_vae_to_the_byte(tmp_path):
     assert bake.main([str(first), "--tiny", "--work", str(tmp_path / "first.work")]) == 0
     second = tmp_path / "second"
     assert bake.main([str(second), "--tiny", "--work", str(tmp_path / "second.work"), "--vae-from", str(first),
-                      "--unet-channels", "16,32,48", "--marking-captions", "0.5", "--marking-weight", "20"]) == 0
+                      "--unet-channels", "16,32,48", "--marking-captions", "0.5", "--marking-weight", "20",
+                      "--device", "cpu", "--batch", "3"]) == 0
     vae = "vae/diffusion_pytorch_model.safetensors"
     assert (first / vae).read_bytes() == (second / vae).read_bytes()
     assert not (tmp_path / "second.work" / "vae").exists()
     metrics = json.loads((second / bake.METRICS_FILE).read_text())
     assert metrics["vae"]["from"] == str(first) and metrics["settings"]["unet_channels"] == [16, 32, 48]
     assert metrics["settings"]["marking_weight"] == 20 and metrics["settings"]["marking_captions"] == 0.5
+    assert metrics["settings"]["device"] == "cpu" and metrics["settings"]["batch"] == 3
     unet = json.loads((second / "unet" / "config.json").read_text())
     assert unet["block_out_channels"] == [16, 32, 48]
 

@@ -81,6 +81,8 @@ class BakeSettings:
     eval_renders: int = 24          # held-out renders of base characters (new shots) to score the bake
     eval_steps: int = 20
     threads: int = 1                # one thread: bit-exact on any machine, and faster than two on a busy CPU
+    device: str = "cpu"             # "cuda": the models train there; batches are still drawn on the CPU, so a
+                                    # CPU bake is unchanged, and a GPU bake draws the same samples
 
 
 TINY = BakeSettings(characters=3, renders_per_character=8, vae_steps=3, unet_steps=3, vae_batch=4, batch=4,
@@ -276,9 +278,9 @@ def vae_phase(settings: BakeSettings, vae, data: dict, work: Path, log) -> dict:
         g = _generator(settings.seed, "vae", step + 1)
         index = torch.randint(0, count, (settings.vae_batch,), generator=g)
         y0, x0 = (int(v) for v in torch.randint(0, size - patch + 1, (2,), generator=g))
-        x = _recoloured(_pixels(data["rgb"][index.numpy()])[:, :, y0:y0 + patch, x0:x0 + patch], g)
+        x = _recoloured(_pixels(data["rgb"][index.numpy()])[:, :, y0:y0 + patch, x0:x0 + patch], g).to(vae.device)
         dist = vae.encode(x).latent_dist
-        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g)
+        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(vae.device)
         recon = vae.decode(z).sample
         kl = dist.kl().mean() / (patch * patch * 3)
         loss = (recon - x).abs().mean() + 0.5 * (recon - x).pow(2).mean() + 1e-3 * kl
@@ -298,7 +300,7 @@ def vae_psnr(vae, data: dict) -> float:
     import torch
 
     with torch.no_grad():
-        x = _pixels(data["eval_rgb"])
+        x = _pixels(data["eval_rgb"]).to(vae.device)
         recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
         return world.decibels(float(((recon - x) / 2).pow(2).mean()))
 
@@ -329,18 +331,19 @@ def _lr_scale(step: int, total: int, warm: int) -> float:
 
 
 def encode_phase(vae, data: dict, batch: int = 256) -> dict:
-    """Posterior mean/std of every render, the head-masked render's latents, and the scaling factor."""
+    """Posterior mean/std of every render, the head-masked render's latents (on the CPU, where batches are
+    drawn), and the scaling factor."""
     import torch
 
     means, stds, masked = [], [], []
     with torch.no_grad():
         for start in range(0, len(data["rgb"]), batch):
-            x = _pixels(data["rgb"][start:start + batch])
+            x = _pixels(data["rgb"][start:start + batch]).to(vae.device)
             dist = vae.encode(x).latent_dist
-            means.append(dist.mean), stds.append(dist.std)
-            m = torch.from_numpy(data["mask"][start:start + batch])[:, None].float()
-            masked.append(vae.encode(x * (m < 0.5)).latent_dist.mode())
-        empty = vae.encode(torch.zeros(1, 3, *data["rgb"].shape[1:3])).latent_dist.mode()
+            means.append(dist.mean.cpu()), stds.append(dist.std.cpu())
+            m = torch.from_numpy(data["mask"][start:start + batch])[:, None].float().to(vae.device)
+            masked.append(vae.encode(x * (m < 0.5)).latent_dist.mode().cpu())
+        empty = vae.encode(torch.zeros(1, 3, *data["rgb"].shape[1:3], device=vae.device)).latent_dist.mode().cpu()
     mean = torch.cat(means)
     scaling = float(1.0 / mean.std())
     return {"mean": mean, "std": torch.cat(stds), "masked": torch.cat(masked), "empty": empty, "scaling": scaling}
@@ -389,21 +392,21 @@ def unet_phase(settings: BakeSettings, unet, text_encoder, tok, scheduler, vae, 
                 masks[i, :, y0:y1, x0:x1] = 1.0
                 with torch.no_grad():
                     x = _pixels(data["rgb"][index[i:i + 1].numpy()])
-                    masked_latents[i] = vae.encode(x * (masks[i:i + 1] < 0.5)).latent_dist.mode()[0]
+                    masked_latents[i] = vae.encode((x * (masks[i:i + 1] < 0.5)).to(vae.device)).latent_dist.mode()[0].cpu()
             else:                                          # everything
                 masks[i] = 1.0
                 masked_latents[i] = latents["empty"][0]
         small = F.interpolate(masks, size=z.shape[-2:])
         noisy = noise_scheduler.add_noise(z, noise, t)
         model_in = torch.cat([noisy, small, masked_latents * scaling], dim=1)
-        embeds = text_encoder(ids)[0]
-        pred = unet(model_in, t, embeds).sample
         target = noise_scheduler.get_velocity(z, noise, t)
         weight = 0.1 + 0.9 * F.interpolate(masks, size=z.shape[-2:], mode="area")
         if settings.marking_weight:
             marks = torch.from_numpy(data["marking"][index.numpy()])[:, None].float() * masks
             weight = weight + settings.marking_weight * F.interpolate(marks, size=z.shape[-2:], mode="area")
-        loss = ((pred - target) ** 2 * weight).sum() / (weight.sum() * z.shape[1])
+        model_in, t, ids, target, weight = (v.to(unet.device) for v in (model_in, t, ids, target, weight))
+        pred = unet(model_in, t, text_encoder(ids)[0]).sample
+        loss = ((pred - target) ** 2 * weight).sum() / (weight.sum() * target.shape[1])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -475,14 +478,15 @@ def bake(out: Path, settings: BakeSettings, work: Path, log=print) -> dict:
     if settings.vae_from:
         from diffusers import AutoencoderKL
 
-        vae = AutoencoderKL.from_pretrained(Path(settings.vae_from) / "vae").eval()
+        vae = AutoencoderKL.from_pretrained(Path(settings.vae_from) / "vae").eval().to(settings.device)
         vae_metrics = {"from": settings.vae_from, "eval_psnr_db": vae_psnr(vae, data)}
     else:
-        vae_metrics = vae_phase(settings, vae, data, work, log)
+        vae_metrics = vae_phase(settings, vae.to(settings.device), data, work, log)
     latents = encode_phase(vae, data)
     vae.register_to_config(scaling_factor=latents["scaling"])
     log(f"vae: eval PSNR {vae_metrics['eval_psnr_db']:.2f} dB, scaling factor {latents['scaling']:.4f}")
-    result = unet_phase(settings, unet, text_encoder, tok, scheduler, vae, data, latents, work, log)
+    result = unet_phase(settings, unet.to(settings.device), text_encoder.to(settings.device), tok, scheduler, vae,
+                        data, latents, work, log)
     pipe = StableDiffusionInpaintPipeline(
         vae=vae, text_encoder=result["text_encoder"], tokenizer=tok, unet=result["unet"], scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -497,7 +501,7 @@ def bake(out: Path, settings: BakeSettings, work: Path, log=print) -> dict:
         "unet": {"steps": result["steps"], "curve": result["curve"]}, "evaluation": evaluation,
         "note": "wall_s counts this run only (a resumed bake: the last part)",
     }
-    publish(pipe, out, declaration(settings), family.LABEL, metrics)
+    publish(pipe.to("cpu"), out, declaration(settings), family.LABEL, metrics)
     return metrics
 
 
@@ -550,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     return command_line(argv, __doc__, BakeSettings(), TINY, bake, {
         "--vae-steps": ("vae_steps", int), "--unet-steps": ("unet_steps", int),
         "--unet-channels": ("unet_channels", widths), "--vae-from": ("vae_from", str),
-        "--marking-captions": ("marking_captions", float), "--marking-weight": ("marking_weight", float)})
+        "--marking-captions": ("marking_captions", float), "--marking-weight": ("marking_weight", float),
+        "--device": ("device", str), "--threads": ("threads", int), "--batch": ("batch", int)})
 
 
 def widths(text: str) -> tuple:
