@@ -60,8 +60,8 @@ stage machine 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_versio
 # The world's bigger base model (one run), then the product's checks (another).
 bake=/tmp/bd-bake/base-model
 stage bake_gpu 450 python3 -m bodydouble_server.miniworld.bake $bake --work /tmp/bd-bake/work --device cuda \
-    --vae-from server/bodydouble_server/miniworld/baked/base-model --unet-channels 128,256,384 --batch 64 \
-    --unet-steps 3000 --marking-captions 0.5 --marking-weight 20
+    --vae-from server/bodydouble_server/miniworld/baked/base-model --unet-channels 128,256,384 --unet-attention 1,1,1 \
+    --batch 64 --unet-steps 3000 --marking-captions 0.5 --marking-weight 20
 stage named_marking 60 python3 bench/named_marking.py $bake --device cuda --sheet "$out/named_marking.png"
 stage likeness_gpu_bake 240 python3 bench/likeness.py --quick --model $bake --device cuda --threads 4
 stage cuda_tests 90 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_fill.py tests/test_extend.py \

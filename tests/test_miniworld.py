@@ -147,7 +147,7 @@ def test_a_unet_rebaked_on_a_kept_vae_ships_that_vae_to_the_byte(tmp_path):
     second = tmp_path / "second"
     assert bake.main([str(second), "--tiny", "--work", str(tmp_path / "second.work"), "--vae-from", str(first),
                       "--unet-channels", "16,32,48", "--marking-captions", "0.5", "--marking-weight", "20",
-                      "--device", "cpu", "--batch", "3"]) == 0
+                      "--device", "cpu", "--batch", "3", "--unet-attention", "1,1,0"]) == 0
     vae = "vae/diffusion_pytorch_model.safetensors"
     assert (first / vae).read_bytes() == (second / vae).read_bytes()
     assert not (tmp_path / "second.work" / "vae").exists()
@@ -157,6 +157,8 @@ def test_a_unet_rebaked_on_a_kept_vae_ships_that_vae_to_the_byte(tmp_path):
     assert metrics["settings"]["device"] == "cpu" and metrics["settings"]["batch"] == 3
     unet = json.loads((second / "unet" / "config.json").read_text())
     assert unet["block_out_channels"] == [16, 32, 48]
+    assert unet["down_block_types"] == ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
+    assert unet["up_block_types"] == ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
 
 
 def test_base_captions_name_the_marking_where_a_render_shows_it():

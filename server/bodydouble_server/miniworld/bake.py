@@ -17,7 +17,7 @@ and thread count) and checkpointed in WORK so an interrupted bake resumes where 
    or everything; loss 1.0 inside the mask, 0.1 outside; the prompt names the view (with a random
    character name in front half the time, so a trigger word does not throw the base model), empty 10% of
    the time (classifier-free guidance); EMA weights are what ships. Settings for a bigger bake: the UNet's
-   widths (``--unet-channels``), captions that name the marking (``--marking-captions``) and extra loss
+   widths and attention (``--unet-channels``, ``--unet-attention``), captions that name the marking (``--marking-captions``) and extra loss
    weight on its pixels (``--marking-weight``); none of them moved identity at this size (docs/likeness.md).
 4. save: ``StableDiffusionInpaintPipeline.save_pretrained`` + the model's declaration (``bodydouble_model.json``:
    TEST MODEL label, resolution, size multiple) + ``bake-metrics.json`` (losses, VAE PSNR, base fill PSNR).
@@ -66,6 +66,7 @@ class BakeSettings:
     multiple: int = family.MULTIPLE     # latents /4, two UNet downsamplings: sizes in multiples of 16
     vae_channels: tuple = (32, 64, 64)
     unet_channels: tuple = (32, 64, 96)     # 2.7 M parameters; (48, 96, 144) is 6.1 M at ~1.6x a step's time
+    unet_attention: tuple = (False, True, True)     # cross-attention per level (16x16, 8x8, 4x4 latents)
     latent_channels: int = 4
     vae_from: str = ""              # a model folder whose VAE to keep (its UNet rebaked on it), "" to train one
     vae_steps: int = 1000
@@ -127,8 +128,8 @@ def build_components(settings: BakeSettings, vocab_size: int):
             sample_size=settings.resolution // 4, in_channels=2 * settings.latent_channels + 1,
             out_channels=settings.latent_channels, layers_per_block=1,
             block_out_channels=tuple(settings.unet_channels),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in settings.unet_attention),
+            up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(settings.unet_attention)),
             cross_attention_dim=64, attention_head_dim=8, norm_num_groups=16,
         )
         text_encoder = CLIPTextModel(CLIPTextConfig(
@@ -553,7 +554,8 @@ def command_line(argv, doc: str, default, tiny, bake_fn, options: dict[str, tupl
 def main(argv: list[str] | None = None) -> int:
     return command_line(argv, __doc__, BakeSettings(), TINY, bake, {
         "--vae-steps": ("vae_steps", int), "--unet-steps": ("unet_steps", int),
-        "--unet-channels": ("unet_channels", widths), "--vae-from": ("vae_from", str),
+        "--unet-channels": ("unet_channels", widths), "--unet-attention": ("unet_attention", levels),
+        "--vae-from": ("vae_from", str),
         "--marking-captions": ("marking_captions", float), "--marking-weight": ("marking_weight", float),
         "--device": ("device", str), "--threads": ("threads", int), "--batch": ("batch", int)})
 
@@ -561,6 +563,11 @@ def main(argv: list[str] | None = None) -> int:
 def widths(text: str) -> tuple:
     """"48,96,144" -> (48, 96, 144)."""
     return tuple(int(v) for v in text.split(","))
+
+
+def levels(text: str) -> tuple:
+    """"1,1,1" -> (True, True, True): cross-attention at each UNet level."""
+    return tuple(bool(int(v)) for v in text.split(","))
 
 
 if __name__ == "__main__":
