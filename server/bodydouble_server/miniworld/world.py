@@ -104,10 +104,11 @@ def sample_views(rng: np.random.Generator, character: chars.Character, count: in
         shot = chars.random_shot(rng, width, height)
         rgb, matte = chars.render(character, shot, yaw)
         model_rgb, model_mask, _ = model_sample(colour, rgb, matte, framing)
-        rgbs[i], masks[i], out_yaws[i] = square(model_rgb, size), square(model_mask[:, :, None], size)[:, :, 0] > 0.5, yaw
+        model_rgb = square(model_rgb, size)
+        rgbs[i], masks[i], out_yaws[i] = model_rgb, square(model_mask[:, :, None], size)[:, :, 0] > 0.5, yaw
         if markings:
             plain = square(model_sample(colour, chars.render(unmarked, shot, yaw)[0], matte, framing)[0], size)
-            marks[i] = np.abs(square(model_rgb, size) - plain).max(axis=-1) > 0.02
+            marks[i] = np.abs(model_rgb - plain).max(axis=-1) > 0.02
     return (rgbs, masks, out_yaws, marks) if markings else (rgbs, masks, out_yaws)
 
 
