@@ -7,8 +7,8 @@ Phases, each deterministic from the settings' seed (per-step generators; bit-exa
 and thread count) and checkpointed in WORK so an interrupted bake resumes where it stopped:
 
 1. render: ``renders_per_character`` random shots of each base character at random yaws, framed as fill
-   frames a plate (the head's box plus fill's context, the OCIO view, the model's size), with where the back
-   marking shows; cached as .npz.
+   frames a plate (the head's box plus fill's context, the OCIO view, the model's size), and where the back
+   marking shows when ``marking_weight`` needs it; cached as .npz.
 2. vae: an AutoencoderKL with three blocks (latents /4: 64x64 -> 16x16x4), L1 + a small KL, on random
    patches (it is fully convolutional); its ``scaling_factor`` is then measured (1 / std of the latents).
    ``--vae-from MODEL`` keeps another bake's VAE instead (a UNet rebaked on the same latents).
@@ -172,23 +172,25 @@ def marking_caption(character: chars.Character, yaw: float) -> str | None:
 # -- phases ------------------------------------------------------------------------------------------
 def render_phase(settings: BakeSettings, work: Path, log) -> dict:
     cache = work / "renders.npz"
+    marked = bool(settings.marking_weight)      # the markings' masks cost a second render of every shot
     if cache.is_file():
         with np.load(cache) as data:
-            if "marking" in data.files:     # a cache from before the markings' masks is rendered again
+            if "marking" in data.files or not marked:   # a cache without the masks is rendered again if they count
                 return {k: data[k] for k in data.files}
     from ..imaging.colour import ColourTransform
 
     colour = ColourTransform(world.PLATE_COLOURSPACE)
     framing = world.Framing(settings.resolution, settings.multiple)
-    parts = {"rgb": [], "mask": [], "yaw": [], "character": [], "marking": []}
+    parts = {"rgb": [], "mask": [], "yaw": [], "character": []} | ({"marking": []} if marked else {})
     started = time.monotonic()
     for index in range(settings.characters):
         character = chars.base_character(settings.seed, index)
         rng = chars._rng(settings.seed, "bake-renders", index)
-        rgb, mask, yaw, marking = world.sample_views(rng, character, settings.renders_per_character, settings.plate,
-                                                     settings.plate, framing, colour, markings=True)
-        parts["rgb"].append(rgb), parts["mask"].append(mask), parts["yaw"].append(yaw), parts["marking"].append(marking)
-        parts["character"].append(np.full(len(yaw), index, np.int16))
+        views = world.sample_views(rng, character, settings.renders_per_character, settings.plate, settings.plate,
+                                   framing, colour, markings=marked)
+        for key, value in zip(("rgb", "mask", "yaw", "marking"), views):
+            parts[key].append(value)
+        parts["character"].append(np.full(settings.renders_per_character, index, np.int16))
         log(f"render: character {index + 1}/{settings.characters} ({time.monotonic() - started:.0f} s)")
     data = {k: np.concatenate(v) for k, v in parts.items()}
     evaluation = _eval_renders(settings, colour, framing)
