@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         row = [rgb]
         for label, words in (("view", ""), ("named", f" {bake.marking_caption(c, 180.0)} {bake.MARKING_WORD}")):
             fills = np.stack([np.where(mask[i][..., None], pipe(
-                prompt="back of the head" + words, image=rgb[i:i + 1], mask_image=mask[i:i + 1, :, :, None].astype(np.float32),
+                prompt="back of the head" + words, image=rgb[i:i + 1],
+                mask_image=mask[i:i + 1, :, :, None].astype(np.float32),
                 height=framing.resolution, width=framing.resolution, num_inference_steps=20,
                 guidance_scale=args.guidance, generator=torch.Generator().manual_seed(i), output_type="np").images[0],
                 rgb[i]) for i in range(args.views)])

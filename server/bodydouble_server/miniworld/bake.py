@@ -17,8 +17,9 @@ and thread count) and checkpointed in WORK so an interrupted bake resumes where 
    or everything; loss 1.0 inside the mask, 0.1 outside; the prompt names the view (with a random
    character name in front half the time, so a trigger word does not throw the base model), empty 10% of
    the time (classifier-free guidance); EMA weights are what ships. Settings for a bigger bake: the UNet's
-   widths and attention (``--unet-channels``, ``--unet-attention``), captions that name the marking (``--marking-captions``) and extra loss
-   weight on its pixels (``--marking-weight``); none of them moved identity at this size (docs/likeness.md).
+   widths and attention (``--unet-channels``, ``--unet-attention``), captions that name the marking
+   (``--marking-captions``) and extra loss weight on its pixels (``--marking-weight``); none of them moved
+   identity at this size (docs/likeness.md).
 4. save: ``StableDiffusionInpaintPipeline.save_pretrained`` + the model's declaration (``bodydouble_model.json``:
    TEST MODEL label, resolution, size multiple) + ``bake-metrics.json`` (losses, VAE PSNR, base fill PSNR).
 """
@@ -395,7 +396,8 @@ def unet_phase(settings: BakeSettings, unet, text_encoder, tok, scheduler, vae, 
                 masks[i, :, y0:y1, x0:x1] = 1.0
                 with torch.no_grad():
                     x = _pixels(data["rgb"][index[i:i + 1].numpy()])
-                    masked_latents[i] = vae.encode((x * (masks[i:i + 1] < 0.5)).to(vae.device)).latent_dist.mode()[0].cpu()
+                    kept = (x * (masks[i:i + 1] < 0.5)).to(vae.device)
+                    masked_latents[i] = vae.encode(kept).latent_dist.mode()[0].cpu()
             else:                                          # everything
                 masks[i] = 1.0
                 masked_latents[i] = latents["empty"][0]

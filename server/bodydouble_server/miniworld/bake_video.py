@@ -442,7 +442,8 @@ def bake(out: Path, settings: VideoBakeSettings, work: Path, log=print) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     return image_bake.command_line(argv, __doc__, VideoBakeSettings(), TINY, bake,
-                                   {"--vae-steps": ("vae_steps", int), "--transformer-steps": ("transformer_steps", int)})
+                                   {"--vae-steps": ("vae_steps", int),
+                                    "--transformer-steps": ("transformer_steps", int)})
 
 
 if __name__ == "__main__":
