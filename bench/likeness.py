@@ -29,12 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-frames", type=int)
     parser.add_argument("--model", help="the baked base model folder (default: the committed one)")
     parser.add_argument("--judge", help="the judge's folder (default: the committed one)")
+    parser.add_argument("--strength", type=float, help="fill's strength (default 1.0: the whole mask from noise)")
     args = parser.parse_args(argv)
     from bodydouble_server.miniworld import experiment
 
     settings = experiment.with_overrides(experiment.QUICK if args.quick else experiment.ExperimentSettings(),
                                          characters=args.characters, train_steps=args.train_steps,
-                                         test_frames=args.test_frames, footage_frames=args.footage)
+                                         test_frames=args.test_frames, footage_frames=args.footage, strength=args.strength)
     results = world_run(args, lambda root, log: experiment.run(
         settings, root, Path(args.model or experiment.BASE_MODEL), Path(args.judge or experiment.JUDGE), log,
         server_options(args)))

@@ -81,11 +81,14 @@ class ExperimentSettings:
     train_steps: int = 300
     train_batch: int = 8
     learning_rate: float = 1e-3
-    # Fill: the product's defaults except strength, which must be 1.0 (all the mask from noise), and guidance:
-    # 7.5 (SD's default) saturates this 2.7 M-parameter model into flat blobs (measured, 6 characters: own
-    # adapter 12.8 dB, below a grey fill; at 2.0: 15.3 dB), as it would any model run far above its range.
+    # Fill: the product's defaults. Strength 1.0, all the mask from noise: lower keeps the stand-in's head
+    # (measured on the first look-alike group, own adapter: 1.0 16.3 dB / identity 0.33, 0.9 16.0 / 0.00,
+    # 0.8 14.1 / 0.50 with the look-alike's 0.33, 0.6 11.8 / 0.00). Guidance 2.0, not 7.5 (SD's default),
+    # which saturates this 2.7 M-parameter model into flat blobs (measured, 6 characters: own adapter 12.8 dB,
+    # below a grey fill; at 2.0: 15.3 dB), as it would any model run far above its range.
     fill_steps: int = 20
     guidance: float = 2.0
+    strength: float = 1.0
     rows: tuple = ("a", "b", "c", "d", "e")
 
     @property
@@ -295,7 +298,7 @@ def fill(client, data: CharacterData, adapter: str | None, trigger: str, s: Expe
     request = FillRequest(
         frames=sequence_frames(data.plate, data.first, last, data.mask),
         adapters=[AdapterRef(adapter)] if adapter else [], prompt=f"{trigger} back of the head".strip(),
-        seed=7, steps=s.fill_steps, strength=1.0, guidance=s.guidance, feather=FEATHER, output_dir=str(out))
+        seed=7, steps=s.fill_steps, strength=s.strength, guidance=s.guidance, feather=FEATHER, output_dir=str(out))
     result = client.submit(request).wait(timeout=1800)
     return [result.frames[f] for f in range(data.first, last + 1)]
 

@@ -255,15 +255,17 @@ def _extend_passthrough(pipe, context: np.ndarray, count: int, *, steps: int, on
 
 
 def _inpaint_standin(pipe, video: np.ndarray, mask: np.ndarray, *, height: int, width: int, prompt: str, steps: int,
-                     generator, on_step, **_settings) -> np.ndarray:
-    """Fill's video engine on the stand-in: one sleep per step for the whole call, drifting pattern frames."""
-    return _extend_standin(pipe, video[:0], len(video), height=height, width=width, prompt=prompt, steps=steps,
-                           generator=generator, on_step=on_step)
+                     generator, on_step, strength: float = 1.0, **_settings) -> np.ndarray:
+    """Fill's video engine on the stand-in: one sleep per step run for the whole call, drifting pattern frames."""
+    return _extend_standin(pipe, video[:0], len(video), height=height, width=width, prompt=prompt,
+                           steps=_inpaint_steps(steps, strength), generator=generator, on_step=on_step)
 
 
-def _inpaint_passthrough(pipe, video: np.ndarray, mask: np.ndarray, *, steps: int, on_step, **_settings) -> np.ndarray:
+def _inpaint_passthrough(pipe, video: np.ndarray, mask: np.ndarray, *, steps: int, on_step, strength: float = 1.0,
+                         **_settings) -> np.ndarray:
     """The video it was given, unchanged: fill's video engine gives back the plate (colour, crop, chunks)."""
     pipe.calls += 1
+    steps = _inpaint_steps(steps, strength)
     pipe._steps(steps, _on_step(on_step, steps), sleep=False)
     return np.array(video, dtype=np.float32, copy=True)
 

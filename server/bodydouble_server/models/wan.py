@@ -7,24 +7,74 @@ transformer (``WanLoraLoaderMixin``). Wan's VAE compresses time by 4: a call mak
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .registry import Family, register, step_callback
 
 
 def inpaint(pipe, video: np.ndarray, mask: np.ndarray, *, height: int, width: int, prompt: str,
-            negative_prompt: str, steps: int, guidance: float, fps: float, generator, on_step) -> np.ndarray:
+            negative_prompt: str, steps: int, guidance: float, fps: float, generator, on_step,
+            strength: float = 1.0) -> np.ndarray:
     """Masked video inpainting: ``video`` (F, H, W, 3) in [0, 1], ``mask`` (F, H, W), 1 where pixels are made.
-    Returns all F frames (outside the mask the model's version: the caller composites)."""
+    Returns all F frames (outside the mask the model's version: the caller composites). ``strength`` below 1
+    starts from ``video`` itself noised to that point of the schedule, as image inpainting's strength starts
+    from the plate: the plate's layout under the mask survives (``WanVACEPipeline`` has no strength of its own)."""
     # Pixels to make are mid-grey in the control video (0 after VACE's [-1, 1] scaling), as VACE was trained.
     control = np.where(mask[..., None] > 0.5, np.float32(0.5), video).astype(np.float32)
-    frames = pipe(
-        video=control[None], mask=mask[None, ..., None].astype(np.float32), prompt=prompt,
-        negative_prompt=negative_prompt or None, height=height, width=width, num_frames=len(video),
-        num_inference_steps=steps, guidance_scale=guidance, generator=generator, output_type="np",
-        callback_on_step_end=step_callback(on_step, steps),
-    ).frames[0]
+    start = steps - max(1, min(int(steps * strength), steps))     # diffusers' img2img rule: the skipped steps
+    latents = _noised_latents(pipe, video, steps, start, generator) if start else None
+    with _schedule_from(pipe.scheduler, start):
+        frames = pipe(
+            video=control[None], mask=mask[None, ..., None].astype(np.float32), prompt=prompt,
+            negative_prompt=negative_prompt or None, height=height, width=width, num_frames=len(video),
+            num_inference_steps=steps, guidance_scale=guidance, generator=generator, output_type="np",
+            latents=latents, callback_on_step_end=step_callback(on_step, steps - start),
+        ).frames[0]
     return np.asarray(frames, dtype=np.float32)
+
+
+def _noised_latents(pipe, video: np.ndarray, steps: int, start: int, generator):
+    """``video``'s latents (normalised as the pipeline normalises them) noised to the schedule's step ``start``:
+    flow matching's x_t = (1 - sigma) x_0 + sigma noise."""
+    import torch
+    from diffusers.pipelines.wan.pipeline_wan_vace import retrieve_latents
+    from diffusers.utils.torch_utils import randn_tensor
+
+    vae = pipe.vae
+    pixels = torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32)).permute(3, 0, 1, 2)[None] * 2.0 - 1.0
+    with torch.no_grad():
+        clean = retrieve_latents(vae.encode(pixels.to(vae.device, vae.dtype)), sample_mode="argmax").float()
+    shape = (1, vae.config.z_dim, 1, 1, 1)
+    mean = torch.tensor(vae.config.latents_mean, device=clean.device).view(shape)
+    std = torch.tensor(vae.config.latents_std, device=clean.device).view(shape)
+    clean = (clean - mean) / std
+    noise = randn_tensor(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+    pipe.scheduler.set_timesteps(steps, device=clean.device)
+    sigma = float(pipe.scheduler.sigmas[start])
+    return sigma * noise + (1.0 - sigma) * clean
+
+
+@contextlib.contextmanager
+def _schedule_from(scheduler, start: int):
+    """The pipeline's own ``set_timesteps`` with the first ``start`` steps skipped: it runs the rest of the
+    schedule from where ``_noised_latents`` put the latents."""
+    if not start:
+        yield
+        return
+    full = scheduler.set_timesteps
+
+    def set_timesteps(*args, **kwargs):
+        full(*args, **kwargs)
+        scheduler.timesteps = scheduler.timesteps[start:]
+        scheduler.set_begin_index(start)
+
+    scheduler.set_timesteps = set_timesteps
+    try:
+        yield
+    finally:
+        del scheduler.set_timesteps      # the class's method again
 
 
 def extend(pipe, context: np.ndarray, count: int, *, height: int, width: int, **settings) -> np.ndarray:

@@ -225,7 +225,7 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
             p.model_rgb = p.model_mask = None
         made = video.family.inpaint(
             pipe, rgb, mask, height=gen_h, width=gen_w, prompt=req.prompt, negative_prompt=req.negative_prompt,
-            steps=req.steps, guidance=req.guidance, fps=24.0, generator=generator,
+            steps=req.steps, strength=req.strength, guidance=req.guidance, fps=24.0, generator=generator,
             on_step=previews.hook(chunking.progress(job, chunk, len(plan), first, total)))
         return np.asarray(made[len(known):len(known) + chunk.outputs], dtype=np.float32)
 
