@@ -268,6 +268,41 @@ def test_video_engine_strength_keeps_the_plates_layout_under_the_mask_on_the_wor
     assert "set_timesteps" not in vars(pipe.scheduler)
 
 
+def test_a_key_frame_is_what_the_video_model_is_given_for_the_first_frame(passthrough, shots):
+    """The passthrough video model gives back what it is given: inside the mask the first frame must be the key
+    frame's pixels (known to the model), every later frame its own plate; outside it, the plate to the bit
+    (no feather: its ramp inside the mask would keep some plate)."""
+    key = plates(shots["tinted"])[0].copy()
+    key[..., :3] += 0.3                       # filled differently (everywhere: no edge for the resizes to soften)
+    key_path = shots["root"] / "approved" / "key.1001.exr"
+    _write(key_path, key, "RGBA")
+    result = fill(passthrough, shots["tinted"], last=FIRST + 4, engine="video", key_frame=str(key_path), feather=0)
+    for k, (frame, plate, mask) in enumerate(zip(range(FIRST, FIRST + 5), plates(shots["tinted"]),
+                                                 masks(shots["tinted"]))):
+        out, inside = read(result.frames[frame]), mask > 0
+        assert np.array_equal(out[~inside], plate[~inside]), f"frame {frame}: a pixel outside the mask changed"
+        expected = key if k == 0 else plate
+        assert np.abs(out[inside][:, :3] - expected[inside][:, :3]).mean() < 4e-3, frame
+    assert headers(result.frames[FIRST])["bodydouble:key_frame"] == str(key_path)
+    take = json.loads((Path(result.take_dir) / "take.json").read_text())
+    assert take["request"]["key_frame"] == str(key_path) and take["status"] == "complete"
+
+
+def test_bad_key_frames_are_refused_with_a_code(passthrough, shots):
+    plate, mask = shots["tinted"]
+    frames = sequence_frames(plate, FIRST, FIRST + 2, mask)
+    small = shots["root"] / "approved" / "small.exr"
+    _write(small, np.ones((H // 2, W // 2, 4), np.float32), "RGBA")
+    with pytest.raises(errors.RequestError, match="key frame is 48x32 but plate 1001 is 96x64") as caught:
+        passthrough.submit(FillRequest(frames=frames, engine="video", key_frame=str(small))).wait(timeout=60)
+    assert caught.value.code == errors.INVALID_REQUEST
+    with pytest.raises(errors.RequestError, match="key_frame is the video engine's option"):
+        passthrough.submit(FillRequest(frames=frames, engine="image", key_frame=str(small))).wait(timeout=60)
+    with pytest.raises(errors.RequestError, match="key frame") as caught:
+        passthrough.submit(FillRequest(frames=frames, key_frame="/no/such/key.exr")).wait(timeout=60)
+    assert passthrough.connect()["model"]["video_model"]["fill_engine"] is True      # still answering
+
+
 def test_the_server_picks_the_video_engine_for_a_shot_with_video_adapters(tiny, shots):
     video = fill(tiny, shots["tinted"], last=FIRST + 2, adapters=[AdapterRef("hero_video")])
     image = fill(tiny, shots["tinted"], last=FIRST + 2, adapters=[AdapterRef("hero")])
@@ -487,12 +522,14 @@ def test_nuke_node_offers_the_video_engine_for_a_shot_and_generates_with_it(tiny
         group["shot"].setValue("nk_shot")
         assert group["feather"].value() == 4                    # fill's default, lowered for a small mask
         group["feather"].setValue(1)
+        group["key_frame"].setValue(plate.replace("####", str(FIRST)))    # any picture of the plate's size
         group["generate"].execute()
         nuke._process_events(until=lambda: not commands._running, timeout=120)
         assert nuke._messages == []
         take = next(n for n in nuke.allNodes(group=group) if n.Class() == "Read")
         info = json.loads((Path(take["file"].value()).parent / "take.json").read_text())
         assert info["status"] == "complete" and info["engine"] == "video" and info["request"]["feather"] == 1
+        assert info["request"]["key_frame"] == plate.replace("####", str(FIRST))
         group["engine"].setValue("image")
         group["refresh"].execute()
         assert group["engine"].value() == "image" and list(bd_node.adapter_names(group).values()) == ["hero"]
@@ -520,7 +557,8 @@ def test_blender_fill_dialog_offers_the_engines_and_fills_a_shot_on_the_video_mo
     plate, _mask = shots["tinted"]
     r = run_script(python, "fill_shot.py", {
         "address": served, "first": FIRST, "last": FIRST + 2, "out": str(root / f"blender{blender}"),
-        "output_root": str(root / f"takes-blender{blender}"), "plate_first_file": plate.replace("####", str(FIRST))})
+        "output_root": str(root / f"takes-blender{blender}"), "plate_first_file": plate.replace("####", str(FIRST)),
+        "key_frame": plate.replace("####", str(FIRST))})      # any picture of the plate's size is a key frame
     assert r["refresh"]["result"] == ["FINISHED"]
     assert r["engines"] == ["image", "video"] and r["default_engine"] == "video"
     assert r["adapters_image"] == ["hero"] and r["adapters_video"] == ["hero_video"]
@@ -528,3 +566,4 @@ def test_blender_fill_dialog_offers_the_engines_and_fills_a_shot_on_the_video_mo
     assert r["take_props"] == {"engine": "video", "adapter": "hero_video", "coherence": 0.0}
     assert r["take"]["status"] == "complete" and r["take"]["engine"] == "video"
     assert r["take"]["request"]["feather"] == 2                 # the dialog's feather reached the server
+    assert r["take"]["request"]["key_frame"] == plate.replace("####", str(FIRST))     # and its key frame

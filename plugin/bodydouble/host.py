@@ -65,6 +65,7 @@ class Params:
     engine: str = ""                # fill: 'image' | 'video'; '' = the server picks (host.default_engine offers one)
     coherence: float = 0.0          # fill, image engine: 0 each frame on its own .. 1 the first frame's fill carried
     feather: int = FillRequest.feather  # fill: the soft edge inside the mask, plate pixels (lower on a small mask)
+    key_frame: str = ""             # fill, video engine: the first frame already filled (a path the server reads)
 
     def request(self, frames: Optional[list[FrameInput]] = None) -> Request:
         """The request these parameters make, validated (ValueError says what is wrong). ``frames``: the plate
@@ -76,7 +77,8 @@ class Params:
             request: Request = FillRequest(
                 frames=frames or sequence_frames(self.plate, self.first, self.last, self.mask or None),
                 strength=float(self.strength), engine=self.engine or None, feather=int(self.feather),
-                coherence=float(self.coherence) if self.engine != "video" else 0.0, **common)
+                coherence=float(self.coherence) if self.engine != "video" else 0.0,
+                key_frame=(self.key_frame or None) if self.engine == "video" else None, **common)
         elif self.operation == "extend":
             request = ExtendRequest(frames=frames or sequence_frames(self.plate, self.first, self.last),
                                     count=int(self.count), fps=float(self.fps), **common)

@@ -224,6 +224,10 @@ class FillRequest:
     # filled frames as known and regenerates and cross-fades the previous chunk's last ``overlap`` frames).
     conditioning: int = 1
     overlap: int = 2
+    # Video engine: a picture of the shot's first frame already filled (say an approved image-engine take's EXR),
+    # the plates' size. The video model is given it as a known frame and carries it through the shot; the take's
+    # first frame is the video model's rendition of it. None: every frame starts from noise.
+    key_frame: Optional[str] = None
 
     operation = "fill"
 
@@ -231,7 +235,7 @@ class FillRequest:
     def whole_shot(self) -> bool:
         """Whether this fill needs the whole shot on one server (frames condition on each other): the video
         engine, or coherence. The pool and the farm, which split a fill's frames, refuse it."""
-        return self.engine == "video" or bool(self.coherence)
+        return self.engine == "video" or bool(self.coherence) or self.key_frame is not None
 
     def validate(self) -> None:
         if not self.frames:
@@ -255,11 +259,18 @@ class FillRequest:
             raise ValueError(f"coherence must be in [0, 1], got {self.coherence}")
         if self.coherence and self.engine == "video":
             raise ValueError("coherence is the image engine's option (the video engine is coherent by itself)")
+        if self.key_frame is not None:
+            if not self.key_frame:
+                raise ValueError("'key_frame' is empty: give the filled first frame's path, or none")
+            check_text(self.key_frame, "'key_frame'", "path")
+            if self.engine == "image" or self.coherence:
+                raise ValueError("key_frame is the video engine's option (the video model carries it through the "
+                                 "shot)")
         if not 0 <= self.conditioning <= 64 or not 0 <= self.overlap <= 64:
             raise ValueError(f"conditioning and overlap must be in 0..64 frames, got {self.conditioning} and "
                              f"{self.overlap}")
         if self.whole_shot:
-            check_shot(self.frames, "the video engine" if self.engine == "video" else "coherence")
+            check_shot(self.frames, "coherence" if self.coherence else "the video engine")
 
 
 @dataclass

@@ -34,7 +34,7 @@ def main(args):
     out["adapters_video"] = [i[0] for i in bd.adapters.fill_items(_Dialog("video"))]
     # The dialog's OK with the video engine (properties are applied in the operator's order: engine first).
     out["fill"] = harness.call(bpy.ops.bodydouble.fill, "EXEC_DEFAULT", engine="video", adapter="hero_video",
-                               seed=5, steps=1, feather=2)
+                               seed=5, steps=1, feather=2, key_frame=args["key_frame"])
     harness.pump_until_idle()
     takes = [n for n in tree.nodes if "bodydouble" in n]
     props = takes[0]["bodydouble"].to_dict() if takes else {}

@@ -116,6 +116,10 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
     coherence: FloatProperty(name="Coherence", default=0.0, min=0.0, max=1.0,
                              description="Frame by frame: carry the previous frame's fill along the plate's motion "
                                          "(0 each frame on its own, 1 the first frame's fill through the shot)")
+    key_frame: StringProperty(name="Key frame", subtype="FILE_PATH",
+                              description="Video engine: the range's first frame already filled (say an image-engine "
+                                          "take's EXR, at the plate's size): the video model carries it through the "
+                                          "shot. Empty: every frame from noise")
     feather: IntProperty(name="Feather", default=FillRequest.feather, min=0, max=256,
                          description="Soft edge inside the mask, in plate pixels: the plate still shows across a "
                                      "ramp twice as wide, so lower it on a small mask (outside it nothing changes)")
@@ -186,6 +190,8 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
         layout.prop(self, "strength")
         if self.engine != "video":
             layout.prop(self, "coherence")
+        else:
+            layout.prop(self, "key_frame")
         layout.prop(self, "feather")
         layout.prop(self, "steps")
         layout.prop(self, "use_node_range")
@@ -226,7 +232,7 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
             output_dir=_output_dir(prefs, foot.pattern), colorspace=foot.colorspace,
             # Not chosen (a script's EXEC): the server picks the engine from the adapter.
             engine=self.engine if props.is_property_set("engine") else "", coherence=self.coherence,
-            feather=self.feather)
+            feather=self.feather, key_frame=bpy.path.abspath(self.key_frame) if self.key_frame else "")
         extras = dict(mask_source=self.mask_source, is_sequence=foot.is_sequence, source_node=plate.name,
                       scene_start=foot.scene_start + (first - foot.first), image_colorspace=foot.colorspace,
                       **scene_view(context.scene))

@@ -49,6 +49,10 @@ KNOBS = [
     KnobSpec("coherence", "float", "coherence", default=0.0, range=(0.0, 1.0),
              tooltip="fill on the image engine: 0 each frame on its own; higher carries the previous frame's fill "
                      "along the plate's motion (1: the first frame's fill through the shot)."),
+    KnobSpec("key_frame", "string", "key frame",
+             tooltip="fill on the video engine: the range's first frame already filled (say a take's EXR from the "
+                     "image engine, at the plate's size; a path the server reads): the video model carries it "
+                     "through the shot. Empty: every frame from noise."),
     KnobSpec("feather", "int", "feather", default=FEATHER,
              tooltip="fill: the soft edge inside the mask, in plate pixels; the plate still shows across a ramp "
                      "twice as wide, so lower it on a small mask (outside the mask the plate is untouched)."),
@@ -138,6 +142,7 @@ def read_params(group: api.Node) -> host.Params:
         engine=_engine(group),
         coherence=float(api.get(group, "coherence")) if api.has_knob(group, "coherence") else 0.0,
         feather=int(api.get(group, "feather")) if api.has_knob(group, "feather") else FEATHER,
+        key_frame=str(api.get(group, "key_frame")).strip() if api.has_knob(group, "key_frame") else "",
     )
 
 

@@ -10,6 +10,7 @@ back-facing turntable (the camera panning; the plate shows a stand-in) through t
     carried      the image engine at coherence 1 (the first frame's fill carried through the shot)
     video        the video engine, on the world's baked video model (bake_video.py, Wan-VACE-shaped), with the
                  character's own video adapter from the server's train job (the same references, 1-frame clips)
+    keyed        the video engine given per-frame fill's first frame as its key frame (``key_frame``)
 
 Scores, in the model's display-referred encoding: **flicker** inside the mask = mean |change between consecutive
 filled frames| / the ground truth's own mean change there (1.0: as much change as the truth, the head turning;
@@ -31,6 +32,7 @@ ROWS = (
     ("coherent", "coherent image fill"),
     ("carried", "image fill carried (coherence 1)"),
     ("video", "video engine (world's video model)"),
+    ("keyed", "video engine + per-frame key frame"),
 )
 REFERENCES = (("plate", "stand-in plate untouched (reference)"), ("truth", "ground truth (reference)"))
 
@@ -47,7 +49,7 @@ class ShotSettings:
     train_steps: int = 150
     fill_steps: int = 20
     video_steps: int = 20
-    rows: tuple = ("frame", "coherent", "carried", "video")
+    rows: tuple = ("frame", "coherent", "carried", "video", "keyed")
     footage_frames: int = 0            # references as clips of this many frames (experiment.py's), 0: stills;
                                        # the video adapters from them are fill adapters (clip_fill 1)
 
@@ -109,14 +111,16 @@ def write_shot(root: Path, data: experiment.CharacterData, s: ShotSettings, es) 
     return replace(data, plate=str(folder / "plate.####.exr"), mask=str(folder / "mask.####.exr"), truth=truths)
 
 
-def _request(data: experiment.CharacterData, row: str, adapter: str | None, s: ShotSettings, out: Path):
+def _request(data: experiment.CharacterData, row: str, adapter: str | None, s: ShotSettings, out: Path,
+             key_frame: str | None = None, last: int | None = None):
     from bodydouble.jobspec import AdapterRef, FillRequest, sequence_frames
 
-    last = data.first + len(data.truth) - 1
+    last = last or data.first + len(data.truth) - 1
     trigger = f"<{data.character.name}> " if adapter else ""
     fields = {"frame": {"engine": "image"}, "coherent": {"engine": "image", "coherence": s.coherence},
               "carried": {"engine": "image", "coherence": 1.0},
-              "video": {"engine": "video", "steps": s.video_steps}}[row]
+              "video": {"engine": "video", "steps": s.video_steps},
+              "keyed": {"engine": "video", "steps": s.video_steps, "key_frame": key_frame}}[row]
     return FillRequest(frames=sequence_frames(data.plate, data.first, last, data.mask),
                        adapters=[AdapterRef(adapter)] if adapter else [],
                        prompt=f"{trigger}back of the head", seed=7, strength=1.0, feather=experiment.FEATHER,
@@ -135,18 +139,24 @@ def run(settings: ShotSettings, root: Path, log=print, server: dict | None = Non
                                 for key, _ in ROWS + REFERENCES}
     with experiment.served(root, video_model=experiment.VIDEO_MODEL, server=server) as (client, hello, scorer):
         for data in datas:
-            kinds = {"video" if row == "video" else "image" for row in settings.rows}
+            kinds = {_kind(row) for row in settings.rows} | ({"image"} if "keyed" in settings.rows else set())
             adapters = {kind: experiment.train(client, data, "b", es, root / "adapters", log, kind=kind)["adapter"]
                         for kind in sorted(kinds) if settings.adapters}
             frames = range(data.first, data.first + len(data.truth))
             masks = [world.read_exr(Path(data.mask.replace("####", f"{f:04d}")))[:, :, 0] for f in frames]
             truths = [world.read_exr(p) for p in data.truth]
             shown_truth = [scorer.display(t) for t in truths]
+            key_frame = None                     # per-frame fill's first frame: the keyed row's key frame
             for row in settings.rows:
                 t = time.monotonic()
-                adapter = adapters.get("video" if row == "video" else "image")
-                result = client.submit(_request(data, row, adapter, settings,
-                                                root / "takes" / data.character.name / row)).wait(timeout=1800)
+                takes = root / "takes" / data.character.name / row
+                if row == "keyed" and key_frame is None:
+                    key_frame = client.submit(_request(data, "frame", adapters.get("image"), settings, takes,
+                                                       last=data.first)).wait(timeout=1800).frames[data.first]
+                result = client.submit(_request(data, row, adapters.get(_kind(row)), settings, takes,
+                                                key_frame=key_frame)).wait(timeout=1800)
+                if row == "frame":
+                    key_frame = result.frames[data.first]
                 per_row[row]["seconds"] += time.monotonic() - t
                 filled = [world.read_exr(Path(result.frames[f])) for f in frames]
                 _score(per_row[row], scorer, filled, truths, shown_truth, masks, data.character.name)
@@ -155,6 +165,11 @@ def run(settings: ShotSettings, root: Path, log=print, server: dict | None = Non
             _score(per_row["truth"], scorer, truths, truths, shown_truth, masks, data.character.name)
             log(f"filled {data.character.name}: {', '.join(settings.rows)}")
     return summarise(settings, per_row, hello, time.monotonic() - started)
+
+
+def _kind(row: str) -> str:
+    """The model (and so the adapter) a row runs on."""
+    return "video" if row in ("video", "keyed") else "image"
 
 
 def _score(row: dict, scorer, filled, truths, shown_truth, masks, name: str) -> None:

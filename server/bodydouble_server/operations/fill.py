@@ -19,7 +19,7 @@ import functools
 import numpy as np
 
 from bodydouble import errors, protocol
-from bodydouble.jobspec import FillRequest
+from bodydouble.jobspec import FillRequest, ImageRef
 
 from ..engine import Engine
 from ..imaging import frames as frame_io
@@ -32,11 +32,13 @@ from . import common, sequence
 
 def validate(req: FillRequest, engine: Engine) -> None:
     """Submit-time checks, before ``accepted`` (cheap: no pixels decoded, nothing written; see common)."""
+    key = [(ImageRef(path=req.key_frame), "key frame")] if req.key_frame else []
     common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames]
-                        + [(f.mask, f"mask {f.frame}") for f in req.frames if f.mask is not None])
+                        + [(f.mask, f"mask {f.frame}") for f in req.frames if f.mask is not None] + key)
     # Headers of the first and last frames (a long sequence is not opened file by file on the socket's thread).
     ends = {id(f): f for f in (req.frames[0], req.frames[-1])}.values()
-    common.check_headers(engine, [(f.plate, f"plate {f.frame}") for f in ends] + [(f.mask, f"mask {f.frame}") for f in ends])
+    common.check_headers(engine, [(f.plate, f"plate {f.frame}") for f in ends]
+                         + [(f.mask, f"mask {f.frame}") for f in ends] + key)
     ColourTransform(req.colorspace)
     common.check_output(engine, req.output_dir, common.shot_name(req.shot, req.output_dir, req.frames[0].plate))
     if engine.loading:

@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from bodydouble import errors, protocol
-from bodydouble.jobspec import FillRequest, check_shot
+from bodydouble.jobspec import FillRequest, ImageRef, check_shot
 
 from ..engine import Engine
 from ..imaging import flow, regions
@@ -31,7 +31,7 @@ from . import chunks as chunking
 from . import common
 
 # What a video-engine take records of its request beyond fill's own settings.
-_VIDEO_SETTINGS = ("conditioning", "overlap")
+_VIDEO_SETTINGS = ("conditioning", "overlap", "key_frame")
 # A matte moving this many plate pixels a frame or more is a roto of what moves under it (coherence carries the
 # fill with the matte); one that stays put covers the plate behind it (carried with the plate around it).
 _MATTE_MOVES_PX = 1.0
@@ -46,6 +46,8 @@ def engine_for(req: FillRequest, engine: Engine) -> str:
     none (the base model's fill) or asking for coherence (the image engine's option)."""
     if req.engine:
         return req.engine
+    if req.key_frame is not None:
+        return "video"              # the video engine's option (validate_video says why where it cannot run)
     video = engine.video
     if (req.coherence or len(req.frames) < 2 or not req.adapters or video is None or video.family.inpaint is None
             or not all(getattr(video.adapters.adapters.get(a.name), "status", "") == "ready" for a in req.adapters)):
@@ -194,7 +196,8 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
     })
     repaired = take.info["nonfinite"]["total"]
     attributes = {**common.provenance(engine, "fill", adapters, req, take, job, identity=video.identity),
-                  "engine": "video", "chunks": len(plan), "overlap": req.overlap, "conditioning": req.conditioning}
+                  "engine": "video", "chunks": len(plan), "overlap": req.overlap, "conditioning": req.conditioning,
+                  **({"key_frame": req.key_frame} if req.key_frame else {})}
     returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
     total, first = len(req.frames), req.frames[0].frame
     generator = torch.Generator(device="cpu").manual_seed(req.seed)
@@ -203,8 +206,13 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
     def prepare(index: int) -> fill.Prepared:
         item = req.frames[index]
         plate, mask, mask_repaired = fill.read_inputs(engine, req, item)
+        keyed = index == 0 and req.key_frame is not None
+        if keyed:
+            plate = _key_frame(engine, req, plate)
         ready = fill.prepare_frame(video, req, colour, plate, mask, item=item, mask_repaired=mask_repaired,
                                    box=boxes[index])
+        if keyed:                                     # known to the model; the take still gets its rendition
+            ready.model_mask = np.zeros_like(ready.model_mask)
         ready.plate = None                            # read again when it is composited: a window of plates is big
         return ready
 
@@ -243,6 +251,17 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
         "adapter": attributes["adapter"], "seed": req.seed, "test_model": video.identity.test_model,
         "engine": "video", "nonfinite": dict(repaired),
         "chunks": take.info["chunks"]}, returned)
+
+
+def _key_frame(engine: Engine, req: FillRequest, plate):
+    """The request's key frame, in the first plate's place: it must be that plate's size (a filled copy of it)."""
+    key = common.load_image(engine, ImageRef(path=req.key_frame), "key frame")
+    if key.shape != plate.shape:
+        raise errors.RequestError(
+            f"the key frame is {key.shape[1]}x{key.shape[0]} but plate {req.frames[0].frame} is "
+            f"{plate.shape[1]}x{plate.shape[0]}: give the first frame filled, at the plate's size",
+            code=errors.INVALID_REQUEST)
+    return key
 
 
 def _finished(engine: Engine, req: FillRequest, prepared, image: np.ndarray, attributes: dict):
