@@ -233,10 +233,10 @@ def test_video_engine_strength_runs_the_last_part_of_the_schedule_and_keeps_the_
         assert np.array_equal(read(result.frames[frame])[outside], plate[outside])
 
 
-def test_video_engine_strength_keeps_the_plates_layout_under_the_mask_on_the_world_video_model():
+def test_video_engine_strength_and_known_frames_on_the_world_video_model():
     """On a video model that learned heads (the world's), a low strength gives back nearly the plate under the
     mask (the VAE's round trip: measured 27.6 dB at 0.2, 25.3 at 0.5) and strength 1.0 draws anew from noise
-    (9.7 dB); the scheduler is the pipeline's own again afterwards."""
+    (9.7 dB); the scheduler is the pipeline's own again afterwards. A known frame pinned stays itself."""
     import torch
     from diffusers import WanVACEPipeline
 
@@ -266,6 +266,18 @@ def test_video_engine_strength_keeps_the_plates_layout_under_the_mask_on_the_wor
     assert (low_steps, full_steps) == (4, 20)
     assert low > 24.0 and low > full + 8.0, (low, full)
     assert "set_timesteps" not in vars(pipe.scheduler)
+
+    # A known first frame (a key frame): pinned to its own latents it comes back as the VAE codes it; left to
+    # the transformer, which VACE only tells about it, it is redrawn (measured 29.3 dB against 11.4 here).
+    keyed = mask.copy()
+    keyed[0] = 0.0
+    first = {}
+    for pin in (False, True):
+        out = wan.inpaint(pipe, video, keyed, height=64, width=64, prompt="back of the head", negative_prompt="",
+                          steps=20, guidance=2.0, fps=24.0, generator=torch.Generator().manual_seed(3),
+                          on_step=lambda step, total: None, pin_known=pin)
+        first[pin] = 10 * np.log10(1.0 / np.mean((out[0] - video[0])[inside[0]] ** 2))
+    assert first[True] > 24.0 and first[True] > first[False] + 8.0, first
 
 
 def test_a_key_frame_is_what_the_video_model_is_given_for_the_first_frame(passthrough, shots):

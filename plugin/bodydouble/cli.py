@@ -184,6 +184,8 @@ GENERATION_FLAGS = {
                                                     "server picks)"),
     "coherence": Flag(help="fill, image engine: 0 each frame on its own .. 1 the first frame's fill carried along "
                            "the plate's motion"),
+    "key_frame": Flag(help="fill, video engine: the range's first frame already filled (say an image-engine take's "
+                           "EXR, the plate's size): the video model carries it through the shot"),
 }
 TRAIN_FLAGS = {
     "frames": Flag(positional=True, help="folder(s) or files of reference frames (EXR, TIFF, PNG, JPEG, DPX)"),

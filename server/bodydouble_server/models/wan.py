@@ -16,7 +16,7 @@ from .registry import Family, register, step_callback
 
 def inpaint(pipe, video: np.ndarray, mask: np.ndarray, *, height: int, width: int, prompt: str,
             negative_prompt: str, steps: int, guidance: float, fps: float, generator, on_step,
-            strength: float = 1.0) -> np.ndarray:
+            strength: float = 1.0, pin_known: bool = False) -> np.ndarray:
     """Masked video inpainting: ``video`` (F, H, W, 3) in [0, 1], ``mask`` (F, H, W), 1 where pixels are made.
     Returns all F frames (outside the mask the model's version: the caller composites). ``strength`` below 1
     starts from ``video`` itself noised to that point of the schedule, as image inpainting's strength starts
@@ -25,22 +25,45 @@ def inpaint(pipe, video: np.ndarray, mask: np.ndarray, *, height: int, width: in
     control = np.where(mask[..., None] > 0.5, np.float32(0.5), video).astype(np.float32)
     start = steps - max(1, min(int(steps * strength), steps))     # diffusers' img2img rule: the skipped steps
     latents = _noised_latents(pipe, video, steps, start, generator) if start else None
+    callback = step_callback(on_step, steps - start)
+    if pin_known:
+        callback = _pinning(pipe, video, mask, generator, callback)
     with _schedule_from(pipe.scheduler, start):
         frames = pipe(
             video=control[None], mask=mask[None, ..., None].astype(np.float32), prompt=prompt,
             negative_prompt=negative_prompt or None, height=height, width=width, num_frames=len(video),
             num_inference_steps=steps, guidance_scale=guidance, generator=generator, output_type="np",
-            latents=latents, callback_on_step_end=step_callback(on_step, steps - start),
+            latents=latents, callback_on_step_end=callback,
         ).frames[0]
     return np.asarray(frames, dtype=np.float32)
 
 
-def _noised_latents(pipe, video: np.ndarray, steps: int, start: int, generator):
-    """``video``'s latents (normalised as the pipeline normalises them) noised to the schedule's step ``start``:
-    flow matching's x_t = (1 - sigma) x_0 + sigma noise."""
+def _pinning(pipe, video: np.ndarray, mask: np.ndarray, generator, callback):
+    """``callback`` after each step puts the latent frames whose pixels are all known back on their own clean
+    latents, noised to the schedule's next sigma: VACE is told those frames, but its transformer redraws them."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    temporal = pipe.vae_scale_factor_temporal
+    # Wan's latent frame 0 codes pixel frame 0 alone, latent frame j the frames 4j-3 .. 4j.
+    groups = [range(0, 1)] + [range(j, min(j + temporal, len(video))) for j in range(1, len(video), temporal)]
+    known = [j for j, group in enumerate(groups) if all(mask[f].max() <= 0 for f in group)]
+    if not known:
+        return callback
+    clean = _clean_latents(pipe, video)
+    noise = randn_tensor(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+
+    def pinned(pipeline, step, timestep, kwargs):
+        sigma = float(pipeline.scheduler.sigmas[pipeline.scheduler.step_index])
+        latents = kwargs["latents"]
+        latents[:, :, known] = (sigma * noise[:, :, known] + (1.0 - sigma) * clean[:, :, known]).to(latents.dtype)
+        return callback(pipeline, step, timestep, {**kwargs, "latents": latents})
+    return pinned
+
+
+def _clean_latents(pipe, video: np.ndarray):
+    """``video``'s latents, normalised as the pipeline normalises them."""
     import torch
     from diffusers.pipelines.wan.pipeline_wan_vace import retrieve_latents
-    from diffusers.utils.torch_utils import randn_tensor
 
     vae = pipe.vae
     pixels = torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32)).permute(3, 0, 1, 2)[None] * 2.0 - 1.0
@@ -49,7 +72,15 @@ def _noised_latents(pipe, video: np.ndarray, steps: int, start: int, generator):
     shape = (1, vae.config.z_dim, 1, 1, 1)
     mean = torch.tensor(vae.config.latents_mean, device=clean.device).view(shape)
     std = torch.tensor(vae.config.latents_std, device=clean.device).view(shape)
-    clean = (clean - mean) / std
+    return (clean - mean) / std
+
+
+def _noised_latents(pipe, video: np.ndarray, steps: int, start: int, generator):
+    """``video``'s latents noised to the schedule's step ``start``: flow matching's
+    x_t = (1 - sigma) x_0 + sigma noise."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    clean = _clean_latents(pipe, video)
     noise = randn_tensor(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
     pipe.scheduler.set_timesteps(steps, device=clean.device)
     sigma = float(pipe.scheduler.sigmas[start])

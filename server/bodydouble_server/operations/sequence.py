@@ -234,6 +234,10 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
         made = video.family.inpaint(
             pipe, rgb, mask, height=gen_h, width=gen_w, prompt=req.prompt, negative_prompt=req.negative_prompt,
             steps=req.steps, strength=req.strength, guidance=req.guidance, fps=24.0, generator=generator,
+            # The key frame held to its own latents (the model would redraw it). Only the key: later chunks'
+            # conditioning frames pinned so steadied a 16-frame shot (flicker 1.07 -> 0.78) and cost its
+            # likeness (15.43 -> 15.17 dB, identity 0.25 -> 0.15).
+            pin_known=req.key_frame is not None and chunk.index == 0,
             on_step=previews.hook(chunking.progress(job, chunk, len(plan), first, total)))
         return np.asarray(made[len(known):len(known) + chunk.outputs], dtype=np.float32)
 
