@@ -63,7 +63,7 @@ class ShotSettings:
 QUICK = ShotSettings(characters=2, test_frames=6, train_steps=100)
 # The CI check: one character, the base models, a few frames and steps (seconds).
 CI = ShotSettings(characters=1, test_frames=4, adapters=False, fill_steps=8, video_steps=8,
-                  rows=("frame", "coherent", "video"))
+                  rows=("frame", "coherent", "video", "keyed"))
 # The CI check of video adapters: one character's own, from stills or (footage_frames) a fill adapter from clips,
 # on the video engine; 100 training steps (about 1.5 min each on 2 cores).
 CI_VIDEO_ADAPTER = ShotSettings(characters=1, test_frames=4, train_steps=100, rows=("video",))
@@ -135,7 +135,7 @@ def run(settings: ShotSettings, root: Path, log=print, server: dict | None = Non
     es = settings.experiment()
     cast = chars.eval_characters(es.seed, settings.characters)
     datas = [write_shot(root, experiment.write_references(root, c, es), settings, es) for c in cast]
-    per_row: dict[str, dict] = {key: {"scores": [], "made": [], "real": [], "seconds": 0.0}
+    per_row: dict[str, dict] = {key: {"scores": [], "made": [], "real": [], "seconds": 0.0, "key_held": []}
                                 for key, _ in ROWS + REFERENCES}
     with experiment.served(root, video_model=experiment.VIDEO_MODEL, server=server) as (client, hello, scorer):
         for data in datas:
@@ -160,6 +160,10 @@ def run(settings: ShotSettings, root: Path, log=print, server: dict | None = Non
                 per_row[row]["seconds"] += time.monotonic() - t
                 filled = [world.read_exr(Path(result.frames[f])) for f in frames]
                 _score(per_row[row], scorer, filled, truths, shown_truth, masks, data.character.name)
+                if row == "keyed":                # how closely the take's first frame keeps its key frame
+                    inside = masks[0] > 0.5
+                    per_row[row]["key_held"].append(experiment.psnr(
+                        scorer.display(filled[0])[inside], scorer.display(world.read_exr(Path(key_frame)))[inside]))
             plates = [world.read_exr(Path(data.plate.replace("####", f"{f:04d}"))) for f in frames]
             _score(per_row["plate"], scorer, plates, truths, shown_truth, masks, data.character.name)
             _score(per_row["truth"], scorer, truths, truths, shown_truth, masks, data.character.name)
@@ -195,7 +199,8 @@ def summarise(settings: ShotSettings, per_row: dict, hello: dict, wall_s: float)
                      # the video engine codes a chunk's first frame alone, the rest four to a latent frame.
                      "psnr_db_by_frame": [float(np.mean([s["psnr"] for s in scores[i::settings.test_frames]]))
                                           for i in range(settings.test_frames)],
-                     "seconds": round(row["seconds"], 1)}
+                     "seconds": round(row["seconds"], 1),
+                     **({"key_held_db": float(np.mean(row["key_held"]))} if row["key_held"] else {})}
     model = hello.get("model") or {}
     return {"settings": asdict(settings), "rows": rows,
             "model": {k: model.get(k) for k in ("name", "family", "test_model")},
@@ -210,6 +215,9 @@ def format_table(results: dict) -> str:
                      f"{row['identity']:>8.2f} {row['seconds']:>7.1f}")
     lines.append("flicker: mean |change between consecutive filled frames| inside the mask / the truth's own; "
                  "goal <= 1.2")
+    if "key_held_db" in results["rows"].get("keyed", {}):
+        lines.append(f"key frame held: the keyed take's first frame against its key, inside the mask: "
+                     f"{results['rows']['keyed']['key_held_db']:.2f} dB")
     lines.append("PSNR dB by frame of the shot (the video engine's chunks start at frame 0, coded alone by its VAE):")
     for key, row in results["rows"].items():
         if key != "truth":
