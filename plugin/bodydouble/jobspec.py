@@ -225,8 +225,9 @@ class FillRequest:
     conditioning: int = 1
     overlap: int = 2
     # Video engine: a picture of the shot's first frame already filled (say an approved image-engine take's EXR),
-    # the plates' size. The video model is given it as a known frame and carries it through the shot; the take's
-    # first frame is the video model's rendition of it. None: every frame starts from noise.
+    # the plates' size. The video model is given it as a known frame, held to its own latents, and carries it
+    # through the shot (the first chunk: the model's window); the take's first frame is the key as the video
+    # model's VAE codes it. None: every frame starts from noise.
     key_frame: Optional[str] = None
 
     operation = "fill"
@@ -234,7 +235,8 @@ class FillRequest:
     @property
     def whole_shot(self) -> bool:
         """Whether this fill needs the whole shot on one server (frames condition on each other): the video
-        engine, or coherence. The pool and the farm, which split a fill's frames, refuse it."""
+        engine (a key frame asks for it), or coherence. The pool and the farm, which split a fill's frames,
+        refuse it."""
         return self.engine == "video" or bool(self.coherence) or self.key_frame is not None
 
     def validate(self) -> None:
