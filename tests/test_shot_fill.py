@@ -552,6 +552,43 @@ def test_nuke_node_offers_the_video_engine_for_a_shot_and_generates_with_it(tiny
         assert group["engine"].value() == "image" and list(bd_node.adapter_names(group).values()) == ["hero"]
 
 
+def test_nuke_key_from_take_hands_the_shown_image_take_to_the_video_engine(tiny, shots, tmp_path, monkeypatch):
+    """The key-frame workflow on the fake nuke: fill on the image engine, Key from take, Generate on the video
+    engine: the server gets the image take's first frame as the key frame; no take shown, a message says so."""
+    from .support import fake_nuke_session
+
+    plate, mask = shots["tinted"]
+    with fake_nuke_session(tiny.address, tmp_path, monkeypatch) as nuke:
+        from bodydouble_nuke import commands
+        from bodydouble_nuke import node as bd_node
+
+        read = nuke.nodes.Read(file=plate, first=FIRST, last=FIRST + 2)
+        matte = nuke.nodes.Read(file=mask, first=FIRST, last=FIRST + 2)
+        nuke._select(matte, read)
+        nuke.menu("Node Graph").findItem("BodyDouble/Fill unseen angle…").invoke()
+        group = nuke.selectedNode()
+        group["key_from_take"].execute()                          # nothing filled yet
+        assert nuke._messages and "show a fill take first" in nuke._messages.pop()
+        group["steps"].setValue(1)
+        group["shot"].setValue("nk_key")
+
+        def generate(engine):
+            group["engine"].setValue(engine)
+            group["refresh"].execute()
+            group["generate"].execute()
+            nuke._process_events(until=lambda: not commands._running, timeout=120)
+            assert nuke._messages == []
+            return bd_node.takes(group)[-1]
+
+        image_take = generate("image")
+        group["key_from_take"].execute()
+        key = image_take.pattern.replace("####", f"{FIRST:04d}")
+        assert group["key_frame"].value() == key and Path(key).is_file()
+        video_take = generate("video")
+        info = json.loads((Path(video_take.take_dir) / "take.json").read_text())
+        assert info["engine"] == "video" and info["request"]["key_frame"] == key and info["status"] == "complete"
+
+
 @pytest.fixture(scope="module")
 def served(shots, tiny):
     """A `bodydouble serve` process with both tiny models (``tiny`` made the adapters), for Blender."""

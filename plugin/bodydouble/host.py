@@ -253,6 +253,14 @@ class TakeRecord:
                    pattern=result.pattern, first=result.first, last=result.last, take_dir=result.take_dir,
                    job=result.job, prompt=params.prompt, colorspace=colorspace)
 
+    def key_frame(self, frame: int) -> str:
+        """This fill take's file for ``frame``: a video-engine fill's key frame (ValueError where it has none)."""
+        if self.operation != "fill":
+            raise ValueError(f"{self.label} is an {self.operation} take: a key frame is a filled frame")
+        if not self.first <= frame <= self.last:
+            raise ValueError(f"{self.label} has frames {self.first}-{self.last}, not the range's first frame {frame}")
+        return frames.expand_pattern(self.pattern, frame)
+
 
 def take_left_on_disk(shot_dir: str, job_id: str) -> Optional[JobResult]:
     """The complete take job ``job_id`` wrote under ``shot_dir`` (``<shot_dir>/bodydouble/<adapter>/take_NNN``),

@@ -204,6 +204,18 @@ def new_seed_button() -> None:
     bd_node.new_seed(api.this_node())
 
 
+def key_from_take_button() -> None:
+    group = api.this_node()
+    shown = str(api.get(group, "take"))
+    record = next((t for t in bd_node.takes(group) if t.label == shown), None)
+    try:
+        if record is None:
+            raise ValueError("show a fill take first (show take): its first frame becomes the key frame")
+        api.set(group, "key_frame", record.key_frame(int(api.get(group, "first"))))
+    except ValueError as exc:
+        api.message(f"BodyDouble: {exc}")
+
+
 def refresh_button() -> None:
     group = api.this_node()
     address = settings.address()

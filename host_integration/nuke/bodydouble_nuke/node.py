@@ -53,6 +53,9 @@ KNOBS = [
              tooltip="fill on the video engine: the range's first frame already filled (say a take's EXR from the "
                      "image engine, at the plate's size; a path the server reads): the video model carries it "
                      "through the shot. Empty: every frame from noise."),
+    KnobSpec("key_from_take", "button", "Key from take", command=_CMD.format("key_from_take_button"), newline=False,
+             tooltip="Set the key frame to the shown take's frame at the start of the range (fill a frame on the "
+                     "image engine, pick the take you like, press this, then Generate on the video engine)."),
     KnobSpec("feather", "int", "feather", default=FEATHER,
              tooltip="fill: the soft edge inside the mask, in plate pixels; the plate still shows across a ramp "
                      "twice as wide, so lower it on a small mask (outside the mask the plate is untouched)."),
