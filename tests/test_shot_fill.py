@@ -4,6 +4,7 @@ Three servers: the embedded tiny SD + tiny Wan VACE (9-frame window, so 12 frame
 passthrough image and video models (what comes back is the plate: frame order, crop and chunk bookkeeping are
 checkable), and one without a video model (not_supported).
 """
+import contextlib
 import json
 from pathlib import Path
 
@@ -518,21 +519,29 @@ def test_host_pickers_offer_both_engines_and_the_video_adapters_for_the_video_en
     assert coherent.engine == "image" and coherent.coherence == 0.5
 
 
-def test_nuke_node_offers_the_video_engine_for_a_shot_and_generates_with_it(tiny, shots, tmp_path, monkeypatch):
-    """The Nuke glue on the fake nuke: a fresh node over a range opens on the video engine with the video
-    adapters; Generate sends a video-engine fill and loads its take; back on 'image' Refresh lists image ones."""
+@contextlib.contextmanager
+def nuke_fill_node(tiny, shots, tmp_path, monkeypatch):
+    """The fake nuke with a fresh BodyDouble node made by *Fill unseen angle…* over the tinted shot's first three
+    frames (plate and matte Reads selected): yields (nuke, group)."""
     from .support import fake_nuke_session
 
     plate, mask = shots["tinted"]
     with fake_nuke_session(tiny.address, tmp_path, monkeypatch) as nuke:
-        from bodydouble_nuke import commands
-        from bodydouble_nuke import node as bd_node
-
         read = nuke.nodes.Read(file=plate, first=FIRST, last=FIRST + 2)
         matte = nuke.nodes.Read(file=mask, first=FIRST, last=FIRST + 2)
         nuke._select(matte, read)
         nuke.menu("Node Graph").findItem("BodyDouble/Fill unseen angle…").invoke()
-        group = nuke.selectedNode()
+        yield nuke, nuke.selectedNode()
+
+
+def test_nuke_node_offers_the_video_engine_for_a_shot_and_generates_with_it(tiny, shots, tmp_path, monkeypatch):
+    """The Nuke glue on the fake nuke: a fresh node over a range opens on the video engine with the video
+    adapters; Generate sends a video-engine fill and loads its take; back on 'image' Refresh lists image ones."""
+    plate = shots["tinted"][0]
+    with nuke_fill_node(tiny, shots, tmp_path, monkeypatch) as (nuke, group):
+        from bodydouble_nuke import commands
+        from bodydouble_nuke import node as bd_node
+
         assert group["engine"].values() == ["image", "video"] and group["engine"].value() == "video"
         assert list(bd_node.adapter_names(group).values()) == ["hero_video"]
         group["steps"].setValue(1)
@@ -555,18 +564,10 @@ def test_nuke_node_offers_the_video_engine_for_a_shot_and_generates_with_it(tiny
 def test_nuke_key_from_take_hands_the_shown_image_take_to_the_video_engine(tiny, shots, tmp_path, monkeypatch):
     """The key-frame workflow on the fake nuke: fill on the image engine, Key from take, Generate on the video
     engine: the server gets the image take's first frame as the key frame; no take shown, a message says so."""
-    from .support import fake_nuke_session
-
-    plate, mask = shots["tinted"]
-    with fake_nuke_session(tiny.address, tmp_path, monkeypatch) as nuke:
+    with nuke_fill_node(tiny, shots, tmp_path, monkeypatch) as (nuke, group):
         from bodydouble_nuke import commands
         from bodydouble_nuke import node as bd_node
 
-        read = nuke.nodes.Read(file=plate, first=FIRST, last=FIRST + 2)
-        matte = nuke.nodes.Read(file=mask, first=FIRST, last=FIRST + 2)
-        nuke._select(matte, read)
-        nuke.menu("Node Graph").findItem("BodyDouble/Fill unseen angle…").invoke()
-        group = nuke.selectedNode()
         group["key_from_take"].execute()                          # nothing filled yet
         assert nuke._messages and "show a fill take first" in nuke._messages.pop()
         group["steps"].setValue(1)
