@@ -121,6 +121,7 @@ def test_fill_from_compositor_context_menu(bpy_python, studio, address, tmp_path
     # The take node's right-click menu offers Regenerate and New seed.
     assert "op:bodydouble.regenerate:Regenerate" in r["submenu_take"]
     assert "op:bodydouble.regenerate:New Seed" in r["submenu_take"]
+    assert "op:bodydouble.carry_take:Carry Through Shot…" in r["submenu_take"]      # a fill take: key a shot
 
     # Pixels read back through Blender's compositor (take node -> Composite, rendered per frame) are the
     # EXRs the server wrote, frame for frame; and they are not simply the plate.

@@ -622,3 +622,8 @@ def test_blender_fill_dialog_offers_the_engines_and_fills_a_shot_on_the_video_mo
     assert r["take"]["status"] == "complete" and r["take"]["engine"] == "video"
     assert r["take"]["request"]["feather"] == 2                 # the dialog's feather reached the server
     assert r["take"]["request"]["key_frame"] == plate.replace("####", str(FIRST))     # and its key frame
+    # Carry Through Shot on an image-engine take: the video engine, the take's first frame as the key frame.
+    assert r["image_fill"]["result"] == ["FINISHED"] and r["carry"] == {"result": ["FINISHED"], "error": None}
+    carried = r["carried_take"]
+    assert carried["status"] == "complete" and carried["engine"] == "video" and r["carried_from"]
+    assert carried["request"]["key_frame"] == r["image_take_pattern"].replace("####", f"{FIRST:04d}")

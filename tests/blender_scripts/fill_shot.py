@@ -41,6 +41,19 @@ def main(args):
     out["take_props"] = {k: props.get(k) for k in ("engine", "adapter", "coherence")}
     take_json = os.path.join(props.get("take_dir", ""), "take.json")
     out["take"] = json.load(open(take_json)) if os.path.isfile(take_json) else None
+    # An image-engine take, then Carry Through Shot on it: the video engine with its first frame as the key.
+    out["image_fill"] = harness.call(bpy.ops.bodydouble.fill, "EXEC_DEFAULT", engine="image", adapter="hero",
+                                     seed=6, steps=1)
+    harness.pump_until_idle()
+    image_take = tree.nodes.active
+    out["image_take_pattern"] = image_take["bodydouble"].to_dict().get("pattern")
+    out["carry"] = harness.call(bpy.ops.bodydouble.carry_take, "EXEC_DEFAULT", node=image_take.name,
+                                adapter="hero_video")
+    harness.pump_until_idle()
+    carried = tree.nodes.active["bodydouble"].to_dict()
+    carried_json = os.path.join(carried.get("take_dir", ""), "take.json")
+    out["carried_take"] = json.load(open(carried_json)) if os.path.isfile(carried_json) else None
+    out["carried_from"] = carried.get("carried_from") == image_take.name
     out["reports"] = harness.reports()
     return out
 

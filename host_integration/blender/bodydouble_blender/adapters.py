@@ -60,6 +60,11 @@ def fill_items(op=None, _context=None):
     return _items["fill", engine] or _NONE
 
 
+def video_fill_items(_op=None, _context=None):
+    """The video engine's adapters (Carry Through Shot's picker)."""
+    return _items["fill", "video"] or _NONE
+
+
 def extend_items(_self=None, _context=None):
     return _items["extend", ""] or _NONE
 

@@ -21,6 +21,10 @@ class NODE_MT_bodydouble(bpy.types.Menu):
         if nodes.params_of(active) is not None:
             layout.operator("bodydouble.regenerate", text="Regenerate", icon="FILE_REFRESH").new_seed = False
             layout.operator("bodydouble.regenerate", text="New Seed", icon="SHADERFX").new_seed = True
+            if nodes.params_of(active).get("operation") == "fill":
+                carry = layout.row()
+                carry.operator_context = "INVOKE_DEFAULT"
+                carry.operator("bodydouble.carry_take", text="Carry Through Shot…", icon="SEQUENCE")
         if jobs.running():
             layout.operator("bodydouble.cancel", text="Cancel Running Jobs", icon="CANCEL")
 

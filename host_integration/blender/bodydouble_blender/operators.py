@@ -273,6 +273,62 @@ class BODYDOUBLE_OT_regenerate(bpy.types.Operator):
         return start_fill(self, context, params, extras, tree, node.name, wire)
 
 
+class BODYDOUBLE_OT_carry_take(bpy.types.Operator):
+    """Fill a fill take's whole range again on the video model, the take's first frame as the key frame: the look
+    approved on one frame carried through the shot (runs in the background)"""
+
+    bl_idname = "bodydouble.carry_take"
+    bl_label = "Carry Through Shot…"
+    bl_options = {"REGISTER"}
+
+    node: StringProperty(name="Take node", description="A BodyDouble fill take node (default: the active node)")
+    adapter: EnumProperty(name="Video adapter", items=adapters.video_fill_items,
+                          description="The character's video adapter (character · base model)")
+    prompt: StringProperty(name="Prompt", description="Default: the take's own")
+
+    @classmethod
+    def poll(cls, context):
+        tree = compositor.tree_from_context(context)
+        stored = nodes.params_of(tree.nodes.active) if tree is not None else None
+        return stored is not None and stored.get("operation") == "fill"
+
+    def _take(self, context):
+        tree = compositor.tree_from_context(context)
+        node = tree.nodes.get(self.node) if self.node else tree.nodes.active
+        return tree, node, nodes.params_of(node)
+
+    def invoke(self, context, event):
+        if not _load_adapters(self, context):
+            return {"CANCELLED"}
+        self.adapter = adapters.first_ready("fill", "video") or "NONE"
+        self.prompt = (self._take(context)[2] or {}).get("prompt", "")
+        return context.window_manager.invoke_props_dialog(self, width=420)
+
+    def execute(self, context):
+        tree, node, stored = self._take(context)
+        if stored is None or stored.get("operation") != "fill":
+            self.report({"ERROR"}, "BodyDouble: the node is not a BodyDouble fill take")
+            return {"CANCELLED"}
+        params = host.Params.from_dict(stored)
+        record = host.TakeRecord(take=stored["take"], adapter=params.adapter, seed=params.seed, operation="fill",
+                                 pattern=stored["pattern"], first=stored["take_first"], last=stored["take_last"])
+        try:
+            params.key_frame = record.key_frame(params.first)
+        except ValueError as exc:
+            self.report({"ERROR"}, f"BodyDouble: {exc}")
+            return {"CANCELLED"}
+        params.engine, params.coherence = "video", 0.0
+        params.adapter = self.adapter
+        params.prompt = self.prompt or params.prompt
+        if params.adapter in ("", "NONE"):
+            self.report({"ERROR"}, "BodyDouble: no video adapter chosen (is the server running? refresh the list)")
+            return {"CANCELLED"}
+        extras = {k: v for k, v in stored.items() if k not in params.to_dict() and k not in _TAKE_KEYS}
+        extras["carried_from"] = node.name
+        wire = preferences.get(context).wire_results
+        return start_fill(self, context, params, extras, tree, stored.get("source_node", node.name), wire)
+
+
 class BODYDOUBLE_OT_extend(_GenerationProps, bpy.types.Operator):
     """Generate frames after an image strip, continuing its frame numbers (runs in the background)"""
 
@@ -450,5 +506,5 @@ class BODYDOUBLE_OT_report(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (BODYDOUBLE_OT_fill, BODYDOUBLE_OT_regenerate, BODYDOUBLE_OT_extend, BODYDOUBLE_OT_cancel,
+classes = (BODYDOUBLE_OT_fill, BODYDOUBLE_OT_regenerate, BODYDOUBLE_OT_carry_take, BODYDOUBLE_OT_extend, BODYDOUBLE_OT_cancel,
            BODYDOUBLE_OT_reattach, BODYDOUBLE_OT_show_take, BODYDOUBLE_OT_refresh_adapters, BODYDOUBLE_OT_report)
