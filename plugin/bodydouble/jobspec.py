@@ -233,11 +233,15 @@ class FillRequest:
     operation = "fill"
 
     @property
+    def asks_for_video(self) -> bool:
+        """Whether the request itself names the video engine: ``engine`` "video", or a key frame (its option)."""
+        return self.engine == "video" or self.key_frame is not None
+
+    @property
     def whole_shot(self) -> bool:
         """Whether this fill needs the whole shot on one server (frames condition on each other): the video
-        engine (a key frame asks for it), or coherence. The pool and the farm, which split a fill's frames,
-        refuse it."""
-        return self.engine == "video" or bool(self.coherence) or self.key_frame is not None
+        engine, or coherence. The pool and the farm, which split a fill's frames, refuse it."""
+        return self.asks_for_video or bool(self.coherence)
 
     def validate(self) -> None:
         if not self.frames:

@@ -24,10 +24,12 @@ def inpaint(pipe, video: np.ndarray, mask: np.ndarray, *, height: int, width: in
     # Pixels to make are mid-grey in the control video (0 after VACE's [-1, 1] scaling), as VACE was trained.
     control = np.where(mask[..., None] > 0.5, np.float32(0.5), video).astype(np.float32)
     start = steps - max(1, min(int(steps * strength), steps))     # diffusers' img2img rule: the skipped steps
-    latents = _noised_latents(pipe, video, steps, start, generator) if start else None
+    known = _known_latent_frames(pipe, mask) if pin_known else []
+    clean = _clean_latents(pipe, video) if start or known else None     # one encode serves both
+    latents = _noised_latents(pipe, clean, steps, start, generator) if start else None
     callback = step_callback(on_step, steps - start)
-    if pin_known:
-        callback = _pinning(pipe, video, mask, generator, callback)
+    if known:
+        callback = _pinning(clean, known, generator, callback)
     with _schedule_from(pipe.scheduler, start):
         frames = pipe(
             video=control[None], mask=mask[None, ..., None].astype(np.float32), prompt=prompt,
@@ -38,18 +40,19 @@ def inpaint(pipe, video: np.ndarray, mask: np.ndarray, *, height: int, width: in
     return np.asarray(frames, dtype=np.float32)
 
 
-def _pinning(pipe, video: np.ndarray, mask: np.ndarray, generator, callback):
-    """``callback`` after each step puts the latent frames whose pixels are all known back on their own clean
-    latents, noised to the schedule's next sigma: VACE is told those frames, but its transformer redraws them."""
+def _known_latent_frames(pipe, mask: np.ndarray) -> list[int]:
+    """The latent frames whose pixels are all known (mask 0): Wan's latent frame 0 codes pixel frame 0 alone,
+    latent frame j the frames 4j-3 .. 4j."""
+    temporal, count = pipe.vae_scale_factor_temporal, len(mask)
+    groups = [range(0, 1)] + [range(j, min(j + temporal, count)) for j in range(1, count, temporal)]
+    return [j for j, group in enumerate(groups) if all(mask[f].max() <= 0 for f in group)]
+
+
+def _pinning(clean, known: list[int], generator, callback):
+    """``callback`` after each step puts the ``known`` latent frames back on their own ``clean`` latents, noised
+    to the schedule's next sigma: VACE is told those frames, but its transformer redraws them."""
     from diffusers.utils.torch_utils import randn_tensor
 
-    temporal = pipe.vae_scale_factor_temporal
-    # Wan's latent frame 0 codes pixel frame 0 alone, latent frame j the frames 4j-3 .. 4j.
-    groups = [range(0, 1)] + [range(j, min(j + temporal, len(video))) for j in range(1, len(video), temporal)]
-    known = [j for j, group in enumerate(groups) if all(mask[f].max() <= 0 for f in group)]
-    if not known:
-        return callback
-    clean = _clean_latents(pipe, video)
     noise = randn_tensor(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
 
     def pinned(pipeline, step, timestep, kwargs):
@@ -75,12 +78,11 @@ def _clean_latents(pipe, video: np.ndarray):
     return (clean - mean) / std
 
 
-def _noised_latents(pipe, video: np.ndarray, steps: int, start: int, generator):
-    """``video``'s latents noised to the schedule's step ``start``: flow matching's
+def _noised_latents(pipe, clean, steps: int, start: int, generator):
+    """``clean`` latents noised to the schedule's step ``start``: flow matching's
     x_t = (1 - sigma) x_0 + sigma noise."""
     from diffusers.utils.torch_utils import randn_tensor
 
-    clean = _clean_latents(pipe, video)
     noise = randn_tensor(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
     pipe.scheduler.set_timesteps(steps, device=clean.device)
     sigma = float(pipe.scheduler.sigmas[start])

@@ -42,7 +42,7 @@ def validate(req: FillRequest, engine: Engine) -> None:
     ColourTransform(req.colorspace)
     common.check_output(engine, req.output_dir, common.shot_name(req.shot, req.output_dir, req.frames[0].plate))
     if engine.loading:
-        if req.engine != "video" and req.key_frame is None:     # a key frame asks for the video engine
+        if not req.asks_for_video:
             common.check_adapters(engine.adapters, req.adapters)
         return                                # still loading: the worker checks the rest
     if sequence.engine_for(req, engine) == "video":

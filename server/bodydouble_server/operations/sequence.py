@@ -44,10 +44,8 @@ def engine_for(req: FillRequest, engine: Engine) -> str:
     The adapters decide because they are the character as trained for one model: a request naming image
     adapters (every fill before engines existed) keeps running on the image model, and so does one naming
     none (the base model's fill) or asking for coherence (the image engine's option)."""
-    if req.engine:
-        return req.engine
-    if req.key_frame is not None:
-        return "video"              # the video engine's option (validate_video says why where it cannot run)
+    if req.engine or req.asks_for_video:
+        return req.engine or "video"    # a key frame: the video engine's option (validate_video says where not)
     video = engine.video
     if (req.coherence or len(req.frames) < 2 or not req.adapters or video is None or video.family.inpaint is None
             or not all(getattr(video.adapters.adapters.get(a.name), "status", "") == "ready" for a in req.adapters)):
@@ -211,7 +209,7 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
             plate = _key_frame(engine, req, plate)
         ready = fill.prepare_frame(video, req, colour, plate, mask, item=item, mask_repaired=mask_repaired,
                                    box=boxes[index])
-        if keyed:                                     # known to the model; the take still gets its rendition
+        if keyed:                                     # known to the model, held to its latents (wan.inpaint)
             ready.model_mask = np.zeros_like(ready.model_mask)
         ready.plate = None                            # read again when it is composited: a window of plates is big
         return ready
