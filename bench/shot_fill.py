@@ -8,7 +8,7 @@ baked video model (miniworld/bake_video.py) with each character's own video adap
     python bench/shot_fill.py                 # 3 characters, own image and video adapters trained (4.3 min on 2 CPU cores)
     python bench/shot_fill.py --quick         # 2 characters, 6 frames, shorter training (~3 min)
     python bench/shot_fill.py --no-adapters   # the base model alone (~1 min)
-    python bench/shot_fill.py --rows video    # one row (frame, coherent, carried, video)
+    python bench/shot_fill.py --rows video    # one row (frame, coherent, carried, video, keyed, key_carried)
     python bench/shot_fill.py --footage 5     # references as 5-frame clips: fill adapters from clips (4.9 min)
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     world_options(parser, quick="2 characters, 6 frames, 100 training steps")
     parser.add_argument("--test-frames", type=int)
     parser.add_argument("--coherence", type=float, help="the coherent row's coherence (default 0.5)")
+    parser.add_argument("--key-strength", type=float, help="the key_carried row's strength (default 0.5)")
     parser.add_argument("--no-adapters", action="store_true", help="fill with the base model alone (no training)")
     parser.add_argument("--rows", help=f"comma-separated rows to run (default: all of {','.join(k for k, _ in ROWS)})")
     args = parser.parse_args(argv)
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = experiment.with_overrides(shots.QUICK if args.quick else shots.ShotSettings(),
                                          characters=args.characters, test_frames=args.test_frames,
-                                         coherence=args.coherence, adapters=False if args.no_adapters else None,
+                                         coherence=args.coherence,
+                                         key_strength=args.key_strength, adapters=False if args.no_adapters else None,
                                          rows=rows, footage_frames=args.footage, train_steps=args.train_steps)
     results = world_run(args, lambda root, log: shots.run(settings, root, log, server_options(args)))
     print(f"model: {results['model']['name']}; video model: {results['video_model']['name']}")

@@ -94,6 +94,7 @@ def shots(tmp_path_factory):
     made = {"root": root}
     made["tinted"] = write_shot(root / "tinted", tinted, lambda k: ellipse(40 + k))
     made["moving"] = write_shot(root / "moving", texture, lambda k: ellipse(48), last=FIRST + 4)
+    made["panning"] = write_shot(root / "panning", lambda k: texture(k, 1.0), lambda k: ellipse(48))
     # A textured disc (its own texture) moving right 2 px a frame, its mask a roto of it, over a plate panning
     # left 2 px a frame: what the mask covers moves with the mask, against the plate around it.
     made["tracked"] = write_shot(
@@ -299,6 +300,31 @@ def test_a_key_frame_is_what_the_video_model_is_given_for_the_first_frame(passth
     assert headers(result.frames[FIRST])["bodydouble:key_frame"] == str(key_path)
     take = json.loads((Path(result.take_dir) / "take.json").read_text())
     assert take["request"]["key_frame"] == str(key_path) and take["status"] == "complete"
+
+
+def test_a_key_frame_below_full_strength_starts_the_video_model_from_the_key_carried_through_the_shot(
+        passthrough, shots):
+    """The plate pans 1 px a frame behind a mask that stays put; the key frame shows another texture inside the
+    mask. Below strength 1 the video model starts from the key carried along the pan (the passthrough gives its
+    start back), over two chunks: inside the mask each frame shows the key's texture where the pan has taken it,
+    not its own plate (what strength 1 gives back, the test above)."""
+    shot = shots["panning"]
+    all_plates, mask = plates(shot), masks(shot)[0] > 0
+    key = all_plates[0].copy()
+    key[..., :3] = np.where(mask[..., None], texture(0, 1.0, seed=9), key[..., :3])
+    key_path = shots["root"] / "approved" / "panning-key.1001.exr"
+    _write(key_path, key, "RGBA")
+    result = fill(passthrough, shot, engine="video", key_frame=str(key_path), strength=0.5, conditioning=1,
+                  overlap=2)
+    assert result.info["chunks"] and len(result.info["chunks"]) == 2
+    inner = ellipse(48, rx=10, ry=12) > 0       # away from the matte's edge and the crop's
+    for k, plate in enumerate(all_plates[1:], start=1):
+        region = inner & np.roll(inner, k, axis=1)         # what lay inside the key's mask, panned k px
+        out, moved = read(result.frames[FIRST + k]), texture(k, 1.0, seed=9)
+        assert np.array_equal(out[~mask], plate[~mask]), f"frame {FIRST + k}: a pixel outside the mask changed"
+        carried = np.abs(out[region][:, :3] - moved[region]).mean()
+        own = np.abs(plate[region][:, :3] - moved[region]).mean()
+        assert carried < 0.25 * own, (k, carried, own)
 
 
 def test_bad_key_frames_are_refused_with_a_code(passthrough, shots):

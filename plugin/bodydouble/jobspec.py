@@ -227,7 +227,8 @@ class FillRequest:
     # Video engine: a picture of the shot's first frame already filled (say an approved image-engine take's EXR),
     # the plates' size. The video model is given it as a known frame, held to its own latents, and carries it
     # through the shot (the first chunk: the model's window); the take's first frame is the key as the video
-    # model's VAE codes it. None: every frame starts from noise.
+    # model's VAE codes it. None: every frame starts from noise. With strength below 1 the frames start from the
+    # key carried through the shot along its motion, not from the plate under the mask.
     key_frame: Optional[str] = None
 
     operation = "fill"

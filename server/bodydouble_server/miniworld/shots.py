@@ -11,6 +11,8 @@ back-facing turntable (the camera panning; the plate shows a stand-in) through t
     video        the video engine, on the world's baked video model (bake_video.py, Wan-VACE-shaped), with the
                  character's own video adapter from the server's train job (the same references, 1-frame clips)
     keyed        the video engine given per-frame fill's first frame as its key frame (``key_frame``)
+    key_carried  the same at strength ``key_strength``: the video model starts from the key carried through the
+                 shot along its motion (as ``carried``), the rest of its schedule run
 
 Scores, in the model's display-referred encoding: **flicker** inside the mask = mean |change between consecutive
 filled frames| / the ground truth's own mean change there (1.0: as much change as the truth, the head turning;
@@ -33,7 +35,9 @@ ROWS = (
     ("carried", "image fill carried (coherence 1)"),
     ("video", "video engine (world's video model)"),
     ("keyed", "video engine + per-frame key frame"),
+    ("key_carried", "video engine + key frame carried, strength"),
 )
+KEYED = ("keyed", "key_carried")        # the rows given per-frame fill's first frame as their key frame
 REFERENCES = (("plate", "stand-in plate untouched (reference)"), ("truth", "ground truth (reference)"))
 
 
@@ -45,11 +49,12 @@ class ShotSettings:
     pan: float = 2.0                   # camera pan, px a frame (160 px wide plates)
     grain: float = 0.04                # the plate's grain: relative standard deviation, new every frame
     coherence: float = 0.5
+    key_strength: float = 0.5          # the key_carried row's strength
     adapters: bool = True              # train each character's own adapter (else the base model alone)
     train_steps: int = 150
     fill_steps: int = 20
     video_steps: int = 20
-    rows: tuple = ("frame", "coherent", "carried", "video", "keyed")
+    rows: tuple = ("frame", "coherent", "carried", "video", "keyed")     # key_carried: --rows
     footage_frames: int = 0            # references as clips of this many frames (experiment.py's), 0: stills;
                                        # the video adapters from them are fill adapters (clip_fill 1)
 
@@ -120,11 +125,14 @@ def _request(data: experiment.CharacterData, row: str, adapter: str | None, s: S
     fields = {"frame": {"engine": "image"}, "coherent": {"engine": "image", "coherence": s.coherence},
               "carried": {"engine": "image", "coherence": 1.0},
               "video": {"engine": "video", "steps": s.video_steps},
-              "keyed": {"engine": "video", "steps": s.video_steps, "key_frame": key_frame}}[row]
+              "keyed": {"engine": "video", "steps": s.video_steps, "key_frame": key_frame},
+              "key_carried": {"engine": "video", "steps": s.video_steps, "key_frame": key_frame,
+                              "strength": s.key_strength}}[row]
     return FillRequest(frames=sequence_frames(data.plate, data.first, last, data.mask),
                        adapters=[AdapterRef(adapter)] if adapter else [],
-                       prompt=f"{trigger}back of the head", seed=7, strength=1.0, feather=experiment.FEATHER,
-                       **{"steps": s.fill_steps, "guidance": experiment.ExperimentSettings.guidance, **fields},
+                       prompt=f"{trigger}back of the head", seed=7, feather=experiment.FEATHER,
+                       **{"steps": s.fill_steps, "strength": 1.0, "guidance": experiment.ExperimentSettings.guidance,
+                          **fields},
                        output_dir=str(out))
 
 
@@ -139,7 +147,7 @@ def run(settings: ShotSettings, root: Path, log=print, server: dict | None = Non
                                 for key, _ in ROWS + REFERENCES}
     with experiment.served(root, video_model=experiment.VIDEO_MODEL, server=server) as (client, hello, scorer):
         for data in datas:
-            kinds = {_kind(row) for row in settings.rows} | ({"image"} if "keyed" in settings.rows else set())
+            kinds = {_kind(row) for row in settings.rows} | ({"image"} if set(KEYED) & set(settings.rows) else set())
             adapters = {kind: experiment.train(client, data, "b", es, root / "adapters", log, kind=kind)["adapter"]
                         for kind in sorted(kinds) if settings.adapters}
             frames = range(data.first, data.first + len(data.truth))
@@ -150,7 +158,7 @@ def run(settings: ShotSettings, root: Path, log=print, server: dict | None = Non
             for row in settings.rows:
                 t = time.monotonic()
                 takes = root / "takes" / data.character.name / row
-                if row == "keyed" and key_frame is None:
+                if row in KEYED and key_frame is None:
                     key_frame = client.submit(_request(data, "frame", adapters.get("image"), settings, takes,
                                                        last=data.first)).wait(timeout=1800).frames[data.first]
                 result = client.submit(_request(data, row, adapters.get(_kind(row)), settings, takes,
@@ -160,7 +168,7 @@ def run(settings: ShotSettings, root: Path, log=print, server: dict | None = Non
                 per_row[row]["seconds"] += time.monotonic() - t
                 filled = [world.read_exr(Path(result.frames[f])) for f in frames]
                 _score(per_row[row], scorer, filled, truths, shown_truth, masks, data.character.name)
-                if row == "keyed":                # how closely the take's first frame keeps its key frame
+                if row in KEYED:                  # how closely the take's first frame keeps its key frame
                     inside = masks[0] > 0.5
                     per_row[row]["key_held"].append(experiment.psnr(
                         scorer.display(filled[0])[inside], scorer.display(world.read_exr(Path(key_frame)))[inside]))
@@ -173,7 +181,7 @@ def run(settings: ShotSettings, root: Path, log=print, server: dict | None = Non
 
 def _kind(row: str) -> str:
     """The model (and so the adapter) a row runs on."""
-    return "video" if row in ("video", "keyed") else "image"
+    return "video" if row in ("video",) + KEYED else "image"
 
 
 def _score(row: dict, scorer, filled, truths, shown_truth, masks, name: str) -> None:
@@ -191,7 +199,8 @@ def summarise(settings: ShotSettings, per_row: dict, hello: dict, wall_s: float)
         if not row or not row["scores"]:
             continue
         scores = row["scores"]
-        rows[key] = {"title": title + (f" {settings.coherence:g}" if key == "coherent" else ""),
+        rows[key] = {"title": title + {"coherent": f" {settings.coherence:g}",
+                                       "key_carried": f" {settings.key_strength:g}"}.get(key, ""),
                      "frames": len(scores), "flicker": float(np.sum(row["made"]) / max(np.sum(row["real"]), 1e-9)),
                      "psnr_db": float(np.mean([s["psnr"] for s in scores])),
                      "identity": float(np.mean([s["judged"] == s["truth"] for s in scores])),
@@ -215,9 +224,10 @@ def format_table(results: dict) -> str:
                      f"{row['identity']:>8.2f} {row['seconds']:>7.1f}")
     lines.append("flicker: mean |change between consecutive filled frames| inside the mask / the truth's own; "
                  "goal <= 1.2")
-    if "key_held_db" in results["rows"].get("keyed", {}):
-        lines.append(f"key frame held: the keyed take's first frame against its key, inside the mask: "
-                     f"{results['rows']['keyed']['key_held_db']:.2f} dB")
+    held = {key: row["key_held_db"] for key, row in results["rows"].items() if "key_held_db" in row}
+    if held:
+        lines.append("key frame held: the keyed take's first frame against its key, inside the mask: "
+                     + ", ".join(f"{results['rows'][key]['title']} {db:.2f} dB" for key, db in held.items()))
     lines.append("PSNR dB by frame of the shot (the video engine's chunks start at frame 0, coded alone by its VAE):")
     for key, row in results["rows"].items():
         if key != "truth":
