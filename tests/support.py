@@ -33,8 +33,10 @@ def make_adapters(folder: Path, names_and_seeds: dict[str, int], identity=None, 
             synthetic_adapter(pipe, identity, folder / name, character=name.replace("_", " ").title(), seed=seed)
 
 
-def make_video_adapters(folder: Path, names_and_seeds: dict[str, int], config=None) -> None:
-    """Synthetic LoRA adapters for a server's video model (the embedded test one unless ``config`` names one)."""
+def make_video_adapters(folder: Path, names_and_seeds: dict[str, int], config=None,
+                        characters: dict[str, str] | None = None) -> None:
+    """Synthetic LoRA adapters for a server's video model (the embedded test one unless ``config`` names one);
+    ``characters``: an adapter's character where it is not its name's (a video adapter of an image one's)."""
     import torch
 
     from bodydouble_server.adapter_files import synthetic_adapter
@@ -46,7 +48,7 @@ def make_video_adapters(folder: Path, names_and_seeds: dict[str, int], config=No
     for name, seed in names_and_seeds.items():
         if not (folder / name).exists():
             synthetic_adapter(video.pipeline(), video.identity, folder / name,
-                              character=name.replace("_", " ").title(), seed=seed)
+                              character=(characters or {}).get(name, name.replace("_", " ").title()), seed=seed)
 
 
 @contextlib.contextmanager

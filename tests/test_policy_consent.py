@@ -124,6 +124,12 @@ def test_each_rule_is_refused_with_its_rule_and_record_before_any_work(guarded):
         extend = alice.submit(_extend(guarded, "hero_video", 4)).wait(timeout=60)
         assert len(fill.frames) == 2 and len(extend.frames) == 4
 
+        # A video-engine fill's key adapters fill its first frame: consent is checked for them too.
+        keyed = FillRequest(frames=sequence_frames(guarded["plate"], 1001, 1002, guarded["mask"]), steps=1,
+                            shot="sh010", adapters=[AdapterRef("hero_video")], key_adapters=[AdapterRef("stranger")])
+        error = _refused(alice, keyed)
+        assert error.details["rule"] == "missing_record" and error.details["adapter"] == "stranger", error.details
+
     with Client(address, timeout=30, user="mallory") as mallory:
         error = _refused(mallory, _fill(guarded, "hero"))
         assert error.details["rule"] == "user" and "'mallory' (self-asserted user name)" in error.message

@@ -5,6 +5,7 @@ passthrough image and video models (what comes back is the plate: frame order, c
 checkable), and one without a video model (not_supported).
 """
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 
@@ -121,7 +122,7 @@ def tiny(shots):
     config = ServerConfig(port=0, roots=[str(root)], adapters=str(root / "adapters"), output_root=str(root / "takes"),
                           resolution=64, video_resolution=64, video_window=WINDOW)
     make_adapters(root / "adapters", {"hero": 7})
-    make_video_adapters(root / "adapters", {"hero_video": 3}, config)
+    make_video_adapters(root / "adapters", {"hero_video": 3}, config, characters={"hero_video": "Hero"})
     with server_thread(config) as server, Client(server.bound_address, timeout=60) as client:
         yield client
 
@@ -325,6 +326,43 @@ def test_a_key_frame_below_full_strength_starts_the_video_model_from_the_key_car
         carried = np.abs(out[region][:, :3] - moved[region]).mean()
         own = np.abs(plate[region][:, :3] - moved[region]).mean()
         assert carried < 0.25 * own, (k, carried, own)
+
+
+def test_key_adapters_fill_the_first_frame_as_the_image_engine_would_and_key_the_shot_with_it(tiny, shots):
+    """One request instead of two: with key adapters the server fills the shot's first frame on its image model
+    (the image adapter 'hero', as per-frame fill would) and keys the video engine with it. The take must be the
+    one a key frame file from that image fill gives, to the bit, with the key adapters in its provenance."""
+    common = dict(prompt="<hero> back of the head", feather=1)
+    image = fill(tiny, shots["tinted"], last=FIRST, engine="image", adapters=[AdapterRef("hero")], **common)
+    video = dict(last=FIRST + 4, engine="video", adapters=[AdapterRef("hero_video")], **common)
+    from_file = fill(tiny, shots["tinted"], key_frame=image.frames[FIRST], **video)
+    progress = []
+    keyed = fill(tiny, shots["tinted"], key_adapters=[AdapterRef("hero")], progress=progress, **video)
+    for frame in range(FIRST, FIRST + 5):
+        assert np.array_equal(read(keyed.frames[frame]), read(from_file.frames[frame])), frame
+    assert any(p.raw.get("message", "").startswith("key frame: step") for p in progress)
+    attrs = headers(keyed.frames[FIRST + 2])
+    assert attrs["bodydouble:key_adapter"] == "hero" and len(attrs["bodydouble:key_adapter_sha256"]) == 64
+    take = json.loads((Path(keyed.take_dir) / "take.json").read_text())
+    assert [a["name"] for a in take["key_adapters"]] == ["hero"] and take["status"] == "complete"
+
+
+def test_bad_key_adapters_are_refused_at_submit_with_a_code(tiny, shots):
+    plate, mask = shots["tinted"]
+    frames = sequence_frames(plate, FIRST, FIRST + 2, mask)
+    video = dict(frames=frames, adapters=[AdapterRef("hero_video")])
+    with pytest.raises(errors.AdapterIncompatible):      # a video adapter cannot fill on the image model
+        tiny.submit(FillRequest(key_adapters=[AdapterRef("hero_video")], **video)).wait(timeout=60)
+    with pytest.raises(errors.RequestError, match="key_adapters is the video engine's option") as caught:
+        tiny.submit(FillRequest(frames=frames, engine="image", key_adapters=[AdapterRef("hero")])).wait(timeout=60)
+    assert caught.value.code == errors.INVALID_REQUEST
+    with pytest.raises(errors.RequestError, match="not both") as caught:
+        tiny.submit(FillRequest(key_adapters=[AdapterRef("hero")], key_frame=plate.replace("####", str(FIRST)),
+                                **video)).wait(timeout=60)
+    assert caught.value.code == errors.INVALID_REQUEST
+    with pytest.raises(errors.UnknownAdapter):
+        tiny.submit(FillRequest(key_adapters=[AdapterRef("nobody")], **video)).wait(timeout=60)
+    assert tiny.connect()["model"]["video_model"]["fill_engine"] is True      # still answering
 
 
 def test_bad_key_frames_are_refused_with_a_code(passthrough, shots):
@@ -536,7 +574,13 @@ def test_host_pickers_offer_both_engines_and_the_video_adapters_for_the_video_en
     params = host.Params(operation="fill", adapter="hero_video", engine="video", first=FIRST, last=FIRST + 2,
                          plate=plate, mask=mask, steps=1)
     request = params.request()
-    assert request.engine == "video" and request.coherence == 0.0
+    assert request.engine == "video" and request.coherence == 0.0 and request.key_adapters == []
+    # The key adapter: the video adapter's character's image adapter; an approved key frame wins over it.
+    assert host.key_adapter_for(adapters, "hero_video") == "hero" and host.key_adapter_for(adapters, "nobody") == ""
+    keyed = dataclasses.replace(params, key_adapter="hero")
+    assert keyed.request().key_adapters == [AdapterRef("hero")]
+    assert dataclasses.replace(keyed, key_frame=plate.replace("####", str(FIRST))).request().key_adapters == []
+    assert dataclasses.replace(keyed, engine="image", adapter="hero").request().key_adapters == []
     assert host.Params.from_dict(params.to_dict()) == params
     result = tiny.submit(request).wait(timeout=120)
     assert result.info["engine"] == "video" and sorted(result.frames) == [FIRST, FIRST + 1, FIRST + 2]
@@ -581,7 +625,17 @@ def test_nuke_node_offers_the_video_engine_for_a_shot_and_generates_with_it(tiny
         take = next(n for n in nuke.allNodes(group=group) if n.Class() == "Read")
         info = json.loads((Path(take["file"].value()).parent / "take.json").read_text())
         assert info["status"] == "complete" and info["engine"] == "video" and info["request"]["feather"] == 1
-        assert info["request"]["key_frame"] == plate.replace("####", str(FIRST))
+        assert info["request"]["key_frame"] == plate.replace("####", str(FIRST)) and "key_adapters" not in info
+        # Without a key frame the key adapter Refresh picked (the video adapter's character's image adapter)
+        # fills the first frame on the server.
+        assert bd_node.read_params(group).key_adapter == "hero" and group["key_adapter"].values()[0] == "none"
+        group["key_frame"].setValue("")
+        group["generate"].execute()
+        nuke._process_events(until=lambda: not commands._running, timeout=120)
+        assert nuke._messages == []
+        take = sorted((n for n in nuke.allNodes(group=group) if n.Class() == "Read"), key=lambda n: n.name())[-1]
+        info = json.loads((Path(take["file"].value()).parent / "take.json").read_text())
+        assert info["status"] == "complete" and [a["name"] for a in info["key_adapters"]] == ["hero"]
         group["engine"].setValue("image")
         group["refresh"].execute()
         assert group["engine"].value() == "image" and list(bd_node.adapter_names(group).values()) == ["hero"]
@@ -653,3 +707,7 @@ def test_blender_fill_dialog_offers_the_engines_and_fills_a_shot_on_the_video_mo
     carried = r["carried_take"]
     assert carried["status"] == "complete" and carried["engine"] == "video" and r["carried_from"]
     assert carried["request"]["key_frame"] == r["image_take_pattern"].replace("####", f"{FIRST:04d}")
+    # The key adapter picker: none or the image adapters, the video adapter's character's by default.
+    assert r["key_items"] == ["NONE", "hero"] and r["key_for"] == "hero"
+    assert r["keyed"] == {"result": ["FINISHED"], "error": None}, r["reports"]
+    assert r["keyed_take"]["status"] == "complete" and [a["name"] for a in r["keyed_take"]["key_adapters"]] == ["hero"]

@@ -116,7 +116,8 @@ def _run_generation(args, request, **extra) -> int:
 
 def cmd_fill(args) -> int:
     return _run_generation(args, FillRequest(**values(FillRequest, args, frames=_plate_frames(args, args.mask),
-                                                      adapters=parse_adapters(args.adapter))))
+                                                      adapters=parse_adapters(args.adapter),
+                                                      key_adapters=parse_adapters(args.key_adapter))))
 
 
 def cmd_extend(args) -> int:
@@ -287,6 +288,9 @@ def register(commands: Commands) -> None:
     p = generating("fill", "inpaint an unseen angle over a plate sequence", "FIRST-LAST, e.g. 1001-1010",
                    FillRequest, cmd_fill)
     p.add_argument("--mask", help="mask file pattern (default: the plate's alpha)")
+    p.add_argument("--key-adapter", action="append",
+                   help="fill, video engine: an image adapter name[:weight] with which the server fills the range's "
+                        "first frame as the key frame (instead of --key-frame); repeat to blend")
     generating("extend", "generate frames after a plate's last frame (shot extension)",
                "the plate's FIRST-LAST; the take starts at LAST+1", ExtendRequest, cmd_extend)
 

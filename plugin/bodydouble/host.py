@@ -31,7 +31,7 @@ from .jobspec import AdapterRef, ExtendRequest, FillRequest, FrameInput, safe_na
 __all__ = ["OPERATIONS", "OPERATION_TITLES", "Request", "Params", "HostColour", "colour_note", "check_ready",
            "shot_from_path", "hello", "fetch_adapters", "adapter_choices", "list_adapters", "take_label", "TakeRecord",
            "HostWords", "Advice", "advice", "safe_name", "BackgroundJob", "Outcome", "ProgressSink", "frames",
-           "JobResult", "take_left_on_disk", "fill_engines", "default_engine", "ENGINE_TITLES", "serves"]
+           "JobResult", "take_left_on_disk", "fill_engines", "default_engine", "key_adapter_for", "ENGINE_TITLES", "serves"]
 
 OPERATIONS = ("fill", "extend")
 OPERATION_TITLES = {"fill": "Fill unseen angle", "extend": "Extend shot"}
@@ -66,6 +66,7 @@ class Params:
     coherence: float = 0.0          # fill, image engine: 0 each frame on its own .. 1 the first frame's fill carried
     feather: int = FillRequest.feather  # fill: the soft edge inside the mask, plate pixels (lower on a small mask)
     key_frame: str = ""             # fill, video engine: the first frame already filled (a path the server reads)
+    key_adapter: str = ""           # fill, video engine, no key_frame: the image adapter that fills the first frame
 
     def request(self, frames: Optional[list[FrameInput]] = None) -> Request:
         """The request these parameters make, validated (ValueError says what is wrong). ``frames``: the plate
@@ -78,7 +79,10 @@ class Params:
                 frames=frames or sequence_frames(self.plate, self.first, self.last, self.mask or None),
                 strength=float(self.strength), engine=self.engine or None, feather=int(self.feather),
                 coherence=float(self.coherence) if self.engine != "video" else 0.0,
-                key_frame=(self.key_frame or None) if self.engine == "video" else None, **common)
+                key_frame=(self.key_frame or None) if self.engine == "video" else None,
+                # An approved key frame wins over one the server would fill.
+                key_adapters=[AdapterRef(self.key_adapter)]
+                if self.engine == "video" and self.key_adapter and not self.key_frame else [], **common)
         elif self.operation == "extend":
             request = ExtendRequest(frames=frames or sequence_frames(self.plate, self.first, self.last),
                                     count=int(self.count), fps=float(self.fps), **common)
@@ -197,6 +201,15 @@ def fill_engines(caps: dict[str, Any]) -> list[str]:
     can fill a shot."""
     video = (caps.get("model") or {}).get("video_model") or {}
     return ["image", "video"] if video.get("fill_engine") else ["image"]
+
+
+def key_adapter_for(adapters: list[AdapterInfo], adapter: str) -> str:
+    """The image adapter that fills a video-engine fill's first frame (its key) by default: a ready one of the
+    same character as ``adapter`` (the video adapter picked), else '' (no key: every frame from noise). In the
+    miniature world a shot keyed so scores per-frame fill's likeness; unkeyed the video engine 3.4 dB below."""
+    character = next((a.character for a in adapters if a.name == adapter), None)
+    return next((a.name for a in adapters if character is not None and a.character == character
+                 and a.status == "ready" and serves(a, "fill", "image")), "")
 
 
 def default_engine(caps: dict[str, Any], first: int, last: int, adapters: list[AdapterInfo]) -> str:

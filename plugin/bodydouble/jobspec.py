@@ -230,13 +230,22 @@ class FillRequest:
     # model's VAE codes it. None: every frame starts from noise. With strength below 1 the frames start from the
     # key carried through the shot along its motion, not from the plate under the mask.
     key_frame: Optional[str] = None
+    # Video engine, instead of key_frame: image adapters (the character's, as an image-engine fill names them)
+    # with which the server fills the shot's first frame on its image model, frame by frame's fill, and uses that
+    # as the key frame: one request, no file in between.
+    key_adapters: list[AdapterRef] = field(default_factory=list)
 
     operation = "fill"
 
     @property
+    def keyed(self) -> bool:
+        """Whether the video engine is given the shot's first frame: a key frame's file, or key adapters."""
+        return self.key_frame is not None or bool(self.key_adapters)
+
+    @property
     def asks_for_video(self) -> bool:
-        """Whether the request itself names the video engine: ``engine`` "video", or a key frame (its option)."""
-        return self.engine == "video" or self.key_frame is not None
+        """Whether the request itself names the video engine: ``engine`` "video", or a key (its option)."""
+        return self.engine == "video" or self.keyed
 
     @property
     def whole_shot(self) -> bool:
@@ -270,9 +279,15 @@ class FillRequest:
             if not self.key_frame:
                 raise ValueError("'key_frame' is empty: give the filled first frame's path, or none")
             check_text(self.key_frame, "'key_frame'", "path")
+        check_count(self.key_adapters, "'key_adapters'", MAX_ADAPTERS)
+        if self.keyed:
+            option = "key_frame" if self.key_frame is not None else "key_adapters"
             if self.engine == "image" or self.coherence:
-                raise ValueError("key_frame is the video engine's option (the video model carries it through the "
-                                 "shot)")
+                raise ValueError(f"{option} is the video engine's option (the video model carries the key frame "
+                                 "through the shot)")
+            if self.key_frame is not None and self.key_adapters:
+                raise ValueError("give key_frame (a filled first frame) or key_adapters (the server fills it), "
+                                 "not both")
         if not 0 <= self.conditioning <= 64 or not 0 <= self.overlap <= 64:
             raise ValueError(f"conditioning and overlap must be in 0..64 frames, got {self.conditioning} and "
                              f"{self.overlap}")

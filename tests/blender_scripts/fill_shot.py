@@ -54,6 +54,15 @@ def main(args):
     carried_json = os.path.join(carried.get("take_dir", ""), "take.json")
     out["carried_take"] = json.load(open(carried_json)) if os.path.isfile(carried_json) else None
     out["carried_from"] = carried.get("carried_from") == image_take.name
+    # No key frame, a key adapter: the server fills the first frame with it and keys the shot.
+    out["key_items"] = [i[0] for i in bd.adapters.key_items()]
+    out["key_for"] = bd.adapters.key_for("hero_video")
+    out["keyed"] = harness.call(bpy.ops.bodydouble.fill, "EXEC_DEFAULT", engine="video", adapter="hero_video",
+                                key_adapter="hero", seed=7, steps=1)
+    harness.pump_until_idle()
+    keyed = tree.nodes.active["bodydouble"].to_dict()
+    keyed_json = os.path.join(keyed.get("take_dir", ""), "take.json")
+    out["keyed_take"] = json.load(open(keyed_json)) if os.path.isfile(keyed_json) else None
     out["reports"] = harness.reports()
     return out
 

@@ -17,6 +17,9 @@ _items: dict[tuple[str, str], list[tuple[str, str, str]]] = {("fill", ""): [], (
                                                               ("extend", ""): []}
 _engines: list[tuple[str, str, str]] = []
 _NONE = [("NONE", "(no adapters: refresh)", "Open the dialog again once the server is running")]
+# The video engine's key adapter picker: none, or an image adapter that fills the first frame on the server.
+_NO_KEY = ("NONE", "None", "No key: every frame of the shot from noise")
+_key_items: list[tuple[str, str, str]] = [_NO_KEY]
 
 
 def fetch(address: str, timeout: float, curve_certs: tuple[str, str] = ("", "")) -> list[AdapterInfo]:
@@ -37,12 +40,17 @@ def set_cache(adapters: list[AdapterInfo]) -> None:
     global _adapters
     _adapters = list(adapters)
     for (operation, engine), items in _items.items():
-        items.clear()
-        for a in sorted(usable(operation, engine), key=lambda a: (a.status != "ready", a.character.lower())):
-            if a.status == "ready":
-                items.append((a.name, f"{a.character} · {a.base_model}", f"{a.label}  trigger: {a.trigger}"))
-            else:
-                items.append((a.name, f"{a.character} · {a.base_model} ({a.status})", a.reason or a.status))
+        items[:] = [_item(a) for a in sorted(usable(operation, engine),
+                                             key=lambda a: (a.status != "ready", a.character.lower()))]
+    _key_items[:] = [_NO_KEY] + [item for item in _items["fill", ""] if item[0] in
+                                 {a.name for a in usable("fill") if a.status == "ready"}]
+
+
+def _item(a: AdapterInfo) -> tuple[str, str, str]:
+    """An adapter's picker entry: one not ready says why."""
+    if a.status == "ready":
+        return a.name, f"{a.character} · {a.base_model}", f"{a.label}  trigger: {a.trigger}"
+    return a.name, f"{a.character} · {a.base_model} ({a.status})", a.reason or a.status
 
 
 def cached() -> list[AdapterInfo]:
@@ -58,6 +66,16 @@ def fill_items(op=None, _context=None):
     """The fill dialog's adapters: video adapters while its engine is the video one."""
     engine = "video" if getattr(op, "engine", "") == "video" else ""
     return _items["fill", engine] or _NONE
+
+
+def key_items(_op=None, _context=None):
+    """The video engine's key adapters: none, or a ready image adapter (it fills the shot's first frame)."""
+    return _key_items
+
+
+def key_for(adapter: str) -> str:
+    """The key adapter picked by default for video adapter ``adapter``: its character's image adapter."""
+    return host.key_adapter_for(_adapters, adapter) or "NONE"
 
 
 def video_fill_items(_op=None, _context=None):

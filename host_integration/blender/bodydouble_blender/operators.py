@@ -51,6 +51,13 @@ def _engine_changed(op) -> None:
     engine = "video" if op.engine == "video" else ""
     if op.adapter not in [a.name for a in adapters.usable("fill", engine) if a.status == "ready"]:
         op.adapter = adapters.first_ready("fill", engine) or "NONE"
+    _adapter_changed(op)
+
+
+def _adapter_changed(op) -> None:
+    """Another character on the video engine: its image adapter keys the shot, where it has one."""
+    if op.engine == "video":
+        op.key_adapter = adapters.key_for(op.adapter)
 
 
 def _output_dir(prefs, plate_pattern: str) -> str:
@@ -104,7 +111,7 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
     engine: EnumProperty(name="Engine", items=adapters.engine_items, update=lambda op, _context: _engine_changed(op),
                          description="Frame by frame on the image model, or the whole shot on the video model "
                                      "(with video adapters)")
-    adapter: EnumProperty(name="Adapter", items=adapters.fill_items,
+    adapter: EnumProperty(name="Adapter", items=adapters.fill_items, update=lambda op, _context: _adapter_changed(op),
                           description="Character adapter (character · base model), as the server lists them")
     plate_node: StringProperty(name="Plate node", description="Image node with the plate (default: the active one)")
     mask_source: EnumProperty(name="Mask", items=[
@@ -119,7 +126,11 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
     key_frame: StringProperty(name="Key frame", subtype="FILE_PATH",
                               description="Video engine: the range's first frame already filled (say an image-engine "
                                           "take's EXR, at the plate's size): the video model carries it through the "
-                                          "shot. Empty: every frame from noise")
+                                          "shot. Empty: the key adapter's fill, or every frame from noise")
+    key_adapter: EnumProperty(name="Key adapter", items=adapters.key_items,
+                              description="Video engine, no key frame: the server first fills the range's first "
+                                          "frame with this image adapter (as frame by frame would) and keys the "
+                                          "shot with it; the character's own by default")
     feather: IntProperty(name="Feather", default=FillRequest.feather, min=0, max=256,
                          description="Soft edge inside the mask, in plate pixels: the plate still shows across a "
                                      "ramp twice as wide, so lower it on a small mask (outside it nothing changes)")
@@ -175,6 +186,7 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
             pass
         # The whole shot on the video model for a range, where the server has one and a video adapter.
         self.engine = host.default_engine(adapters.server_info(), self.frame_start, self.frame_end, adapters.cached())
+        _adapter_changed(self)
         return context.window_manager.invoke_props_dialog(self, width=460)
 
     def draw(self, context):
@@ -192,6 +204,7 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
             layout.prop(self, "coherence")
         else:
             layout.prop(self, "key_frame")
+            layout.prop(self, "key_adapter")
         layout.prop(self, "feather")
         layout.prop(self, "steps")
         layout.prop(self, "use_node_range")
@@ -232,7 +245,8 @@ class BODYDOUBLE_OT_fill(_GenerationProps, bpy.types.Operator):
             output_dir=_output_dir(prefs, foot.pattern), colorspace=foot.colorspace,
             # Not chosen (a script's EXEC): the server picks the engine from the adapter.
             engine=self.engine if props.is_property_set("engine") else "", coherence=self.coherence,
-            feather=self.feather, key_frame=bpy.path.abspath(self.key_frame) if self.key_frame else "")
+            feather=self.feather, key_frame=bpy.path.abspath(self.key_frame) if self.key_frame else "",
+            key_adapter="" if self.key_adapter == "NONE" else self.key_adapter)
         extras = dict(mask_source=self.mask_source, is_sequence=foot.is_sequence, source_node=plate.name,
                       scene_start=foot.scene_start + (first - foot.first), image_colorspace=foot.colorspace,
                       **scene_view(context.scene))

@@ -103,6 +103,9 @@ def refresh_adapters(group: api.Node, address: str, operation: str = "fill") -> 
     adapters = host.fetch_adapters(address, client_name=CLIENT, server_info=caps)
     engine = bd_node.set_engines(group, caps, adapters) if operation == "fill" else ""
     bd_node.set_adapters(group, host.adapter_choices(adapters, operation, engine))
+    if engine == "video":
+        bd_node.set_key_adapters(group, host.adapter_choices(adapters, "fill", "image"),
+                                 host.key_adapter_for(adapters, bd_node.read_params(group).adapter))
     withheld = host.withheld_adapters(adapters, operation, engine)
     bd_node.set_status(group, f"adapters from {address}" + ("; not offered: " + "; ".join(
         f"{name} ({why})" for name, why in sorted(withheld.items())) if withheld else ""))

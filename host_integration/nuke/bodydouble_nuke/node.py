@@ -33,6 +33,7 @@ VERSION = "1"
 NO_ADAPTERS = "(no adapters: press Refresh)"
 PLATE_CHOICE = "plate (no take)"
 SERVER_PICKS = "auto (press Refresh)"       # the engine knob before the server said which it offers
+NO_KEY = "none"                             # the key adapter knob: no key (or before a Refresh)
 FEATHER = FillRequest.feather               # the feather knob's default, and a node saved before it existed
 
 _CMD = "import bodydouble_nuke.commands as bd; bd.{}()"
@@ -56,6 +57,10 @@ KNOBS = [
     KnobSpec("key_from_take", "button", "Key from take", command=_CMD.format("key_from_take_button"), newline=False,
              tooltip="Set the key frame to the shown take's frame at the start of the range (fill a frame on the "
                      "image engine, pick the take you like, press this, then Generate on the video engine)."),
+    KnobSpec("key_adapter", "enum", "key adapter", values=[NO_KEY],
+             tooltip="fill on the video engine with no key frame: the server first fills the range's first frame "
+                     "with this image adapter (as the image engine would) and keys the shot with it. Refresh "
+                     "picks the video adapter's character's; 'none': every frame from noise."),
     KnobSpec("feather", "int", "feather", default=FEATHER,
              tooltip="fill: the soft edge inside the mask, in plate pixels; the plate still shows across a ramp "
                      "twice as wide, so lower it on a small mask (outside the mask the plate is untouched)."),
@@ -87,6 +92,7 @@ KNOBS = [
              tooltip="Every take stays in the node; pick which one flows out."),
     KnobSpec("history", "label", "takes", default="(none yet)"),
     KnobSpec("bd_adapters", "string", "adapters", default="{}", hidden=True),
+    KnobSpec("bd_key_adapters", "string", "key adapters", default="{}", hidden=True),
     KnobSpec("bd_takes", "string", "takes", default="[]", hidden=True),
     # The job in flight (JSON: job id, server, parameters, render colour space): saved with the script, so a
     # reopened script can re-attach to it. '' when none.
@@ -146,6 +152,8 @@ def read_params(group: api.Node) -> host.Params:
         coherence=float(api.get(group, "coherence")) if api.has_knob(group, "coherence") else 0.0,
         feather=int(api.get(group, "feather")) if api.has_knob(group, "feather") else FEATHER,
         key_frame=str(api.get(group, "key_frame")).strip() if api.has_knob(group, "key_frame") else "",
+        key_adapter=_names(group, "bd_key_adapters").get(str(api.get(group, "key_adapter")), "")
+        if api.has_knob(group, "key_adapter") else "",
     )
 
 
@@ -175,11 +183,28 @@ def render_dir(group: api.Node) -> str:
 
 
 def adapter_names(group: api.Node) -> dict[str, str]:
+    return _names(group, "bd_adapters")
+
+
+def _names(group: api.Node, knob: str) -> dict[str, str]:
+    """A picker's label -> adapter name, as the hidden ``knob`` keeps it."""
     try:
-        data = json.loads(str(api.get(group, "bd_adapters")) or "{}")
+        data = json.loads(str(api.get(group, knob)) or "{}")
     except ValueError:
         return {}
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def set_key_adapters(group: api.Node, choices: dict[str, str], default: str) -> None:
+    """Fill the key adapter picker (image adapters, and 'none'); keeps the current pick when the server still has
+    it, else picks ``default`` (host.key_adapter_for: the picked video adapter's character's)."""
+    if not api.has_knob(group, "key_adapter"):
+        return
+    current = _names(group, "bd_key_adapters").get(str(api.get(group, "key_adapter")), "")
+    api.set_choices(group, "key_adapter", [NO_KEY] + list(choices))
+    api.set(group, "bd_key_adapters", json.dumps(choices))
+    wanted = current if current in choices.values() else default
+    api.set(group, "key_adapter", next((label for label, name in choices.items() if name == wanted), NO_KEY))
 
 
 def set_adapters(group: api.Node, choices: dict[str, str]) -> None:

@@ -10,7 +10,8 @@ back-facing turntable (the camera panning; the plate shows a stand-in) through t
     carried      the image engine at coherence 1 (the first frame's fill carried through the shot)
     video        the video engine, on the world's baked video model (bake_video.py, Wan-VACE-shaped), with the
                  character's own video adapter from the server's train job (the same references, 1-frame clips)
-    keyed        the video engine given per-frame fill's first frame as its key frame (``key_frame``)
+    keyed        the video engine keyed by per-frame fill's first frame (``key_adapters``: the server fills it
+                 with the character's image adapter; the base model alone: that fill's file as ``key_frame``)
     key_carried  the same at strength ``key_strength``: the video model starts from the key carried through the
                  shot along its motion (as ``carried``), the rest of its schedule run
 
@@ -117,17 +118,19 @@ def write_shot(root: Path, data: experiment.CharacterData, s: ShotSettings, es) 
 
 
 def _request(data: experiment.CharacterData, row: str, adapter: str | None, s: ShotSettings, out: Path,
-             key_frame: str | None = None, last: int | None = None):
+             key_frame: str | None = None, key_adapter: str | None = None, last: int | None = None):
+    """Row ``row``'s request. Keyed rows: the key filled on the server with the character's image adapter
+    (``key_adapters``, as the hosts send it), else (the base model alone) per-frame fill's first frame's file."""
     from bodydouble.jobspec import AdapterRef, FillRequest, sequence_frames
 
     last = last or data.first + len(data.truth) - 1
     trigger = f"<{data.character.name}> " if adapter else ""
+    key = {"key_adapters": [AdapterRef(key_adapter)]} if key_adapter else {"key_frame": key_frame}
     fields = {"frame": {"engine": "image"}, "coherent": {"engine": "image", "coherence": s.coherence},
               "carried": {"engine": "image", "coherence": 1.0},
               "video": {"engine": "video", "steps": s.video_steps},
-              "keyed": {"engine": "video", "steps": s.video_steps, "key_frame": key_frame},
-              "key_carried": {"engine": "video", "steps": s.video_steps, "key_frame": key_frame,
-                              "strength": s.key_strength}}[row]
+              "keyed": {"engine": "video", "steps": s.video_steps, **key},
+              "key_carried": {"engine": "video", "steps": s.video_steps, "strength": s.key_strength, **key}}[row]
     return FillRequest(frames=sequence_frames(data.plate, data.first, last, data.mask),
                        adapters=[AdapterRef(adapter)] if adapter else [],
                        prompt=f"{trigger}back of the head", seed=7, feather=experiment.FEATHER,
@@ -154,7 +157,7 @@ def run(settings: ShotSettings, root: Path, log=print, server: dict | None = Non
             masks = [world.read_exr(Path(data.mask.replace("####", f"{f:04d}")))[:, :, 0] for f in frames]
             truths = [world.read_exr(p) for p in data.truth]
             shown_truth = [scorer.display(t) for t in truths]
-            key_frame = None                     # per-frame fill's first frame: the keyed row's key frame
+            key_frame = None                     # per-frame fill's first frame: what the keyed rows' key is
             for row in settings.rows:
                 t = time.monotonic()
                 takes = root / "takes" / data.character.name / row
@@ -162,7 +165,8 @@ def run(settings: ShotSettings, root: Path, log=print, server: dict | None = Non
                     key_frame = client.submit(_request(data, "frame", adapters.get("image"), settings, takes,
                                                        last=data.first)).wait(timeout=1800).frames[data.first]
                 result = client.submit(_request(data, row, adapters.get(_kind(row)), settings, takes,
-                                                key_frame=key_frame)).wait(timeout=1800)
+                                                key_frame=key_frame, key_adapter=adapters.get("image"))
+                                       ).wait(timeout=1800)
                 if row == "frame":
                     key_frame = result.frames[data.first]
                 per_row[row]["seconds"] += time.monotonic() - t

@@ -41,6 +41,7 @@ def validate(req: FillRequest, engine: Engine) -> None:
                          + [(f.mask, f"mask {f.frame}") for f in ends] + key)
     ColourTransform(req.colorspace)
     common.check_output(engine, req.output_dir, common.shot_name(req.shot, req.output_dir, req.frames[0].plate))
+    common.check_adapters(engine.adapters, req.key_adapters)     # the image model's (None: still loading)
     if engine.loading:
         if not req.asks_for_video:
             common.check_adapters(engine.adapters, req.adapters)

@@ -192,6 +192,7 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
 
     video = _video_model(engine)
     video.adapters.resolve(req.adapters)      # refuse unknown and image adapters before reading anything
+    key_adapters = engine.model_for("fill").adapters.resolve(req.key_adapters)     # the image model's
     colour = ColourTransform(req.colorspace)
     plan = _plan(req, video)
     common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames]
@@ -204,6 +205,7 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
     take = common.open_take(engine, job, req.output_dir, common.shot_name(req.shot, req.output_dir, req.frames[0].plate),
                             common.adapter_label(adapters), {
         "operation": "fill", "engine": "video", "adapters": [a.describe() for a, _ in adapters],
+        **({"key_adapters": [a.describe() for a, _ in key_adapters]} if key_adapters else {}),
         "base_model": video.identity.to_dict(),
         "request": {k: getattr(req, k) for k in fill.TAKE_SETTINGS + _VIDEO_SETTINGS},
         "chunks": [{"first": req.frames[c.start].frame, "last": req.frames[c.start + c.outputs - 1].frame,
@@ -213,7 +215,9 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
     repaired = take.info["nonfinite"]["total"]
     attributes = {**common.provenance(engine, "fill", adapters, req, take, job, identity=video.identity),
                   "engine": "video", "chunks": len(plan), "overlap": req.overlap, "conditioning": req.conditioning,
-                  **({"key_frame": req.key_frame} if req.key_frame else {})}
+                  **({"key_frame": req.key_frame} if req.key_frame else {}),
+                  **({"key_adapter": "+".join(a.name for a, _ in key_adapters),
+                      "key_adapter_sha256": "+".join(a.sha256 for a, _ in key_adapters)} if key_adapters else {})}
     returned: dict[int, np.ndarray] | None = {} if req.return_pixels else None
     total, first = len(req.frames), req.frames[0].frame
     generator = torch.Generator(device="cpu").manual_seed(req.seed)
@@ -221,15 +225,15 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
     # Strength below 1 with a key frame starts from the key carried through the shot, not the plate's stand-in
     # (miniature world, strength 0.8: 18.32 dB / identity 0.25 against 15.79 / 0.12 from the stand-in; at 1,
     # 18.04 / 0.33): each frame's start, by index, for as long as a chunk may prepare it again (overlap, pad).
-    carry = Carry(req) if req.key_frame is not None and req.strength < 1.0 else None
+    carry = Carry(req) if req.keyed and req.strength < 1.0 else None
     starts: dict[int, np.ndarray] = {}
 
     def prepare(index: int) -> fill.Prepared:
         item = req.frames[index]
         plate, mask, mask_repaired = fill.read_inputs(engine, req, item)
-        keyed = index == 0 and req.key_frame is not None
+        keyed = index == 0 and req.keyed
         if keyed:
-            plate = _key_frame(engine, req, plate)
+            plate = _key_frame(engine, job, req, plate, mask, colour, key_adapters)
         ready = fill.prepare_frame(video, req, colour, plate, mask, item=item, mask_repaired=mask_repaired,
                                    box=boxes[index])
         if carry is not None:
@@ -264,7 +268,7 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
             # The key frame held to its own latents (the model would redraw it). Only the key: later chunks'
             # conditioning frames pinned so steadied a 16-frame shot (flicker 1.07 -> 0.78) and cost its
             # likeness (15.43 -> 15.17 dB, identity 0.25 -> 0.15).
-            pin_known=req.key_frame is not None and chunk.index == 0,
+            pin_known=req.keyed and chunk.index == 0,
             on_step=previews.hook(chunking.progress(job, chunk, len(plan), first, total)))
         return np.asarray(made[len(known):len(known) + chunk.outputs], dtype=np.float32)
 
@@ -284,8 +288,23 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
         "chunks": take.info["chunks"]}, returned)
 
 
-def _key_frame(engine: Engine, req: FillRequest, plate):
-    """The request's key frame, in the first plate's place: it must be that plate's size (a filled copy of it)."""
+def _key_frame(engine: Engine, job, req: FillRequest, plate, mask, colour: ColourTransform, key_adapters):
+    """The shot's first frame filled, in its plate's place: the request's key frame (a filled copy of the plate,
+    its size), or the plate filled here on the image model with the key adapters, as per-frame fill fills it."""
+    from . import fill
+
+    if req.key_frame is None:
+        model = engine.model_for("fill")
+        pipe = model.pipeline("fill")
+        model.adapters.activate(pipe, key_adapters)
+        ready = fill.prepare_frame(model, req, colour, plate, mask, item=req.frames[0])
+
+        def on_step(step: int, steps: int, preview=None) -> None:
+            job.check_cancelled()
+            job.report(0.0, f"key frame: step {step}/{steps}", step=step, steps=steps, frame=req.frames[0].frame)
+
+        fill.finish_frame(req, ready, fill.generate(pipe, req, [ready], on_step)[0])
+        return ready.plate
     key = common.load_image(engine, ImageRef(path=req.key_frame), "key frame")
     if key.shape != plate.shape:
         raise errors.RequestError(

@@ -156,14 +156,18 @@ class Policy:
                          "model_kind": request.model_kind}]
         else:
             adapters = [self._adapter_entry(engine, ref.name) for ref in request.adapters]
+        keys = [self._adapter_entry(engine, ref.name) for ref in getattr(request, "key_adapters", [])]
         if test_model is None:
             test_model = _is_test_model(self.config, kind)
         try:
             used = self.check(operation, request, adapters, requester, test_model)
+            # A fill's key adapters make its first frame (the video engine's key) on the image model: the
+            # character's likeness too, judged as that model's adapters are.
+            used += self.check(operation, request, keys, requester, _is_test_model(self.config, "image"))
         except errors.BodyDoubleError as exc:
             log.info("refused %s from %s: %s", operation, requester.name, exc.message)
             self.audit_submit(job=None, request_id=request_id, operation=operation, request=request,
-                              adapters=[_adapter_fields(a) for a in adapters], requester=requester, error=exc)
+                              adapters=[_adapter_fields(a) for a in adapters + keys], requester=requester, error=exc)
             raise
         return Admission(self, operation, request, request_id, requester, used, job_id)
 
@@ -401,7 +405,7 @@ def _model_kind(operation: str, request, engine) -> str:
         return request.model_kind
     if operation == "fill":
         if engine is None:
-            return "video" if getattr(request, "engine", None) == "video" else "image"
+            return "video" if getattr(request, "asks_for_video", False) else "image"
         from ..operations.sequence import engine_for
 
         return engine_for(request, engine)
