@@ -114,8 +114,8 @@ def shots(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny(shots):
-    """The embedded tiny SD and tiny Wan VACE; image adapter 'hero', video adapter 'hero_video'."""
+def tiny_server(shots):
+    """The embedded tiny SD and tiny Wan VACE; image adapter 'hero', video adapter 'hero_video' (both Hero's)."""
     from bodydouble_server.config import ServerConfig
 
     root = shots["root"]
@@ -123,7 +123,13 @@ def tiny(shots):
                           resolution=64, video_resolution=64, video_window=WINDOW)
     make_adapters(root / "adapters", {"hero": 7})
     make_video_adapters(root / "adapters", {"hero_video": 3}, config, characters={"hero_video": "Hero"})
-    with server_thread(config) as server, Client(server.bound_address, timeout=60) as client:
+    with server_thread(config) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_server):
+    with Client(tiny_server.bound_address, timeout=60) as client:
         yield client
 
 
@@ -340,11 +346,38 @@ def test_key_adapters_fill_the_first_frame_as_the_image_engine_would_and_key_the
     keyed = fill(tiny, shots["tinted"], key_adapters=[AdapterRef("hero")], progress=progress, **video)
     for frame in range(FIRST, FIRST + 5):
         assert np.array_equal(read(keyed.frames[frame]), read(from_file.frames[frame])), frame
-    assert any(p.raw.get("message", "").startswith("key frame: step") for p in progress)
+    assert any(p.raw.get("message", "").startswith(f"key frame {FIRST}: step") for p in progress)
     attrs = headers(keyed.frames[FIRST + 2])
     assert attrs["bodydouble:key_adapter"] == "hero" and len(attrs["bodydouble:key_adapter_sha256"]) == 64
     take = json.loads((Path(keyed.take_dir) / "take.json").read_text())
     assert [a["name"] for a in take["key_adapters"]] == ["hero"] and take["status"] == "complete"
+
+
+def test_key_adapters_key_every_chunk_as_a_shot_starting_there_would_be(tiny, tiny_server, shots, monkeypatch):
+    """A key holds one window (docs/likeness.md). With key adapters each later chunk's first conditioning frame
+    is that frame filled anew on the image model and held to its latents: exactly the key a shot starting at
+    that frame gets. A key frame file keys the first chunk only (later ones condition on what came before)."""
+    family = tiny_server.engine.video.family
+    calls, real = [], family.inpaint
+
+    def spy(pipe, video, mask, **settings):
+        made = real(pipe, video, mask, **settings)
+        calls.append({"first": np.array(video[0]), "pinned": settings["pin_known"], "made": np.array(made)})
+        return made
+
+    monkeypatch.setattr(family, "inpaint", spy)
+    video = dict(engine="video", adapters=[AdapterRef("hero_video")], prompt="<hero> back of the head",
+                 conditioning=1, overlap=2)
+    fill(tiny, shots["tinted"], key_adapters=[AdapterRef("hero")], **video)            # chunks 1001-9, 1008-12
+    long, calls[:] = list(calls), []
+    fill(tiny, shots["tinted"], first=FIRST + 6, key_adapters=[AdapterRef("hero")], **video)
+    assert [c["pinned"] for c in long] == [True, True]
+    assert np.array_equal(long[1]["first"], calls[0]["first"]), "chunk 2's key is not frame 1007 filled anew"
+    calls[:] = []
+    fill(tiny, shots["tinted"], key_frame=shots["tinted"][0].replace("####", str(FIRST)),
+         **video)
+    assert [c["pinned"] for c in calls] == [True, False]
+    assert np.array_equal(calls[1]["first"], calls[0]["made"][6]), "chunk 2 conditions on chunk 1's frame 1007"
 
 
 def test_bad_key_adapters_are_refused_at_submit_with_a_code(tiny, shots):

@@ -245,6 +245,13 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
         ready.plate = None                            # read again when it is composited: a window of plates is big
         return ready
 
+    def rekeyed(index: int, at: float) -> np.ndarray:
+        """Frame ``index`` filled anew with the key adapters, as the video model sees it: a later chunk's key."""
+        item = req.frames[index]
+        plate, mask, _ = fill.read_inputs(engine, req, item)
+        plate = _key_frame(engine, job, req, plate, mask, colour, key_adapters, index, at)
+        return fill.prepare_frame(video, req, colour, plate, mask, item=item, box=boxes[index]).model_rgb
+
     def make(chunk: chunking.Chunk, known: np.ndarray) -> np.ndarray:
         job.check_cancelled()
         prepared.clear()
@@ -257,6 +264,11 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
                 prepared[i] = prepare(i)
         frames = [prepared[i] for i in indices]
         gen_h, gen_w = frames[0].size
+        # Key adapters key every chunk: its first conditioning frame filled anew (the first chunk's key fades
+        # beyond its window).
+        rekey = bool(chunk.index and key_adapters and len(known))
+        if rekey:
+            known = np.concatenate([rekeyed(chunk.start - len(known), chunk.index / len(plan))[None], known[1:]])
         rgb = np.concatenate([known.reshape(-1, gen_h, gen_w, 3), np.stack([p.model_rgb for p in frames])])
         mask = np.concatenate([np.zeros((len(known), gen_h, gen_w), np.float32),
                                np.stack([p.model_mask for p in frames])])
@@ -265,10 +277,12 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
         made = video.family.inpaint(
             pipe, rgb, mask, height=gen_h, width=gen_w, prompt=req.prompt, negative_prompt=req.negative_prompt,
             steps=req.steps, strength=req.strength, guidance=req.guidance, fps=24.0, generator=generator,
-            # The key frame held to its own latents (the model would redraw it). Only the key: later chunks'
-            # conditioning frames pinned so steadied a 16-frame shot (flicker 1.07 -> 0.78) and cost its
-            # likeness (15.43 -> 15.17 dB, identity 0.25 -> 0.15).
-            pin_known=req.keyed and chunk.index == 0,
+            # A key held to its own latents (the model would redraw it): the first chunk's, and with key
+            # adapters each later chunk's fresh one (world, 16 frames, two keys: 17.03 -> 18.25 dB, identity
+            # 0.27 -> 0.33; per-frame fill 18.30 / 0.33). Not a later chunk's conditioning frame as the chunk
+            # before made it: that steadied a 16-frame shot (flicker 1.07 -> 0.78) and cost its likeness
+            # (15.43 -> 15.17 dB, identity 0.25 -> 0.15).
+            pin_known=req.keyed and (chunk.index == 0 or rekey),
             on_step=previews.hook(chunking.progress(job, chunk, len(plan), first, total)))
         return np.asarray(made[len(known):len(known) + chunk.outputs], dtype=np.float32)
 
@@ -288,20 +302,23 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
         "chunks": take.info["chunks"]}, returned)
 
 
-def _key_frame(engine: Engine, job, req: FillRequest, plate, mask, colour: ColourTransform, key_adapters):
-    """The shot's first frame filled, in its plate's place: the request's key frame (a filled copy of the plate,
-    its size), or the plate filled here on the image model with the key adapters, as per-frame fill fills it."""
+def _key_frame(engine: Engine, job, req: FillRequest, plate, mask, colour: ColourTransform, key_adapters,
+               index: int = 0, at: float = 0.0):
+    """The shot's frame ``index`` filled, in its plate's place: the request's key frame (the first frame: a filled
+    copy of the plate, its size), or the plate filled here on the image model with the key adapters, as
+    per-frame fill fills it (progress: ``at``, the shot's share done)."""
     from . import fill
 
     if req.key_frame is None:
         model = engine.model_for("fill")
         pipe = model.pipeline("fill")
         model.adapters.activate(pipe, key_adapters)
-        ready = fill.prepare_frame(model, req, colour, plate, mask, item=req.frames[0])
+        item = req.frames[index]
+        ready = fill.prepare_frame(model, req, colour, plate, mask, item=item)
 
         def on_step(step: int, steps: int, preview=None) -> None:
             job.check_cancelled()
-            job.report(0.0, f"key frame: step {step}/{steps}", step=step, steps=steps, frame=req.frames[0].frame)
+            job.report(at, f"key frame {item.frame}: step {step}/{steps}", step=step, steps=steps, frame=item.frame)
 
         fill.finish_frame(req, ready, fill.generate(pipe, req, [ready], on_step)[0])
         return ready.plate
