@@ -356,7 +356,8 @@ def test_key_adapters_fill_the_first_frame_as_the_image_engine_would_and_key_the
 def test_key_adapters_key_every_chunk_as_a_shot_starting_there_would_be(tiny, tiny_server, shots, monkeypatch):
     """A key holds one window (docs/likeness.md). With key adapters each later chunk's first conditioning frame
     is that frame filled anew on the image model and held to its latents: exactly the key a shot starting at
-    that frame gets. A key frame file keys the first chunk only (later ones condition on what came before)."""
+    that frame gets; the chunks are as long as the video adapter's clips (a synthetic adapter: stills, so the
+    shortest call, 5 frames). A key frame file keys the first chunk only, in chunks of the model's window."""
     family = tiny_server.engine.video.family
     calls, real = [], family.inpaint
 
@@ -368,16 +369,44 @@ def test_key_adapters_key_every_chunk_as_a_shot_starting_there_would_be(tiny, ti
     monkeypatch.setattr(family, "inpaint", spy)
     video = dict(engine="video", adapters=[AdapterRef("hero_video")], prompt="<hero> back of the head",
                  conditioning=1, overlap=2)
-    fill(tiny, shots["tinted"], key_adapters=[AdapterRef("hero")], **video)            # chunks 1001-9, 1008-12
+    keyed = fill(tiny, shots["tinted"], key_adapters=[AdapterRef("hero")], **video)
+    plan = chunks.plan(LAST - FIRST + 1, 1, 2, 5, 4, lead=0)
+    assert [(c["first"], c["last"]) for c in keyed.info["chunks"]] == [
+        (FIRST + c.start, FIRST + c.start + c.outputs - 1) for c in plan] and len(plan) == 5
     long, calls[:] = list(calls), []
-    fill(tiny, shots["tinted"], first=FIRST + 6, key_adapters=[AdapterRef("hero")], **video)
-    assert [c["pinned"] for c in long] == [True, True]
-    assert np.array_equal(long[1]["first"], calls[0]["first"]), "chunk 2's key is not frame 1007 filled anew"
+    assert [c["pinned"] for c in long] == [True] * len(plan)
+    second = plan[1].start - plan[1].cond                  # chunk 2's conditioning frame, keyed anew
+    fill(tiny, shots["tinted"], first=FIRST + second, key_adapters=[AdapterRef("hero")], **video)
+    assert np.array_equal(long[1]["first"], calls[0]["first"]), f"chunk 2's key is not frame {FIRST + second} filled"
     calls[:] = []
-    fill(tiny, shots["tinted"], key_frame=shots["tinted"][0].replace("####", str(FIRST)),
-         **video)
-    assert [c["pinned"] for c in calls] == [True, False]
+    filed = fill(tiny, shots["tinted"], key_frame=shots["tinted"][0].replace("####", str(FIRST)), **video)
+    assert len(filed.info["chunks"]) == 2 and [c["pinned"] for c in calls] == [True, False]
     assert np.array_equal(calls[1]["first"], calls[0]["made"][6]), "chunk 2 conditions on chunk 1's frame 1007"
+
+
+def test_keyed_chunks_are_as_long_as_the_clips_the_video_adapter_learned(shots, tmp_path):
+    """A fill adapter trained on 9-frame clips (its manifest says so) fills keyed shots in chunks of 9 frames,
+    the latent frames it learned; one from stills in the shortest call. Conditioning + overlap that need more
+    get more. Unkeyed, or keyed by a file (the first chunk only), the model's window."""
+    from types import SimpleNamespace
+
+    from bodydouble_server.adapters import Adapter
+    from bodydouble_server.operations import sequence
+
+    def learned(frames):
+        return Adapter(name="a", folder=tmp_path, manifest={"training": {"settings": {"clip_frames": frames}}})
+
+    model = SimpleNamespace(window=WINDOW, family=SimpleNamespace(temporal_multiple=4))
+    plate, mask = shots["tinted"]
+
+    def window(frames, **fields):
+        req = FillRequest(frames=sequence_frames(plate, FIRST, LAST, mask), engine="video", **fields)
+        return sequence._window(req, model, [(learned(frames), 1.0)])
+
+    keyed = dict(key_adapters=[AdapterRef("hero")])
+    assert (window(9, **keyed), window(5, **keyed), window(1, **keyed)) == (9, 5, 5)
+    assert window(1, conditioning=4, overlap=2, **keyed) == 9          # 4 + 2 + 1 frames: the next valid length
+    assert window(5) == WINDOW and window(5, key_frame=plate.replace("####", str(FIRST))) == WINDOW
 
 
 def test_bad_key_adapters_are_refused_at_submit_with_a_code(tiny, shots):

@@ -64,16 +64,24 @@ class Adapter:
         self.status, self.reason = "invalid", reason
         return self
 
+    def _training_settings(self) -> dict:
+        training = self.manifest.get("training")
+        settings = training.get("settings") if isinstance(training, dict) else None
+        return settings if isinstance(settings, dict) else {}
+
+    @property
+    def clip_frames(self) -> int:
+        """The length of the clips a video adapter was trained on: 1 for stills (and image adapters)."""
+        frames = self._training_settings().get("clip_frames")
+        return frames if isinstance(frames, int) and frames > 1 else 1
+
     def trained_for(self) -> str:
         """The one job a video adapter from footage clips was trained for: ``fill`` (the video engine; clip_fill 1),
         ``extend`` (clip_fill 0), else "" (stills or a mix: both). The two objectives pull apart (docs/training.md),
         so a picker says which."""
-        training = self.manifest.get("training")
-        settings = training.get("settings") if isinstance(training, dict) else None
-        if not isinstance(settings, dict) or not isinstance(settings.get("clip_frames"), int) \
-                or settings["clip_frames"] <= 1:
+        if self.clip_frames == 1:
             return ""
-        share = settings.get("clip_fill", 0.0)
+        share = self._training_settings().get("clip_fill", 0.0)
         return {0: "extend", 1: "fill"}.get(share, "") if isinstance(share, (int, float)) else ""
 
     def describe(self) -> dict:

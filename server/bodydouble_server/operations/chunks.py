@@ -35,7 +35,7 @@ class Chunk:
         return self.overlap + self.new
 
 
-def _valid_length(length: int, multiple: int) -> int:
+def valid_length(length: int, multiple: int) -> int:
     """The smallest frame count >= length that follows the rule multiple * k + 1."""
     return -(-(length - 1) // multiple) * multiple + 1
 
@@ -63,7 +63,7 @@ def plan(count: int, conditioning: int, overlap: int, window: int, multiple: int
         new = min(count - made, longest - cond - blend)
         length = cond + blend + new
         chunks.append(Chunk(index=len(chunks), start=made - blend, cond=cond, overlap=blend, new=new,
-                            pad=_valid_length(length, multiple) - length))
+                            pad=valid_length(length, multiple) - length))
         made += new
     return chunks
 

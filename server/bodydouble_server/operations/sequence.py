@@ -68,10 +68,25 @@ def _video_model(engine: Engine):
     return video
 
 
-def _plan(req: FillRequest, video) -> list[chunking.Chunk]:
+def _plan(req: FillRequest, video, adapters) -> list[chunking.Chunk]:
     # Nothing comes before the shot: the first call conditions on nothing (lead 0), later ones as extend's do.
-    return chunking.plan(len(req.frames), req.conditioning, req.overlap, video.window,
+    return chunking.plan(len(req.frames), req.conditioning, req.overlap, _window(req, video, adapters),
                          video.family.temporal_multiple, lead=0)
+
+
+def _window(req: FillRequest, video, adapters) -> int:
+    """Frames per video model call: the model's window; keyed by key adapters (every chunk keyed), as long as
+    the clips the video adapters learned (stills: the shortest call, a key and one latent frame), at least what
+    conditioning + overlap + a new frame need. A fill adapter knows the latent frames its clips spanned: in the
+    miniature world keyed chunks of 5 frames from 5-frame clips 18.64 dB against 18.04 in chunks of the model's
+    9 (per-frame fill 18.35); from 9-frame clips 18.47 in 9 against 18.01 in 5; from stills 18.39 in 5 against
+    17.56 in 9 (per-frame fill 18.42)."""
+    if not req.key_adapters:
+        return video.window
+    multiple = video.family.temporal_multiple
+    learned = min((adapter.clip_frames for adapter, _ in adapters), default=1)
+    fits = chunking.valid_length(req.conditioning + req.overlap + 1, multiple)
+    return min(video.window, max(learned, multiple + 1, fits))
 
 
 def validate_video(req: FillRequest, engine: Engine) -> None:
@@ -81,8 +96,7 @@ def validate_video(req: FillRequest, engine: Engine) -> None:
         check_shot(req.frames, "the video engine")
     except ValueError as exc:
         raise errors.RequestError(str(exc), code=errors.INVALID_REQUEST) from None
-    common.check_adapters(video.adapters, req.adapters)
-    _plan(req, video)
+    _plan(req, video, video.adapters.resolve(req.adapters))
 
 
 def survey(engine: Engine, job, req: FillRequest) -> list[regions.Box]:
@@ -191,10 +205,10 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
     from . import fill
 
     video = _video_model(engine)
-    video.adapters.resolve(req.adapters)      # refuse unknown and image adapters before reading anything
+    # Unknown and image adapters refused before anything is read.
+    plan = _plan(req, video, video.adapters.resolve(req.adapters))
     key_adapters = engine.model_for("fill").adapters.resolve(req.key_adapters)     # the image model's
     colour = ColourTransform(req.colorspace)
-    plan = _plan(req, video)
     common.check_inputs(engine, [(f.plate, f"plate {f.frame}") for f in req.frames]
                         + [(f.mask, f"mask {f.frame}") for f in req.frames if f.mask is not None])
     boxes = survey(engine, job, req)
