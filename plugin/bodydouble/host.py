@@ -31,7 +31,8 @@ from .jobspec import AdapterRef, ExtendRequest, FillRequest, FrameInput, safe_na
 __all__ = ["OPERATIONS", "OPERATION_TITLES", "Request", "Params", "HostColour", "colour_note", "check_ready",
            "shot_from_path", "hello", "fetch_adapters", "adapter_choices", "list_adapters", "take_label", "TakeRecord",
            "HostWords", "Advice", "advice", "safe_name", "BackgroundJob", "Outcome", "ProgressSink", "frames",
-           "JobResult", "take_left_on_disk", "fill_engines", "default_engine", "key_adapter_for", "ENGINE_TITLES", "serves"]
+           "JobResult", "take_left_on_disk", "fill_engines", "default_engine", "key_adapter_for", "ENGINE_TITLES",
+           "serves"]
 
 OPERATIONS = ("fill", "extend")
 OPERATION_TITLES = {"fill": "Fill unseen angle", "extend": "Extend shot"}
@@ -206,7 +207,8 @@ def fill_engines(caps: dict[str, Any]) -> list[str]:
 def key_adapter_for(adapters: list[AdapterInfo], adapter: str) -> str:
     """The image adapter that fills a video-engine fill's first frame (its key) by default: a ready one of the
     same character as ``adapter`` (the video adapter picked), else '' (no key: every frame from noise). In the
-    miniature world a shot keyed so scores per-frame fill's likeness; unkeyed the video engine 3.4 dB below."""
+    miniature world a shot keyed so meets per-frame fill's likeness (fill adapters from footage); unkeyed the
+    video engine is 2.4-3.4 dB below it (README, "Fill a shot, not a frame")."""
     character = next((a.character for a in adapters if a.name == adapter), None)
     return next((a.name for a in adapters if character is not None and a.character == character
                  and a.status == "ready" and serves(a, "fill", "image")), "")

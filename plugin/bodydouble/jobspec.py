@@ -231,8 +231,9 @@ class FillRequest:
     # key carried through the shot along its motion, not from the plate under the mask.
     key_frame: Optional[str] = None
     # Video engine, instead of key_frame: image adapters (the character's, as an image-engine fill names them)
-    # with which the server fills the shot's first frame on its image model, frame by frame's fill, and uses that
-    # as the key frame: one request, no file in between.
+    # with which the server fills the shot's first frame on its image model, as per-frame fill would, and uses
+    # that as the key frame: one request, no file in between. Every later chunk is keyed so too, and the chunks
+    # are as long as the clips the video adapter was trained on.
     key_adapters: list[AdapterRef] = field(default_factory=list)
 
     operation = "fill"
