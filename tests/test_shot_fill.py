@@ -409,6 +409,23 @@ def test_keyed_chunks_are_as_long_as_the_clips_the_video_adapter_learned(shots, 
     assert window(5) == WINDOW and window(5, key_frame=plate.replace("####", str(FIRST))) == WINDOW
 
 
+def test_cancel_during_a_later_chunks_key_fill_keeps_the_finished_chunk_and_never_completes(tiny, shots):
+    plate, mask = shots["tinted"]
+    job = tiny.submit(FillRequest(frames=sequence_frames(plate, FIRST, LAST, mask), engine="video", steps=4,
+                                  adapters=[AdapterRef("hero_video")], key_adapters=[AdapterRef("hero")],
+                                  shot="sh_cancel_key"))
+    for progress in job.events(timeout=120):
+        if progress.raw.get("message", "").startswith("key frame") and progress.raw.get("frame") != FIRST:
+            job.cancel()                                  # chunk 2's key, on the image model
+            break
+    with pytest.raises(errors.JobCancelled):
+        job.wait(timeout=120)
+    take = json.loads((Path(tiny.status(job.job_id)["take_dir"]) / "take.json").read_text())
+    assert take["status"] == "cancelled"
+    assert sorted(int(f) for f in take["frames"]) == list(range(FIRST, FIRST + 5)), "chunk 1 only (5-frame calls)"
+    assert tiny.heartbeat()["state"] == "ready"
+
+
 def test_bad_key_adapters_are_refused_at_submit_with_a_code(tiny, shots):
     plate, mask = shots["tinted"]
     frames = sequence_frames(plate, FIRST, FIRST + 2, mask)
