@@ -3,13 +3,17 @@ image fill and the video engine, on held-out miniature-world shots (server/bodyd
 
 Flicker = mean |change between consecutive filled frames| inside the mask / the ground truth's own change there
 (issue #18's goal: <= 1.2). Every row comes from one run through one server. The video row runs on the world's
-baked video model (miniworld/bake_video.py) with each character's own video adapter.
+baked video model (miniworld/bake_video.py) with each character's own video adapter; the keyed row with key
+adapters (the character's image adapter keys every chunk), as the hosts send it.
 
-    python bench/shot_fill.py                 # 3 characters, own image and video adapters trained (4.3 min on 2 CPU cores)
+    python bench/shot_fill.py                 # 3 characters, own image and video adapters trained (~5 min on 2 CPU cores)
     python bench/shot_fill.py --quick         # 2 characters, 6 frames, shorter training (~3 min)
     python bench/shot_fill.py --no-adapters   # the base model alone (~1 min)
     python bench/shot_fill.py --rows video    # one row (frame, coherent, carried, video, keyed, key_carried)
-    python bench/shot_fill.py --footage 5     # references as 5-frame clips: fill adapters from clips (4.9 min)
+    python bench/shot_fill.py --footage 5     # references as 5-frame clips: fill adapters from clips (~5.5 min)
+    python bench/shot_fill.py --footage 9     # 9-frame clips, the world's whole window (~7 min)
+    python bench/shot_fill.py --characters 6 --rows frame,video,keyed    # 48 frames (~10 min)
+    python bench/shot_fill.py --keep DIR ...  # keep plates, adapters, takes; a rerun reuses the adapters (~1.5 min)
 """
 from __future__ import annotations
 
