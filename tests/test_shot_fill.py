@@ -660,6 +660,16 @@ def test_host_pickers_offer_both_engines_and_the_video_adapters_for_the_video_en
     assert keyed.request().key_adapters == [AdapterRef("hero")]
     assert dataclasses.replace(keyed, key_frame=plate.replace("####", str(FIRST))).request().key_adapters == []
     assert dataclasses.replace(keyed, engine="image", adapter="hero").request().key_adapters == []
+    # Video adapters trained for one job alone come first in that job's picker (its default), the other job's last.
+    from bodydouble.client import AdapterInfo
+
+    def video_adapter(name, job):
+        return AdapterInfo(name=name, character="Hero", trigger="", base_model="wan", status="ready",
+                           raw={"model_kind": "video", "trained_for": job})
+
+    listed = [video_adapter("walk", "extend"), video_adapter("stills", ""), video_adapter("turn", "fill")]
+    assert list(host.adapter_choices(listed, "fill", "video").values()) == ["turn", "stills", "walk"]
+    assert list(host.adapter_choices(listed, "extend").values()) == ["walk", "stills", "turn"]
     assert host.Params.from_dict(params.to_dict()) == params
     result = tiny.submit(request).wait(timeout=120)
     assert result.info["engine"] == "video" and sorted(result.frames) == [FIRST, FIRST + 1, FIRST + 2]
@@ -790,3 +800,4 @@ def test_blender_fill_dialog_offers_the_engines_and_fills_a_shot_on_the_video_mo
     assert r["key_items"] == ["NONE", "hero"] and r["key_for"] == "hero"
     assert r["keyed"] == {"result": ["FINISHED"], "error": None}, r["reports"]
     assert r["keyed_take"]["status"] == "complete" and [a["name"] for a in r["keyed_take"]["key_adapters"]] == ["hero"]
+    assert r["video_order"] == ["turn", "stills", "walk"] and r["video_first"] == "turn"

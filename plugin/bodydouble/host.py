@@ -32,7 +32,7 @@ __all__ = ["OPERATIONS", "OPERATION_TITLES", "Request", "Params", "HostColour", 
            "shot_from_path", "hello", "fetch_adapters", "adapter_choices", "list_adapters", "take_label", "TakeRecord",
            "HostWords", "Advice", "advice", "safe_name", "BackgroundJob", "Outcome", "ProgressSink", "frames",
            "JobResult", "take_left_on_disk", "fill_engines", "default_engine", "key_adapter_for", "ENGINE_TITLES",
-           "serves"]
+           "serves", "job_rank"]
 
 OPERATIONS = ("fill", "extend")
 OPERATION_TITLES = {"fill": "Fill unseen angle", "extend": "Extend shot"}
@@ -179,12 +179,21 @@ def serves(adapter: AdapterInfo, operation: str, engine: str = "") -> bool:
     return adapter.model_kind == engine if operation == "fill" and engine else adapter.serves(operation)
 
 
+def job_rank(adapter: AdapterInfo, operation: str) -> int:
+    """Where a picker lists ``adapter`` for ``operation``: 0 a video adapter trained for that job alone (the
+    two objectives pull apart: docs/training.md), 1 any other (stills, a mix, image adapters), 2 one trained for
+    the other job. A picker's first entry is its default."""
+    if not adapter.trained_for:
+        return 1
+    return 0 if adapter.trained_for == ("fill" if operation == "fill" else "extend") else 2
+
+
 def adapter_choices(adapters: list[AdapterInfo], operation: str = "fill", engine: str = "") -> dict[str, str]:
     """Picker label -> adapter name, for the adapters this server can use now for ``operation`` (extend, and fill
-    on the ``video`` engine, run on the server's video model: only adapters trained for it). '/' would make a
-    submenu in a Nuke enumeration, so it is shown as '∕'."""
-    return {a.label.replace("/", "\u2215"): a.name for a in adapters
-            if a.status == "ready" and serves(a, operation, engine)}
+    on the ``video`` engine, run on the server's video model: only adapters trained for it), those trained for
+    the job first (:func:`job_rank`). '/' would make a submenu in a Nuke enumeration, so it is shown as '∕'."""
+    usable = [a for a in adapters if a.status == "ready" and serves(a, operation, engine)]
+    return {a.label.replace("/", "\u2215"): a.name for a in sorted(usable, key=lambda a: job_rank(a, operation))}
 
 
 def withheld_adapters(adapters: list[AdapterInfo], operation: str = "fill", engine: str = "") -> dict[str, str]:

@@ -64,6 +64,14 @@ def main(args):
     keyed_json = os.path.join(keyed.get("take_dir", ""), "take.json")
     out["keyed_take"] = json.load(open(keyed_json)) if os.path.isfile(keyed_json) else None
     out["reports"] = harness.reports()
+    # Last (it replaces the cache): video adapters trained for fill alone come first in the video engine's picker.
+    from bodydouble.client import AdapterInfo
+
+    bd.adapters.set_cache([AdapterInfo(name=n, character="Hero", trigger="", base_model="wan", status="ready",
+                                       raw={"model_kind": "video", "trained_for": job})
+                           for n, job in (("walk", "extend"), ("stills", ""), ("turn", "fill"))])
+    out["video_order"] = [i[0] for i in bd.adapters.fill_items(_Dialog("video"))]
+    out["video_first"] = bd.adapters.first_ready("fill", "video")
     return out
 
 

@@ -40,8 +40,8 @@ def set_cache(adapters: list[AdapterInfo]) -> None:
     global _adapters
     _adapters = list(adapters)
     for (operation, engine), items in _items.items():
-        items[:] = [_item(a) for a in sorted(usable(operation, engine),
-                                             key=lambda a: (a.status != "ready", a.character.lower()))]
+        items[:] = [_item(a) for a in sorted(usable(operation, engine), key=lambda a: (
+            a.status != "ready", host.job_rank(a, operation), a.character.lower()))]
     _key_items[:] = [_NO_KEY] + [item for item in _items["fill", ""] if item[0] in
                                  {a.name for a in usable("fill") if a.status == "ready"}]
 
@@ -95,7 +95,9 @@ def engine_items(_self=None, _context=None):
 
 
 def first_ready(operation: str, engine: str = "") -> str | None:
-    for a in usable(operation, engine):
-        if a.status == "ready":
-            return a.name
+    """The picker's first ready adapter (those trained for the job come first)."""
+    ready = {a.name for a in usable(operation, engine) if a.status == "ready"}
+    for name, *_ in _items.get((operation, engine), []):
+        if name in ready:
+            return name
     return None
