@@ -242,14 +242,18 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
     carry = Carry(req) if req.keyed and req.strength < 1.0 else None
     starts: dict[int, np.ndarray] = {}
 
-    def prepare(index: int) -> fill.Prepared:
+    def read(index: int, keyed: bool = False, at: float = 0.0) -> fill.Prepared:
+        """Frame ``index`` as the video model sees it; ``keyed``: its plate filled first (_key_frame), a key."""
         item = req.frames[index]
         plate, mask, mask_repaired = fill.read_inputs(engine, req, item)
-        keyed = index == 0 and req.keyed
         if keyed:
-            plate = _key_frame(engine, job, req, plate, mask, colour, key_adapters)
-        ready = fill.prepare_frame(video, req, colour, plate, mask, item=item, mask_repaired=mask_repaired,
-                                   box=boxes[index])
+            plate = _key_frame(engine, job, req, plate, mask, colour, key_adapters, index, at)
+        return fill.prepare_frame(video, req, colour, plate, mask, item=item, mask_repaired=mask_repaired,
+                                  box=boxes[index])
+
+    def prepare(index: int) -> fill.Prepared:
+        keyed = index == 0 and req.keyed
+        ready = read(index, keyed)
         if carry is not None:
             if index not in starts:
                 starts[index] = carry.follow(ready)
@@ -258,13 +262,6 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
             ready.model_mask = np.zeros_like(ready.model_mask)
         ready.plate = None                            # read again when it is composited: a window of plates is big
         return ready
-
-    def rekeyed(index: int, at: float) -> np.ndarray:
-        """Frame ``index`` filled anew with the key adapters, as the video model sees it: a later chunk's key."""
-        item = req.frames[index]
-        plate, mask, _ = fill.read_inputs(engine, req, item)
-        plate = _key_frame(engine, job, req, plate, mask, colour, key_adapters, index, at)
-        return fill.prepare_frame(video, req, colour, plate, mask, item=item, box=boxes[index]).model_rgb
 
     def make(chunk: chunking.Chunk, known: np.ndarray) -> np.ndarray:
         job.check_cancelled()
@@ -282,7 +279,8 @@ def run_video(engine: Engine, job, req: FillRequest) -> protocol.Message:
         # beyond its window).
         rekey = bool(chunk.index and key_adapters and len(known))
         if rekey:
-            known = np.concatenate([rekeyed(chunk.start - len(known), chunk.index / len(plan))[None], known[1:]])
+            key = read(chunk.start - len(known), keyed=True, at=chunk.index / len(plan)).model_rgb
+            known = np.concatenate([key[None], known[1:]])
         rgb = np.concatenate([known.reshape(-1, gen_h, gen_w, 3), np.stack([p.model_rgb for p in frames])])
         mask = np.concatenate([np.zeros((len(known), gen_h, gen_w), np.float32),
                                np.stack([p.model_mask for p in frames])])
