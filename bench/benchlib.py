@@ -47,6 +47,8 @@ def world_options(parser, quick: str) -> None:
     parser.add_argument("--train-steps", type=int, help="each adapter's training steps")
     parser.add_argument("--footage", type=int, help="references as clips of this many frames, the head turning "
                                                      "(4k+1: video adapters train on the clips), not stills")
+    parser.add_argument("--footage-turn", type=float,
+                        help="with --footage: degrees the head turns a frame (default 3; 0 holds each still as a clip)")
     parser.add_argument("--device", default="cpu",
                         help="the server's device: cpu (the committed tables), cuda (float16, as a studio runs it)")
     parser.add_argument("--dtype", default="auto", help="the server's precision: auto (CPU float32, CUDA float16), "

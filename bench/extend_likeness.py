@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = experiment.with_overrides(extension.QUICK if args.quick else extension.ExtendSettings(),
                                          characters=args.characters, count=args.count, train_steps=args.train_steps,
-                                         footage_frames=args.footage)
+                                         footage_frames=args.footage, footage_turn=args.footage_turn)
     results = world_run(args, lambda root, log: extension.run(settings, root, log, server_options(args)))
     print(f"video model: {results['video_model']['name']} (test model: {results['video_model']['test_model']})")
     print(f"{settings.characters} held-out characters, plate turning to {settings.plate_last:g} degrees at "

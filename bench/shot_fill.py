@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                                          characters=args.characters, test_frames=args.test_frames,
                                          coherence=args.coherence,
                                          key_strength=args.key_strength, adapters=False if args.no_adapters else None,
-                                         rows=rows, footage_frames=args.footage, train_steps=args.train_steps)
+                                         rows=rows, footage_frames=args.footage, footage_turn=args.footage_turn,
+                                         train_steps=args.train_steps)
     results = world_run(args, lambda root, log: shots.run(settings, root, log, server_options(args)))
     print(f"model: {results['model']['name']}; video model: {results['video_model']['name']}")
     print(f"{settings.characters} held-out characters x {settings.test_frames} frames, camera pan "

@@ -136,6 +136,29 @@ def test_tiny_bake_writes_a_test_model_the_family_registry_claims(tmp_path):
         pipe.tokenizer("front").input_ids[1]
 
 
+def test_a_two_block_vae_halves_the_latents_and_the_unet_is_sized_to_them(tmp_path):
+    """``--vae-channels 32,64``: a VAE of two blocks codes 64 px as 32x32 latents (the marking's few pixels
+    twice as many latents a side), the UNet is built for that size, and the folder still fills at 64 px."""
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from bodydouble_server.miniworld import bake
+
+    out = tmp_path / "model"
+    assert bake.main([str(out), "--tiny", "--work", str(tmp_path / "work"), "--vae-channels", "32,64"]) == 0
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(str(out), local_files_only=True)
+    assert pipe.vae_scale_factor == 2 and pipe.unet.config.sample_size == 32
+    image = np.full((1, 64, 64, 3), 0.5, np.float32)
+    mask = np.zeros((1, 64, 64, 1), np.float32)
+    mask[:, 16:48, 16:48] = 1
+    latents = []
+    pipe.set_progress_bar_config(disable=True)
+    out_image = pipe(prompt="back", image=image, mask_image=mask, height=64, width=64, num_inference_steps=2,
+                     generator=torch.Generator().manual_seed(0), output_type="np",
+                     callback_on_step_end=lambda p, i, t, kw: latents.append(kw["latents"].shape) or kw).images
+    assert out_image.shape == (1, 64, 64, 3) and latents[0] == (1, 4, 32, 32)
+
+
 def test_a_unet_rebaked_on_a_kept_vae_ships_that_vae_to_the_byte(tmp_path):
     """``--vae-from``: the UNet is baked on another model's VAE (how a model's UNet is retrained without moving
     its latents), and the folder ships that VAE unchanged; the UNet's widths and the marking's captions and loss

@@ -65,7 +65,7 @@ class BakeSettings:
     plate: int = 96                 # renders are plates of plate x plate, framed like fill
     resolution: int = family.RESOLUTION
     multiple: int = family.MULTIPLE     # latents /4, two UNet downsamplings: sizes in multiples of 16
-    vae_channels: tuple = (32, 64, 64)
+    vae_channels: tuple = (32, 64, 64)     # a block per entry; each after the first halves the latents (3: /4)
     unet_channels: tuple = (32, 64, 96)     # 2.7 M parameters; (48, 96, 144) is 6.1 M at ~1.6x a step's time
     unet_attention: tuple = (False, True, True)     # cross-attention per level (16x16, 8x8, 4x4 latents)
     latent_channels: int = 4
@@ -122,11 +122,12 @@ def build_components(settings: BakeSettings, vocab_size: int):
         torch.manual_seed(settings.seed)
         vae = AutoencoderKL(
             block_out_channels=tuple(settings.vae_channels), in_channels=3, out_channels=3, layers_per_block=1,
-            down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
+            down_block_types=["DownEncoderBlock2D"] * len(settings.vae_channels),
+            up_block_types=["UpDecoderBlock2D"] * len(settings.vae_channels),
             latent_channels=settings.latent_channels, norm_num_groups=8, sample_size=settings.resolution, mid_block_add_attention=False,
         )
         unet = UNet2DConditionModel(
-            sample_size=settings.resolution // 4, in_channels=2 * settings.latent_channels + 1,
+            sample_size=settings.resolution // latent_scale(settings), in_channels=2 * settings.latent_channels + 1,
             out_channels=settings.latent_channels, layers_per_block=1,
             block_out_channels=tuple(settings.unet_channels),
             down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in settings.unet_attention),
@@ -143,6 +144,11 @@ def build_components(settings: BakeSettings, vocab_size: int):
         clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing", steps_offset=1,
     )
     return vae, unet, text_encoder, scheduler
+
+
+def latent_scale(settings: BakeSettings) -> int:
+    """Pixels per latent: each VAE block after the first halves the size (3 blocks: /4, 2 blocks: /2)."""
+    return 2 ** (len(settings.vae_channels) - 1)
 
 
 def prompt_for(rng: np.random.Generator, view: str, marking: str | None = None, named: float = 0.0) -> str:
@@ -558,7 +564,7 @@ def command_line(argv, doc: str, default, tiny, bake_fn, options: dict[str, tupl
 def main(argv: list[str] | None = None) -> int:
     return command_line(argv, __doc__, BakeSettings(), TINY, bake, {
         "--vae-steps": ("vae_steps", int), "--unet-steps": ("unet_steps", int),
-        "--unet-channels": ("unet_channels", widths), "--unet-attention": ("unet_attention", levels),
+        "--vae-channels": ("vae_channels", widths), "--unet-channels": ("unet_channels", widths), "--unet-attention": ("unet_attention", levels),
         "--vae-from": ("vae_from", str),
         "--marking-captions": ("marking_captions", float), "--marking-weight": ("marking_weight", float),
         "--device": ("device", str), "--threads": ("threads", int), "--batch": ("batch", int)})

@@ -51,10 +51,11 @@ class ExtendSettings:
     guidance: float = 2.0
     rows: tuple = ("a", "b", "c", "hold", "vae", "truth")
     footage_frames: int = 0            # references as clips of this many frames (experiment.py's), 0: stills
+    footage_turn: float = 3.0          # degrees the head turns a frame of those clips (0: each still held)
 
     def experiment(self) -> experiment.ExperimentSettings:
         return experiment.ExperimentSettings(characters=self.characters, train_steps=self.train_steps,
-                                             footage_frames=self.footage_frames)
+                                             footage_frames=self.footage_frames, footage_turn=self.footage_turn)
 
 
 QUICK = ExtendSettings(characters=2, count=12, train_steps=100)
