@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-frames", type=int)
     parser.add_argument("--coherence", type=float, help="the coherent row's coherence (default 0.5)")
     parser.add_argument("--key-strength", type=float, help="the key_carried row's strength (default 0.5)")
+    parser.add_argument("--still-clips", type=int,
+                        help="video adapters from stills: held as clips of this many frames for fill (default 5); "
+                             "1: 1-frame clips")
     parser.add_argument("--no-adapters", action="store_true", help="fill with the base model alone (no training)")
     parser.add_argument("--rows", help=f"comma-separated rows to run (default: all of {','.join(k for k, _ in ROWS)})")
     args = parser.parse_args(argv)
@@ -46,15 +49,23 @@ def main(argv: list[str] | None = None) -> int:
                                          coherence=args.coherence,
                                          key_strength=args.key_strength, adapters=False if args.no_adapters else None,
                                          rows=rows, footage_frames=args.footage, footage_turn=args.footage_turn,
+                                         still_clip_frames=args.still_clips,
                                          train_steps=args.train_steps)
     results = world_run(args, lambda root, log: shots.run(settings, root, log, server_options(args)))
     print(f"model: {results['model']['name']}; video model: {results['video_model']['name']}")
     print(f"{settings.characters} held-out characters x {settings.test_frames} frames, camera pan "
           f"{settings.pan:g} px/frame, {'own adapters' if settings.adapters else 'base model'}"
-          f"{f' from {settings.footage_frames}-frame footage clips' if settings.footage_frames else ''}; "
+          f"{_references(settings) if settings.adapters else ''}; "
           f"wall {results['wall_s']:.0f} s")
     print(shots.format_table(results))
     return 0
+
+
+def _references(settings) -> str:
+    if settings.footage_frames:
+        return f" from {settings.footage_frames}-frame footage clips"
+    held = settings.still_clip_frames
+    return f" from stills (video: {f'fill adapters, stills held as {held}-frame clips' if held > 1 else '1-frame clips'})"
 
 
 if __name__ == "__main__":

@@ -179,11 +179,24 @@ def test_cut_sequences_into_clips(tmp_path):
         ("a.####.exr", 1001, 1003), ("a.####.exr", 1004, 1006), ("a.####.exr", 1008, 1010),
         ("b_####.png", 1, 3)]                  # the gap at 1007 ends a run; a.####.png is its own sequence
     assert found.summary() == {"clip_frames": 3, "clips": 4, "sequences": 4, "frames_in_clips": 12,
-                               "frames_left_out": 2, "stills": 1}
+                               "frames_held": 0, "frames_left_out": 2, "stills": 1}
+
+    # Fill alone (hold): every frame in no clip is held as a clip of its own, in the order given; a file given
+    # twice is still left out.
+    given = [frame(n) for n in names + ["a.1002.exr", "c.0005.exr"]]
+    held = clips.cut(given, 3, hold=True)
+    assert [(Path(c.pattern).name, c.first, c.last, c.held) for c in held.clips] == [
+        ("a.####.exr", 1001, 1003, False), ("a.####.exr", 1004, 1006, False), ("a.####.exr", 1008, 1010, False),
+        ("b_####.png", 1, 3, False), ("still.exr", 0, 0, True), ("a.1001.png", 1001, 1001, True),
+        ("c.0005.exr", 5, 5, True)]
+    assert all(c.frames == [c.frames[0]] * 3 for c in held.clips if c.held)
+    assert [Path(f.path).name for f in held.left_out] == ["a.1002.exr"]
+    assert held.summary() == {"clip_frames": 3, "clips": 7, "sequences": 5, "frames_in_clips": 15,
+                              "frames_held": 3, "frames_left_out": 1, "stills": 1}
 
 
-def _trainer_and_served_control(tmp_path, studio, changes: dict, serve):
-    """A video trainer on the front footage (TRAIN with ``changes``) and the ``control_hidden_states`` the
+def _trainer_and_served_control(tmp_path, studio, changes: dict, serve, source: Path | None = None):
+    """A video trainer on ``source`` (the front footage; TRAIN with ``changes``) and the ``control_hidden_states`` the
     pipeline hands the transformer when ``serve(family, pipe, clip)`` runs it on the trainer's second clip."""
     import torch
 
@@ -197,8 +210,7 @@ def _trainer_and_served_control(tmp_path, studio, changes: dict, serve):
     video = open_model("video", ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
     pipe = video.pipeline()
     settings = TrainSettings(**{**TRAIN, "holdout_per_view": 0, **changes})
-    trainer = VideoTrainer(pipe, video.identity, dataset.load([studio["footage"] / "front"], SIZE), settings,
-                           tmp_path / "work")
+    trainer = VideoTrainer(pipe, video.identity, dataset.load([source or studio["footage"] / "front"], SIZE), settings, tmp_path / "work")
     seen = []
     hook = pipe.transformer.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["control_hidden_states"]), with_kwargs=True)
@@ -248,6 +260,43 @@ def test_clip_fill_control_is_what_the_video_engine_gives_the_transformer(tmp_pa
     # The loss weight of a fill clip: the matte on every latent frame.
     weight = trainer.data.fill_weight[1]
     assert weight.shape[1] == trainer.data.mean.shape[2] and bool((weight.sum(dim=(-2, -1)) > 0).all())
+
+
+def test_a_fill_adapter_holds_stills_as_clips_and_trains_each_as_the_video_engine_fills_it(tmp_path, studio):
+    """Stills and clip_fill 1: each still is held (a clip of the still repeated), and trains with, to float
+    precision, the control the video engine's fill gives the transformer for that still held over 5 frames with
+    the character's matte to make, the loss on the matte on every latent frame."""
+    import torch
+
+    trainer, served = _trainer_and_served_control(
+        tmp_path, studio, {"clip_fill": 1.0},
+        lambda family, pipe, clip: family.inpaint(pipe, np.stack([f.rgb for f in clip.frames]),
+                                                  np.stack([f.mask > 0.5 for f in clip.frames]).astype(np.float32),
+                                                  **_one_step()), source=studio["stills"])
+    assert all(c.held and len(set(map(id, c.frames))) == 1 for c in trainer.train_frames)
+    assert trainer.clips.summary()["frames_held"] == 4 and "(4 of them stills held)" in trainer.objective()
+    control = trainer.data.fill_control[1:2]
+    assert torch.allclose(control, served, atol=1e-4), float((control - served).abs().max())
+    weight = trainer.data.fill_weight[1]
+    assert weight.shape[1] == trainer.data.mean.shape[2] and bool((weight.sum(dim=(-2, -1)) > 0).all())
+
+
+def test_train_job_on_stills_for_fill_publishes_a_fill_adapter(client, studio):
+    """The train job with stills only, clip_frames 5 and clip_fill 1: a fill adapter (listed "for fill", its
+    clip length 5 in the manifest, so keyed chunks are 5 frames), every still held; with clip_fill < 1 the same
+    stills make no clip (extend's objective never gets a held still)."""
+    result = client.submit(TrainRequest(frames=[str(studio["stills"])], name="hero_still_fill", clip_fill=1.0,
+                                        min_frames=4, required_views=list(VIEWS), **TRAIN)).wait(timeout=300)
+    assert result.info["adapter_status"] == "ready", result.info["adapter_reason"]
+    clips = json.loads((Path(result.adapter_dir) / "manifest.json").read_text())["training"]["clips"]
+    assert (clips["clips"], clips["frames_held"], clips["frames_left_out"]) == (4, 4, 0)
+    assert all(c["held"] and c["first"] == c["last"] for c in clips["list"])
+    listed = {a.name: a for a in client.list_adapters()}["hero_still_fill"]
+    assert listed.trained_for == "fill"
+    with pytest.raises(errors.RequestError) as caught:
+        client.submit(TrainRequest(frames=[str(studio["stills"])], name="bad", clip_fill=0.5, min_frames=4,
+                                   required_views=list(VIEWS), **TRAIN)).wait(timeout=60)
+    assert "make none" in caught.value.message and "clip_fill 1: stills are held" in caught.value.message
 
 
 @pytest.mark.parametrize("settings, purpose", [

@@ -203,7 +203,8 @@ TRAIN_FLAGS = {
     "clip_conditioning": Flag(help="video, with --clip-frames: frames at the start of each clip given as known "
                                    "(extend's K)"),
     "clip_fill": Flag(help="video, with --clip-frames: the share of clips trained on the video engine's fill "
-                           "(the character's matte generated on every frame), the rest on extend; 0: extend only"),
+                           "(the character's matte generated on every frame), the rest on extend; 0: extend only; "
+                           "1: a fill adapter, which holds stills (and frames in no clip) as clips of their own"),
     "mixed_precision": Flag(help="GPU: train in float32"),
     "gradient_checkpointing": Flag(help="GPU: faster steps, more memory"),
     "licence": Flag(help="licence / consent note"),

@@ -370,6 +370,7 @@ class TrainOptions:
     # Share of clip samples trained on the video engine's fill (the character's matte to generate on every frame
     # of the clip, the rest known); the others train extend's objective. 0: extend only; 1: a fill adapter
     # (in the miniature world a fill share lifts the video engine's fill and lowers extend: docs/training.md).
+    # At 1 the frames in no clip (stills, short runs) are held: each a clip of itself repeated, filled throughout.
     clip_fill: float = 0.0
     rights_holder: str = ""           # required to train (not for a report)
     licence: str = ""                 # licence / consent note; required to train

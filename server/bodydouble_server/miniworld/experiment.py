@@ -76,6 +76,9 @@ class ExperimentSettings:
     footage_frames: int = 0
     footage_turn: float = 3.0
     footage_fill: float = 0.0            # video adapters' clip_fill (1.0 for the video engine's fill, 0 for extend)
+    # Video adapters from stills: 1, each still a 1-frame clip (both jobs); F > 1, a fill adapter whose stills are
+    # held as F-frame clips (clip_frames F, clip_fill 1: the video engine's fill on every latent frame).
+    still_clip_frames: int = 1
     # Training: what a TD would set for this base model (its bake trained at 1e-3).
     rank: int = 8
     train_steps: int = 300
@@ -264,10 +267,18 @@ def look_alike_of(datas: list[CharacterData], index: int) -> chars.Character:
                 datas[(index + 1) % len(datas)].character)
 
 
+def video_clips(s: ExperimentSettings) -> dict:
+    """A video adapter's clip settings: the footage's clips with its fill share, stills held in clips for fill
+    alone, or none (stills as 1-frame clips)."""
+    if s.footage_frames:
+        return {"clip_frames": s.footage_frames, "clip_fill": s.footage_fill}
+    return {"clip_frames": s.still_clip_frames, "clip_fill": 1.0} if s.still_clip_frames > 1 else {}
+
+
 def train(client, data: CharacterData, row: str, s: ExperimentSettings, adapters: Path, log,
           kind: str = "image") -> dict:
-    """Row ``row``'s adapter for the server's ``kind`` model (image: fill's; video: extend's and the video
-    engine's, trained on the same frames as 1-frame clips)."""
+    """Row ``row``'s adapter for the server's ``kind`` model (image: fill's; video: trained on the same frames,
+    clipped as ``video_clips`` says)."""
     from bodydouble.jobspec import TrainRequest
 
     c = data.character
@@ -281,8 +292,7 @@ def train(client, data: CharacterData, row: str, s: ExperimentSettings, adapters
         resolution=s.resolution, rank=s.rank, steps=s.train_steps, batch=s.train_batch,
         learning_rate=s.learning_rate, seed=0, checkpoint_every=s.train_steps, holdout_per_view=0, preview_count=0,
         min_frames=1, force=row == "e",     # (e) has a coverage gap on purpose: the report says so, we go ahead
-        **({"clip_frames": s.footage_frames, "clip_fill": s.footage_fill} if kind == "video" and s.footage_frames
-           else {}), **RIGHTS)
+        **(video_clips(s) if kind == "video" else {}), **RIGHTS)
     started = time.monotonic()
     result = client.submit(request).wait(timeout=3600)
     log(f"trained {result.adapter} ({row}) in {time.monotonic() - started:.0f} s, "

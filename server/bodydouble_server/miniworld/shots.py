@@ -59,13 +59,15 @@ class ShotSettings:
     footage_frames: int = 0            # references as clips of this many frames (experiment.py's), 0: stills;
                                        # the video adapters from them are fill adapters (clip_fill 1)
     footage_turn: float = 3.0          # degrees the head turns a frame of those clips (0: each still held)
+    still_clip_frames: int = 5         # video adapters from stills: fill adapters, stills held as 5-frame clips
+                                       # (the train job's recipe for the video engine); 1: 1-frame clips
 
     def experiment(self) -> experiment.ExperimentSettings:
         return experiment.ExperimentSettings(characters=self.characters, test_frames=self.test_frames,
                                              test_yaw=self.test_yaw, train_steps=self.train_steps,
                                              fill_steps=self.fill_steps, rows=("b",),
                                              footage_frames=self.footage_frames, footage_turn=self.footage_turn,
-                                             footage_fill=1.0)
+                                             footage_fill=1.0, still_clip_frames=self.still_clip_frames)
 
 
 QUICK = ShotSettings(characters=2, test_frames=6, train_steps=100)

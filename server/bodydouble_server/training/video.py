@@ -29,6 +29,9 @@ the control a shot fill builds; the loss counts the matte on every latent frame.
 trained on stills (1-frame clips) learns the character for the latent frame the VAE codes alone -- a chunk's
 first frame -- and carries little to the frames it codes four to a latent (measured in the miniature world:
 +2.0 dB on the first frame of a fill chunk, +0.5 on the rest); footage with fill's objective teaches those.
+With fill alone (``clip_fill`` 1) the frames in no clip -- stills, short runs, a run's tail -- are **held**, each
+a clip of one frame repeated (``clips.cut``): a still's fill on every frame of a held plate, so a fill adapter
+can be trained from stills alone and still learn the latent frames after the first.
 A clip's control inputs need no random draw, so both are encoded once, with the clip's posterior.
 
 Control (``control_hidden_states``), made by ``WanVACEPipeline``'s own ``prepare_video_latents`` and
@@ -119,13 +122,14 @@ class VideoTrainer(Trainer):
                 f"clip_frames must be 1 or {t}k+1 up to {family.window} for the video model ({family.name}: its VAE "
                 f"compresses time by {t}, so {', '.join(str(t * k + 1) for k in (1, 2, 3))}, ...), got {f}",
                 code=errors.INVALID_REQUEST)
-        found = clips_mod.cut(dataset.frames, f)
+        found = clips_mod.cut(dataset.frames, f, hold=settings.clip_fill == 1)
         if not found.clips:
             raise errors.RequestError(
                 f"clip_frames {f} trains on clips of {f} consecutive frames of a sequence (one folder, names that "
                 f"differ only in the frame number: hero_walk.1001.exr, hero_walk.1002.exr, ...), and the "
-                f"{len(dataset.frames)} frame(s) given make none: {found.describe()}. Give footage, or train on "
-                "single frames with clip_frames 1", code=errors.INVALID_REQUEST)
+                f"{len(dataset.frames)} frame(s) given make none: {found.describe()}. Give footage, train a fill "
+                "adapter (clip_fill 1: stills are held as clips), or train on single frames with clip_frames 1",
+                code=errors.INVALID_REQUEST)
         return found
 
     def load_denoiser(self):
@@ -160,7 +164,8 @@ class VideoTrainer(Trainer):
                                  "where present"),
                      (share, "fill: the character's matte generated on every frame, the rest known, loss on the "
                              "matte")]
-            return (f"flow matching (velocity noise - x0) on {self.settings.clip_frames}-frame clips; "
+            held = f" ({self.clips.held} of them stills held)" if self.clips.held else ""
+            return (f"flow matching (velocity noise - x0) on {self.settings.clip_frames}-frame clips{held}; "
                     + "; ".join(f"{part:.0%} {what}" for part, what in parts if part > 0))
         return ("flow matching (velocity noise - x0) on 1-frame clips, VACE control: character matte, "
                 "random box or whole frame to generate")
@@ -177,7 +182,7 @@ class VideoTrainer(Trainer):
         return {"clips": self.clips.summary() | {
             "clip_conditioning": self.settings.clip_conditioning, "heldout_clips": len(self.heldout),
             "list": [{"pattern": c.pattern, "first": c.first, "last": c.last, "view": c.view,
-                      "heldout": id(c) in held} for c in self.clips.clips]}}
+                      "heldout": id(c) in held, **({"held": True} if c.held else {})} for c in self.clips.clips]}}
 
     # -- tensors ---------------------------------------------------------------------------------------
     def _text(self, t: FrameTensors) -> None:
