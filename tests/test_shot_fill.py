@@ -621,10 +621,10 @@ def test_video_engine_fills_the_turning_head_without_flicker_in_the_miniature_wo
 def test_a_fill_adapter_from_held_stills_fills_the_shot_better_than_one_from_1_frame_clips(tmp_path_factory):
     """The same still references trained as 1-frame clips (both jobs) and as a fill adapter whose stills are held
     as 5-frame clips (clip_frames 5, clip_fill 1, the bench's default): the video engine fills the held-out shot
-    closer to the truth with the fill adapter. Measured at this size: 17.97 dB against 16.22 (3 characters x 8 frames, 150
-    steps: 15.90 against 14.13), so a fill objective that is lost or mis-built (its control, its loss, the stills
-    not held) fails this (checked: the world's footage adapter on extend's objective alone, 10.54 dB against
-    16.22 from 1-frame clips)."""
+    closer to the truth with the fill adapter. Measured at this size: 17.97 dB against 16.22 (3 characters x 8
+    frames, 150 steps: 15.90 against 14.13), so a fill objective that is lost or mis-built (its control, its
+    loss, the stills not held) fails this (checked: the world's footage adapter on extend's objective alone,
+    10.54 dB against 16.22 from 1-frame clips)."""
     from dataclasses import replace
 
     from bodydouble_server.miniworld import shots
