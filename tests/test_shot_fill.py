@@ -353,6 +353,34 @@ def test_key_adapters_fill_the_first_frame_as_the_image_engine_would_and_key_the
     assert [a["name"] for a in take["key_adapters"]] == ["hero"] and take["status"] == "complete"
 
 
+def test_the_cli_keys_a_video_engine_fill_as_the_hosts_do(tiny_server, shots, capsys):
+    """``bodydouble fill`` with a video adapter and no key: the take is keyed by the video adapter's character's
+    image adapter (``host.key_adapter_for``, the hosts' default); ``--no-key`` leaves it unkeyed; an image
+    adapter's fill (the image engine) takes no key; an explicit ``--key-adapter`` is the key as given."""
+    from bodydouble import cli
+
+    plate, mask = shots["tinted"]
+
+    def take(*extra) -> tuple[dict, str]:
+        argv = ["fill", "--server", tiny_server.bound_address, "--plate", plate, "--mask", mask,
+                "--frames", f"{FIRST}-{FIRST + 2}", "--steps", "1", "--json", *extra]
+        assert cli.main(argv) == 0
+        out = capsys.readouterr()
+        return json.loads((Path(json.loads(out.out)["take_dir"]) / "take.json").read_text()), out.err
+
+    keyed, said = take("--adapter", "hero_video")
+    assert keyed["engine"] == "video" and [a["name"] for a in keyed["key_adapters"]] == ["hero"]
+    assert "key adapter: hero" in said and "--no-key" in said
+    unkeyed, said = take("--adapter", "hero_video", "--no-key")
+    assert unkeyed["engine"] == "video" and not unkeyed.get("key_adapters") and "key adapter" not in said
+    image, said = take("--adapter", "hero")
+    assert image["engine"] == "image" and not image.get("key_adapters") and "key adapter" not in said
+    named, said = take("--adapter", "hero_video", "--engine", "video", "--key-adapter", "hero")
+    assert [a["name"] for a in named["key_adapters"]] == ["hero"] and "key adapter" not in said
+    quiet, said = take("--adapter", "hero_video", "--quiet")
+    assert [a["name"] for a in quiet["key_adapters"]] == ["hero"] and said == ""
+
+
 def test_key_adapters_key_every_chunk_as_a_shot_starting_there_would_be(tiny, tiny_server, shots, monkeypatch):
     """A key holds one window (docs/likeness.md). With key adapters each later chunk's first conditioning frame
     is that frame filled anew on the image model and held to its latents: exactly the key a shot starting at

@@ -216,8 +216,8 @@ def fill_engines(caps: dict[str, Any]) -> list[str]:
 def key_adapter_for(adapters: list[AdapterInfo], adapter: str) -> str:
     """The image adapter that fills a video-engine fill's first frame (its key) by default: a ready one of the
     same character as ``adapter`` (the video adapter picked), else '' (no key: every frame from noise). In the
-    miniature world a shot keyed so meets per-frame fill's likeness (fill adapters from footage); unkeyed the
-    video engine is 2.4-3.4 dB below it (README, "Fill a shot, not a frame")."""
+    miniature world a shot keyed so meets per-frame fill's likeness (fill adapters from footage or held stills);
+    unkeyed the video engine is 2.4 dB and more below it (README, "Fill a shot, not a frame")."""
     character = next((a.character for a in adapters if a.name == adapter), None)
     return next((a.name for a in adapters if character is not None and a.character == character
                  and a.status == "ready" and serves(a, "fill", "image")), "")
