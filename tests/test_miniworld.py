@@ -94,7 +94,8 @@ def test_footage_references_are_clips_the_trainer_cuts_whole(tmp_path):
     frames = dataset.load([data.refs["side"], data.refs["back"]], 64).frames
     found = clips.cut(frames, 5)
     assert found.summary() | {"sequences": None} == {"clip_frames": 5, "clips": 5, "sequences": None,
-                                                     "frames_in_clips": 25, "frames_left_out": 0, "stills": 0}
+                                                     "frames_in_clips": 25, "frames_held": 0, "frames_left_out": 0,
+                                                     "stills": 0}
     assert all(f.mask is not None for f in frames)
     assert sorted(c.view for c in found.clips).count("back") == 2
     import OpenImageIO as oiio
