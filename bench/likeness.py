@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = experiment.with_overrides(experiment.QUICK if args.quick else experiment.ExperimentSettings(),
                                          characters=args.characters, train_steps=args.train_steps,
-                                         test_frames=args.test_frames, footage_frames=args.footage, footage_turn=args.footage_turn,
-                                         strength=args.strength)
+                                         test_frames=args.test_frames, footage_frames=args.footage,
+                                         footage_turn=args.footage_turn, strength=args.strength)
     results = world_run(args, lambda root, log: experiment.run(
         settings, root, Path(args.model or experiment.BASE_MODEL), Path(args.judge or experiment.JUDGE), log,
         server_options(args)))

@@ -6,7 +6,7 @@ Flicker = mean |change between consecutive filled frames| inside the mask / the 
 baked video model (miniworld/bake_video.py) with each character's own video adapter; the keyed row with key
 adapters (the character's image adapter keys every chunk), as the hosts send it.
 
-    python bench/shot_fill.py                 # 3 characters, own image and video adapters trained (~5 min on 2 CPU cores)
+    python bench/shot_fill.py                 # 3 characters, own image and video adapters (~5 min, 2 CPU cores)
     python bench/shot_fill.py --quick         # 2 characters, 6 frames, shorter training (~3 min)
     python bench/shot_fill.py --no-adapters   # the base model alone (~1 min)
     python bench/shot_fill.py --rows video    # one row (frame, coherent, carried, video, keyed, key_carried)
@@ -65,7 +65,8 @@ def _references(settings) -> str:
     if settings.footage_frames:
         return f" from {settings.footage_frames}-frame footage clips"
     held = settings.still_clip_frames
-    return f" from stills (video: {f'fill adapters, stills held as {held}-frame clips' if held > 1 else '1-frame clips'})"
+    video = f"fill adapters, stills held as {held}-frame clips" if held > 1 else "1-frame clips"
+    return f" from stills (video: {video})"
 
 
 if __name__ == "__main__":

@@ -210,7 +210,8 @@ def _trainer_and_served_control(tmp_path, studio, changes: dict, serve, source: 
     video = open_model("video", ServerConfig(port=0, adapters="/nonexistent-bodydouble-adapters"), "cpu", torch.float32)
     pipe = video.pipeline()
     settings = TrainSettings(**{**TRAIN, "holdout_per_view": 0, **changes})
-    trainer = VideoTrainer(pipe, video.identity, dataset.load([source or studio["footage"] / "front"], SIZE), settings, tmp_path / "work")
+    frames = dataset.load([source or studio["footage"] / "front"], SIZE)
+    trainer = VideoTrainer(pipe, video.identity, frames, settings, tmp_path / "work")
     seen = []
     hook = pipe.transformer.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["control_hidden_states"]), with_kwargs=True)

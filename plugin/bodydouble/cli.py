@@ -119,26 +119,29 @@ def _run_generation(args, request, prepare=None, **extra) -> int:
 
 def cmd_fill(args) -> int:
     request = FillRequest(**values(FillRequest, args, frames=_plate_frames(args, args.mask),
-                                   adapters=parse_adapters(args.adapter), key_adapters=parse_adapters(args.key_adapter)))
+                                   adapters=parse_adapters(args.adapter),
+                                   key_adapters=parse_adapters(args.key_adapter)))
     return _run_generation(args, request, prepare=None if args.no_key else
                            lambda client, request: _keyed_as_the_hosts_key(client, request, args.quiet))
 
 
 def _keyed_as_the_hosts_key(client, request: FillRequest, quiet: bool = False) -> FillRequest:
-    """A fill on the video engine (named, or picked by the server for video adapters) without a key gets the one
-    the hosts give it: the video adapter's character's image adapter (``host.key_adapter_for``). Unkeyed, the
-    video engine is 2.4 dB and more below per-frame fill in the miniature world (README)."""
+    """A fill on the video engine (named, or picked by the server for ready video adapters: the rule of
+    ``FillRequest.decided_engine`` and the server's ``engine_for``) without a key gets the one the hosts give it:
+    the video adapter's character's image adapter (``host.key_adapter_for``). Unkeyed, the video engine is
+    2.4 dB and more below per-frame fill in the miniature world (README)."""
     from dataclasses import replace
 
     from .host import key_adapter_for
 
-    if request.keyed or request.engine == "image" or request.coherence or not request.adapters:
+    decided = request.decided_engine
+    if request.keyed or decided == "image":
         return request
     listed = client.list_adapters()
-    kinds = {a.name: a.model_kind for a in listed}
-    video = [ref.name for ref in request.adapters if kinds.get(ref.name) == "video"]
-    if not video or (request.engine is None and len(video) < len(request.adapters)):
-        return request              # image adapters: the image engine, which takes no key
+    ready_video = {a.name for a in listed if a.model_kind == "video" and a.status == "ready"}
+    video = [ref.name for ref in request.adapters if ref.name in ready_video]
+    if not video or (decided is None and len(video) < len(request.adapters)):
+        return request              # not all ready video adapters: the server picks the image engine, no key
     key = key_adapter_for(listed, video[0])
     if not key:
         return request

@@ -249,6 +249,17 @@ class FillRequest:
         return self.engine == "video" or self.keyed
 
     @property
+    def decided_engine(self) -> Optional[str]:
+        """The engine the request alone decides: its own, ``video`` for a key (the video engine's option),
+        ``image`` for coherence (the image engine's), a single frame or no adapters; None where the server
+        decides by the adapters it has and its video model (``sequence.engine_for`` on the server)."""
+        if self.engine or self.asks_for_video:
+            return self.engine or "video"
+        if self.coherence or len(self.frames) < 2 or not self.adapters:
+            return "image"
+        return None
+
+    @property
     def whole_shot(self) -> bool:
         """Whether this fill needs the whole shot on one server (frames condition on each other): the video
         engine, or coherence. The pool and the farm, which split a fill's frames, refuse it."""

@@ -564,7 +564,8 @@ def command_line(argv, doc: str, default, tiny, bake_fn, options: dict[str, tupl
 def main(argv: list[str] | None = None) -> int:
     return command_line(argv, __doc__, BakeSettings(), TINY, bake, {
         "--vae-steps": ("vae_steps", int), "--unet-steps": ("unet_steps", int),
-        "--vae-channels": ("vae_channels", widths), "--unet-channels": ("unet_channels", widths), "--unet-attention": ("unet_attention", levels),
+        "--vae-channels": ("vae_channels", widths), "--unet-channels": ("unet_channels", widths),
+        "--unet-attention": ("unet_attention", levels),
         "--vae-from": ("vae_from", str),
         "--marking-captions": ("marking_captions", float), "--marking-weight": ("marking_weight", float),
         "--device": ("device", str), "--threads": ("threads", int), "--batch": ("batch", int)})

@@ -45,10 +45,10 @@ def engine_for(req: FillRequest, engine: Engine) -> str:
     The adapters decide because they are the character as trained for one model: a request naming image
     adapters (every fill before engines existed) keeps running on the image model, and so does one naming
     none (the base model's fill) or asking for coherence (the image engine's option)."""
-    if req.engine or req.asks_for_video:
-        return req.engine or "video"    # a key frame: the video engine's option (validate_video says where not)
+    if req.decided_engine:          # a key frame names the video engine (validate_video says where not)
+        return req.decided_engine
     video = engine.video
-    if (req.coherence or len(req.frames) < 2 or not req.adapters or video is None or video.family.inpaint is None
+    if (video is None or video.family.inpaint is None
             or not all(getattr(video.adapters.adapters.get(a.name), "status", "") == "ready" for a in req.adapters)):
         return "image"
     try:
