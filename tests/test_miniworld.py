@@ -129,26 +129,27 @@ def test_tiny_bake_writes_a_test_model_the_family_registry_claims(tmp_path):
     assert family.resolution == 64 and family.multiple == 16
     metrics = json.loads((out / bake.METRICS_FILE).read_text())
     assert metrics["unet"]["steps"] == bake.TINY.unet_steps and "grey_fill_psnr_db" in metrics["evaluation"]
-    # A plain SD-inpaint folder otherwise: diffusers loads it, and 64 px makes 16x16 latents.
+    # A plain SD-inpaint folder otherwise: diffusers loads it, and 64 px makes 32x32 latents (two VAE blocks).
     from diffusers import StableDiffusionInpaintPipeline
 
     pipe = StableDiffusionInpaintPipeline.from_pretrained(str(out), local_files_only=True)
-    assert pipe.vae_scale_factor == 4 and pipe.tokenizer("back of the head").input_ids[1] != \
+    assert pipe.vae_scale_factor == 2 and pipe.tokenizer("back of the head").input_ids[1] != \
         pipe.tokenizer("front").input_ids[1]
 
 
-def test_a_two_block_vae_halves_the_latents_and_the_unet_is_sized_to_them(tmp_path):
-    """``--vae-channels 32,64``: a VAE of two blocks codes 64 px as 32x32 latents (the marking's few pixels
-    twice as many latents a side), the UNet is built for that size, and the folder still fills at 64 px."""
+def test_a_three_block_vae_quarters_the_latents_and_the_unet_is_sized_to_them(tmp_path):
+    """``--vae-channels 32,64,64``: a VAE of three blocks codes 64 px as 16x16 latents (the first committed
+    bake's; the default two blocks make 32x32), the UNet is built for that size, and the folder still fills at
+    64 px."""
     import torch
     from diffusers import StableDiffusionInpaintPipeline
 
     from bodydouble_server.miniworld import bake
 
     out = tmp_path / "model"
-    assert bake.main([str(out), "--tiny", "--work", str(tmp_path / "work"), "--vae-channels", "32,64"]) == 0
+    assert bake.main([str(out), "--tiny", "--work", str(tmp_path / "work"), "--vae-channels", "32,64,64"]) == 0
     pipe = StableDiffusionInpaintPipeline.from_pretrained(str(out), local_files_only=True)
-    assert pipe.vae_scale_factor == 2 and pipe.unet.config.sample_size == 32
+    assert pipe.vae_scale_factor == 4 and pipe.unet.config.sample_size == 16
     image = np.full((1, 64, 64, 3), 0.5, np.float32)
     mask = np.zeros((1, 64, 64, 1), np.float32)
     mask[:, 16:48, 16:48] = 1
@@ -157,7 +158,7 @@ def test_a_two_block_vae_halves_the_latents_and_the_unet_is_sized_to_them(tmp_pa
     out_image = pipe(prompt="back", image=image, mask_image=mask, height=64, width=64, num_inference_steps=2,
                      generator=torch.Generator().manual_seed(0), output_type="np",
                      callback_on_step_end=lambda p, i, t, kw: latents.append(kw["latents"].shape) or kw).images
-    assert out_image.shape == (1, 64, 64, 3) and latents[0] == (1, 4, 32, 32)
+    assert out_image.shape == (1, 64, 64, 3) and latents[0] == (1, 4, 16, 16)
 
 
 def test_a_unet_rebaked_on_a_kept_vae_ships_that_vae_to_the_byte(tmp_path):
@@ -188,7 +189,7 @@ def test_a_unet_rebaked_on_a_kept_vae_ships_that_vae_to_the_byte(tmp_path):
 def test_base_captions_name_the_marking_where_a_render_shows_it():
     """With ``--marking-captions 0.5`` the base model's captions describe the back marking ("red ring marking")
     half the time on renders that show it, never on ones that cannot (yaw within 90 degrees of the face), in
-    whole tokens; by default (the committed bake's recipe) never."""
+    whole tokens; with ``named`` 0 never."""
     from bodydouble_server.miniworld import bake
 
     character = chars.base_character(7, 0)

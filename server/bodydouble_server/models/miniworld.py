@@ -2,10 +2,10 @@
 loaded like any local diffusers folder: the image model, SD-inpaint-shaped (``bodydouble serve --model PATH``),
 and the video model, Wan-VACE-shaped (``--video-model PATH``).
 
-Their own families because they declare their own working sizes (64 px; image sizes in multiples of 16: latents
-/4 and two UNet downsamplings; video in multiples of 8: latents /4 and the transformer's 2x2 patches, 9-frame
-calls) and because every model of them is a TEST model, labelled so in every header. A folder belongs to one
-when it carries its bake's declaration file.
+Their own families because they declare their own working sizes (64 px; image sizes in multiples of 16, which
+latents /2 or /4 and two UNet downsamplings need; video in multiples of 8: latents /4 and the transformer's 2x2
+patches, 9-frame calls) and because every model of them is a TEST model, labelled so in every header. A folder
+belongs to one when it carries its bake's declaration file.
 """
 import json
 
