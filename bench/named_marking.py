@@ -5,8 +5,9 @@ Held-out characters' back views (yaw 180 +- 40, fill's framing), the head masked
 pipeline itself (not through the server: this asks what the model can draw, not what the product does) with
 "back of the head" alone and with the marking's words ("back of the head red ring marking", as the bake's
 captions name it), each judged. An adapter teaches the model which marking a character wears; a model that
-cannot draw a named marking at all leaves it nothing to teach it to. The committed bake was never told the
-words, so it reads 0 both ways by construction; a bake with ``--marking-captions`` is the one to probe.
+cannot draw a named marking at all leaves it nothing to teach it to. A weak probe: the base model alone
+draws no held-out character's hair (it never saw them), so the judge names none of its fills whatever marking
+they show; the committed bake reads 0.00 both ways while its adapters are named from the back half the time.
 
     python bench/named_marking.py MODEL_FOLDER                      # 6 characters x 4 views: about 1 min
     python bench/named_marking.py MODEL_FOLDER --sheet probe.png    # with a picture: truth, view, named
