@@ -92,7 +92,8 @@ class BakeSettings:
 
 
 TINY = BakeSettings(characters=3, renders_per_character=8, vae_steps=3, unet_steps=3, vae_batch=4, batch=4,
-                    checkpoint_every=2, eval_renders=2, eval_steps=2)
+                    checkpoint_every=2, eval_renders=2, eval_steps=2, threads=1)   # one: a test process's own threads
+                                                                                  # stay as they were
 
 
 # -- components --------------------------------------------------------------------------------------
