@@ -15,8 +15,9 @@
 #
 # Two groups, one run each: the product's checks (cuda_tests, likeness_cuda, likeness_cuda_fp32,
 # shot_throughput; shot_fill_cuda in a run of its own) and the world's bigger base model (bake_gpu: a UNet too big to bake on 2 CPU cores, on the
-# committed VAE, with the marking named in its captions; named_marking: can it draw a marking told by name, the
-# question no CPU bake answered yes to; likeness_gpu_bake: if so, the likeness table on it). Their order in the
+# committed VAE (latents /2), with the marking named in its captions, no extra weight on its pixels (it made
+# speckle on the CPU); named_marking: a first look (a weak probe: docs/likeness.md); likeness_gpu_bake: the
+# likeness table on it, the verdict). Their order in the
 # file is the order of want.
 #
 # The GPU machine's own Python (3.12, torch with CUDA, transformers, peft, opencv) is used; what it lacks
@@ -61,7 +62,7 @@ stage machine 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_versio
 bake=/tmp/bd-bake/base-model
 stage bake_gpu 450 python3 -m bodydouble_server.miniworld.bake $bake --work /tmp/bd-bake/work --device cuda \
     --vae-from server/bodydouble_server/miniworld/baked/base-model --unet-channels 128,256,384 --unet-attention 1,1,1 \
-    --batch 64 --unet-steps 3000 --marking-captions 0.5 --marking-weight 20
+    --batch 64 --unet-steps 3000 --marking-captions 0.5
 stage named_marking 60 python3 bench/named_marking.py $bake --device cuda --sheet "$out/named_marking.png"
 stage likeness_gpu_bake 240 python3 bench/likeness.py --quick --model $bake --device cuda --threads 4
 stage cuda_tests 90 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_fill.py tests/test_extend.py \
