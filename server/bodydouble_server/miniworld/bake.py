@@ -10,7 +10,8 @@ and thread count) and checkpointed in WORK so an interrupted bake resumes where 
    frames a plate (the head's box plus fill's context, the OCIO view, the model's size), and where the back
    marking shows when ``marking_weight`` needs it; cached as .npz.
 2. vae: an AutoencoderKL with two blocks (latents /2: 64x64 -> 32x32x4; ``--vae-channels 32,64,64`` for
-   three, /4), L1 + a small KL, on random patches (it is fully convolutional); its ``scaling_factor`` is then measured (1 / std of the latents).
+   three, /4), L1 + a small KL, on random patches (it is fully convolutional); its ``scaling_factor`` is then
+   measured (1 / std of the latents).
    ``--vae-from MODEL`` keeps another bake's VAE instead (a UNet rebaked on the same latents).
 3. unet: an inpainting UNet (9 input channels, as SD-inpaint) and a 2-layer CLIP text encoder, jointly,
    v-prediction on a cosine schedule; the inpaint mask is the head's matte (what fill uses), a random box
@@ -64,13 +65,13 @@ class BakeSettings:
     renders_per_character: int = 200
     plate: int = 96                 # renders are plates of plate x plate, framed like fill
     resolution: int = family.RESOLUTION
-    multiple: int = family.MULTIPLE     # latents /4, two UNet downsamplings: sizes in multiples of 16
+    multiple: int = family.MULTIPLE     # 16: two UNet downsamplings of latents /2 need 8, of /4 16
     # A block per entry; each after the first halves the latents. Two: /2 (64 px -> 32x32x4), where the back
     # marking spans 3-4 latents a side: the /4 VAE's round trip of held-out back views let the judge name 0.76
     # of them (the /2 one 0.95), and no /4 bake's adapters carried the marking (docs/likeness.md).
     vae_channels: tuple = (32, 64)
     unet_channels: tuple = (32, 64, 96)     # 2.7 M parameters; (48, 96, 144) is 6.1 M at ~1.6x a step's time
-    unet_attention: tuple = (False, True, True)     # cross-attention per level (16x16, 8x8, 4x4 latents)
+    unet_attention: tuple = (False, True, True)     # cross-attention per level (32x32, 16x16, 8x8 latents at /2)
     latent_channels: int = 4
     vae_from: str = ""              # a model folder whose VAE to keep (its UNet rebaked on it), "" to train one
     vae_steps: int = 1000
@@ -92,8 +93,8 @@ class BakeSettings:
 
 
 TINY = BakeSettings(characters=3, renders_per_character=8, vae_steps=3, unet_steps=3, vae_batch=4, batch=4,
-                    checkpoint_every=2, eval_renders=2, eval_steps=2, threads=1)   # one: a test process's own threads
-                                                                                  # stay as they were
+                    checkpoint_every=2, eval_renders=2, eval_steps=2, threads=1)   # one, as before the /2 recipe:
+                                                    # a bake sets its process's torch threads, tests' workers too
 
 
 # -- components --------------------------------------------------------------------------------------

@@ -58,8 +58,8 @@ REFERENCES = (("grey", "grey fill (reference)"), ("plate", "stand-in plate untou
               ("ceiling", "truth through fill's path (ceiling)"))
 # The ceiling: the truth handed to the server as the plate and filled at the least strength there is (the last
 # step of the schedule, no adapter): fill's crop, colour, resize, the model's VAE and the composite keep what they
-# keep of it, so no fill through this model can be named more often (the committed model: about 0.76 on back
-# views, below identity (b)'s goal; docs/likeness.md).
+# keep of it, so no fill through this model can be named more often (the committed /2 model: 0.89 on back
+# views; the /4 one before it 0.78, below identity (b)'s goal; docs/likeness.md).
 
 
 @dataclass(frozen=True)
@@ -363,20 +363,24 @@ def run(settings: ExperimentSettings, root: Path, model: Path = BASE_MODEL, judg
     return summarise(settings, per_row, hello, timings, time.monotonic() - started)
 
 
+def _shot_frames(data: CharacterData):
+    """(frame number, truth, mask) of each frame of the held-out shot, read from its EXRs."""
+    for i, truth_path in enumerate(data.truth):
+        frame = data.first + i
+        mask = world.read_exr(Path(data.mask.replace("####", f"{frame:04d}")))[:, :, 0]
+        yield frame, world.read_exr(truth_path), mask
+
+
 def _score(scorer: Scorer, data: CharacterData, frames: list, scores: list) -> None:
     """Each filled frame of the held-out shot against its truth, inside its mask, appended to ``scores``."""
-    for path, truth_path, frame in zip(frames, data.truth, range(data.first, data.first + len(data.truth))):
-        mask = world.read_exr(Path(data.mask.replace("####", f"{frame:04d}")))[:, :, 0]
-        score = scorer.frame(world.read_exr(Path(path)), world.read_exr(truth_path), mask)
+    for path, (_, truth, mask) in zip(frames, _shot_frames(data)):
+        score = scorer.frame(world.read_exr(Path(path)), truth, mask)
         scores.append({**score, "character": data.character.name, "truth": data.character.name})
 
 
 def _references(scorer: Scorer, data: CharacterData, per_row: dict) -> None:
     c = data.character
-    for i, truth_path in enumerate(data.truth):
-        frame = data.first + i
-        truth = world.read_exr(truth_path)
-        mask = world.read_exr(Path(data.mask.replace("####", f"{frame:04d}")))[:, :, 0]
+    for frame, truth, mask in _shot_frames(data):
         plate = world.read_exr(Path(data.plate.replace("####", f"{frame:04d}")))
         grey = truth.copy()
         # Display grey 0.5, brought back to scene-linear through the inverse view, inside the mask.
