@@ -30,18 +30,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="the baked base model folder (default: the committed one)")
     parser.add_argument("--judge", help="the judge's folder (default: the committed one)")
     parser.add_argument("--strength", type=float, help="fill's strength (default 1.0: the whole mask from noise)")
+    parser.add_argument("--fill-seeds", type=int, help="fills of each row, seeds 7, 8, ... (default 3)")
     args = parser.parse_args(argv)
     from bodydouble_server.miniworld import experiment
 
     settings = experiment.with_overrides(experiment.QUICK if args.quick else experiment.ExperimentSettings(),
                                          characters=args.characters, train_steps=args.train_steps,
                                          test_frames=args.test_frames, footage_frames=args.footage,
-                                         footage_turn=args.footage_turn, strength=args.strength)
+                                         footage_turn=args.footage_turn, strength=args.strength,
+                                         fill_seeds=args.fill_seeds)
     results = world_run(args, lambda root, log: experiment.run(
         settings, root, Path(args.model or experiment.BASE_MODEL), Path(args.judge or experiment.JUDGE), log,
         server_options(args)))
     model = results["model"] or {}
-    print(f"likeness: {settings.characters} held-out characters, {settings.test_frames} back-facing test frames each, "
+    print(f"likeness: {settings.characters} held-out characters, {settings.test_frames} back-facing test frames each "
+          f"x {settings.fill_seeds} fill seeds, "
           f"adapters rank {settings.rank} x {settings.train_steps} steps; model {model.get('name')} "
           f"(test model: {model.get('test_model')}); {results['timings_s']}")
     print(experiment.format_table(results))

@@ -16,8 +16,10 @@ import pytest
 
 from bodydouble_server.miniworld import experiment
 
+# One fill seed (the bench's table takes three): the margins below were measured at seed 7, and each seed more
+# costs the suite about a minute under -n 2.
 GATE = experiment.ExperimentSettings(characters=2, side_shots=2, test_frames=4, train_steps=100,
-                                     rows=("a", "b", "c"))
+                                     rows=("a", "b", "c"), fill_seeds=1)
 
 
 @pytest.fixture(scope="module")

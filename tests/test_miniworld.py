@@ -299,3 +299,21 @@ def test_goals_read_each_row_of_the_table():
     assert measured["PSNR (b) >= (d) - 2 dB"] == (-1.0, True)
     rows["b"]["identity"] = 0.9
     assert experiment.goals(rows)[0]["met"] is False
+
+
+def test_the_table_says_what_each_characters_fills_were_taken_for():
+    """Per character: the share of its frames the judge named right, and the name it gave most often (a fill
+    taken for its look-alike reads differently from one taken for another group's member)."""
+    from bodydouble_server.miniworld import experiment
+
+    def frames(truth, judged):
+        return [{"psnr": 15.0, "ssim": 0.5, "judged": j, "character": truth, "truth": truth} for j in judged]
+
+    per_row = {"a": frames("g0a", ["g1a", "g1a"]) + frames("g0b", ["g0c", "g0c"]),
+               "b": frames("g0a", ["g0a", "g0b", "g0a"]) + frames("g0b", ["g3b", "g3b"])}
+    results = experiment.summarise(experiment.ExperimentSettings(characters=2), per_row, {}, {}, 1.0)
+    assert results["rows"]["b"]["by_character"] == {"g0a": {"identity": 2 / 3, "named": "g0a"},
+                                                    "g0b": {"identity": 0.0, "named": "g3b"}}
+    assert results["rows"]["b"]["identity"] == 0.4
+    by_character = experiment.format_table(results).split("identity by character")[1].splitlines()
+    assert by_character[2].startswith("(b) own adapter") and by_character[2].endswith("0.67  g0a  0.00  g3b")
