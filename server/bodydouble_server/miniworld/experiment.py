@@ -58,8 +58,9 @@ REFERENCES = (("grey", "grey fill (reference)"), ("plate", "stand-in plate untou
               ("ceiling", "truth through fill's path (ceiling)"))
 # The ceiling: the truth handed to the server as the plate and filled at the least strength there is (the last
 # step of the schedule, no adapter): fill's crop, colour, resize, the model's VAE and the composite keep what they
-# keep of it, so no fill through this model can be named more often (the committed /2 model: 0.89 on back
-# views; the /4 one before it 0.78, below identity (b)'s goal; docs/likeness.md).
+# keep of it: how often a fill faithful to the truth is named (the committed /2 model: 0.89 on back views; the
+# /4 one before it 0.78, below identity (b)'s goal). It bounds pixels, not identity: a fill can draw a marking
+# more legibly than the shot shows it (the upper bound's adapter, which saw this shot: 0.95; docs/likeness.md).
 
 
 @dataclass(frozen=True)
