@@ -7,9 +7,9 @@ look-alike's adapter, (d) an adapter that also saw the held-out shot, (e) an ada
 Scores inside the mask against the rendered truth: PSNR, SSIM, and the judge's top-1 identity, with the
 issue's goals printed beside them. All rows come from one run. See docs/likeness.md.
 
-    python bench/likeness.py                  # 6 characters: 50 min on 2 busy CPU cores (about 8 min a character)
-    python bench/likeness.py --quick          # 3 characters (one group), shorter training: 12 min
-    python bench/likeness.py --characters 12 --json likeness.json     # about 100 min
+    python bench/likeness.py                  # 6 characters, 3 fill seeds: 54 min on 2 busy CPU cores
+    python bench/likeness.py --quick          # 3 characters (one group), shorter training: 14 min
+    python bench/likeness.py --characters 12 --json likeness.json     # about 110 min
 """
 from __future__ import annotations
 
