@@ -453,19 +453,21 @@ def goals(rows: dict) -> list[dict]:
 
 
 def format_table(results: dict) -> str:
+    def label(key: str, row: dict) -> str:
+        return (f"({key}) {row['title']}" if len(key) == 1 else f"    {row['title']}")[:42]
+
     lines = [f"{'row':<42} {'frames':>6} {'PSNR dB':>8} {'SSIM':>6} {'identity':>8}"]
     for key, row in results["rows"].items():
-        label = f"({key}) {row['title']}" if len(key) == 1 else f"    {row['title']}"
-        lines.append(f"{label:<42} {row['frames']:>6} {row['psnr_db']:>8.2f} {row['ssim']:>6.3f} {row['identity']:>8.2f}")
+        lines.append(f"{label(key, row):<42} {row['frames']:>6} {row['psnr_db']:>8.2f} {row['ssim']:>6.3f} "
+                     f"{row['identity']:>8.2f}")
     names = list(next(iter(results["rows"].values()), {}).get("by_character", {}))
     if names:
         lines += ["", f"{'identity by character (most often named)':<42} " + " ".join(f"{n:>10}" for n in names)]
         for key, row in results["rows"].items():
-            if key in ("grey", "plate"):
+            if key in ("grey", "plate"):       # references that show no one: nothing to name
                 continue
-            label = f"({key}) {row['title']}" if len(key) == 1 else f"    {row['title']}"
             cells = (row["by_character"][n] for n in names)
-            lines.append(f"{label[:42]:<42} " + " ".join(f"{c['identity']:>5.2f} {c['named']:>4}" for c in cells))
+            lines.append(f"{label(key, row):<42} " + " ".join(f"{c['identity']:>5.2f} {c['named']:>4}" for c in cells))
     lines.append("")
     lines.append("goals (issue #20)                          measured   met")
     for g in results["goals"]:
