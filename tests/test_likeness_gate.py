@@ -9,8 +9,8 @@ The adapter's pixels are a gate: its fill must come within the issue's margin of
 (6 dB; measured here 9.0). So is identity as far as the world's base model carries it: the own adapter named
 from the back more often than its look-alike's (here 0.50 against 0.00 of 8 frames). The issue's goal is not
 yet (6 characters, three fill seeds: 0.67 against the upper bound's 0.95 and the ceiling's 0.89;
-docs/likeness.md, "What the world found"; here the ceiling 0.75): that test is a strict xfail, so it fails the suite the day it starts passing and the bar must be raised
-to stay a gate.
+docs/likeness.md, "What the world found"; here the ceiling 0.75): that test is a strict xfail, so it fails the
+suite the day it starts passing and the bar must be raised to stay a gate.
 """
 import pytest
 

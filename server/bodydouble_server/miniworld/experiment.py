@@ -46,6 +46,7 @@ RIGHTS = {"rights_holder": "BodyDouble miniature world (synthetic)", "licence": 
 # heads are ~30 px: there 4 px left 120 of a head's 870 masked pixels filled whole, the stand-in showed through the
 # rest, and every adapter's fill lost 2.3 dB and was judged darker than the truth (measured: docs/likeness.md).
 FEATHER = 1
+FILL_SEED = 7        # each row's first fill seed; ExperimentSettings.fill_seeds counts on from it
 
 ROWS = (
     ("a", "base model, no adapter"),
@@ -314,7 +315,7 @@ def train(client, data: CharacterData, row: str, s: ExperimentSettings, adapters
 
 
 def fill(client, data: CharacterData, adapter: str | None, trigger: str, s: ExperimentSettings, out: Path,
-         plate: str | None = None, strength: float | None = None, seed: int = 7):
+         plate: str | None = None, strength: float | None = None, seed: int = FILL_SEED):
     """The held-out shot filled through the server (``plate``: another sequence of it, such as the truth)."""
     from bodydouble.jobspec import AdapterRef, FillRequest, sequence_frames
 
@@ -351,6 +352,7 @@ def run(settings: ExperimentSettings, root: Path, model: Path = BASE_MODEL, judg
         t = time.monotonic()
         for index, data in enumerate(datas):
             c, look_alike = data.character, look_alike_of(datas, index)
+            shot = list(_shot_frames(data))     # read once: every row, seed and reference scores against it
             for row in settings.rows:
                 if row == "a":
                     adapter, trigger = None, ""
@@ -358,14 +360,15 @@ def run(settings: ExperimentSettings, root: Path, model: Path = BASE_MODEL, judg
                     adapter, trigger = trained[look_alike.name, "b"], f"<{look_alike.name}>"
                 else:
                     adapter, trigger = trained[c.name, row], f"<{c.name}>"
-                for seed in range(7, 7 + settings.fill_seeds):
+                for seed in range(FILL_SEED, FILL_SEED + settings.fill_seeds):
                     frames = fill(client, data, adapter, trigger, settings, root / "takes" / c.name / row / f"seed{seed}",
                                   seed=seed)
-                    _score(scorer, data, frames, per_row[row])
+                    _score(scorer, data, shot, frames, per_row[row])
             log(f"filled {c.name}: rows {', '.join(settings.rows)}")
-            _references(scorer, data, per_row)
-            _score(scorer, data, fill(client, data, None, "", settings, root / "takes" / c.name / "ceiling",
-                                      plate=data.truth_plate, strength=1 / settings.fill_steps), per_row["ceiling"])
+            _references(scorer, data, shot, per_row)
+            ceiling = fill(client, data, None, "", settings, root / "takes" / c.name / "ceiling",
+                           plate=data.truth_plate, strength=1 / settings.fill_steps)
+            _score(scorer, data, shot, ceiling, per_row["ceiling"])
         timings["fill_s"] = time.monotonic() - t
     return summarise(settings, per_row, hello, timings, time.monotonic() - started)
 
@@ -378,16 +381,17 @@ def _shot_frames(data: CharacterData):
         yield frame, world.read_exr(truth_path), mask
 
 
-def _score(scorer: Scorer, data: CharacterData, frames: list, scores: list) -> None:
-    """Each filled frame of the held-out shot against its truth, inside its mask, appended to ``scores``."""
-    for path, (_, truth, mask) in zip(frames, _shot_frames(data)):
+def _score(scorer: Scorer, data: CharacterData, shot: list, frames: list, scores: list) -> None:
+    """Each filled frame of the held-out shot against its truth, inside its mask (``shot``: ``_shot_frames``),
+    appended to ``scores``."""
+    for path, (_, truth, mask) in zip(frames, shot):
         score = scorer.frame(world.read_exr(Path(path)), truth, mask)
         scores.append({**score, "character": data.character.name, "truth": data.character.name})
 
 
-def _references(scorer: Scorer, data: CharacterData, per_row: dict) -> None:
+def _references(scorer: Scorer, data: CharacterData, shot: list, per_row: dict) -> None:
     c = data.character
-    for frame, truth, mask in _shot_frames(data):
+    for frame, truth, mask in shot:
         plate = world.read_exr(Path(data.plate.replace("####", f"{frame:04d}")))
         grey = truth.copy()
         # Display grey 0.5, brought back to scene-linear through the inverse view, inside the mask.
